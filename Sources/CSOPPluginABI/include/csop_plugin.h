@@ -1,0 +1,175 @@
+/*
+ * csop_plugin.h — the whole contract between the CSOP host and a capability plugin.
+ *
+ * A plugin is a shared library that exports one function:
+ *
+ *     const csop_plugin_descriptor *csop_plugin_register(void);
+ *
+ * It must return a pointer to static, immutable data that lives as long as the library
+ * is loaded. The host reads `magic`, `abi_version` and `struct_size` before it touches any
+ * other field or calls any other plugin code, and refuses the library on a mismatch.
+ *
+ * Data crosses the boundary as UTF-8 JSON bytes (never NUL-terminated unless said so).
+ *
+ * Ownership rules, in one place:
+ *  - Every pointer the host passes to a plugin (config, payload, operation name, the host
+ *    API table) is owned by the host. Config and payload bytes are valid only until the
+ *    call that received them returns; copy what you need to keep. The csop_host_api table
+ *    stays valid until `destroy` returns.
+ *  - Every pointer a plugin passes to the host (a completion's data or error, an event, a
+ *    log message) is owned by the plugin. The host copies it before the host function
+ *    returns, so the plugin may free or reuse it right after.
+ *
+ * Structs only ever grow at the end; each starts with its size so both sides can tell
+ * which fields the other knows about.
+ */
+#ifndef CSOP_PLUGIN_H
+#define CSOP_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** "CSOP" in ASCII: identifies a CSOP plugin descriptor. */
+#define CSOP_PLUGIN_MAGIC 0x43534F50u
+/** Bumped on any incompatible change. The host loads only plugins built for this version. */
+#define CSOP_ABI_VERSION 1u
+/** Name of the registration function every plugin exports. */
+#define CSOP_PLUGIN_REGISTER_SYMBOL "csop_plugin_register"
+
+/** Log levels for csop_host_api.log. */
+typedef enum csop_log_level {
+    CSOP_LOG_TRACE = 0,
+    CSOP_LOG_DEBUG = 1,
+    CSOP_LOG_INFO = 2,
+    CSOP_LOG_WARNING = 3,
+    CSOP_LOG_ERROR = 4
+} csop_log_level;
+
+/** Services the host offers a plugin, handed over at `create`. Thread-safe: callable from any thread. */
+typedef struct csop_host_api {
+    /** sizeof(csop_host_api) as the host compiled it. */
+    uint32_t struct_size;
+    /** CSOP_ABI_VERSION of the host. */
+    uint32_t abi_version;
+    /** Opaque; pass it back as the first argument of every function below. */
+    void *host_context;
+    /** Writes a log line through the host's logger (stderr in the CLI). `message` is `length` UTF-8 bytes. */
+    void (*log)(void *host_context, int32_t level, const char *message, size_t length);
+    /**
+     * Pushes an event (a JSON object, `length` bytes) to everyone listening to this host:
+     * `csop run` prints it as a line, the embedding API yields it from its event stream.
+     * The host adds nothing but a "plugin" field naming the emitter when absent.
+     */
+    void (*emit_event)(void *host_context, const uint8_t *json, size_t length);
+} csop_host_api;
+
+/** What a plugin reports when an operation or `create` fails. */
+typedef struct csop_error {
+    /** A stable code such as "INVALID_PAYLOAD": NUL-terminated, ASCII, at most 63 bytes. */
+    const char *code;
+    /** A message saying what went wrong and how to fix it: `message_length` UTF-8 bytes. */
+    const char *message;
+    size_t message_length;
+    /** Non-zero when trying the same request again may succeed. */
+    int32_t retryable;
+} csop_error;
+
+/** Completion status. */
+enum {
+    CSOP_STATUS_OK = 0,
+    CSOP_STATUS_ERROR = 1
+};
+
+/** The result of an operation, handed to csop_call.complete. */
+typedef struct csop_outcome {
+    /** sizeof(csop_outcome) as the plugin compiled it. */
+    uint32_t struct_size;
+    /** CSOP_STATUS_OK or CSOP_STATUS_ERROR. */
+    int32_t status;
+    /** With CSOP_STATUS_OK: the result, one JSON value of `data_length` bytes (NULL/0 means `null`). */
+    const uint8_t *data;
+    size_t data_length;
+    /** With CSOP_STATUS_ERROR: the error. */
+    csop_error error;
+} csop_outcome;
+
+typedef struct csop_call csop_call;
+
+/**
+ * Finishes a call. Must be called exactly once per `invoke`, from any thread, before or
+ * after `invoke` returns, even after `cancel` (the host then discards the outcome).
+ */
+typedef void (*csop_complete_fn)(const csop_call *call, const csop_outcome *outcome);
+
+/** One operation request. Valid until `complete` is called for it. */
+struct csop_call {
+    /** sizeof(csop_call) as the host compiled it. */
+    uint32_t struct_size;
+    uint32_t reserved;
+    /** Unique per host process; `cancel` names a call by it. */
+    uint64_t call_id;
+    /** The operation (the part after the dot), `operation_length` bytes, also NUL-terminated. */
+    const char *operation;
+    size_t operation_length;
+    /** Index of the operation in the descriptor's `operations` array. */
+    uint32_t operation_index;
+    uint32_t reserved2;
+    /** The request payload: a JSON object of `payload_length` bytes. Valid only during `invoke`. */
+    const uint8_t *payload;
+    size_t payload_length;
+    /** Milliseconds the host gives this attempt before it times out and cancels it. */
+    double timeout_ms;
+    /** Finishes the call. */
+    csop_complete_fn complete;
+    /** Owned by the host; do not touch. */
+    void *host_reserved;
+};
+
+/** Returned by csop_plugin_register. Static and immutable. */
+typedef struct csop_plugin_descriptor {
+    /** CSOP_PLUGIN_MAGIC. */
+    uint32_t magic;
+    /** CSOP_ABI_VERSION the plugin was built against. */
+    uint32_t abi_version;
+    /** sizeof(csop_plugin_descriptor) as the plugin compiled it. */
+    uint32_t struct_size;
+    uint32_t reserved;
+    /** The capability (domain) this plugin serves, e.g. "storage": NUL-terminated. */
+    const char *name;
+    /** The plugin's own version, e.g. "1.2.0": NUL-terminated. */
+    const char *version;
+    /** Operation names, e.g. "save": `operation_count` NUL-terminated strings. */
+    const char *const *operations;
+    size_t operation_count;
+
+    /**
+     * Creates an instance from its config (a JSON object, `config_length` bytes). On
+     * success stores the instance in `*instance` and returns 0. On failure returns non-zero
+     * and may fill `*error`; its strings must stay valid until the plugin's `destroy` or,
+     * if none was created, for the life of the library (static strings are the norm).
+     */
+    int32_t (*create)(const csop_host_api *host, const uint8_t *config, size_t config_length,
+                      void **instance, csop_error *error);
+    /** Starts an operation. Must not block for long: do slow work elsewhere and complete later. */
+    void (*invoke)(void *instance, const csop_call *call);
+    /**
+     * Asks the plugin to stop a call that the host has abandoned (a timeout). Best effort;
+     * the plugin still calls `complete` for it. May be NULL.
+     */
+    void (*cancel)(void *instance, uint64_t call_id);
+    /** Releases the instance. Called once, after every call has completed. */
+    void (*destroy)(void *instance);
+} csop_plugin_descriptor;
+
+/** The signature of the registration symbol. */
+typedef const csop_plugin_descriptor *(*csop_plugin_register_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CSOP_PLUGIN_H */

@@ -1,0 +1,82 @@
+public import CSOPCore
+import CSOPPluginABI
+import Synchronization
+
+/// One operation request from the host. Complete it exactly once, from any thread; later
+/// completions are ignored.
+public final class PluginCall: Sendable {
+    /// Unique per host process; ``CSOPPlugin/cancel(callID:)`` names calls by it.
+    public let id: UInt64
+    /// The operation, e.g. `"save"`.
+    public let operation: String
+    /// Index of ``operation`` in the plugin's `operations`.
+    public let operationIndex: Int
+    /// The request payload (always an object).
+    public let payload: JSONValue
+    /// Milliseconds the host gives this attempt.
+    public let timeoutMilliseconds: Double
+
+    // The csop_call is owned by the host and valid until completed.
+    private nonisolated(unsafe) let raw: UnsafePointer<csop_call>
+    private let completed = Atomic<Bool>(false)
+
+    init(raw: UnsafePointer<csop_call>, payload: JSONValue) {
+        self.raw = raw
+        self.id = raw.pointee.call_id
+        self.operation = String(cString: raw.pointee.operation)
+        self.operationIndex = Int(raw.pointee.operation_index)
+        self.payload = payload
+        self.timeoutMilliseconds = raw.pointee.timeout_ms
+    }
+
+    /// Whether the call was already completed.
+    public var isCompleted: Bool { completed.load(ordering: .acquiring) }
+
+    /// Completes with a result value.
+    public func succeed(_ value: JSONValue) {
+        succeed(rawJSON: value.serialized())
+    }
+
+    /// Completes with a result that is already serialized JSON.
+    public func succeed(rawJSON bytes: [UInt8]) {
+        guard claim() else { return }
+        bytes.withUnsafeBufferPointer { buffer in
+            var outcome = csop_outcome()
+            outcome.struct_size = UInt32(MemoryLayout<csop_outcome>.size)
+            outcome.status = Int32(CSOP_STATUS_OK)
+            outcome.data = buffer.baseAddress
+            outcome.data_length = buffer.count
+            raw.pointee.complete(raw, &outcome)
+        }
+    }
+
+    /// Completes with an error.
+    public func fail(_ error: CSOPError) {
+        guard claim() else { return }
+        error.code.rawValue.withCString { code in
+            var message = error.message
+            message.withUTF8 { text in
+                text.withMemoryRebound(to: CChar.self) { chars in
+                    var outcome = csop_outcome()
+                    outcome.struct_size = UInt32(MemoryLayout<csop_outcome>.size)
+                    outcome.status = Int32(CSOP_STATUS_ERROR)
+                    outcome.error = csop_error(
+                        code: code, message: chars.baseAddress, message_length: chars.count,
+                        retryable: error.retryable ? 1 : 0)
+                    raw.pointee.complete(raw, &outcome)
+                }
+            }
+        }
+    }
+
+    public func complete(_ result: Result<JSONValue, CSOPError>) {
+        switch result {
+        case .success(let value): succeed(value)
+        case .failure(let error): fail(error)
+        }
+    }
+
+    private func claim() -> Bool {
+        !completed.exchange(true, ordering: .acquiringAndReleasing)
+    }
+}
