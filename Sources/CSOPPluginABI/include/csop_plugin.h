@@ -62,7 +62,8 @@ typedef struct csop_host_api {
     /**
      * Pushes an event (a JSON object, `length` bytes) to everyone listening to this host:
      * `csop run` prints it as a line, the embedding API yields it from its event stream.
-     * The host adds nothing but a "plugin" field naming the emitter when absent.
+     * The host forwards the object unchanged (it must be a JSON object), tagged out of band
+     * with the emitting plugin's name.
      */
     void (*emit_event)(void *host_context, const uint8_t *json, size_t length);
 } csop_host_api;

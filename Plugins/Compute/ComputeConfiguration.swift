@@ -1,0 +1,38 @@
+import CSOPCore
+import Glibc
+
+/// The compute plugin's `[config]` keys, validated.
+struct ComputeConfiguration: Sendable {
+    /// Worker threads, each with its own JavaScriptCore context group. Default: online cores.
+    var workers: Int
+    /// Tasks that may wait for a worker before new ones get `QUEUE_FULL`. Default 1024.
+    var maxQueue: Int
+    /// Default per-task execution time limit in ms (queue time not counted). Default 30000.
+    var timeout: Double
+    /// Process RSS growth a running script may cause before it is stopped. Default 512.
+    var memoryLimitMB: Int
+    /// Console output kept per task, in UTF-16 code units (bytes for ASCII). Default 65536.
+    var maxConsoleBytes: Int
+
+    static let keys: Set<String> = ["workers", "maxQueue", "timeout", "memoryLimitMB", "maxConsoleBytes"]
+    static let maxTimeout = 3_600_000.0
+
+    init(workers: Int? = nil, maxQueue: Int = 1024, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536) {
+        self.workers = workers ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        self.maxQueue = maxQueue
+        self.timeout = timeout
+        self.memoryLimitMB = memoryLimitMB
+        self.maxConsoleBytes = maxConsoleBytes
+    }
+
+    /// - Throws: `INVALID_PAYLOAD` naming the bad `config.<key>` and its allowed range.
+    init(config: JSONValue) throws(CSOPError) {
+        let fields = try Fields(config, path: "config", allowed: Self.keys)
+        self.init()
+        if let value = try fields.int("workers", in: 1...256) { workers = Int(value) }
+        if let value = try fields.int("maxQueue", in: 1...1_000_000) { maxQueue = Int(value) }
+        if let value = try fields.number("timeout", in: 1...Self.maxTimeout) { timeout = value }
+        if let value = try fields.int("memoryLimitMB", in: 16...1_048_576) { memoryLimitMB = Int(value) }
+        if let value = try fields.int("maxConsoleBytes", in: 0...(64 << 20)) { maxConsoleBytes = Int(value) }
+    }
+}

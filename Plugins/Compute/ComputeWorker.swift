@@ -1,0 +1,122 @@
+import CSOPCore
+import Glibc
+
+/// One worker thread with its own JavaScriptCore sandbox. Takes jobs from the shared queue
+/// until it is closed; everything it owns is touched only on its thread.
+final class ComputeWorker {
+    private let index: Int
+    private let queue: JobQueue
+    private let stats: PoolStatistics
+    private let settings: ComputeConfiguration
+    private let log: @Sendable (String) -> Void
+    private let watch: ExecutionWatch
+    private var sandbox: JSSandbox?
+
+    init(index: Int, queue: JobQueue, stats: PoolStatistics, settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void) {
+        self.index = index
+        self.queue = queue
+        self.stats = stats
+        self.settings = settings
+        self.log = log
+        watch = ExecutionWatch(memoryLimitBytes: UInt64(settings.memoryLimitMB) << 20)
+    }
+
+    /// The thread body: prepares a sandbox, then serves jobs until the queue closes.
+    func run() {
+        stats.alive.add(1, ordering: .relaxed)
+        defer { stats.alive.subtract(1, ordering: .relaxed) }
+        _ = try? prepareSandbox()
+        while let job = queue.pop() {
+            process(job)
+            if sandbox == nil { _ = try? prepareSandbox() }
+        }
+        sandbox = nil
+    }
+
+    private func prepareSandbox() throws(CSOPError) -> JSSandbox {
+        if let sandbox { return sandbox }
+        do throws(CSOPError) {
+            let made = try JSSandbox(watch: watch, maxConsoleChars: settings.maxConsoleBytes)
+            sandbox = made
+            return made
+        } catch {
+            log("compute worker \(index): \(error.message)")
+            throw error
+        }
+    }
+
+    private func process(_ job: ComputeJob) {
+        if job.isCancelled {
+            stats.cancelled.add(1, ordering: .relaxed)
+            job.finish(.failure(job.cancellationError))
+            return
+        }
+        stats.busy.add(1, ordering: .relaxed)
+        let result: Result<TaskOutput, CSOPError>
+        switch job.work {
+        case .builtin(let task):
+            result = .success(TaskOutput(task.run()))
+        case .script(let source, let data):
+            result = runScript(job, source: source, data: data)
+        }
+        stats.busy.subtract(1, ordering: .relaxed)
+        switch result {
+        case .success: stats.completed.add(1, ordering: .relaxed)
+        case .failure: stats.failed.add(1, ordering: .relaxed)
+        }
+        job.finish(result)
+    }
+
+    private func runScript(_ job: ComputeJob, source: String, data: JSONValue?) -> Result<TaskOutput, CSOPError> {
+        let sandbox: JSSandbox
+        do throws(CSOPError) { sandbox = try prepareSandbox() } catch { return .failure(error) }
+        watch.begin(job)
+        let outcome = sandbox.run(source: source, data: data, watch: watch)
+        watch.end()
+        let stopReason = watch.stopReason
+        if stopReason != nil || sandbox.isPolluted {
+            // A terminated VM may be left inconsistent, and added globals would leak into the
+            // next task: start over with a fresh context group.
+            self.sandbox = nil
+            stats.recycled.add(1, ordering: .relaxed)
+        }
+        switch outcome {
+        case .success(let output):
+            return .success(output)
+        case .failure(.terminated):
+            switch stopReason {
+            case .cancelled?:
+                stats.cancelled.add(1, ordering: .relaxed)
+                return .failure(job.cancellationError)
+            case .memory?:
+                stats.memoryStops.add(1, ordering: .relaxed)
+                return .failure(
+                    CSOPError(
+                        .resourceExhausted,
+                        "task \(job.taskName) was stopped after the process grew by more than \(settings.memoryLimitMB) MiB while it ran (config memoryLimitMB); allocate less"
+                    ))
+            case .timeout?, nil:
+                stats.timedOut.add(1, ordering: .relaxed)
+                return .failure(
+                    CSOPError(
+                        .timeout,
+                        "task \(job.taskName) ran longer than its timeout of \(Self.format(job.timeoutMilliseconds)) ms and was stopped; raise options.timeout or make it faster"
+                    ))
+            }
+        case .failure(.compile(let message)):
+            return .failure(.invalidPayload("the JavaScript of task \(job.taskName) does not compile: \(message)"))
+        case .failure(.thrown(let message)):
+            if message.contains("Out of memory") {
+                stats.memoryStops.add(1, ordering: .relaxed)
+                return .failure(CSOPError(.resourceExhausted, "task \(job.taskName) ran out of memory: \(message)"))
+            }
+            return .failure(.executionFailed("task \(job.taskName) threw \(message)"))
+        case .failure(.notSerializable(let message)):
+            return .failure(.executionFailed("the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
+        }
+    }
+
+    private static func format(_ milliseconds: Double) -> String {
+        milliseconds.rounded() == milliseconds ? String(Int64(milliseconds)) : String(milliseconds)
+    }
+}

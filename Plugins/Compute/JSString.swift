@@ -1,0 +1,27 @@
+import CJavaScriptCore
+
+/// Owns one JSStringRef and releases it in deinit.
+final class JSString {
+    let ref: JSStringRef
+
+    /// Made from UTF-16 so any Swift string, even one with NUL characters, converts exactly.
+    init(_ text: String) {
+        let units = Array(text.utf16)
+        ref = units.withUnsafeBufferPointer { JSStringCreateWithCharacters($0.baseAddress, $0.count) }
+    }
+
+    deinit { JSStringRelease(ref) }
+
+    /// The UTF-8 bytes of a JSStringRef, without the trailing NUL.
+    static func utf8(_ string: JSStringRef) -> [UInt8] {
+        let capacity = JSStringGetMaximumUTF8CStringSize(string)
+        return [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            let written = buffer.withMemoryRebound(to: CChar.self) { JSStringGetUTF8CString(string, $0.baseAddress, capacity) }
+            count = max(written - 1, 0)
+        }
+    }
+
+    static func string(_ string: JSStringRef) -> String {
+        String(decoding: utf8(string), as: UTF8.self)
+    }
+}

@@ -1,0 +1,37 @@
+import CSOPCore
+
+/// A finished task: its result as serialized JSON plus any captured console output.
+struct TaskOutput: Sendable {
+    var resultJSON: [UInt8]
+    var logs: [String] = []
+    var logsTruncated = false
+
+    init(resultJSON: [UInt8], logs: [String] = [], logsTruncated: Bool = false) {
+        self.resultJSON = resultJSON
+        self.logs = logs
+        self.logsTruncated = logsTruncated
+    }
+
+    init(_ value: JSONValue) { resultJSON = value.serialized() }
+
+    /// Writes `"result":…` and, when there was console output, `"logs":[…]` (and
+    /// `"logsTruncated":true`), as members of an object being written.
+    func writeMembers(to writer: inout JSONWriter) {
+        writer.append("\"result\":")
+        writer.appendRaw(resultJSON)
+        if !logs.isEmpty || logsTruncated {
+            writer.append(",\"logs\":")
+            writer.write(.array(logs.map { .string($0) }))
+        }
+        if logsTruncated { writer.append(",\"logsTruncated\":true") }
+    }
+
+    /// `{"result":…,"logs":[…]}`: what `compute.execute` answers.
+    var responseJSON: [UInt8] {
+        var writer = JSONWriter(capacity: resultJSON.count + 16)
+        writer.append("{")
+        writeMembers(to: &writer)
+        writer.append("}")
+        return writer.bytes
+    }
+}

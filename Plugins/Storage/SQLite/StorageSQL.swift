@@ -1,0 +1,69 @@
+/// Every statement the hot tier runs, so each connection prepares each once and reuses it.
+///
+/// `csop_storage` is the key index for both tiers: one row per key with its tier
+/// (0 local, 1 cloud), version, JSON size, stored size, flags (1 compressed, 2 encrypted), the
+/// value bytes for local keys and the cold-table row reference for cloud keys.
+enum StorageSQL: Int, CaseIterable {
+    case read
+    case fastSaveLocal
+    case begin
+    case commit
+    case rollback
+    case readForWrite
+    case upsert
+    case delete
+    case listAll
+    case listPrefix
+    case stats
+    case totalSize
+    case dataVersion
+
+    static let schema = """
+        CREATE TABLE IF NOT EXISTS csop_storage (
+            key TEXT NOT NULL PRIMARY KEY,
+            tier INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            stored INTEGER NOT NULL,
+            flags INTEGER NOT NULL,
+            value BLOB,
+            cold_ref TEXT
+        )
+        """
+
+    var sql: String {
+        switch self {
+        case .read: "SELECT tier, flags, value, cold_ref, version FROM csop_storage WHERE key = ?1"
+        // Saves over a local (or missing) key in one autocommit statement; a cloud key returns no row.
+        case .fastSaveLocal:
+            """
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)
+            VALUES (?1, 0, 1, ?2, ?3, ?4, ?5, NULL)
+            ON CONFLICT (key) DO UPDATE SET version = version + 1, size = excluded.size,
+                stored = excluded.stored, flags = excluded.flags, value = excluded.value
+            WHERE tier = 0
+            RETURNING version
+            """
+        case .begin: "BEGIN IMMEDIATE"
+        case .commit: "COMMIT"
+        case .rollback: "ROLLBACK"
+        case .readForWrite: "SELECT tier, version, size, cold_ref FROM csop_storage WHERE key = ?1"
+        case .upsert:
+            """
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, version = excluded.version,
+                size = excluded.size, stored = excluded.stored, flags = excluded.flags,
+                value = excluded.value, cold_ref = excluded.cold_ref
+            """
+        case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size"
+        case .listAll: "SELECT key FROM csop_storage WHERE key > ?1 ORDER BY key LIMIT ?2"
+        case .listPrefix:
+            "SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+        case .stats:
+            "SELECT tier, count(*), total(size), total(stored) FROM csop_storage GROUP BY tier"
+        case .totalSize: "SELECT total(size) FROM csop_storage"
+        case .dataVersion: "PRAGMA data_version"
+        }
+    }
+}

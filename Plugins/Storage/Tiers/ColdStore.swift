@@ -1,0 +1,201 @@
+import CSOPCore
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// The cold tier: value bytes in a PostgreSQL table, one row per saved version, named by a
+/// random `ref` that the SQLite key index points at. The table is created on first use.
+///
+/// Writing a new row and then flipping the index means a crash between the two leaves at
+/// worst an unreferenced row here (an orphan), never a lost or stale value.
+final class ColdStore: Sendable {
+    /// Why a cold-tier operation failed.
+    enum Failure: Error {
+        /// No connection could be made: the caller may fall back to the hot tier.
+        case unreachable(String)
+        case cancelled
+        case failed(String)
+
+        var error: CSOPError {
+            switch self {
+            case .unreachable(let message): CSOPError(.notConnected, message, retryable: true)
+            case .cancelled: CSOPError(.timeout, "the cold-tier query was cancelled (timed out)", retryable: true)
+            case .failed(let message): CSOPError(.executionFailed, message, retryable: true)
+            }
+        }
+    }
+
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var running: [UInt64: [PostgresConnection]] = [:]
+        var tableReady = false
+        var nextConnectionID = 1
+    }
+
+    let table: String
+    /// `host:port/database`, for messages (never the password).
+    let endpoint: String
+    private let configuration: PostgresConnection.Configuration
+    private let state = Mutex(State())
+    private let logger = Logger(label: "csop.storage.cold", factory: { _ in SwiftLogNoOpLogHandler() })
+    private static let maxIdle = 4
+
+    /// - Throws: `INVALID_PAYLOAD` naming `config.postgresUrl` for a URL it cannot use.
+    init(url: String, table: String) throws(CSOPError) {
+        let field = "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)"
+        guard let components = URLComponents(string: url),
+            components.scheme == "postgres" || components.scheme == "postgresql",
+            let host = components.host, !host.isEmpty
+        else {
+            throw .invalidPayload("\(field) must look like postgres://user:password@host:5432/database")
+        }
+        guard let user = components.user, !user.isEmpty else {
+            throw .invalidPayload("\(field) must name a user: postgres://user:password@host:5432/database")
+        }
+        for item in components.queryItems ?? [] {
+            guard item.name == "sslmode", ["disable", "allow", "prefer"].contains(item.value ?? "") else {
+                throw .invalidPayload("\(field): only sslmode=disable|allow|prefer is supported (connections are not encrypted), got \(item.name)")
+            }
+        }
+        let database = components.path.split(separator: "/").first.map(String.init)
+        let port = components.port ?? 5432
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: user, password: components.password, database: database ?? user, tls: .disable)
+        configuration.options.connectTimeout = .seconds(5)
+        self.configuration = configuration
+        self.table = table
+        self.endpoint = "\(host):\(port)/\(database ?? user)"
+    }
+
+    /// Stores `bytes` as row `ref`.
+    func put(ref: String, key: String, bytes: [UInt8], callID: UInt64) async throws(Failure) {
+        try await withConnection(callID: callID) { connection in
+            let value = ByteBuffer(bytes: bytes)
+            _ = try await connection.query(
+                "INSERT INTO \(unescaped: self.table) (ref, key, value) VALUES (\(ref), \(key), \(value))", logger: self.logger)
+        }
+    }
+
+    /// The bytes of row `ref`, or nil when it is gone.
+    func get(ref: String, callID: UInt64) async throws(Failure) -> [UInt8]? {
+        try await withConnection(callID: callID) { connection in
+            let rows = try await connection.query("SELECT value FROM \(unescaped: self.table) WHERE ref = \(ref)", logger: self.logger)
+            for try await row in rows {
+                var buffer = try row.decode(ByteBuffer.self)
+                return buffer.readBytes(length: buffer.readableBytes) ?? []
+            }
+            return nil
+        }
+    }
+
+    /// Deletes rows that the index no longer references.
+    func delete(refs: [String], callID: UInt64) async throws(Failure) {
+        guard !refs.isEmpty else { return }
+        try await withConnection(callID: callID) { connection in
+            _ = try await connection.query("DELETE FROM \(unescaped: self.table) WHERE ref = ANY(\(refs))", logger: self.logger)
+        }
+    }
+
+    /// Every stored row for `key` (orphans included): for tests and repair.
+    func rows(forKey key: String) async throws(Failure) -> [[UInt8]] {
+        try await withConnection(callID: 0) { connection in
+            let rows = try await connection.query("SELECT value FROM \(unescaped: self.table) WHERE key = \(key)", logger: self.logger)
+            var values: [[UInt8]] = []
+            for try await row in rows {
+                var buffer = try row.decode(ByteBuffer.self)
+                values.append(buffer.readBytes(length: buffer.readableBytes) ?? [])
+            }
+            return values
+        }
+    }
+
+    /// Stops the cold work of `callID` by closing its connection, which fails its query.
+    func cancel(callID: UInt64) {
+        let connections = state.withLock { $0.running[callID] ?? [] }
+        for connection in connections { connection.close().whenComplete { _ in } }
+    }
+
+    /// Closes idle connections.
+    func shutdown() {
+        let idle = state.withLock { state -> [PostgresConnection] in
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        for connection in idle { connection.close().whenComplete { _ in } }
+    }
+
+    private func withConnection<T: Sendable>(
+        callID: UInt64, _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws(Failure) -> T {
+        if Task.isCancelled { throw .cancelled }
+        let connection = try await checkOut(callID: callID)
+        do {
+            try await ensureTable(connection)
+            let result = try await body(connection)
+            checkIn(connection, callID: callID, reuse: true)
+            return result
+        } catch {
+            checkIn(connection, callID: callID, reuse: false)
+            if Task.isCancelled || connection.isClosed { throw .cancelled }
+            throw .failed("cold-tier query on \(endpoint) failed: \(Self.describe(error))")
+        }
+    }
+
+    private func checkOut(callID: UInt64) async throws(Failure) -> PostgresConnection {
+        let (pooled, id) = state.withLock { state -> (PostgresConnection?, Int) in
+            state.nextConnectionID += 1
+            return (state.idle.popLast(), state.nextConnectionID)
+        }
+        let connection: PostgresConnection
+        if let pooled, !pooled.isClosed {
+            connection = pooled
+        } else {
+            do {
+                connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
+            } catch {
+                if Task.isCancelled { throw .cancelled }
+                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(Self.describe(error))")
+            }
+        }
+        state.withLock { $0.running[callID, default: []].append(connection) }
+        return connection
+    }
+
+    private func checkIn(_ connection: PostgresConnection, callID: UInt64, reuse: Bool) {
+        let keep = state.withLock { state -> Bool in
+            state.running[callID]?.removeAll { $0 === connection }
+            if state.running[callID]?.isEmpty == true { state.running[callID] = nil }
+            guard reuse, !connection.isClosed, state.idle.count < Self.maxIdle else { return false }
+            state.idle.append(connection)
+            return true
+        }
+        if !keep { connection.close().whenComplete { _ in } }
+    }
+
+    private func ensureTable(_ connection: PostgresConnection) async throws {
+        if state.withLock({ $0.tableReady }) { return }
+        let sql = """
+            CREATE TABLE IF NOT EXISTS \(table) (
+                ref TEXT PRIMARY KEY, key TEXT NOT NULL, value BYTEA NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now())
+            """
+        do {
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+        } catch {
+            // Two first uses at once can race on the catalog; the loser finds the table there.
+            try await connection.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(table) LIMIT 0"), logger: logger)
+        }
+        state.withLock { $0.tableReady = true }
+    }
+
+    /// PostgreSQL's own message when there is one; never the query or its binds.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,398 @@
+import CSOPCore
+import CSQLite
+import Glibc
+import Synchronization
+
+/// The hot tier and the key index of both tiers: one SQLite file in WAL mode. Writes go
+/// through one connection under a lock; reads check a connection out of a small pool, so
+/// they run concurrently with each other and with the writer.
+final class LocalStore: Sendable {
+    enum Tier: Int64, Sendable { case local = 0, cloud = 1 }
+
+    /// One key's row as a reader sees it.
+    struct Row: Sendable {
+        var tier: Tier
+        var flags: Int64
+        var bytes: [UInt8]
+        var coldRef: String?
+        var version: Int64
+    }
+
+    /// One key to write in a batch.
+    struct Write: Sendable {
+        var key: String
+        var tier: Tier
+        /// JSON bytes of the value.
+        var size: Int64
+        /// Bytes stored in the tier (after compression and encryption).
+        var storedSize: Int64
+        var flags: Int64
+        /// The stored bytes for a local value.
+        var bytes: [UInt8]
+        /// The cold-table row for a cloud value.
+        var coldRef: String?
+        var ifVersion: Int64?
+    }
+
+    struct WriteResult: Sendable {
+        var versions: [Int64]
+        /// Cold rows no longer referenced: delete them after the commit.
+        var obsoleteColdRefs: [String]
+    }
+
+    struct TierStats: Sendable {
+        var count: Int64 = 0
+        var bytes: Int64 = 0
+        var storedBytes: Int64 = 0
+    }
+
+    private struct WriterState {
+        let connection: SQLiteConnection
+        /// Sum of `size` over all keys, tracked only with a quota; nil when unknown.
+        var totalBytes: Int64?
+        var dataVersion: Int64 = -1
+    }
+
+    private struct ReaderPool {
+        var idle: [SQLiteConnection] = []
+        var busy: [ObjectIdentifier: SQLiteConnection] = [:]
+    }
+
+    let path: String
+    private let maxBytes: Int64?
+    private let poolSize: Int
+    private let writer: Mutex<WriterState>
+    private let writerConnection: SQLiteConnection
+    private let readers = Mutex(ReaderPool())
+
+    /// Opens or creates the database and checks that it is a readable storage file.
+    /// - Throws: `EXECUTION_FAILED` naming `path` for a file that is not a usable database.
+    init(configuration: StorageConfiguration) throws(CSOPError) {
+        path = configuration.path
+        maxBytes = configuration.maxBytes
+        poolSize = configuration.readConnections
+        try Self.createParentDirectory(of: path)
+        let connection: SQLiteConnection
+        do throws(SQLiteError) {
+            connection = try SQLiteConnection(path: path, readOnly: false, create: true, busyTimeoutMilliseconds: 5000)
+            // Reading the schema makes a garbage file fail here, not at the first save.
+            _ = try connection.scalarText("SELECT count(*) FROM sqlite_schema")
+            let mode = try connection.scalarText("PRAGMA journal_mode = WAL")
+            guard mode?.lowercased() == "wal" else {
+                throw SQLiteError(code: SQLITE_ERROR, message: "could not switch to WAL (journal_mode is \(mode ?? "unknown"))", path: path)
+            }
+            try connection.execute("PRAGMA synchronous = \(configuration.synchronous.rawValue)")
+            try connection.execute(StorageSQL.schema)
+            if let check = try connection.scalarText("PRAGMA quick_check(1)"), check != "ok" {
+                throw SQLiteError(code: SQLITE_CORRUPT, message: "integrity check failed: \(check)", path: path)
+            }
+            for query in StorageSQL.allCases { _ = try connection.statement(query) }
+        } catch {
+            throw .executionFailed("cannot open the storage database at \(path): \(error.message). Fix or remove the file, or set config.path")
+        }
+        writerConnection = connection
+        writer = Mutex(WriterState(connection: connection))
+        // Open the read pool now so a bad file fails at init.
+        var pool = ReaderPool()
+        for _ in 0..<min(poolSize, 2) { pool.idle.append(try openReader()) }
+        readers.withLock { $0 = pool }
+    }
+
+    // MARK: Reads
+
+    /// The row for `key`, or nil when it does not exist.
+    func read(_ key: String, callID: UInt64) throws(CSOPError) -> Row? {
+        try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement = try connection.statement(.read)
+            defer { statement.reset() }
+            statement.bind(1, key)
+            guard try statement.step() else { return nil }
+            let tier = Tier(rawValue: statement.int64(0)) ?? .local
+            return Row(
+                tier: tier, flags: statement.int64(1), bytes: tier == .local ? statement.blob(2) : [],
+                coldRef: statement.isNull(3) ? nil : statement.text(3), version: statement.int64(4))
+        }
+    }
+
+    /// Up to `limit` keys after `cursor` (exclusive), in byte order, starting with `prefix`.
+    func list(prefix: String?, after cursor: String?, limit: Int64, callID: UInt64) throws(CSOPError) -> [String] {
+        try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement: SQLiteStatement
+            if let prefix, !prefix.isEmpty {
+                statement = try connection.statement(.listPrefix)
+                statement.bind(1, cursor ?? "")
+                statement.bind(2, prefix)
+                if let upper = Self.prefixUpperBound(prefix) {
+                    statement.bindTextBytes(3, upper)
+                } else {
+                    statement.bindTextBytes(3, [0xFF])
+                }
+                statement.bind(4, limit)
+            } else {
+                statement = try connection.statement(.listAll)
+                statement.bind(1, cursor ?? "")
+                statement.bind(2, limit)
+            }
+            defer { statement.reset() }
+            var keys: [String] = []
+            keys.reserveCapacity(Int(min(limit, 1024)))
+            while try statement.step() { keys.append(statement.text(0)) }
+            return keys
+        }
+    }
+
+    /// Key counts and bytes per tier.
+    func stats(callID: UInt64) throws(CSOPError) -> (local: TierStats, cloud: TierStats) {
+        try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement = try connection.statement(.stats)
+            defer { statement.reset() }
+            var local = TierStats(), cloud = TierStats()
+            while try statement.step() {
+                let stats = TierStats(count: statement.int64(1), bytes: statement.int64(2), storedBytes: statement.int64(3))
+                if statement.int64(0) == Tier.cloud.rawValue { cloud = stats } else { local = stats }
+            }
+            return (local, cloud)
+        }
+    }
+
+    /// The smallest byte string greater than every string starting with `prefix`.
+    static func prefixUpperBound(_ prefix: String) -> [UInt8]? {
+        var bytes = Array(prefix.utf8)
+        while let last = bytes.last {
+            if last < 0xFF {
+                bytes[bytes.count - 1] = last + 1
+                return bytes
+            }
+            bytes.removeLast()
+        }
+        return nil
+    }
+
+    // MARK: Writes
+
+    /// Saves a local value in one statement when nothing needs checking first. Returns nil
+    /// when the key is in the cold tier (use ``write(_:callID:)`` to move it).
+    func fastSaveLocal(key: String, size: Int64, bytes: [UInt8], flags: Int64, callID: UInt64) throws(CSOPError) -> Int64? {
+        guard maxBytes == nil else { return nil }
+        return try withWriter(callID: callID) { state throws(SQLiteError) in
+            let statement = try state.connection.statement(.fastSaveLocal)
+            defer { statement.reset() }
+            statement.bind(1, key)
+            statement.bind(2, size)
+            statement.bind(3, Int64(bytes.count))
+            statement.bind(4, flags)
+            statement.bind(blob: bytes, index: 5)
+            guard try statement.step() else { return nil }
+            let version = statement.int64(0)
+            _ = try statement.step()
+            return version
+        }
+    }
+
+    /// Writes every item in one transaction: all or nothing.
+    /// - Throws: `CONFLICT` when an `ifVersion` does not match, `QUOTA_EXCEEDED` past `maxBytes`.
+    func write(_ writes: [Write], callID: UInt64) throws(CSOPError) -> WriteResult {
+        try transaction(callID: callID) { state throws(CSOPError) in
+            var delta: Int64 = 0
+            var versions: [Int64] = []
+            versions.reserveCapacity(writes.count)
+            var obsolete: [String] = []
+            let connection = state.connection
+            for item in writes {
+                let (current, upsert) = try Self.sqlite { () throws(SQLiteError) in
+                    (try connection.statement(.readForWrite), try connection.statement(.upsert))
+                }
+                current.bind(1, item.key)
+                let existing = try Self.sqlite { () throws(SQLiteError) in try current.step() }
+                let oldTier = existing ? Tier(rawValue: current.int64(0)) : nil
+                let oldVersion = existing ? current.int64(1) : 0
+                let oldSize = existing ? current.int64(2) : 0
+                let oldRef = existing && !current.isNull(3) ? current.text(3) : nil
+                current.reset()
+                if let expected = item.ifVersion, expected != oldVersion {
+                    let now = existing ? "is at version \(oldVersion)" : "does not exist"
+                    throw CSOPError(.conflict, "'\(item.key)' \(now), not ifVersion \(expected); read it again and retry")
+                }
+                delta += item.size - oldSize
+                upsert.bind(1, item.key)
+                upsert.bind(2, item.tier.rawValue)
+                upsert.bind(3, oldVersion + 1)
+                upsert.bind(4, item.size)
+                upsert.bind(5, item.storedSize)
+                upsert.bind(6, item.flags)
+                if item.tier == .local { upsert.bind(blob: item.bytes, index: 7) } else { upsert.bindNull(7) }
+                if let ref = item.coldRef { upsert.bind(8, ref) } else { upsert.bindNull(8) }
+                defer { upsert.reset() }
+                _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
+                if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
+                versions.append(oldVersion + 1)
+            }
+            if let maxBytes, let total = state.totalBytes, delta > 0, total + delta > maxBytes {
+                throw CSOPError(
+                    .quotaExceeded,
+                    "saving would bring storage to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
+            }
+            if state.totalBytes != nil { state.totalBytes! += delta }
+            return WriteResult(versions: versions, obsoleteColdRefs: obsolete)
+        }
+    }
+
+    /// Deletes `key`. Returns whether it existed and its cold row, if it had one.
+    func delete(_ key: String, callID: UInt64) throws(CSOPError) -> (deleted: Bool, coldRef: String?) {
+        if maxBytes == nil {
+            return try withWriter(callID: callID) { state throws(SQLiteError) in try Self.deleteRow(key, state.connection).result }
+        }
+        return try transaction(callID: callID) { state throws(CSOPError) in
+            let (result, size) = try Self.sqlite { () throws(SQLiteError) in try Self.deleteRow(key, state.connection) }
+            if state.totalBytes != nil { state.totalBytes! -= size }
+            return result
+        }
+    }
+
+    private static func deleteRow(_ key: String, _ connection: SQLiteConnection) throws(SQLiteError) -> (result: (deleted: Bool, coldRef: String?), size: Int64) {
+        let statement = try connection.statement(.delete)
+        defer { statement.reset() }
+        statement.bind(1, key)
+        guard try statement.step() else { return ((false, nil), 0) }
+        let ref = statement.int64(0) == Tier.cloud.rawValue && !statement.isNull(1) ? statement.text(1) : nil
+        let size = statement.int64(2)
+        _ = try statement.step()
+        return ((true, ref), size)
+    }
+
+    // MARK: Cancellation
+
+    /// Interrupts the SQLite statement running for `callID`, if any.
+    func interrupt(callID: UInt64) {
+        if writerConnection.interrupt(callID: callID) { return }
+        let busy = readers.withLock { Array($0.busy.values) }
+        for connection in busy where connection.interrupt(callID: callID) { return }
+    }
+
+    // MARK: Plumbing
+
+    private func openReader() throws(CSOPError) -> SQLiteConnection {
+        do throws(SQLiteError) {
+            let connection = try SQLiteConnection(path: path, readOnly: true, create: false, busyTimeoutMilliseconds: 5000)
+            _ = try connection.statement(.read)
+            return connection
+        } catch {
+            throw .executionFailed("cannot open a read connection to the storage database at \(path): \(error.message)")
+        }
+    }
+
+    private func withReader<T>(callID: UInt64, _ body: (SQLiteConnection) throws(SQLiteError) -> T) throws(CSOPError) -> T {
+        let pooled = readers.withLock { pool -> SQLiteConnection? in
+            guard let connection = pool.idle.popLast() else { return nil }
+            pool.busy[ObjectIdentifier(connection)] = connection
+            return connection
+        }
+        let connection: SQLiteConnection
+        if let pooled {
+            connection = pooled
+        } else {
+            connection = try openReader()
+            readers.withLock { $0.busy[ObjectIdentifier(connection)] = connection }
+        }
+        connection.runningCallID.store(callID, ordering: .releasing)
+        defer {
+            connection.runningCallID.store(0, ordering: .releasing)
+            readers.withLock { pool in
+                pool.busy[ObjectIdentifier(connection)] = nil
+                if pool.idle.count < poolSize { pool.idle.append(connection) }
+            }
+        }
+        do throws(SQLiteError) {
+            return try body(connection)
+        } catch {
+            throw Self.map(error, writing: false)
+        }
+    }
+
+    private func withWriter<T>(callID: UInt64, _ body: (inout WriterState) throws(SQLiteError) -> T) throws(CSOPError) -> T {
+        try writer.withLock { state throws(CSOPError) -> T in
+            state.connection.runningCallID.store(callID, ordering: .releasing)
+            defer { state.connection.runningCallID.store(0, ordering: .releasing) }
+            do throws(SQLiteError) {
+                return try body(&state)
+            } catch {
+                throw Self.map(error, writing: true)
+            }
+        }
+    }
+
+    /// Runs `body` inside BEGIN IMMEDIATE … COMMIT; any error rolls back.
+    private func transaction<T>(callID: UInt64, _ body: (inout WriterState) throws(CSOPError) -> T) throws(CSOPError) -> T {
+        try writer.withLock { state throws(CSOPError) -> T in
+            let connection = state.connection
+            connection.runningCallID.store(callID, ordering: .releasing)
+            defer { connection.runningCallID.store(0, ordering: .releasing) }
+            do throws(SQLiteError) {
+                try Self.run(connection, .begin)
+                try refreshTotal(&state)
+            } catch {
+                if !connection.isAutocommit { try? Self.run(connection, .rollback) }
+                throw Self.map(error, writing: true)
+            }
+            let saved = state.totalBytes
+            do throws(CSOPError) {
+                let result = try body(&state)
+                try Self.sqlite { () throws(SQLiteError) in try Self.run(connection, .commit) }
+                return result
+            } catch {
+                state.totalBytes = saved
+                if !connection.isAutocommit { try? Self.run(connection, .rollback) }
+                throw error
+            }
+        }
+    }
+
+    /// With a quota, recomputes the total when another connection committed since we last looked.
+    private func refreshTotal(_ state: inout WriterState) throws(SQLiteError) {
+        guard maxBytes != nil else { return }
+        let versionStatement = try state.connection.statement(.dataVersion)
+        defer { versionStatement.reset() }
+        _ = try versionStatement.step()
+        let version = versionStatement.int64(0)
+        if state.totalBytes != nil && version == state.dataVersion { return }
+        let total = try state.connection.statement(.totalSize)
+        defer { total.reset() }
+        _ = try total.step()
+        state.totalBytes = total.int64(0)
+        state.dataVersion = version
+    }
+
+    private static func run(_ connection: SQLiteConnection, _ query: StorageSQL) throws(SQLiteError) {
+        let statement = try connection.statement(query)
+        defer { statement.reset() }
+        _ = try statement.step()
+    }
+
+    private static func sqlite<T>(_ body: () throws(SQLiteError) -> T) throws(CSOPError) -> T {
+        do { return try body() } catch { throw map(error, writing: true) }
+    }
+
+    static func map(_ error: SQLiteError, writing: Bool) -> CSOPError {
+        if error.isInterrupt { return CSOPError(.timeout, "the storage operation was interrupted (timed out)", retryable: true) }
+        if error.isBusy {
+            return CSOPError(writing ? .saveFailed : .executionFailed, "the storage database at \(error.path) is locked by another writer; retry", retryable: true)
+        }
+        if error.isFull { return CSOPError(.saveFailed, "the disk holding \(error.path) is full; free space and retry") }
+        if error.isCorrupt {
+            return CSOPError(.executionFailed, "the storage database at \(error.path) is damaged: \(error.message)")
+        }
+        return CSOPError(writing ? .saveFailed : .executionFailed, "storage database error at \(error.path): \(error.message)")
+    }
+
+    private static func createParentDirectory(of path: String) throws(CSOPError) {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        var current = ""
+        for component in path[..<slash].split(separator: "/", omittingEmptySubsequences: false) {
+            current += current.isEmpty && component.isEmpty ? "/" : (current.hasSuffix("/") || current.isEmpty ? "" : "/") + component
+            if current.isEmpty || current == "/" { continue }
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw .executionFailed("cannot create the directory \(current) for the storage database at \(path) (errno \(errno)); set config.path")
+            }
+        }
+    }
+}

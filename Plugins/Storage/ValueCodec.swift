@@ -1,0 +1,105 @@
+import CSOPCore
+import CZlib
+import Crypto
+import Foundation
+
+/// Turns a value's compact JSON into the bytes a tier stores and back: zlib deflate when
+/// `compress` helps, then AES-256-GCM (nonce, ciphertext, tag) with the storage key as
+/// authenticated data, so a row copied under another key does not decrypt.
+struct ValueCodec: Sendable {
+    static let compressedFlag: Int64 = 1
+    static let encryptedFlag: Int64 = 2
+    static let decryptionFailed = ErrorCode("DECRYPTION_FAILED")
+
+    let encryptionKey: SymmetricKey?
+
+    init(encryptionKey: [UInt8]?) {
+        self.encryptionKey = encryptionKey.map { SymmetricKey(data: $0) }
+    }
+
+    /// The stored bytes and flags for `json`.
+    /// - Throws: `INVALID_PAYLOAD` when `encrypt` is asked for without a configured key.
+    func encode(_ json: [UInt8], key: String, compress: Bool, encrypt: Bool) throws(CSOPError) -> (bytes: [UInt8], flags: Int64) {
+        var bytes = json
+        var flags: Int64 = 0
+        if compress, let deflated = Self.deflate(json), deflated.count < json.count {
+            bytes = deflated
+            flags |= Self.compressedFlag
+        }
+        if encrypt {
+            guard let encryptionKey else {
+                throw .invalidPayload(
+                    "payload.options.encrypt needs an encryption key: set config.encryptionKey or CSOP_STORAGE_ENCRYPTION_KEY (32 bytes, base64)")
+            }
+            do {
+                let sealed = try AES.GCM.seal(bytes, using: encryptionKey, authenticating: Array(key.utf8))
+                guard let combined = sealed.combined else { throw CSOPError.executionFailed("AES-GCM produced no combined box") }
+                bytes = Array(combined)
+            } catch {
+                throw .executionFailed("encrypting the value of '\(key)' failed")
+            }
+            flags |= Self.encryptedFlag
+        }
+        return (bytes, flags)
+    }
+
+    /// The compact JSON of a stored value.
+    /// - Throws: `DECRYPTION_FAILED` for a missing or wrong key; `EXECUTION_FAILED` for corrupt data.
+    func decode(_ stored: [UInt8], flags: Int64, key: String) throws(CSOPError) -> [UInt8] {
+        var bytes = stored
+        if flags & Self.encryptedFlag != 0 {
+            guard let encryptionKey else {
+                throw CSOPError(
+                    Self.decryptionFailed,
+                    "'\(key)' was saved encrypted; configure the same encryptionKey (config or CSOP_STORAGE_ENCRYPTION_KEY) to read it")
+            }
+            do {
+                let box = try AES.GCM.SealedBox(combined: bytes)
+                bytes = Array(try AES.GCM.open(box, using: encryptionKey, authenticating: Array(key.utf8)))
+            } catch {
+                throw CSOPError(
+                    Self.decryptionFailed,
+                    "'\(key)' could not be decrypted: the configured encryptionKey is not the one it was saved with (or the data is damaged)")
+            }
+        }
+        if flags & Self.compressedFlag != 0 {
+            guard let inflated = Self.inflate(bytes) else {
+                throw .executionFailed("the stored value of '\(key)' is damaged: its compressed data does not inflate")
+            }
+            bytes = inflated
+        }
+        return bytes
+    }
+
+    /// An 8-byte little-endian original length, then a zlib stream.
+    static func deflate(_ input: [UInt8]) -> [UInt8]? {
+        var bound = compressBound(uLong(input.count))
+        var output = [UInt8](repeating: 0, count: Int(bound) + 8)
+        let length = UInt64(input.count)
+        for i in 0..<8 { output[i] = UInt8(truncatingIfNeeded: length >> (8 * UInt64(i))) }
+        let code = output.withUnsafeMutableBufferPointer { out in
+            input.withUnsafeBufferPointer { inBuffer in
+                compress2(out.baseAddress! + 8, &bound, inBuffer.baseAddress, uLong(input.count), 6)
+            }
+        }
+        guard code == Z_OK else { return nil }
+        output.removeLast(output.count - 8 - Int(bound))
+        return output
+    }
+
+    static func inflate(_ input: [UInt8]) -> [UInt8]? {
+        guard input.count >= 8 else { return nil }
+        var length: UInt64 = 0
+        for i in 0..<8 { length |= UInt64(input[i]) << (8 * UInt64(i)) }
+        guard length <= UInt64(StorageLimits.maxValueBytes) else { return nil }
+        var outLength = uLongf(length)
+        var output = [UInt8](repeating: 0, count: Int(length))
+        let code = output.withUnsafeMutableBufferPointer { out in
+            input.withUnsafeBufferPointer { inBuffer in
+                uncompress(out.baseAddress ?? UnsafeMutablePointer(bitPattern: 1), &outLength, inBuffer.baseAddress! + 8, uLong(input.count - 8))
+            }
+        }
+        guard code == Z_OK, outLength == uLongf(length) else { return nil }
+        return output
+    }
+}

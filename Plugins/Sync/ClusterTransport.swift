@@ -1,0 +1,450 @@
+import CSOPCore
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// Carries messages and presence between processes through one PostgreSQL database.
+///
+/// Two connections per instance: one LISTENs on ``SyncConfiguration/clusterChannel``, the
+/// other publishes (batched `pg_notify` in one statement, so publish order is commit order)
+/// and runs presence queries. Own messages are delivered to local subscribers when their
+/// NOTIFY has committed and their echoes are skipped, so each subscriber sees a message once.
+/// On connection loss both connections are dropped, broadcasts fail with `NOT_CONNECTED`,
+/// and a supervisor reconnects with exponential backoff, then LISTENs again.
+final class ClusterTransport: Sendable {
+    private enum Phase { case starting, connected, disconnected, stopped }
+
+    private struct Pending {
+        var message: SyncMessage
+        var completion: @Sendable (Result<Void, CSOPError>) -> Void
+    }
+
+    private struct State {
+        var phase = Phase.starting
+        var listen: PostgresConnection?
+        var command: PostgresConnection?
+        var pending: [Pending] = []
+        var startWaiters: [CheckedContinuation<Void, Never>] = []
+        var tasks: [Task<Void, Never>] = []
+    }
+
+    static let maxBatchMessages = 512
+    static let maxBatchBytes = 2 * 1024 * 1024
+
+    private let postgres: PostgresURL
+    private let configuration: SyncConfiguration
+    private let instanceID: String
+    private let registry: SubscriptionRegistry
+    private let log: @Sendable (Int32, String) -> Void
+    private let logger = Logger(label: "csop.sync", factory: { _ in SwiftLogNoOpLogHandler() })
+    private let state = Mutex(State())
+    private let nextSequence = Atomic<UInt64>(1)
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+
+    init(
+        postgres: PostgresURL, configuration: SyncConfiguration, instanceID: String, registry: SubscriptionRegistry,
+        log: @escaping @Sendable (Int32, String) -> Void
+    ) {
+        self.postgres = postgres
+        self.configuration = configuration
+        self.instanceID = instanceID
+        self.registry = registry
+        self.log = log
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func start() {
+        let supervisor = Task { await self.supervise() }
+        let writer = Task {
+            for await _ in self.wake { await self.drain() }
+        }
+        let heartbeat = Task { await self.heartbeatLoop() }
+        state.withLock { $0.tasks = [supervisor, writer, heartbeat] }
+    }
+
+    /// True until the first connection attempt has succeeded or failed.
+    var isStarting: Bool { state.withLock { $0.phase == .starting } }
+
+    var isConnected: Bool { state.withLock { $0.phase == .connected } }
+
+    /// Returns once the first connection attempt has concluded.
+    func awaitStarted() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                guard state.phase == .starting else { return true }
+                state.startWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// Queues a message; `completion` runs after it is committed (and delivered to this
+    /// instance's subscribers) or failed.
+    func publish(_ message: SyncMessage, completion: @escaping @Sendable (Result<Void, CSOPError>) -> Void) {
+        let failure = state.withLock { state -> CSOPError? in
+            switch state.phase {
+            case .starting, .connected:
+                state.pending.append(Pending(message: message, completion: completion))
+                return nil
+            case .disconnected: return Self.notConnected
+            case .stopped: return CSOPError(.notInitialized, "the sync plugin is shutting down")
+            }
+        }
+        if let failure { completion(.failure(failure)) } else { wakeContinuation.yield() }
+    }
+
+    func publish(_ message: SyncMessage) async throws(CSOPError) {
+        let result = await withCheckedContinuation { continuation in
+            publish(message) { continuation.resume(returning: $0) }
+        }
+        try result.get()
+    }
+
+    static let notConnected = CSOPError(
+        .notConnected, "the sync plugin is not connected to PostgreSQL (it is reconnecting); try again", retryable: true)
+
+    // MARK: Presence
+
+    /// Tracks a user (joining if new) and returns the channel's current users.
+    func track(channel: String, userID: String, metadata: JSONObject) async throws(CSOPError) -> [PresenceUser] {
+        let connection = try await commandConnection()
+        let metadataText = JSONValue.object(metadata).jsonString
+        let now = SyncClock.nowMilliseconds()
+        var joined: PresenceUser?
+        try await run(connection) { [configuration, instanceID] in
+            let rows = try await connection.query(
+                """
+                INSERT INTO csop_sync_presence (cluster, channel, user_id, instance, metadata, online_at, expires_at)
+                VALUES (\(configuration.clusterChannel), \(channel), \(userID), \(instanceID), \(metadataText)::jsonb, \(now),
+                        now() + \(configuration.presenceExpiry)::float8 * interval '1 millisecond')
+                ON CONFLICT (cluster, channel, user_id) DO UPDATE
+                SET instance = EXCLUDED.instance, metadata = EXCLUDED.metadata, heartbeat_at = now(),
+                    expires_at = EXCLUDED.expires_at
+                RETURNING (xmax = 0), online_at
+                """, logger: self.logger)
+            for try await (inserted, onlineAt) in rows.decode((Bool, Int64).self) where inserted {
+                joined = PresenceUser(userID: userID, onlineAt: onlineAt, metadata: metadata)
+            }
+        }
+        if let joined {
+            try await publish(
+                SyncMessage(
+                    channel: channel, event: "presence.join", data: joined.joinData, timestamp: now, origin: instanceID))
+        }
+        return try await users(channel: channel, connection: connection)
+    }
+
+    /// Removes a user; false when it was not present.
+    func leave(channel: String, userID: String) async throws(CSOPError) -> Bool {
+        let connection = try await commandConnection()
+        var left = false
+        try await run(connection) { [configuration] in
+            let rows = try await connection.query(
+                """
+                DELETE FROM csop_sync_presence
+                WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND user_id = \(userID)
+                RETURNING user_id
+                """, logger: self.logger)
+            for try await _ in rows { left = true }
+        }
+        if left { try await publishLeave(channel: channel, userID: userID, reason: "left") }
+        return left
+    }
+
+    private func users(channel: String, connection: PostgresConnection) async throws(CSOPError) -> [PresenceUser] {
+        var users: [PresenceUser] = []
+        try await run(connection) { [configuration] in
+            let rows = try await connection.query(
+                """
+                SELECT user_id, online_at, metadata::text FROM csop_sync_presence
+                WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND expires_at > now()
+                ORDER BY online_at, user_id
+                """, logger: self.logger)
+            for try await (userID, onlineAt, metadataText) in rows.decode((String, Int64, String).self) {
+                let metadata = (try? JSONValue(parsing: metadataText))?.objectValue ?? JSONObject()
+                users.append(PresenceUser(userID: userID, onlineAt: onlineAt, metadata: metadata))
+            }
+        }
+        return users
+    }
+
+    private func publishLeave(channel: String, userID: String, reason: String) async throws(CSOPError) {
+        try await publish(
+            SyncMessage(
+                channel: channel, event: "presence.leave", data: PresenceUser.leaveData(userID: userID, reason: reason),
+                timestamp: SyncClock.nowMilliseconds(), origin: instanceID))
+    }
+
+    /// Every heartbeat: extend this instance's users, and sweep anyone's expired users.
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(configuration.heartbeatInterval))
+            guard !Task.isCancelled, let connection = state.withLock({ $0.phase == .connected ? $0.command : nil }) else {
+                continue
+            }
+            do throws(CSOPError) {
+                try await run(connection) { [configuration, instanceID] in
+                    try await connection.query(
+                        """
+                        UPDATE csop_sync_presence
+                        SET heartbeat_at = now(), expires_at = now() + \(configuration.presenceExpiry)::float8 * interval '1 millisecond'
+                        WHERE cluster = \(configuration.clusterChannel) AND instance = \(instanceID)
+                        """, logger: self.logger)
+                }
+                var expired: [(String, String)] = []
+                try await run(connection) { [configuration] in
+                    let rows = try await connection.query(
+                        """
+                        DELETE FROM csop_sync_presence
+                        WHERE cluster = \(configuration.clusterChannel) AND expires_at < now()
+                        RETURNING channel, user_id
+                        """, logger: self.logger)
+                    for try await row in rows.decode((String, String).self) { expired.append(row) }
+                }
+                for (channel, userID) in expired {
+                    try await publishLeave(channel: channel, userID: userID, reason: "expired")
+                }
+            } catch {
+                log(PluginHostLevel.warning, "sync presence heartbeat failed: \(error.message)")
+            }
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Stops everything. With `goodbye`, removes this instance's users first and announces
+    /// their `presence.leave` (reason `shutdown`).
+    func shutdown(goodbye: Bool) async {
+        if goodbye, let connection = state.withLock({ $0.phase == .connected ? $0.command : nil }) {
+            var gone: [(String, String)] = []
+            do throws(CSOPError) {
+                try await run(connection) { [configuration, instanceID] in
+                    let rows = try await connection.query(
+                        """
+                        DELETE FROM csop_sync_presence
+                        WHERE cluster = \(configuration.clusterChannel) AND instance = \(instanceID)
+                        RETURNING channel, user_id
+                        """, logger: self.logger)
+                    for try await row in rows.decode((String, String).self) { gone.append(row) }
+                }
+                for (channel, userID) in gone { try await publishLeave(channel: channel, userID: userID, reason: "shutdown") }
+            } catch {
+                log(PluginHostLevel.warning, "sync could not remove its presence entries at shutdown: \(error.message)")
+            }
+        }
+        let (tasks, pending, waiters, connections) = state.withLock { state in
+            state.phase = .stopped
+            defer {
+                state.pending = []
+                state.startWaiters = []
+                state.tasks = []
+                state.listen = nil
+                state.command = nil
+            }
+            return (state.tasks, state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
+        }
+        wakeContinuation.finish()
+        for task in tasks { task.cancel() }
+        for waiter in waiters { waiter.resume() }
+        let stopped = CSOPError(.notInitialized, "the sync plugin is shutting down")
+        for item in pending { item.completion(.failure(stopped)) }
+        for connection in connections { try? await connection.close() }
+    }
+
+    private func supervise() async {
+        var delay: Int64 = 100
+        while !Task.isCancelled && !isStopped {
+            do {
+                let listen = try await connect(id: 1)
+                let command: PostgresConnection
+                do {
+                    command = try await connect(id: 2)
+                } catch {
+                    try? await listen.close()
+                    throw error
+                }
+                let keep = state.withLock { state -> Bool in
+                    guard state.phase != .stopped else { return false }
+                    state.listen = listen
+                    state.command = command
+                    return true
+                }
+                guard keep else {
+                    try? await listen.close()
+                    try? await command.close()
+                    return
+                }
+                // Losing either connection drops both, which ends the LISTEN loop below.
+                command.closeFuture.whenComplete { _ in Self.close(listen) }
+                listen.closeFuture.whenComplete { _ in Self.close(command) }
+                try await ensureSchema(command)
+                try await listen.listen(on: configuration.clusterChannel) { notifications in
+                    markConnected(command)
+                    delay = 100
+                    var receiver = ClusterReceiver(ownOrigin: instanceID, maxMessageBytes: configuration.maxPayloadBytes)
+                    for try await notification in notifications {
+                        for message in receiver.receive(notification.payload) { registry.deliver(message) }
+                    }
+                }
+            } catch {
+                if !isStopped {
+                    log(PluginHostLevel.warning, "sync lost PostgreSQL at \(postgres) (\(Self.describe(error))); reconnecting")
+                }
+            }
+            markDisconnected()
+            if isStopped { return }
+            try? await Task.sleep(for: .milliseconds(delay))
+            delay = min(delay * 2, configuration.reconnectMaxDelay)
+        }
+    }
+
+    /// `csop-sync-<instance id>`, the sessions' application_name.
+    var applicationName: String { "csop-sync-\(instanceID)" }
+
+    private var isStopped: Bool { state.withLock { $0.phase == .stopped } }
+
+    private func connect(id: Int) async throws -> PostgresConnection {
+        var config = PostgresConnection.Configuration(
+            host: postgres.host, port: postgres.port, username: postgres.username, password: postgres.password,
+            database: postgres.database, tls: .disable)
+        config.options.connectTimeout = .milliseconds(configuration.connectTimeout)
+        // Lets operators (and tests) find this instance's sessions in pg_stat_activity.
+        config.options.additionalStartupParameters = [("application_name", applicationName)]
+        return try await PostgresConnection.connect(configuration: config, id: id, logger: logger)
+    }
+
+    private func ensureSchema(_ connection: PostgresConnection) async throws {
+        // Two processes creating the table at once can collide; the loser retries.
+        for attempt in 1...3 {
+            do {
+                try await connection.query(
+                    """
+                    CREATE TABLE IF NOT EXISTS csop_sync_presence (
+                        cluster text NOT NULL, channel text NOT NULL, user_id text NOT NULL, instance text NOT NULL,
+                        metadata jsonb NOT NULL DEFAULT '{}'::jsonb, online_at bigint NOT NULL,
+                        heartbeat_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz NOT NULL,
+                        PRIMARY KEY (cluster, channel, user_id))
+                    """, logger: logger)
+                return
+            } catch {
+                if attempt == 3 || connection.isClosed { throw error }
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
+        }
+    }
+
+    private func markConnected(_ command: PostgresConnection) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard state.phase != .stopped else { return [] }
+            state.phase = .connected
+            defer { state.startWaiters = [] }
+            return state.startWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+        log(PluginHostLevel.info, "sync connected to \(postgres), listening on \(configuration.clusterChannel)")
+        wakeContinuation.yield()
+    }
+
+    private func markDisconnected() {
+        let (pending, waiters, connections) = state.withLock { state in
+            if state.phase != .stopped { state.phase = .disconnected }
+            defer {
+                state.pending = []
+                state.startWaiters = []
+                state.listen = nil
+                state.command = nil
+            }
+            return (state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
+        }
+        for connection in connections { Self.close(connection) }
+        for waiter in waiters { waiter.resume() }
+        for item in pending { item.completion(.failure(Self.notConnected)) }
+    }
+
+    /// The command connection, after the first connection attempt has concluded.
+    private func commandConnection() async throws(CSOPError) -> PostgresConnection {
+        if isStarting { await awaitStarted() }
+        let result = state.withLock { state -> Result<PostgresConnection, CSOPError> in
+            switch state.phase {
+            case .connected: if let command = state.command { return .success(command) }
+            case .stopped: return .failure(CSOPError(.notInitialized, "the sync plugin is shutting down"))
+            default: break
+            }
+            return .failure(Self.notConnected)
+        }
+        return try result.get()
+    }
+
+    private func drain() async {
+        while true {
+            let taken = state.withLock { state -> ([Pending], PostgresConnection?) in
+                guard state.phase == .connected, let command = state.command, !state.pending.isEmpty else { return ([], nil) }
+                var count = 0
+                var bytes = 0
+                while count < state.pending.count, count < Self.maxBatchMessages, bytes < Self.maxBatchBytes {
+                    bytes += state.pending[count].message.data.count
+                    count += 1
+                }
+                let batch = Array(state.pending.prefix(count))
+                state.pending.removeFirst(count)
+                return (batch, command)
+            }
+            guard let connection = taken.1 else { return }
+            let batch = taken.0
+            let lines = batch.map { item in
+                let sequence = nextSequence.wrappingAdd(1, ordering: .relaxed).oldValue
+                return (sequence: sequence, bytes: item.message.line(sequence: sequence))
+            }
+            let frames = ClusterFrame.frames(origin: instanceID, lines: lines)
+            do throws(CSOPError) {
+                try await run(connection) { [configuration] in
+                    let rows = try await connection.query(
+                        "SELECT count(pg_notify(\(configuration.clusterChannel), f)) FROM unnest(\(frames)::text[]) AS f",
+                        logger: self.logger)
+                    for try await _ in rows {}
+                }
+                for item in batch {
+                    registry.deliver(item.message)
+                    item.completion(.success(()))
+                }
+            } catch {
+                for item in batch { item.completion(.failure(error)) }
+            }
+        }
+    }
+
+    /// Runs a query, turning a lost connection into `NOT_CONNECTED` and anything else into
+    /// `EXECUTION_FAILED` with the server's message (never the query or its parameters).
+    private func run(_ connection: PostgresConnection, _ body: () async throws -> Void) async throws(CSOPError) {
+        do {
+            try await body()
+        } catch {
+            if connection.isClosed { throw Self.notConnected }
+            throw CSOPError(.executionFailed, "PostgreSQL failed: \(Self.describe(error))", retryable: true)
+        }
+    }
+
+    /// Starts closing without waiting (the future-returning overload).
+    private static func close(_ connection: PostgresConnection) {
+        let closing: EventLoopFuture<Void> = connection.close()
+        closing.whenComplete { _ in }
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        return "\(type(of: error))"
+    }
+}
+
+/// `PluginHost.LogLevel` raw values, without importing the plugin kit here.
+enum PluginHostLevel {
+    static let debug: Int32 = 1
+    static let info: Int32 = 2
+    static let warning: Int32 = 3
+}

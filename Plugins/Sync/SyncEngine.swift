@@ -1,0 +1,224 @@
+import CSOPCore
+
+/// The `sync` domain without the C boundary: validates requests, keeps subscriptions and
+/// presence, and delivers messages locally or through a ``ClusterTransport``.
+///
+/// Operations complete through `complete`, inline for local work and later for anything
+/// that waits on PostgreSQL.
+final class SyncEngine: Sendable {
+    typealias Completion = @Sendable (Result<JSONValue, CSOPError>) -> Void
+
+    static let operations = ["broadcast", "subscribe", "unsubscribe", "presence", "leave"]
+    static let maxEventFilters = 64
+
+    let configuration: SyncConfiguration
+    /// Identifies this instance as the `origin` of its messages.
+    let instanceID: String
+    let registry: SubscriptionRegistry
+    private let localPresence = LocalPresence()
+    let cluster: ClusterTransport?
+
+    /// - Parameters:
+    ///   - emit: receives each event object as serialized JSON.
+    ///   - log: receives diagnostics (level as in `PluginHost.LogLevel`).
+    init(
+        configuration: SyncConfiguration,
+        instanceID: String = SyncClock.randomHex(),
+        emit: @escaping @Sendable ([UInt8]) -> Void,
+        log: @escaping @Sendable (Int32, String) -> Void = { _, _ in }
+    ) {
+        self.configuration = configuration
+        self.instanceID = instanceID
+        let registry = SubscriptionRegistry(maxSubscriptions: configuration.maxSubscriptions, emit: emit)
+        self.registry = registry
+        if let postgres = configuration.postgres {
+            cluster = ClusterTransport(
+                postgres: postgres, configuration: configuration, instanceID: instanceID, registry: registry, log: log)
+            cluster?.start()
+        } else {
+            cluster = nil
+        }
+    }
+
+    var mode: String { cluster == nil ? "local" : "cluster" }
+
+    /// Runs `operation` and completes exactly once.
+    func perform(_ operation: String, _ payload: JSONValue, complete: @escaping Completion) {
+        do {
+            switch operation {
+            case "broadcast": try broadcast(payload, complete: complete)
+            case "subscribe": try subscribe(payload, complete: complete)
+            case "unsubscribe": complete(.success(try unsubscribe(payload)))
+            case "presence": try presence(payload, complete: complete)
+            case "leave": try leave(payload, complete: complete)
+            default: complete(.failure(CSOPError(.operationNotFound, "sync has no operation \(operation)")))
+            }
+        } catch {
+            complete(.failure(error))
+        }
+    }
+
+    /// Async form of ``perform(_:_:complete:)`` for tests and tools.
+    func perform(_ operation: String, _ payload: JSONValue) async -> Result<JSONValue, CSOPError> {
+        await withCheckedContinuation { continuation in
+            perform(operation, payload) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Stops the cluster transport; with `goodbye`, this instance's presence entries are
+    /// removed and announced first.
+    func shutdown(goodbye: Bool = true) async {
+        await cluster?.shutdown(goodbye: goodbye)
+    }
+
+    private func broadcast(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["event", "data", "channel"])
+        let channel = try SyncNames.channel(fields)
+        guard let eventValue = fields["event"], !eventValue.isNull else {
+            throw .invalidPayload("payload.event is required (a string)")
+        }
+        guard case .string(let event) = eventValue else {
+            throw .invalidPayload("payload.event must be a string, got \(eventValue.typeName)")
+        }
+        try SyncNames.event(event, field: "payload.event")
+        if event.hasPrefix(SyncNames.reservedEventPrefix) {
+            throw .invalidPayload("payload.event must not start with \"presence.\"; those events come from sync.presence and sync.leave")
+        }
+        let data = (fields["data"] ?? .null).serialized()
+        if data.count > configuration.maxPayloadBytes {
+            throw .invalidPayload(
+                "payload.data is \(data.count) bytes as JSON; the limit is \(configuration.maxPayloadBytes) (config maxPayloadBytes)")
+        }
+        let message = SyncMessage(
+            channel: channel, event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
+        let result: JSONValue = [
+            "sent": true, "channel": .string(channel), "event": .string(event), "mode": .string(mode),
+        ]
+        guard let cluster else {
+            registry.deliver(message)
+            complete(.success(result))
+            return
+        }
+        cluster.publish(message) { outcome in
+            switch outcome {
+            case .success: complete(.success(result))
+            case .failure(let error): complete(.failure(error))
+            }
+        }
+    }
+
+    private func subscribe(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["channel", "events"])
+        let channel = try SyncNames.channel(fields)
+        var events: Set<String>?
+        if let list = try fields.array("events", maxCount: Self.maxEventFilters) {
+            if list.isEmpty { throw .invalidPayload("payload.events must not be empty; omit it to receive every event") }
+            var names = Set<String>()
+            for (index, value) in list.enumerated() {
+                guard case .string(let name) = value else {
+                    throw .invalidPayload("payload.events[\(index)] must be a string, got \(value.typeName)")
+                }
+                try SyncNames.event(name, field: "payload.events[\(index)]")
+                names.insert(name)
+            }
+            events = names
+        }
+        let id = try registry.subscribe(channel: channel, events: events)
+        let result: JSONValue = ["subscribed": true, "channel": .string(channel), "subscription": .string(id)]
+        if let cluster, cluster.isStarting {
+            // The first LISTEN is still being set up; answer once messages can flow.
+            Task {
+                await cluster.awaitStarted()
+                complete(.success(result))
+            }
+        } else {
+            complete(.success(result))
+        }
+    }
+
+    private func unsubscribe(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+        let fields = try Fields(payload, path: "payload", allowed: ["subscription", "channel"])
+        let subscription = try fields.string("subscription", maxLength: 64)
+        if subscription != nil && fields.has("channel") {
+            throw .invalidPayload("give either payload.subscription or payload.channel, not both")
+        }
+        if let subscription {
+            guard let channel = registry.unsubscribe(id: subscription) else {
+                throw CSOPError(
+                    .subscriptionFailed,
+                    "payload.subscription names no active subscription; use the id sync.subscribe returned")
+            }
+            return ["unsubscribed": true, "channel": .string(channel), "count": 1]
+        }
+        guard fields.has("channel") else {
+            throw .invalidPayload("payload.subscription or payload.channel is required")
+        }
+        let channel = try SyncNames.channel(fields, required: true)
+        let count = registry.unsubscribe(channel: channel)
+        return ["unsubscribed": .bool(count > 0), "channel": .string(channel), "count": .int(Int64(count))]
+    }
+
+    private func presence(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId", "metadata"])
+        let channel = try SyncNames.channel(fields)
+        let userID = try fields.string("userId", nonEmpty: false) ?? "user-\(SyncClock.randomHex())"
+        try SyncNames.userID(userID, field: "payload.userId")
+        let metadata = try fields.nested("metadata").object
+        for key in ["userId", "onlineAt"] where metadata[key] != nil {
+            throw .invalidPayload("payload.metadata.\(key) is reserved; the plugin sets it")
+        }
+        let size = JSONValue.object(metadata).serialized().count
+        if size > SyncNames.maxMetadataBytes {
+            throw .invalidPayload("payload.metadata is \(size) bytes as JSON; the limit is \(SyncNames.maxMetadataBytes)")
+        }
+        func result(_ users: [PresenceUser]) -> JSONValue {
+            [
+                "channel": .string(channel), "userId": .string(userID), "online": .int(Int64(users.count)),
+                "users": .array(users.map(\.json)),
+            ]
+        }
+        guard let cluster else {
+            let tracked = localPresence.track(channel: channel, userID: userID, metadata: metadata)
+            if tracked.joined { registry.deliver(presenceMessage(channel, "presence.join", tracked.user.joinData)) }
+            complete(.success(result(tracked.users)))
+            return
+        }
+        Task {
+            do throws(CSOPError) {
+                let users = try await cluster.track(channel: channel, userID: userID, metadata: metadata)
+                complete(.success(result(users)))
+            } catch {
+                complete(.failure(error))
+            }
+        }
+    }
+
+    private func leave(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId"])
+        let channel = try SyncNames.channel(fields)
+        let userID = try fields.requiredString("userId", nonEmpty: false)
+        try SyncNames.userID(userID, field: "payload.userId")
+        func result(_ left: Bool) -> JSONValue {
+            ["left": .bool(left), "channel": .string(channel), "userId": .string(userID)]
+        }
+        guard let cluster else {
+            let left = localPresence.leave(channel: channel, userID: userID)
+            if left {
+                registry.deliver(presenceMessage(channel, "presence.leave", PresenceUser.leaveData(userID: userID, reason: "left")))
+            }
+            complete(.success(result(left)))
+            return
+        }
+        Task {
+            do throws(CSOPError) {
+                complete(.success(result(try await cluster.leave(channel: channel, userID: userID))))
+            } catch {
+                complete(.failure(error))
+            }
+        }
+    }
+
+    private func presenceMessage(_ channel: String, _ event: String, _ data: [UInt8]) -> SyncMessage {
+        SyncMessage(channel: channel, event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
+    }
+}

@@ -1,0 +1,62 @@
+import CSOPCore
+
+/// One broadcast as it travels: names are already validated, `data` is serialized JSON.
+struct SyncMessage: Sendable {
+    var channel: String
+    var event: String
+    var data: [UInt8]
+    /// Publisher's wall clock, milliseconds since the epoch.
+    var timestamp: Int64
+    /// Instance id of the publishing plugin.
+    var origin: String
+
+    /// The cluster wire form of the message body:
+    /// `<seq> <channel> <event> <timestamp> <data JSON>`. Names never contain spaces and
+    /// compact JSON never contains a raw newline, so lines can be packed into one frame.
+    func line(sequence: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(data.count + channel.utf8.count + event.utf8.count + 48)
+        bytes.append(contentsOf: String(sequence).utf8)
+        bytes.append(0x20)
+        bytes.append(contentsOf: channel.utf8)
+        bytes.append(0x20)
+        bytes.append(contentsOf: event.utf8)
+        bytes.append(0x20)
+        bytes.append(contentsOf: String(timestamp).utf8)
+        bytes.append(0x20)
+        bytes.append(contentsOf: data)
+        return bytes
+    }
+
+    /// Parses a line written by ``line(sequence:)``; nil when it is malformed.
+    static func parse(line: ArraySlice<UInt8>, origin: String) -> (sequence: UInt64, message: SyncMessage)? {
+        var fields: [ArraySlice<UInt8>] = []
+        var start = line.startIndex
+        var index = line.startIndex
+        while index < line.endIndex, fields.count < 4 {
+            if line[index] == 0x20 {
+                fields.append(line[start..<index])
+                start = index + 1
+            }
+            index += 1
+        }
+        guard fields.count == 4 else { return nil }
+        let data = Array(line[start...])
+        guard let sequence = UInt64(String(decoding: fields[0], as: UTF8.self)),
+            let timestamp = Int64(String(decoding: fields[3], as: UTF8.self))
+        else { return nil }
+        let channel = String(decoding: fields[1], as: UTF8.self)
+        let event = String(decoding: fields[2], as: UTF8.self)
+        guard SyncNames.isValidName(channel), SyncNames.isValidName(event) else { return nil }
+        let valid = data.withUnsafeBufferPointer { buffer -> Bool in
+            do throws(JSONParseError) {
+                try JSONParser.validate(buffer)
+                return true
+            } catch {
+                return false
+            }
+        }
+        guard valid else { return nil }
+        return (sequence, SyncMessage(channel: channel, event: event, data: data, timestamp: timestamp, origin: origin))
+    }
+}

@@ -1,0 +1,41 @@
+import CSOPCore
+import CSOPPluginKit
+import Dispatch
+
+/// The `sync` capability: broadcasts, subscriptions and presence, within one host process
+/// or, with `postgresUrl`, across processes through PostgreSQL LISTEN/NOTIFY.
+final class SyncPlugin: CSOPPlugin {
+    static let name = "sync"
+    static let version = "1.0.0"
+    static let operations = SyncEngine.operations
+
+    let engine: SyncEngine
+
+    init(config: JSONValue, host: PluginHost) throws(CSOPError) {
+        let configuration = try SyncConfiguration(config: config)
+        engine = SyncEngine(
+            configuration: configuration,
+            emit: { bytes in host.emit(rawJSON: bytes) },
+            log: { level, message in host.log(PluginHost.LogLevel(rawValue: level) ?? .info, message) })
+        host.log(.info, "sync plugin ready in \(engine.mode) mode as instance \(engine.instanceID)")
+    }
+
+    func invoke(_ call: PluginCall) {
+        engine.perform(call.operation, call.payload) { result in call.complete(result) }
+    }
+
+    func shutdown() {
+        guard engine.cluster != nil else { return }
+        // The host's destroy is synchronous; give the goodbye a bounded time.
+        let done = DispatchSemaphore(value: 0)
+        let engine = self.engine
+        Task {
+            await engine.shutdown(goodbye: true)
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + .seconds(3))
+    }
+}
+
+@_cdecl("csop_plugin_register")
+public func csopPluginRegister() -> UnsafeRawPointer { PluginExport.register(SyncPlugin.self) }

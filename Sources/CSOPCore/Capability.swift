@@ -1,0 +1,24 @@
+/// Something the router can send operations to: a loaded plugin, or a built-in.
+///
+/// `invoke` may complete inline (before it returns) or later from any thread, exactly once.
+/// `cancel` asks the capability to stop a call the router abandoned; the capability still
+/// completes it, and the router ignores that completion.
+public protocol Capability: AnyObject, Sendable {
+    /// The domain it serves, e.g. `"storage"`.
+    var name: String { get }
+    var version: String { get }
+    var operations: [String] { get }
+
+    /// The index of `operation` in ``operations``, or nil.
+    func operationIndex(_ operation: String) -> Int?
+
+    func invoke(
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
+        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void)
+
+    func cancel(callID: UInt64)
+}
+
+extension Capability {
+    public func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
+}

@@ -1,0 +1,174 @@
+import Synchronization
+
+/// Validates requests and runs them on capabilities with a timeout per attempt and
+/// exponential backoff between retries.
+///
+/// Only failures marked retryable are retried, and never those whose code says the request
+/// itself is wrong (``Router/neverRetried``). A timed-out attempt is cancelled on its
+/// capability before the router moves on, so abandoned work does not keep running.
+public final class Router: Sendable {
+    /// Codes that describe the request, not the moment: retrying cannot help.
+    public static let neverRetried: Set<ErrorCode> = [
+        .invalidAction, .invalidPayload, .capabilityNotFound, .operationNotFound, .invalidTask,
+        .keyNotFound, .quotaExceeded, .conflict, .notInitialized,
+    ]
+
+    private let capabilities: [String: any Capability]
+    private let scheduler: any Scheduler
+    private let backoff: BackoffPolicy
+    private let random: @Sendable () -> Double
+    private let nextCallID = Atomic<UInt64>(0)
+    private let accepting = Atomic<Bool>(true)
+    private let inFlight = Atomic<Int>(0)
+
+    /// - Parameters:
+    ///   - capabilities: what to route to, by domain; names must be unique.
+    ///   - scheduler: clock and timers (a manual one in tests).
+    ///   - random: jitter source in [0, 1).
+    public init(
+        capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
+        backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+    ) {
+        var byName: [String: any Capability] = [:]
+        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
+        self.capabilities = byName
+        self.scheduler = scheduler
+        self.backoff = backoff
+        self.random = random
+    }
+
+    /// Requests dispatched and not yet answered.
+    public var pendingCount: Int { inFlight.load(ordering: .acquiring) }
+
+    /// Refuses new requests with `NOT_INITIALIZED` from now on.
+    public func stopAccepting() { accepting.store(false, ordering: .releasing) }
+
+    /// Runs `request` and calls `completion` exactly once, possibly before returning.
+    public func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+        let start = scheduler.now()
+        guard accepting.load(ordering: .acquiring) else {
+            let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
+            return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
+        }
+        let resolved: (any Capability, Int)
+        do throws(CSOPError) {
+            resolved = try resolve(request)
+        } catch {
+            return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
+        }
+        inFlight.add(1, ordering: .relaxed)
+        let job = Job(
+            request: request, capability: resolved.0, operation: resolved.1, payload: request.payload.serialized(),
+            start: start, completion: completion)
+        attempt(job, number: 0)
+    }
+
+    private func resolve(_ request: Request) throws(CSOPError) -> (any Capability, Int) {
+        let action = try Action(request.action)
+        guard case .object = request.payload else {
+            throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
+        }
+        try request.options.validate()
+        guard let capability = capabilities[action.domain] else {
+            let known = capabilities.keys.sorted().joined(separator: ", ")
+            throw CSOPError(
+                .capabilityNotFound,
+                "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)")
+        }
+        guard let index = capability.operationIndex(action.operation) else {
+            throw CSOPError(
+                .operationNotFound,
+                "\(action.domain) has no operation \"\(action.operation)\"; it offers: \(capability.operations.joined(separator: ", "))")
+        }
+        return (capability, index)
+    }
+
+    private final class Job: Sendable {
+        let request: Request
+        let capability: any Capability
+        let operation: Int
+        let payload: [UInt8]
+        let start: Double
+        let completion: @Sendable (Response) -> Void
+
+        init(
+            request: Request, capability: any Capability, operation: Int, payload: [UInt8], start: Double,
+            completion: @escaping @Sendable (Response) -> Void
+        ) {
+            self.request = request
+            self.capability = capability
+            self.operation = operation
+            self.payload = payload
+            self.start = start
+            self.completion = completion
+        }
+    }
+
+    /// One attempt: finished by its completion or its timeout, whichever comes first.
+    private final class Attempt: Sendable {
+        struct State {
+            var finished = false
+            var timer: (any ScheduledTimer)?
+        }
+        let state = Mutex(State())
+
+        /// Marks the attempt finished; false if it already was. Cancels the timer.
+        func finish() -> Bool {
+            let timer: (any ScheduledTimer)?? = state.withLock { state in
+                guard !state.finished else { return nil }
+                state.finished = true
+                defer { state.timer = nil }
+                return .some(state.timer)
+            }
+            guard let timer else { return false }
+            timer?.cancel()
+            return true
+        }
+    }
+
+    private func attempt(_ job: Job, number: Int) {
+        let callID = nextCallID.add(1, ordering: .relaxed).newValue
+        let attempt = Attempt()
+        let timeout = job.request.options.timeout
+        job.capability.invoke(
+            callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: timeout
+        ) { [self] outcome in
+            guard attempt.finish() else { return }
+            settle(job, number: number, outcome: outcome)
+        }
+        attempt.state.withLock { state in
+            guard !state.finished else { return }
+            state.timer = scheduler.schedule(after: timeout) { [self] in
+                guard attempt.finish() else { return }
+                job.capability.cancel(callID: callID)
+                let error = CSOPError(
+                    .timeout,
+                    "\(job.request.action) did not finish within \(Self.format(timeout)) ms (attempt \(number + 1) of \(job.request.options.retry + 1)) and was cancelled; raise options.timeout if it needs longer",
+                    retryable: true)
+                settle(job, number: number, outcome: .failure(error))
+            }
+        }
+    }
+
+    private func settle(_ job: Job, number: Int, outcome: Result<RawJSON, CSOPError>) {
+        if case .failure(let error) = outcome, error.retryable, !Self.neverRetried.contains(error.code),
+            number < job.request.options.retry, accepting.load(ordering: .acquiring)
+        {
+            let delay = backoff.delay(afterAttempt: number, random: random())
+            _ = scheduler.schedule(after: delay) { [self] in attempt(job, number: number + 1) }
+            return
+        }
+        var outcome = outcome
+        if case .failure(var error) = outcome, Self.neverRetried.contains(error.code), error.retryable {
+            error.retryable = false
+            outcome = .failure(error)
+        }
+        let response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
+        inFlight.subtract(1, ordering: .releasing)
+        job.completion(response)
+    }
+
+    private static func format(_ milliseconds: Double) -> String {
+        milliseconds == milliseconds.rounded() ? String(Int64(milliseconds)) : String(milliseconds)
+    }
+}

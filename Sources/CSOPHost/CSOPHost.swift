@@ -1,0 +1,162 @@
+public import CSOPCore
+import CSOPPluginABI
+import Logging
+import Synchronization
+
+/// The CSOP host: loads the plugins of a plugins.d directory and routes requests to them.
+///
+/// ```swift
+/// let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: "plugins.d"))
+/// let response = await host.dispatch("storage.get", ["key": "user:1"])
+/// for await event in host.events() { ... }
+/// await host.shutdown()
+/// ```
+/// Thread-safe. A broken plugins.d entry never stops the others: see ``failures``.
+public final class CSOPHost: Sendable {
+    /// The host's version.
+    public static let version = "0.1.0"
+    /// The plugin ABI version this host loads.
+    public static let abiVersion = Int(CSOP_ABI_VERSION)
+
+    /// Plugins that loaded, in load order.
+    public let plugins: [LoadedPluginInfo]
+    /// Entries that did not load, with the reason.
+    public let failures: [PluginLoadFailure]
+
+    private let router: Router
+    private let capabilities: [PluginCapability]
+    private let hub: EventHub
+    private let logger: Logger
+    private let stopped = Mutex(false)
+
+    /// Loads every enabled entry of `configuration.pluginsDirectory`, in name order.
+    public static func load(_ configuration: HostConfiguration) async -> CSOPHost {
+        CSOPHost(configuration: configuration, scheduler: TimerThread.shared)
+    }
+
+    /// Loads with an explicit scheduler (tests drive time by hand).
+    public init(configuration: HostConfiguration, scheduler: any Scheduler, backoff: BackoffPolicy = .standard) {
+        let hub = EventHub()
+        let loader = PluginLoader(configuration: configuration, events: hub)
+        var loaded: [PluginCapability] = []
+        var failures: [PluginLoadFailure] = []
+        var taken: [String: String] = [:]
+        do throws(PluginLoadFailure) {
+            for file in try loader.entryFiles() {
+                do throws(PluginLoadFailure) {
+                    guard let capability = try loader.load(file: file, taken: taken) else {
+                        configuration.logger.debug("\(file): disabled")
+                        continue
+                    }
+                    taken[capability.name] = file
+                    loaded.append(capability)
+                    configuration.logger.debug("loaded \(capability.name) \(capability.version) from \(capability.library.path)")
+                } catch {
+                    configuration.logger.error("\(error)")
+                    failures.append(error)
+                }
+            }
+        } catch {
+            configuration.logger.error("\(error)")
+            failures.append(error)
+        }
+        let infos = loaded.map(\.info)
+        self.plugins = infos
+        self.failures = failures
+        self.capabilities = loaded
+        self.hub = hub
+        self.logger = configuration.logger
+        self.router = Router(
+            capabilities: [HostInfoCapability(plugins: infos, failures: failures)] + loaded,
+            scheduler: scheduler, backoff: backoff)
+    }
+
+    /// Runs a request; answers every problem as an error response, never by throwing.
+    public func dispatch(_ request: Request) async -> Response {
+        await withUnsafeContinuation { continuation in
+            router.dispatch(request) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Runs `action` with `payload` and `options`.
+    public func dispatch(
+        _ action: String, _ payload: JSONValue = .object(JSONObject()), options: RequestOptions = RequestOptions(),
+        id: String? = nil
+    ) async -> Response {
+        await dispatch(Request(id: id, action: action, payload: payload, options: options))
+    }
+
+    /// Runs a request and calls `completion` once, possibly before returning (the fastest path).
+    public func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+        router.dispatch(request, completion: completion)
+    }
+
+    /// Runs a request given as JSON text (one `csop run` line): malformed input gets an
+    /// error response naming the problem.
+    public func dispatch(json bytes: [UInt8], completion: @escaping @Sendable (Response) -> Void) {
+        let value: JSONValue
+        do throws(JSONParseError) {
+            value = try JSONValue(parsing: bytes)
+        } catch {
+            let failure = CSOPError(.invalidPayload, "the request is not valid JSON: \(error)")
+            return completion(Response(id: Request.generateID(), outcome: .failure(failure), duration: 0))
+        }
+        switch Request.decode(value) {
+        case .success(let request):
+            router.dispatch(request, completion: completion)
+        case .failure(let failure):
+            completion(Response(id: failure.id ?? Request.generateID(), outcome: .failure(failure.error), duration: 0))
+        }
+    }
+
+    /// Requests dispatched and not yet answered.
+    public var pendingCount: Int { router.pendingCount }
+
+    /// Events pushed by plugins from now on, until the stream is dropped or the host shuts down.
+    /// The stream buffers without bound; consume it.
+    public func events() -> AsyncStream<HostEvent> {
+        let (stream, continuation) = AsyncStream<HostEvent>.makeStream(bufferingPolicy: .unbounded)
+        let id = hub.add { continuation.yield($0) }
+        continuation.onTermination = { [hub] _ in hub.remove(id) }
+        streams.withLock { $0.append(continuation) }
+        return stream
+    }
+
+    private let streams = Mutex<[AsyncStream<HostEvent>.Continuation]>([])
+
+    /// Calls `listener` for every event, on the emitting plugin's thread; it must be quick.
+    /// - Returns: a token for ``removeEventListener(_:)``.
+    public func addEventListener(_ listener: @escaping @Sendable (HostEvent) -> Void) -> UInt64 {
+        hub.add(listener)
+    }
+
+    public func removeEventListener(_ token: UInt64) { hub.remove(token) }
+
+    /// Stops taking requests, waits for running ones (up to `gracePeriod` milliseconds),
+    /// then destroys the plugins in reverse load order and ends event streams.
+    public func shutdown(gracePeriod: Double = 10_000) async {
+        let first = stopped.withLock { stopped in
+            defer { stopped = true }
+            return !stopped
+        }
+        guard first else { return }
+        router.stopAccepting()
+        let deadline = monotonicMilliseconds() + gracePeriod
+        while (router.pendingCount > 0 || capabilities.contains { $0.runningCount > 0 }) && monotonicMilliseconds() < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        for capability in capabilities.reversed() {
+            if capability.runningCount > 0 {
+                logger.warning("\(capability.name) still has \(capability.runningCount) calls running at shutdown; leaving it loaded")
+                continue
+            }
+            capability.destroy()
+        }
+        for continuation in streams.withLock({ $0 }) { continuation.finish() }
+    }
+
+    /// What `host.info` answers.
+    public func info() async -> JSONValue {
+        await dispatch("host.info").data ?? .null
+    }
+}

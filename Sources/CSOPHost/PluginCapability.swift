@@ -1,0 +1,133 @@
+import CSOPCore
+import CSOPPluginABI
+import Glibc
+import Synchronization
+
+/// A loaded plugin instance seen as a ``Capability``: turns router calls into `csop_call`s
+/// and plugin completions back into results.
+final class PluginCapability: Capability, @unchecked Sendable {  // Immutable after init; the instance is thread-safe by contract.
+    let name: String
+    let version: String
+    let operations: [String]
+    let library: PluginLibrary
+    let file: String
+
+    private let descriptor: UnsafePointer<csop_plugin_descriptor>
+    private let instance: UnsafeMutableRawPointer
+    private let api: UnsafeMutablePointer<csop_host_api>
+    private let context: PluginHostContext
+    private let operationNames: [UnsafeMutablePointer<CChar>]
+    private let operationIndexes: [String: Int]
+    private let running = Atomic<Int>(0)
+    private let destroyed = Atomic<Bool>(false)
+
+    init(
+        name: String, version: String, operations: [String], library: PluginLibrary, file: String,
+        descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer,
+        api: UnsafeMutablePointer<csop_host_api>, context: PluginHostContext
+    ) {
+        self.name = name
+        self.version = version
+        self.operations = operations
+        self.library = library
+        self.file = file
+        self.descriptor = descriptor
+        self.instance = instance
+        self.api = api
+        self.context = context
+        self.operationNames = operations.map { strdup($0)! }
+        var indexes: [String: Int] = [:]
+        for (i, op) in operations.enumerated() { indexes[op] = i }
+        self.operationIndexes = indexes
+    }
+
+    func operationIndex(_ operation: String) -> Int? { operationIndexes[operation] }
+
+    /// Calls that were invoked and not yet completed.
+    var runningCount: Int { running.load(ordering: .acquiring) }
+
+    func invoke(
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
+        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+    ) {
+        let pending = PendingCall(owner: self, completion: completion)
+        running.add(1, ordering: .relaxed)
+        payload.withUnsafeBufferPointer { bytes in
+            pending.raw.initialize(
+                to: csop_call(
+                    struct_size: UInt32(MemoryLayout<csop_call>.size), reserved: 0, call_id: callID,
+                    operation: UnsafePointer(operationNames[operation]), operation_length: strlen(operationNames[operation]),
+                    operation_index: UInt32(operation), reserved2: 0,
+                    payload: bytes.baseAddress, payload_length: bytes.count,
+                    timeout_ms: timeoutMilliseconds, complete: completeCall,
+                    host_reserved: Unmanaged.passRetained(pending).toOpaque()))
+            descriptor.pointee.invoke(instance, pending.raw)
+        }
+    }
+
+    func cancel(callID: UInt64) {
+        descriptor.pointee.cancel?(instance, callID)
+    }
+
+    fileprivate func callFinished() { running.subtract(1, ordering: .releasing) }
+
+    /// Destroys the instance; the caller has waited for running calls.
+    func destroy() {
+        guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        descriptor.pointee.destroy(instance)
+    }
+
+    var info: LoadedPluginInfo {
+        LoadedPluginInfo(name: name, version: version, operations: operations, library: library.path, file: file)
+    }
+}
+
+/// One call in flight: owns the `csop_call` the plugin sees and the router's completion.
+private final class PendingCall {
+    let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
+    let owner: PluginCapability
+    let completion: @Sendable (Result<RawJSON, CSOPError>) -> Void
+
+    init(owner: PluginCapability, completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void) {
+        self.owner = owner
+        self.completion = completion
+    }
+
+    deinit { raw.deallocate() }
+}
+
+private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointer<csop_outcome>?) {
+    guard let call, let reserved = call.pointee.host_reserved else { return }
+    let pending = Unmanaged<PendingCall>.fromOpaque(reserved).takeRetainedValue()
+    let result = decodeOutcome(outcome, plugin: pending.owner.name)
+    pending.owner.callFinished()
+    pending.completion(result)
+}
+
+private func decodeOutcome(_ outcome: UnsafePointer<csop_outcome>?, plugin: String) -> Result<RawJSON, CSOPError> {
+    guard let outcome else { return .failure(CSOPError(.pluginFault, "plugin \(plugin) completed a call without an outcome")) }
+    switch outcome.pointee.status {
+    case Int32(CSOP_STATUS_OK):
+        guard let data = outcome.pointee.data, outcome.pointee.data_length > 0 else { return .success(.null) }
+        let bytes = Array(UnsafeBufferPointer(start: data, count: outcome.pointee.data_length))
+        do throws(JSONParseError) {
+            return .success(try RawJSON(validating: bytes))
+        } catch {
+            return .failure(CSOPError(.pluginFault, "plugin \(plugin) returned invalid JSON: \(error)"))
+        }
+    case Int32(CSOP_STATUS_ERROR):
+        let error = outcome.pointee.error
+        var code = "EXECUTION_FAILED"
+        if let raw = error.code {
+            let text = String(cString: raw)
+            if !text.isEmpty, text.utf8.count < 64, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { code = text }
+        }
+        var message = "plugin \(plugin) reported a failure without a message"
+        if let raw = error.message, error.message_length > 0 {
+            message = String(decoding: UnsafeRawBufferPointer(start: raw, count: error.message_length), as: UTF8.self)
+        }
+        return .failure(CSOPError(ErrorCode(code), message, retryable: error.retryable != 0))
+    default:
+        return .failure(CSOPError(.pluginFault, "plugin \(plugin) completed with unknown status \(outcome.pointee.status)"))
+    }
+}

@@ -1,0 +1,63 @@
+import CSOPCore
+import CSOPPluginABI
+import Logging
+
+/// What `csop_host_api.host_context` points at for one plugin: its logger and the event hub.
+final class PluginHostContext: Sendable {
+    let name: String
+    let logger: Logger
+    let events: EventHub
+
+    init(name: String, logger: Logger, events: EventHub) {
+        var logger = logger
+        logger[metadataKey: "plugin"] = .string(name)
+        self.name = name
+        self.logger = logger
+        self.events = events
+    }
+
+    /// Builds the function table; it and this context must outlive the plugin instance.
+    func makeAPI() -> UnsafeMutablePointer<csop_host_api> {
+        let api = UnsafeMutablePointer<csop_host_api>.allocate(capacity: 1)
+        api.initialize(
+            to: csop_host_api(
+                struct_size: UInt32(MemoryLayout<csop_host_api>.size),
+                abi_version: CSOP_ABI_VERSION,
+                host_context: Unmanaged.passUnretained(self).toOpaque(),
+                log: hostLog,
+                emit_event: hostEmitEvent))
+        return api
+    }
+}
+
+private func hostLog(context: UnsafeMutableRawPointer?, level: Int32, message: UnsafePointer<CChar>?, length: Int) {
+    guard let context, let message else { return }
+    let host = Unmanaged<PluginHostContext>.fromOpaque(context).takeUnretainedValue()
+    let text = String(decoding: UnsafeRawBufferPointer(start: message, count: length), as: UTF8.self)
+    let logLevel: Logger.Level =
+        switch level {
+        case Int32(CSOP_LOG_TRACE.rawValue): .trace
+        case Int32(CSOP_LOG_DEBUG.rawValue): .debug
+        case Int32(CSOP_LOG_INFO.rawValue): .info
+        case Int32(CSOP_LOG_WARNING.rawValue): .warning
+        default: .error
+        }
+    host.logger.log(level: logLevel, "\(text)")
+}
+
+private func hostEmitEvent(context: UnsafeMutableRawPointer?, json: UnsafePointer<UInt8>?, length: Int) {
+    guard let context, let json, length > 0 else { return }
+    let host = Unmanaged<PluginHostContext>.fromOpaque(context).takeUnretainedValue()
+    let buffer = UnsafeBufferPointer(start: json, count: length)
+    do throws(JSONParseError) {
+        try JSONParser.validate(buffer)
+    } catch {
+        host.logger.error("dropped an event that is not valid JSON: \(error)")
+        return
+    }
+    guard let first = buffer.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }), first == UInt8(ascii: "{") else {
+        host.logger.error("dropped an event that is not a JSON object")
+        return
+    }
+    host.events.publish(HostEvent(plugin: host.name, json: RawJSON(unchecked: Array(buffer))))
+}

@@ -1,0 +1,96 @@
+import CSOPCore
+import CSOPHost
+import Foundation
+import Histogram
+
+/// What a suite gets: a scratch directory, hosts built from plugin entries, and timers.
+final class BenchContext: Sendable {
+    /// Fewer iterations (for smoke runs).
+    let quick: Bool
+    /// A fresh directory removed when the bench ends.
+    let workDirectory: String
+    /// The running csop binary (for `csop run` child processes).
+    let csopExecutable: String
+    /// The directory holding csop and the plugin libraries.
+    let buildDirectory: String
+
+    init(quick: Bool) throws {
+        self.quick = quick
+        let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        workDirectory = "\(base)/csop-bench-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+        csopExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        buildDirectory = (csopExecutable as NSString).deletingLastPathComponent
+    }
+
+    func cleanUp() { try? FileManager.default.removeItem(atPath: workDirectory) }
+
+    /// `full` scaled down in quick mode.
+    func iterations(_ full: Int) -> Int { quick ? max(full / 20, 20) : full }
+
+    /// Writes a plugins.d directory with one entry per `(library, config)` and returns its path.
+    func makePluginsDirectory(_ entries: [(library: String, config: JSONObject)]) throws -> String {
+        let directory = "\(workDirectory)/plugins-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for (index, entry) in entries.enumerated() {
+            var text = "library = \"\(entry.library)\"\n\n[config]\n"
+            for member in entry.config.members { text += "\(member.key) = \(member.value.jsonString)\n" }
+            try text.write(toFile: "\(directory)/\(String(format: "%02d", index))-bench.conf", atomically: true, encoding: .utf8)
+        }
+        return directory
+    }
+
+    /// Loads a host from the given entries. Throws when any entry fails to load.
+    func makeHost(_ entries: [(library: String, config: JSONObject)]) async throws -> CSOPHost {
+        let directory = try makePluginsDirectory(entries)
+        let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: directory, pluginSearchPath: [buildDirectory]))
+        if let failure = host.failures.first { throw BenchError(message: failure.description) }
+        return host
+    }
+
+    /// Times `body` `iterations` times after `warmup` untimed runs.
+    func measure(iterations: Int, warmup: Int = 100, _ body: () throws -> Void) rethrows -> LatencyStats {
+        for _ in 0..<warmup { try body() }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000)
+        for _ in 0..<iterations {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try body()
+            _ = histogram.record(DispatchTime.now().uptimeNanoseconds - start)
+        }
+        return Self.stats(histogram)
+    }
+
+    /// Times an async `body` `iterations` times after `warmup` untimed runs.
+    func measure(iterations: Int, warmup: Int = 100, _ body: () async throws -> Void) async rethrows -> LatencyStats {
+        for _ in 0..<warmup { try await body() }
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000)
+        for _ in 0..<iterations {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            _ = histogram.record(DispatchTime.now().uptimeNanoseconds - start)
+        }
+        return Self.stats(histogram)
+    }
+
+    /// Percentiles of nanosecond samples, in microseconds.
+    static func stats(_ histogram: Histogram<UInt64>) -> LatencyStats {
+        LatencyStats(
+            p50: Double(histogram.valueAtPercentile(50)) / 1000,
+            p95: Double(histogram.valueAtPercentile(95)) / 1000,
+            p99: Double(histogram.valueAtPercentile(99)) / 1000,
+            mean: histogram.mean / 1000,
+            count: Int(histogram.totalCount))
+    }
+
+    /// Percentiles of nanosecond samples, in microseconds.
+    static func stats(nanoseconds samples: [UInt64]) -> LatencyStats {
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000_000)
+        for sample in samples { _ = histogram.record(sample) }
+        return stats(histogram)
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

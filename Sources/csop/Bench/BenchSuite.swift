@@ -1,0 +1,56 @@
+import CSOPCore
+import CSOPHost
+
+/// A capability's benchmark rows in `csop bench`.
+protocol BenchSuite: Sendable {
+    /// Short name used by `--only`, e.g. "storage".
+    var name: String { get }
+    /// Measures and returns rows. Each row should carry a baseline measured in the same run.
+    func run(_ context: BenchContext) async throws -> [BenchRow]
+}
+
+/// Latency percentiles in microseconds.
+struct LatencyStats: Sendable {
+    var p50: Double
+    var p95: Double
+    var p99: Double
+    var mean: Double
+    var count: Int
+}
+
+/// One line of the benchmark table.
+struct BenchRow: Sendable {
+    var suite: String
+    var name: String
+    var stats: LatencyStats?
+    /// Operations (or messages) per second, for throughput rows.
+    var throughput: Double?
+    /// What the row is compared with, e.g. "raw SQLite insert".
+    var baseline: String?
+    var baselineStats: LatencyStats?
+    var baselineThroughput: Double?
+    /// A target or remark, e.g. "target ≤ 25 µs p50".
+    var note: String?
+
+    init(
+        suite: String, name: String, stats: LatencyStats? = nil, throughput: Double? = nil, baseline: String? = nil,
+        baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, note: String? = nil
+    ) {
+        self.suite = suite
+        self.name = name
+        self.stats = stats
+        self.throughput = throughput
+        self.baseline = baseline
+        self.baselineStats = baselineStats
+        self.baselineThroughput = baselineThroughput
+        self.note = note
+    }
+
+    /// Row over baseline: p50 ratio for latency rows (lower is better, 1.0 = as fast as the
+    /// baseline), throughput ratio for throughput rows (higher is better).
+    var ratio: Double? {
+        if let stats, let baselineStats, baselineStats.p50 > 0 { return stats.p50 / baselineStats.p50 }
+        if let throughput, let baselineThroughput, baselineThroughput > 0 { return throughput / baselineThroughput }
+        return nil
+    }
+}

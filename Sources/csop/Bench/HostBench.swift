@@ -1,0 +1,46 @@
+import CSOPCore
+import CSOPHost
+import Foundation
+
+/// Dispatch overhead of a no-op operation through a dlopen'ed plugin.
+struct HostBench: BenchSuite {
+    let name = "host"
+
+    func run(_ context: BenchContext) async throws -> [BenchRow] {
+        let host = try await context.makeHost([(library: "libcsop-diag.so", config: JSONObject())])
+        let request = Request(id: "bench", action: "diag.noop")
+        let iterations = context.iterations(200_000)
+
+        let asyncStats = await context.measure(iterations: iterations, warmup: 2000) {
+            _ = await host.dispatch(request)
+        }
+        let callbackStats = context.measure(iterations: iterations, warmup: 2000) {
+            host.dispatch(request) { _ in }
+        }
+        let baseline = context.measure(iterations: iterations, warmup: 2000) {
+            _ = request.payload.serialized()
+        }
+        await host.shutdown()
+
+        let directory = try context.makePluginsDirectory([(library: "libcsop-diag.so", config: JSONObject())])
+        let count = context.iterations(200_000)
+        let line: (Int) -> [UInt8] = { Array("{\"id\":\"r\($0)\",\"action\":\"diag.noop\"}".utf8) }
+        let run = try PipeDriver(
+            executable: context.csopExecutable, arguments: ["run", "--plugins-dir", directory]
+        ).run(count: count, window: 64, line: line)
+        let cat = try PipeDriver(executable: "/bin/cat", arguments: []).run(count: count, window: 64, line: line)
+        return [
+            BenchRow(
+                suite: name, name: "no-op dispatch, in-process (await)", stats: asyncStats,
+                throughput: 1e6 / asyncStats.mean, baseline: "serialize the payload only", baselineStats: baseline,
+                note: "target ≤ 5 µs p50"),
+            BenchRow(
+                suite: name, name: "no-op dispatch, in-process (callback)", stats: callbackStats,
+                throughput: 1e6 / callbackStats.mean, baseline: "serialize the payload only", baselineStats: baseline),
+            BenchRow(
+                suite: name, name: "no-op via csop run, 64 in flight", stats: run.latency, throughput: run.throughput,
+                baseline: "same lines echoed by cat", baselineStats: cat.latency, baselineThroughput: cat.throughput,
+                note: run.errors > 0 ? "\(run.errors) error responses!" : "target ≥ 100,000 req/s"),
+        ]
+    }
+}

@@ -1,0 +1,102 @@
+import CSOPCore
+import CSOPHost
+import Glibc
+import Synchronization
+
+/// `csop run`: requests as JSON lines on stdin, responses (and plugin events) as JSON lines
+/// on stdout. Requests run concurrently; responses carry the request id and may come out
+/// of order. A malformed line gets an error response. At EOF, in-flight work drains first.
+final class LineServer: Sendable {
+    /// The longest request line accepted.
+    static let maxLineBytes = 128 << 20
+
+    private let host: CSOPHost
+    private let output: OutputWriter
+    private let inputFD: Int32
+    private let done = ConditionLock()
+    private let pending = Atomic<Int>(0)
+
+    init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1) {
+        self.host = host
+        self.inputFD = inputFD
+        self.output = OutputWriter(fd: outputFD)
+    }
+
+    /// Serves until EOF and every response is written. Blocks the calling thread.
+    func serve() {
+        let listener = host.addEventListener { [output] event in output.writeLine(event.json.bytes) }
+        defer { host.removeEventListener(listener) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var start = 0
+        var end = 0
+        var scanned = 0
+        var discarding = false
+        readLoop: while true {
+            if end == buffer.count {
+                if start > 0 {
+                    buffer.replaceSubrange(0..<(end - start), with: buffer[start..<end])
+                    end -= start
+                    scanned -= start
+                    start = 0
+                } else if buffer.count < Self.maxLineBytes {
+                    buffer.append(contentsOf: repeatElement(0, count: buffer.count))
+                } else {
+                    // A line longer than the limit: answer once, skip to its end.
+                    respondToOversizedLine()
+                    discarding = true
+                    start = 0
+                    end = 0
+                    scanned = 0
+                }
+            }
+            let count = buffer.withUnsafeMutableBytes { raw in read(inputFD, raw.baseAddress! + end, raw.count - end) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                break readLoop
+            }
+            if count == 0 {
+                if start < end && !discarding { handle(Array(buffer[start..<end])) }
+                break readLoop
+            }
+            end += count
+            output.beginBatch()
+            while let newline = buffer[scanned..<end].firstIndex(of: 0x0A) {
+                if discarding {
+                    discarding = false
+                } else {
+                    handle(Array(buffer[start..<newline]))
+                }
+                start = newline + 1
+                scanned = start
+            }
+            scanned = end
+            output.endBatch()
+            if start == end {
+                start = 0
+                end = 0
+                scanned = 0
+            }
+        }
+        done.withLock {
+            while pending.load(ordering: .acquiring) > 0 { done.wait() }
+        }
+    }
+
+    private func handle(_ line: [UInt8]) {
+        var line = line
+        if line.last == 0x0D { line.removeLast() }
+        guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
+        pending.add(1, ordering: .relaxed)
+        host.dispatch(json: line) { [self] response in
+            output.writeLine(response.serialized())
+            if pending.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                done.withLock { done.broadcast() }
+            }
+        }
+    }
+
+    private func respondToOversizedLine() {
+        let error = CSOPError(.invalidPayload, "request line is longer than \(Self.maxLineBytes) bytes; split the work into smaller requests")
+        output.writeLine(Response(id: Request.generateID(), outcome: .failure(error), duration: 0).serialized())
+    }
+}
