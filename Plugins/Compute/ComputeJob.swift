@@ -7,6 +7,8 @@ final class ComputeJob: Sendable {
         case builtin(BuiltinTask)
         /// A function body run as `function (data) { … }`.
         case script(source: String, data: JSONValue?)
+        /// Only compiles a function body (for `compute.register`).
+        case compile(source: String)
     }
 
     /// The task name the caller used, echoed in batch results.
@@ -14,7 +16,8 @@ final class ComputeJob: Sendable {
     let work: Work
     /// Execution time allowed, counted from when a worker starts the task.
     let timeoutMilliseconds: Double
-    private let cancelled = Atomic<Bool>(false)
+    /// 0 live, 1 withdrawn (must not start), 2 cancelled (must not start, stop if running).
+    private let state = Atomic<Int>(0)
     private let cancelReason = Mutex<CSOPError?>(nil)
     private let done = Atomic<Bool>(false)
     private let completion: @Sendable (Result<TaskOutput, CSOPError>) -> Void
@@ -29,13 +32,23 @@ final class ComputeJob: Sendable {
         self.completion = completion
     }
 
-    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+    /// Whether a running script must be stopped.
+    var isCancelled: Bool { state.load(ordering: .relaxed) == 2 }
+
+    /// Whether the task must not start.
+    var isWithdrawn: Bool { state.load(ordering: .relaxed) != 0 }
 
     /// Asks the task to stop: a queued task never starts, a running script is terminated.
     /// - Parameter reason: the error the task then fails with.
     func cancel(_ reason: CSOPError? = nil) {
         if let reason { cancelReason.withLock { $0 = $0 ?? reason } }
-        cancelled.store(true, ordering: .releasing)
+        state.store(2, ordering: .releasing)
+    }
+
+    /// Keeps the task from starting, but lets it finish if it already runs.
+    func withdraw(_ reason: CSOPError) {
+        cancelReason.withLock { $0 = $0 ?? reason }
+        _ = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
     }
 
     /// What a cancelled task fails with.

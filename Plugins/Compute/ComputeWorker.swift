@@ -46,7 +46,7 @@ final class ComputeWorker {
     }
 
     private func process(_ job: ComputeJob) {
-        if job.isCancelled {
+        if job.isWithdrawn {
             stats.cancelled.add(1, ordering: .relaxed)
             job.finish(.failure(job.cancellationError))
             return
@@ -58,6 +58,8 @@ final class ComputeWorker {
             result = .success(TaskOutput(task.run()))
         case .script(let source, let data):
             result = runScript(job, source: source, data: data)
+        case .compile(let source):
+            result = compileOnly(job, source: source)
         }
         stats.busy.subtract(1, ordering: .relaxed)
         switch result {
@@ -113,6 +115,17 @@ final class ComputeWorker {
             return .failure(.executionFailed("task \(job.taskName) threw \(message)"))
         case .failure(.notSerializable(let message)):
             return .failure(.executionFailed("the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
+        }
+    }
+
+    private func compileOnly(_ job: ComputeJob, source: String) -> Result<TaskOutput, CSOPError> {
+        let sandbox: JSSandbox
+        do throws(CSOPError) { sandbox = try prepareSandbox() } catch { return .failure(error) }
+        switch sandbox.compile(source) {
+        case .success: return .success(TaskOutput(.null))
+        case .failure(let failure):
+            guard case .compile(let message) = failure else { return .failure(.executionFailed("\(failure)")) }
+            return .failure(.invalidPayload("payload.fn of task \(job.taskName) does not compile: \(message)"))
         }
     }
 

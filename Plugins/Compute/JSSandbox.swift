@@ -131,7 +131,7 @@ final class JSSandbox {
     }
 
     /// The cached compiled function for `source`, compiling it on a miss.
-    private func compile(_ source: String) -> Result<JSObjectRef, Failure> {
+    func compile(_ source: String) -> Result<JSObjectRef, Failure> {
         useCounter &+= 1
         if let entry = compiled[source] {
             compiled[source]?.lastUse = useCounter

@@ -1,0 +1,160 @@
+import CSOPCore
+import Synchronization
+
+/// One `compute.batch`: feeds its tasks to the pool with at most `maxConcurrent` in flight
+/// and answers once every task has a result, in input order.
+final class BatchRun: Sendable {
+    /// A batch entry: a job to run, or a task already rejected while parsing.
+    enum Entry: Sendable {
+        case job(name: String, work: ComputeJob.Work)
+        case rejected(name: String, error: CSOPError)
+
+        var name: String {
+            switch self {
+            case .job(let name, _), .rejected(let name, _): name
+            }
+        }
+    }
+
+    private struct State {
+        var results: [Result<TaskOutput, CSOPError>?]
+        var next = 0
+        var running: [Int: ComputeJob] = [:]
+        var stopped: CSOPError?
+        var remaining: Int
+    }
+
+    private let entries: [Entry]
+    private let pool: WorkerPool
+    private let maxConcurrent: Int
+    private let failFast: Bool
+    private let timeout: Double
+    private let state: Mutex<State>
+    private let reply: @Sendable ([UInt8]) -> Void
+
+    init(
+        entries: [Entry], pool: WorkerPool, maxConcurrent: Int, failFast: Bool, timeout: Double,
+        reply: @escaping @Sendable ([UInt8]) -> Void
+    ) {
+        self.entries = entries
+        self.pool = pool
+        self.maxConcurrent = maxConcurrent
+        self.failFast = failFast
+        self.timeout = timeout
+        self.reply = reply
+        state = Mutex(State(results: Array(repeating: nil, count: entries.count), remaining: entries.count))
+    }
+
+    func start() {
+        if entries.isEmpty {
+            reply(Self.render(entries, []))
+            return
+        }
+        feed()
+    }
+
+    /// The router gave up on the batch: stop running tasks and start no more.
+    func cancelAll() {
+        let running = state.withLock { state -> [ComputeJob] in
+            if state.stopped == nil { state.stopped = CSOPError(.cancelled, "the batch was cancelled before this task started") }
+            return Array(state.running.values)
+        }
+        for job in running { job.cancel(CSOPError(.cancelled, "the batch was cancelled while this task ran")) }
+        feed()
+    }
+
+    /// Starts tasks while there is room, and settles those that must not start.
+    private func feed() {
+        while true {
+            enum Step { case launch(Int, ComputeJob), settle(Int, Result<TaskOutput, CSOPError>), wait }
+            let step = state.withLock { state -> Step in
+                guard state.next < entries.count else { return .wait }
+                let index = state.next
+                if let stopped = state.stopped {
+                    state.next += 1
+                    return .settle(index, .failure(stopped))
+                }
+                switch entries[index] {
+                case .rejected(_, let error):
+                    state.next += 1
+                    return .settle(index, .failure(error))
+                case .job(let name, let work):
+                    guard state.running.count < maxConcurrent else { return .wait }
+                    state.next += 1
+                    let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
+                        settle(index, result)
+                    }
+                    state.running[index] = job
+                    return .launch(index, job)
+                }
+            }
+            switch step {
+            case .wait:
+                return
+            case .settle(let index, let result):
+                settle(index, result, feeding: false)
+            case .launch(let index, let job):
+                do throws(CSOPError) {
+                    try pool.submit(job)
+                } catch {
+                    settle(index, .failure(error), feeding: false)
+                }
+            }
+        }
+    }
+
+    private func settle(_ index: Int, _ result: Result<TaskOutput, CSOPError>, feeding: Bool = true) {
+        let finished = state.withLock { state -> [Result<TaskOutput, CSOPError>]? in
+            state.running[index] = nil
+            state.results[index] = result
+            state.remaining -= 1
+            if case .failure = result, failFast, state.stopped == nil {
+                state.stopped = CSOPError(.cancelled, "not started: an earlier task in the batch failed and options.failFast is true")
+                let reason = state.stopped!
+                for job in state.running.values { job.withdraw(reason) }
+            }
+            return state.remaining == 0 ? state.results.map { $0! } : nil
+        }
+        if let finished {
+            reply(Self.render(entries, finished))
+        } else if feeding {
+            feed()
+        }
+    }
+
+    private static func render(_ entries: [Entry], _ results: [Result<TaskOutput, CSOPError>]) -> [UInt8] {
+        var completed = 0
+        var writer = JSONWriter(capacity: 64 + results.count * 64)
+        writer.append("{\"total\":")
+        writer.writeInt(Int64(results.count))
+        var body = JSONWriter(capacity: results.count * 64)
+        body.append("[")
+        for (i, result) in results.enumerated() {
+            if i > 0 { body.append(",") }
+            switch result {
+            case .success(let output):
+                completed += 1
+                body.append("{\"status\":\"fulfilled\",\"task\":")
+                body.writeString(entries[i].name)
+                body.append(",")
+                output.writeMembers(to: &body)
+                body.append("}")
+            case .failure(let error):
+                body.append("{\"status\":\"rejected\",\"task\":")
+                body.writeString(entries[i].name)
+                body.append(",\"error\":")
+                body.write(error.json)
+                body.append("}")
+            }
+        }
+        body.append("]")
+        writer.append(",\"completed\":")
+        writer.writeInt(Int64(completed))
+        writer.append(",\"failed\":")
+        writer.writeInt(Int64(results.count - completed))
+        writer.append(",\"results\":")
+        writer.appendRaw(body.bytes)
+        writer.append("}")
+        return writer.bytes
+    }
+}

@@ -1,0 +1,301 @@
+import CSOPCore
+import CSOPPluginKit
+
+extension StoragePlugin {
+    /// A value ready for a tier: encoded bytes, flags and where it should go.
+    struct PreparedSave: Sendable {
+        var item: StorageRequest.SaveItem
+        var bytes: [UInt8]
+        var flags: Int64
+        var wantsCold: Bool
+        var size: Int64 { Int64(item.json.count) }
+    }
+
+    func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
+        let (bytes, flags) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
+        return PreparedSave(item: item, bytes: bytes, flags: flags, wantsCold: Int64(item.json.count) > configuration.maxLocalSize)
+    }
+
+    // MARK: save
+
+    func save(_ call: PluginCall) throws(CSOPError) {
+        let item = try StorageRequest.save(call.payload)
+        if item.json.count > Self.inlineValueLimit || Int64(item.json.count) > configuration.maxLocalSize {
+            runLater(call) { () async throws(CSOPError) -> Reply in
+                let results = try await self.store([try self.prepare(item)], callID: call.id)
+                return .raw(results[0])
+            }
+            return
+        }
+        let prepared = try prepare(item)
+        if item.ifVersion == nil,
+            let version = try local.fastSaveLocal(key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, callID: call.id)
+        {
+            call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
+            return
+        }
+        let write = LocalStore.Write(
+            key: item.key, tier: .local, size: prepared.size, storedSize: Int64(prepared.bytes.count), flags: prepared.flags,
+            bytes: prepared.bytes, coldRef: nil, ifVersion: item.ifVersion)
+        let result = try local.write([write], callID: call.id)
+        let reply = Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
+        if result.obsoleteColdRefs.isEmpty {
+            call.succeed(rawJSON: reply)
+        } else {
+            runLater(call) { () async throws(CSOPError) -> Reply in
+                await self.deleteCold(result.obsoleteColdRefs, callID: call.id)
+                return .raw(reply)
+            }
+        }
+    }
+
+    /// Saves every item atomically: cold values are uploaded first, then one SQLite
+    /// transaction points the index at them, then the cold rows they replace are deleted.
+    /// Returns each item's reply.
+    func store(_ items: [PreparedSave], callID: UInt64) async throws(CSOPError) -> [[UInt8]] {
+        var writes: [LocalStore.Write] = []
+        var warnings: [String?] = []
+        var uploaded: [String] = []
+        writes.reserveCapacity(items.count)
+        for prepared in items {
+            var write = LocalStore.Write(
+                key: prepared.item.key, tier: .local, size: prepared.size, storedSize: Int64(prepared.bytes.count),
+                flags: prepared.flags, bytes: prepared.bytes, coldRef: nil, ifVersion: prepared.item.ifVersion)
+            var warning: String?
+            if prepared.wantsCold {
+                let limit = "\(prepared.size) bytes, over maxLocalSize \(configuration.maxLocalSize)"
+                if let cold {
+                    let ref = Self.newColdRef()
+                    do throws(ColdStore.Failure) {
+                        try await cold.put(ref: ref, key: prepared.item.key, bytes: prepared.bytes, callID: callID)
+                        uploaded.append(ref)
+                        write.tier = .cloud
+                        write.coldRef = ref
+                        write.bytes = []
+                    } catch {
+                        if case .unreachable(let reason) = error {
+                            warning = "the value is \(limit), but it was stored locally: \(reason)"
+                            log(.warning, "storage: '\(prepared.item.key)' kept local: \(reason)")
+                        } else {
+                            await deleteCold(uploaded, callID: callID)
+                            throw error.error
+                        }
+                    }
+                } else {
+                    warning = "the value is \(limit), but it was stored locally: no cold tier is configured (config.postgresUrl)"
+                }
+            }
+            writes.append(write)
+            warnings.append(warning)
+        }
+        let result: LocalStore.WriteResult
+        do throws(CSOPError) {
+            if Task.isCancelled { throw CSOPError(.timeout, "the save was cancelled (timed out) before it was committed", retryable: true) }
+            result = try local.write(writes, callID: callID)
+        } catch {
+            await deleteCold(uploaded, callID: callID)
+            throw error
+        }
+        await deleteCold(result.obsoleteColdRefs, callID: callID)
+        return writes.indices.map { i in
+            Self.saveReply(
+                key: writes[i].key, cloud: writes[i].tier == .cloud, size: writes[i].size, version: result.versions[i],
+                warning: warnings[i])
+        }
+    }
+
+    /// Deletes unreferenced cold rows; a failure only leaves orphans, so it is logged.
+    func deleteCold(_ refs: [String], callID: UInt64) async {
+        guard let cold, !refs.isEmpty else { return }
+        do throws(ColdStore.Failure) {
+            try await cold.delete(refs: refs, callID: callID)
+        } catch {
+            log(.warning, "storage: \(refs.count) unreferenced cold-tier rows were left in \(cold.table): \(error.error.message)")
+        }
+    }
+
+    static func newColdRef() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64, low = generator.next() as UInt64
+        let hex = String(high, radix: 16), lowHex = String(low, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex + String(repeating: "0", count: 16 - lowHex.count) + lowHex
+    }
+
+    static func saveReply(key: String, cloud: Bool, size: Int64, version: Int64, warning: String?) -> [UInt8] {
+        var writer = JSONWriter(capacity: 96 + key.utf8.count)
+        writer.append("{\"key\":")
+        writer.writeString(key)
+        writer.append(cloud ? ",\"location\":\"cloud\",\"size\":" : ",\"location\":\"local\",\"size\":")
+        writer.writeInt(size)
+        writer.append(",\"version\":")
+        writer.writeInt(version)
+        if let warning {
+            writer.append(",\"warning\":")
+            writer.writeString(warning)
+        }
+        writer.append("}")
+        return writer.bytes
+    }
+
+    // MARK: get
+
+    func get(_ call: PluginCall) throws(CSOPError) {
+        let fields = try Fields(call.payload, path: "payload", allowed: ["key"], allowNull: false)
+        let key = try StorageRequest.key(fields)
+        guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
+        if row.tier == .local {
+            call.succeed(rawJSON: row.flags == 0 ? row.bytes : try codec.decode(row.bytes, flags: row.flags, key: key))
+            return
+        }
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            guard let json = try await self.readCloud(key, first: row, callID: call.id) else { throw Self.notFound(key) }
+            return .raw(json)
+        }
+    }
+
+    /// The JSON of a key the index placed in the cold tier, following a concurrent move.
+    func readCloud(_ key: String, first: LocalStore.Row, callID: UInt64) async throws(CSOPError) -> [UInt8]? {
+        var row = first
+        for _ in 0..<5 {
+            if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, key: key) }
+            guard let cold else {
+                throw CSOPError(.notConnected, "'\(key)' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
+            }
+            let bytes: [UInt8]?
+            do throws(ColdStore.Failure) {
+                bytes = try await cold.get(ref: row.coldRef ?? "", callID: callID)
+            } catch {
+                throw error.error
+            }
+            if let bytes { return try codec.decode(bytes, flags: row.flags, key: key) }
+            // The row was replaced while we read: look at the index again.
+            guard let next = try local.read(key, callID: callID) else { return nil }
+            row = next
+        }
+        throw CSOPError(.executionFailed, "'\(key)' kept moving between tiers while being read; retry", retryable: true)
+    }
+
+    static func notFound(_ key: String) -> CSOPError {
+        CSOPError(.keyNotFound, "no value is stored under '\(key)'")
+    }
+
+    // MARK: delete
+
+    func delete(_ call: PluginCall) throws(CSOPError) {
+        let fields = try Fields(call.payload, path: "payload", allowed: ["key"], allowNull: false)
+        let key = try StorageRequest.key(fields)
+        let (deleted, coldRef) = try local.delete(key, callID: call.id)
+        var writer = JSONWriter()
+        writer.append(deleted ? "{\"deleted\":true,\"key\":" : "{\"deleted\":false,\"key\":")
+        writer.writeString(key)
+        writer.append("}")
+        let reply = writer.bytes
+        guard let coldRef else { return call.succeed(rawJSON: reply) }
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            await self.deleteCold([coldRef], callID: call.id)
+            return .raw(reply)
+        }
+    }
+
+    // MARK: list
+
+    func list(_ call: PluginCall) throws(CSOPError) {
+        let fields = try Fields(call.payload, path: "payload", allowed: ["prefix", "limit", "cursor"], allowNull: false)
+        let prefix = try fields.string("prefix", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
+        let cursor = try fields.string("cursor", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
+        let limit = try fields.int("limit", in: 1...StorageLimits.maxListLimit) ?? StorageLimits.defaultListLimit
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            var keys = try self.local.list(prefix: prefix, after: cursor, limit: limit + 1, callID: call.id)
+            let more = keys.count > Int(limit)
+            if more { keys.removeLast() }
+            var writer = JSONWriter(capacity: keys.count * 24 + 32)
+            writer.append("{\"keys\":[")
+            for (i, key) in keys.enumerated() {
+                if i > 0 { writer.append(",") }
+                writer.writeString(key)
+            }
+            writer.append("],\"cursor\":")
+            if more, let last = keys.last { writer.writeString(last) } else { writer.append("null") }
+            writer.append("}")
+            return .raw(writer.bytes)
+        }
+    }
+
+    // MARK: saveMany / getMany
+
+    func saveMany(_ call: PluginCall) throws(CSOPError) {
+        let items = try StorageRequest.saveMany(call.payload)
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            var prepared: [PreparedSave] = []
+            prepared.reserveCapacity(items.count)
+            for item in items { prepared.append(try self.prepare(item)) }
+            let replies = try await self.store(prepared, callID: call.id)
+            var writer = JSONWriter(capacity: replies.count * 80 + 32)
+            writer.append("{\"count\":")
+            writer.writeInt(Int64(replies.count))
+            writer.append(",\"items\":[")
+            for (i, reply) in replies.enumerated() {
+                if i > 0 { writer.append(",") }
+                writer.appendRaw(reply)
+            }
+            writer.append("]}")
+            return .raw(writer.bytes)
+        }
+    }
+
+    func getMany(_ call: PluginCall) throws(CSOPError) {
+        let keys = try StorageRequest.keys(call.payload)
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            var writer = JSONWriter(capacity: keys.count * 64 + 32)
+            var missing: [String] = []
+            writer.append("{\"values\":{")
+            var first = true
+            for key in keys {
+                if Task.isCancelled { throw CSOPError(.timeout, "getMany was cancelled (timed out)", retryable: true) }
+                guard let row = try self.local.read(key, callID: call.id) else {
+                    missing.append(key)
+                    continue
+                }
+                let json: [UInt8]?
+                if row.tier == .local {
+                    json = row.flags == 0 ? row.bytes : try self.codec.decode(row.bytes, flags: row.flags, key: key)
+                } else {
+                    json = try await self.readCloud(key, first: row, callID: call.id)
+                }
+                guard let json else {
+                    missing.append(key)
+                    continue
+                }
+                if !first { writer.append(",") }
+                first = false
+                writer.writeString(key)
+                writer.append(":")
+                writer.appendRaw(json)
+            }
+            writer.append("},\"missing\":")
+            writer.write(.array(missing.map { .string($0) }))
+            writer.append("}")
+            return .raw(writer.bytes)
+        }
+    }
+
+    // MARK: stats
+
+    func stats(_ call: PluginCall) throws(CSOPError) {
+        _ = try Fields(call.payload, path: "payload", allowed: [])
+        runLater(call) { () async throws(CSOPError) -> Reply in
+            let (local, cloud) = try self.local.stats(callID: call.id)
+            func tier(_ stats: LocalStore.TierStats) -> JSONValue {
+                ["count": .int(stats.count), "bytes": .int(stats.bytes), "storedBytes": .int(stats.storedBytes)]
+            }
+            var result: JSONObject = [
+                "local": tier(local), "cloud": tier(cloud),
+                "total": ["count": .int(local.count + cloud.count), "bytes": .int(local.bytes + cloud.bytes)],
+                "maxLocalSize": .int(self.configuration.maxLocalSize),
+                "coldTier": .bool(self.cold != nil),
+            ]
+            result["maxBytes"] = self.configuration.maxBytes.map { .int($0) } ?? .null
+            return .value(.object(result))
+        }
+    }
+}

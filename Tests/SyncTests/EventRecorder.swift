@@ -1,0 +1,77 @@
+import CSOPCore
+import Synchronization
+import Testing
+
+@testable import SyncPlugin
+
+/// Collects the events an engine emits and waits for them without timed assertions: the
+/// deadline only stops a broken test from hanging.
+final class EventRecorder: Sendable {
+    private let events = Mutex<[JSONValue]>([])
+
+    var emit: @Sendable ([UInt8]) -> Void {
+        { [self] bytes in
+            let value = (try? JSONValue(parsing: bytes)) ?? .string("unparsable event")
+            events.withLock { $0.append(value) }
+        }
+    }
+
+    var all: [JSONValue] { events.withLock { $0 } }
+
+    func matching(_ predicate: (JSONValue) -> Bool) -> [JSONValue] { all.filter(predicate) }
+
+    /// Waits until `count` events match, or the deadline passes; returns what matched.
+    @discardableResult
+    func wait(for count: Int, seconds: Int = 30, _ predicate: @escaping (JSONValue) -> Bool) async -> [JSONValue] {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(seconds)
+        while true {
+            let found = matching(predicate)
+            if found.count >= count || clock.now >= deadline { return found }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}
+
+func onChannel(_ channel: String, event: String? = nil) -> (JSONValue) -> Bool {
+    { value in
+        value["channel"]?.stringValue == channel && (event == nil || value["event"]?.stringValue == event)
+    }
+}
+
+/// A unique, valid name for a test's channels and PostgreSQL cluster channel.
+func uniqueName(_ prefix: String) -> String { "\(prefix)_\(SyncClock.randomHex())" }
+
+enum SyncTestEnvironment {
+    static var postgresURL: String {
+        if let value = getenvString("CSOP_TEST_POSTGRES_URL"), !value.isEmpty { return value }
+        return "postgres://csop:csop@127.0.0.1:5432/csop_test"
+    }
+
+    static func getenvString(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+
+    /// A cluster-mode configuration with short intervals and a private NOTIFY channel.
+    static func clusterConfig(
+        url: String = postgresURL, cluster: String, heartbeat: Int64 = 100, expiry: Int64 = 400,
+        extra: [(String, JSONValue)] = []
+    ) throws -> SyncConfiguration {
+        var object: JSONObject = [
+            "postgresUrl": .string(url), "clusterChannel": .string(cluster), "heartbeatInterval": .int(heartbeat),
+            "presenceExpiry": .int(expiry), "reconnectMaxDelay": 200,
+        ]
+        for (key, value) in extra { object[key] = value }
+        return try SyncConfiguration(config: .object(object), environment: { _ in nil })
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension Result where Success == JSONValue, Failure == CSOPError {
+    var value: JSONValue? { if case .success(let v) = self { v } else { nil } }
+    var error: CSOPError? { if case .failure(let e) = self { e } else { nil } }
+}
