@@ -6,9 +6,12 @@ import Synchronization
 public final class RunProcess: Sendable {
     private let process: Process
     private let input: FileHandle
-    private let lines = Mutex<[JSONValue]>([])
-    private let rawLines = Mutex<[String]>([])
-    private let finished = Atomic<Bool>(false)
+    private final class Shared: Sendable {
+        let lines = Mutex<[JSONValue]>([])
+        let rawLines = Mutex<[String]>([])
+        let finished = Atomic<Bool>(false)
+    }
+    private let shared = Shared()
 
     /// Starts `csop run --plugins-dir pluginsDirectory` (plus `arguments`).
     public init(pluginsDirectory: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
@@ -27,7 +30,7 @@ public final class RunProcess: Sendable {
         self.process = process
         self.input = stdin.fileHandleForWriting
         let fd = stdout.fileHandleForReading.fileDescriptor
-        let thread = Thread { [lines, rawLines, finished] in
+        let thread = Thread { [shared] in
             var pending: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             while true {
@@ -39,12 +42,12 @@ public final class RunProcess: Sendable {
                     let line = Array(pending[start..<newline])
                     start = newline + 1
                     let value = (try? JSONValue(parsing: line)) ?? .string(String(decoding: line, as: UTF8.self))
-                    rawLines.withLock { $0.append(String(decoding: line, as: UTF8.self)) }
-                    lines.withLock { $0.append(value) }
+                    shared.rawLines.withLock { $0.append(String(decoding: line, as: UTF8.self)) }
+                    shared.lines.withLock { $0.append(value) }
                 }
                 pending.removeFirst(start)
             }
-            finished.store(true, ordering: .releasing)
+            shared.finished.store(true, ordering: .releasing)
         }
         thread.start()
     }
@@ -63,19 +66,19 @@ public final class RunProcess: Sendable {
     }
 
     /// Every line received so far (parsed; unparsable lines appear as `.string`).
-    public var received: [JSONValue] { lines.withLock { $0 } }
+    public var received: [JSONValue] { shared.lines.withLock { $0 } }
 
     /// Every line received so far, as text.
-    public var receivedText: [String] { rawLines.withLock { $0 } }
+    public var receivedText: [String] { shared.rawLines.withLock { $0 } }
 
     /// Waits until a line satisfies `predicate`, up to `timeout` seconds.
     public func waitFor(timeout: Double = 10, _ predicate: (JSONValue) -> Bool) async -> JSONValue? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let match = lines.withLock({ $0.first(where: predicate) }) { return match }
+            if let match = shared.lines.withLock({ $0.first(where: predicate) }) { return match }
             try? await Task.sleep(for: .milliseconds(5))
         }
-        return lines.withLock { $0.first(where: predicate) }
+        return shared.lines.withLock { $0.first(where: predicate) }
     }
 
     /// Waits for the response with `id`.
@@ -105,7 +108,7 @@ public final class RunProcess: Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
         guard !process.isRunning else { return nil }
-        while !finished.load(ordering: .acquiring) && Date() < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+        while !shared.finished.load(ordering: .acquiring) && Date() < deadline { try? await Task.sleep(for: .milliseconds(2)) }
         return process.terminationStatus
     }
 
