@@ -13,10 +13,10 @@ let package = Package(
         .executable(name: "csop", targets: ["csop"]),
         .library(name: "CSOP", targets: ["CSOPHost"]),
         .library(name: "CSOPPluginKit", targets: ["CSOPPluginKit"]),
-        .library(name: "csop-diag", type: .dynamic, targets: ["DiagPlugin"]),
-        .library(name: "csop-storage", type: .dynamic, targets: ["StoragePlugin"]),
-        .library(name: "csop-compute", type: .dynamic, targets: ["ComputePlugin"]),
-        .library(name: "csop-sync", type: .dynamic, targets: ["SyncPlugin"]),
+        .library(name: "csop-diag", type: .dynamic, targets: ["DiagExport"]),
+        .library(name: "csop-storage", type: .dynamic, targets: ["StorageExport"]),
+        .library(name: "csop-compute", type: .dynamic, targets: ["ComputeExport"]),
+        .library(name: "csop-sync", type: .dynamic, targets: ["SyncExport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,7 +38,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CJavaScriptCore", pkgConfig: "javascriptcoregtk-4.1", providers: [.apt(["libjavascriptcoregtk-4.1-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "DiagPlugin", dependencies: ["CSOPPluginKit"], path: "Plugins/Diag", swiftSettings: swiftSettings),
+        .target(name: "DiagPlugin", dependencies: ["CSOPPluginKit"], path: "Plugins/Diag",
+            exclude: ["Export"], swiftSettings: swiftSettings),
         .target(
             name: "StoragePlugin",
             dependencies: [
@@ -47,6 +48,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Plugins/Storage",
+            exclude: ["Export"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -57,14 +59,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Plugins/Compute",
+            exclude: ["Export"],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "SyncPlugin",
             dependencies: ["CSOPPluginKit", .product(name: "PostgresNIO", package: "postgres-nio")],
             path: "Plugins/Sync",
+            exclude: ["Export"],
             swiftSettings: swiftSettings
         ),
+        .target(name: "DiagExport", dependencies: ["DiagPlugin"], path: "Plugins/Diag/Export", swiftSettings: swiftSettings),
+        .target(name: "StorageExport", dependencies: ["StoragePlugin"], path: "Plugins/Storage/Export", swiftSettings: swiftSettings),
+        .target(name: "ComputeExport", dependencies: ["ComputePlugin"], path: "Plugins/Compute/Export", swiftSettings: swiftSettings),
+        .target(name: "SyncExport", dependencies: ["SyncPlugin"], path: "Plugins/Sync/Export", swiftSettings: swiftSettings),
         .executableTarget(
             name: "csop",
             dependencies: [

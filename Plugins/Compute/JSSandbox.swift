@@ -17,9 +17,13 @@ final class JSSandbox {
         case terminated
     }
 
+    /// JSObjectMakeFunction compiles "(function anonymous(data\n) {\n" + body, so the body starts on line 3.
+    private static let bodyLineOffset = 2
+
     private let group: JSContextGroupRef
     private let context: JSGlobalContextRef
     private let after: JSObjectRef
+    private let promise: JSObjectRef
     private var compiled: [String: CachedFunction] = [:]
     private var useCounter: UInt64 = 0
     private let cacheCapacity: Int
@@ -40,8 +44,7 @@ final class JSSandbox {
         self.context = context
         watch.install(on: group)
         var exception: JSValueRef?
-        let setup = JSString(SandboxPrelude.source)
-        let factory = JSEvaluateScript(context, setup.ref, nil, nil, 1, &exception)
+        let factory = JSString(SandboxPrelude.source).withRef { JSEvaluateScript(context, $0, nil, nil, 1, &exception) }
         var argument: JSValueRef? = JSValueMakeNumber(context, Double(maxConsoleChars))
         if exception == nil, let factory, let factoryObject = JSValueToObject(context, factory, nil),
             let made = JSObjectCallAsFunction(context, factoryObject, nil, 1, &argument, &exception),
@@ -49,6 +52,10 @@ final class JSSandbox {
         {
             after = madeObject
             JSValueProtect(context, after)
+            let global = JSContextGetGlobalObject(context)
+            let constructor = JSString("Promise").withRef { JSObjectGetProperty(context, global, $0, nil) }
+            promise = JSValueToObject(context, constructor, nil)
+            JSValueProtect(context, promise)
         } else {
             let reason = exception.map { Self.describe(context, $0) } ?? "unknown"
             JSGlobalContextRelease(context)
@@ -60,6 +67,7 @@ final class JSSandbox {
     deinit {
         for entry in compiled.values { JSValueUnprotect(context, entry.function) }
         JSValueUnprotect(context, after)
+        JSValueUnprotect(context, promise)
         JSGlobalContextRelease(context)
         JSContextGroupRelease(group)
     }
@@ -90,7 +98,7 @@ final class JSSandbox {
         if watch.stopReason != nil {
             return .failure(.terminated)
         } else if let exception {
-            outcome = .failure(.thrown(Self.describe(context, exception)))
+            outcome = .failure(.thrown(Self.describe(context, exception, lineOffset: Self.bodyLineOffset)))
         } else if let value {
             outcome = serialize(value, watch: watch)
         } else {
@@ -103,6 +111,9 @@ final class JSSandbox {
 
     private func serialize(_ value: JSValueRef, watch: ExecutionWatch) -> Result<TaskOutput, Failure> {
         if JSValueIsUndefined(context, value) { return .success(TaskOutput(resultJSON: Array("null".utf8))) }
+        if JSValueIsObject(context, value), JSValueIsInstanceOfConstructor(context, value, promise, nil) {
+            return .failure(.notSerializable("the result is a Promise; tasks run synchronously, so return the value itself"))
+        }
         var exception: JSValueRef?
         guard let json = JSValueCreateJSONString(context, value, 0, &exception) else {
             if watch.stopReason != nil { return .failure(.terminated) }
@@ -138,12 +149,14 @@ final class JSSandbox {
             return .success(entry.function)
         }
         var exception: JSValueRef?
-        let body = JSString(source)
-        let parameter = JSString("data")
-        var parameters: JSStringRef? = parameter.ref
-        guard let function = JSObjectMakeFunction(context, nil, 1, &parameters, body.ref, nil, 1, &exception), exception == nil
-        else {
-            return .failure(.compile(exception.map { Self.describe(context, $0) } ?? "it does not compile"))
+        let made = JSString(source).withRef { body in
+            JSString.data.withRef { parameter in
+                var parameters: JSStringRef? = parameter
+                return JSObjectMakeFunction(context, nil, 1, &parameters, body, nil, 1, &exception)
+            }
+        }
+        guard let function = made, exception == nil else {
+            return .failure(.compile(exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"))
         }
         if compiled.count >= cacheCapacity, let oldest = compiled.min(by: { $0.value.lastUse < $1.value.lastUse }) {
             JSValueUnprotect(context, oldest.value.function)
@@ -156,17 +169,17 @@ final class JSSandbox {
 
     /// "Name: message (line N)" for a thrown value, without calling back into user code
     /// beyond the value's own `toString`.
-    static func describe(_ context: JSContextRef, _ value: JSValueRef) -> String {
+    /// - Parameter lineOffset: lines JavaScriptCore adds before a function body it wraps.
+    static func describe(_ context: JSContextRef, _ value: JSValueRef, lineOffset: Int = 0) -> String {
         var text = "an exception"
         if let string = JSValueToStringCopy(context, value, nil) {
             text = JSString.string(string)
             JSStringRelease(string)
         }
         if JSValueIsObject(context, value), let object = JSValueToObject(context, value, nil) {
-            let key = JSString("line")
-            if let line = JSObjectGetProperty(context, object, key.ref, nil), JSValueIsNumber(context, line) {
+            if let line = JSString.line.withRef({ JSObjectGetProperty(context, object, $0, nil) }), JSValueIsNumber(context, line) {
                 let number = JSValueToNumber(context, line, nil)
-                if number.isFinite, number >= 1 { text += " (line \(Int(number)))" }
+                if number.isFinite, number >= 1 { text += " (line \(max(Int(number) - lineOffset, 1)))" }
             }
         }
         return text

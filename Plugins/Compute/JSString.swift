@@ -1,8 +1,11 @@
 import CJavaScriptCore
 
 /// Owns one JSStringRef and releases it in deinit.
-final class JSString {
-    let ref: JSStringRef
+final class JSString: @unchecked Sendable {  // Immutable; JSStringRef is thread-safe and ref-counted.
+    private let ref: JSStringRef
+
+    static let data = JSString("data")
+    static let line = JSString("line")
 
     /// Made from UTF-16 so any Swift string, even one with NUL characters, converts exactly.
     init(_ text: String) {
@@ -11,6 +14,11 @@ final class JSString {
     }
 
     deinit { JSStringRelease(ref) }
+
+    /// Calls `body` with the string, which stays alive until `body` returns.
+    func withRef<R>(_ body: (JSStringRef) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(ref) }
+    }
 
     /// The UTF-8 bytes of a JSStringRef, without the trailing NUL.
     static func utf8(_ string: JSStringRef) -> [UInt8] {

@@ -83,5 +83,6 @@ final class DiagPlugin: CSOPPlugin {
     }
 }
 
-@_cdecl("csop_plugin_register")
-public func csopPluginRegister() -> UnsafeRawPointer { PluginExport.register(DiagPlugin.self) }
+/// The descriptor the library exports. The `csop_plugin_register` symbol itself lives in
+/// Plugins/Diag/Export, so tests can link this module without a duplicate symbol.
+public func diagPluginDescriptor() -> UnsafeRawPointer { PluginExport.register(DiagPlugin.self) }

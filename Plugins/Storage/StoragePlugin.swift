@@ -97,5 +97,6 @@ final class StoragePlugin: CSOPPlugin {
     }
 }
 
-@_cdecl("csop_plugin_register")
-public func csopPluginRegister() -> UnsafeRawPointer { PluginExport.register(StoragePlugin.self) }
+/// The descriptor the library exports. The `csop_plugin_register` symbol itself lives in
+/// Plugins/Storage/Export, so tests can link this module without a duplicate symbol.
+public func storagePluginDescriptor() -> UnsafeRawPointer { PluginExport.register(StoragePlugin.self) }

@@ -430,7 +430,8 @@ final class ClusterTransport: Sendable {
     /// Starts closing without waiting (the future-returning overload).
     private static func close(_ connection: PostgresConnection) {
         let closing: EventLoopFuture<Void> = connection.close()
-        closing.whenComplete { _ in }
+        // Keeps the connection alive until closed: postgres-nio asserts on deinit while open.
+        closing.whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
     private static func describe(_ error: any Error) -> String {

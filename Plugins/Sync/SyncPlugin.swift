@@ -37,5 +37,6 @@ final class SyncPlugin: CSOPPlugin {
     }
 }
 
-@_cdecl("csop_plugin_register")
-public func csopPluginRegister() -> UnsafeRawPointer { PluginExport.register(SyncPlugin.self) }
+/// The descriptor the library exports. The `csop_plugin_register` symbol itself lives in
+/// Plugins/Sync/Export, so tests can link this module without a duplicate symbol.
+public func syncPluginDescriptor() -> UnsafeRawPointer { PluginExport.register(SyncPlugin.self) }

@@ -53,7 +53,7 @@ import Testing
     }
 
     @Test func unsubscribeByIdAndByChannelStopsDelivery() async throws {
-        let one = try #require(await engine.perform("subscribe", ["channel": "u"]).value["subscription"]?.stringValue)
+        let one = try #require(await engine.perform("subscribe", ["channel": "u"]).value?["subscription"]?.stringValue)
         _ = try #require(await engine.perform("subscribe", ["channel": "u"]).value)
         let removed = try #require(await engine.perform("unsubscribe", ["subscription": .string(one)]).value)
         #expect(removed == ["unsubscribed": true, "channel": "u", "count": 1])

@@ -1,0 +1,59 @@
+import CSOPCore
+import CSOPPluginKit
+
+/// The `compute` capability: exact native tasks and sandboxed JavaScript on a pool of
+/// worker threads, each with its own JavaScriptCore context group.
+///
+/// Operations:
+/// - `execute {task, data, options?: {timeout}}` → `{result, logs?, logsTruncated?}`.
+/// - `batch {tasks: [{task, data}], options?: {maxConcurrent, failFast, timeout}}` →
+///   `{total, completed, failed, results: [{status, task, result | error, logs?}]}` in input order.
+/// - `register {name, fn}` (fn is a function body taking `data`; compiled once per worker),
+///   `unregister {name}`, `tasks`, `stats`.
+///
+/// Built-in tasks: `fibonacci {n ≤ 100000}`, `factorial {n ≤ 10000}` (decimal strings),
+/// `isPrime {n}` (0…2^64−1; above 2^63−1 pass a decimal string), `hash_sha256 {message}`
+/// (hex, message ≤ 16 MiB), `sum {numbers}` (≤ 1000000 numbers), and
+/// `custom {fn, args}` (fn is the body of `function (data) { … }`, args its `data`).
+/// Quick built-ins answer inline on the calling thread; everything else runs on the pool.
+///
+/// Config keys (all optional): `workers` (1…256, default: cores), `maxQueue` (1…1000000,
+/// default 1024), `timeout` (default per-task ms, 1…3600000, default 30000; execution time
+/// only), `memoryLimitMB` (16…1048576, default 512: process RSS growth while one script runs),
+/// `maxConsoleBytes` (0…64 MiB, default 65536 UTF-16 units of console output per task).
+///
+/// Errors: `INVALID_PAYLOAD` (bad field or out-of-range input; compile errors), `INVALID_TASK`
+/// (unknown task), `QUEUE_FULL` (retryable), `TIMEOUT` (script stopped at its deadline),
+/// `RESOURCE_EXHAUSTED` (memory cap), `EXECUTION_FAILED` (JS threw: message and line; or the
+/// result is not JSON), `CANCELLED` (batch task not started under failFast), `QUOTA_EXCEEDED`
+/// (more than 1000 registered tasks).
+final class ComputePlugin: CSOPPlugin {
+    static let name = "compute"
+    static let version = "1.0.0"
+    static let operations = ["execute", "batch", "register", "unregister", "tasks", "stats"]
+
+    let service: ComputeService
+
+    init(config: JSONValue, host: PluginHost) throws(CSOPError) {
+        let settings = try ComputeConfiguration(config: config)
+        service = ComputeService(settings: settings) { message in host.log(.error, message) }
+        host.log(.info, "compute: \(settings.workers) workers, queue \(settings.maxQueue), timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB")
+    }
+
+    func invoke(_ call: PluginCall) {
+        service.handle(operation: call.operation, payload: call.payload, callID: call.id) { result in
+            switch result {
+            case .success(let bytes): call.succeed(rawJSON: bytes)
+            case .failure(let error): call.fail(error)
+            }
+        }
+    }
+
+    func cancel(callID: UInt64) { service.cancel(callID: callID) }
+
+    func shutdown() { service.shutdown() }
+}
+
+/// The descriptor the library exports. The `csop_plugin_register` symbol itself lives in
+/// Plugins/Compute/Export, so tests can link this module without a duplicate symbol.
+public func computePluginDescriptor() -> UnsafeRawPointer { PluginExport.register(ComputePlugin.self) }

@@ -1,0 +1,200 @@
+import CSOPCore
+import Synchronization
+
+/// The compute domain without the C boundary: parses payloads, runs quick built-ins inline,
+/// sends everything else to the ``WorkerPool`` and answers through `reply`, from any thread.
+final class ComputeService: Sendable {
+    /// Receives an operation's outcome: serialized JSON data, or an error.
+    typealias Reply = @Sendable (Result<[UInt8], CSOPError>) -> Void
+
+    static let maxSourceBytes = 1 << 20
+    static let maxBatchTasks = 10_000
+    static let maxRegistered = 1_000
+    static let maxNameLength = 64
+
+    let settings: ComputeConfiguration
+    let pool: WorkerPool
+    private let registry = Mutex<[String: String]>([:])
+    private let cancellers = Mutex<[UInt64: @Sendable () -> Void]>([:])
+    private let inlineCompleted = Atomic<Int>(0)
+
+    init(settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.settings = settings
+        pool = WorkerPool(settings: settings, log: log)
+    }
+
+    /// Runs `operation`; `callID` names it for ``cancel(callID:)``.
+    func handle(operation: String, payload: JSONValue, callID: UInt64, reply: @escaping Reply) {
+        do throws(CSOPError) {
+            switch operation {
+            case "execute": try execute(payload, callID: callID, reply: reply)
+            case "batch": try batch(payload, callID: callID, reply: reply)
+            case "register": try register(payload, callID: callID, reply: reply)
+            case "unregister": reply(.success(try unregister(payload).serialized()))
+            case "tasks": reply(.success(try tasks(payload).serialized()))
+            case "stats": reply(.success(try stats(payload).serialized()))
+            default: throw CSOPError(.operationNotFound, "compute has no operation \(operation)")
+            }
+        } catch {
+            reply(.failure(error))
+        }
+    }
+
+    /// Stops the work of an abandoned call: queued tasks never start, running scripts are terminated.
+    func cancel(callID: UInt64) {
+        cancellers.withLock { $0.removeValue(forKey: callID) }?()
+    }
+
+    func shutdown() { pool.shutdown() }
+
+    private func execute(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["task", "data", "options"])
+        let name = try fields.requiredString("task", maxLength: Self.maxNameLength)
+        let options = try fields.nested("options", allowed: ["timeout"])
+        let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout) ?? settings.timeout
+        let work = try resolve(name, data: fields["data"], path: "payload.data")
+        if case .builtin(let task) = work, task.isQuick {
+            inlineCompleted.add(1, ordering: .relaxed)
+            reply(.success(TaskOutput(task.run()).responseJSON))
+            return
+        }
+        let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
+            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            reply(result.map(\.responseJSON))
+        }
+        try submit(job, callID: callID)
+    }
+
+    /// Queues `job`, making it cancellable by `callID` first so a fast finish cannot race it.
+    private func submit(_ job: ComputeJob, callID: UInt64) throws(CSOPError) {
+        cancellers.withLock { $0[callID] = { job.cancel(CSOPError(.timeout, "the call timed out and was cancelled")) } }
+        do throws(CSOPError) {
+            try pool.submit(job)
+        } catch {
+            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            throw error
+        }
+    }
+
+    /// What `{task, data}` runs.
+    /// - Throws: `INVALID_TASK` for an unknown name, `INVALID_PAYLOAD` for bad data.
+    private func resolve(_ name: String, data: JSONValue?, path: String) throws(CSOPError) -> ComputeJob.Work {
+        if name == "custom" {
+            let fields = try Fields(data, path: path, allowed: ["fn", "args"], allowNull: false)
+            let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
+            return .script(source: source, data: fields["args"])
+        }
+        if let task = try BuiltinTask.parse(name: name, data: data, path: path) { return .builtin(task) }
+        if let source = registry.withLock({ $0[name] }) { return .script(source: source, data: data) }
+        throw CSOPError(.invalidTask, "unknown task \"\(name)\"; use a built-in (\(Self.builtinNames.joined(separator: ", "))) or a name registered with compute.register (see compute.tasks)")
+    }
+
+    static let builtinNames = ["custom"] + BuiltinTask.names
+
+    private func batch(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["tasks", "options"])
+        guard let tasks = try fields.array("tasks", maxCount: Self.maxBatchTasks) else {
+            throw .invalidPayload("payload.tasks is required (an array of {task, data})")
+        }
+        let options = try fields.nested("options", allowed: ["maxConcurrent", "failFast", "timeout"])
+        let maxConcurrent = try options.int("maxConcurrent", in: 1...Int64(Self.maxBatchTasks)).map(Int.init)
+            ?? max(settings.workers * 2, 4)
+        let failFast = try options.bool("failFast") ?? false
+        let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout) ?? settings.timeout
+        var entries: [BatchRun.Entry] = []
+        entries.reserveCapacity(tasks.count)
+        for (i, task) in tasks.enumerated() {
+            let item = try Fields(task, path: "payload.tasks[\(i)]", allowed: ["task", "data"], allowNull: false)
+            let name = try item.requiredString("task", maxLength: Self.maxNameLength)
+            do throws(CSOPError) {
+                entries.append(.job(name: name, work: try resolve(name, data: item["data"], path: "payload.tasks[\(i)].data")))
+            } catch {
+                entries.append(.rejected(name: name, error: error))
+            }
+        }
+        let run = BatchRun(entries: entries, pool: pool, maxConcurrent: maxConcurrent, failFast: failFast, timeout: timeout) {
+            [self] bytes in
+            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            reply(.success(bytes))
+        }
+        cancellers.withLock { $0[callID] = { run.cancelAll() } }
+        run.start()
+    }
+
+    private func register(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["name", "fn"])
+        let name = try Self.validName(try fields.requiredString("name", maxLength: Self.maxNameLength))
+        let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
+        let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
+            [self] result in
+            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            switch result {
+            case .failure(let error):
+                reply(.failure(error))
+            case .success:
+                let outcome = registry.withLock { registry -> Result<Bool, CSOPError> in
+                    let replaced = registry[name] != nil
+                    if !replaced, registry.count >= Self.maxRegistered {
+                        return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
+                    }
+                    registry[name] = source
+                    return .success(replaced)
+                }
+                reply(outcome.map { replaced in JSONValue.object(["name": .string(name), "replaced": .bool(replaced)]).serialized() })
+            }
+        }
+        try submit(job, callID: callID)
+    }
+
+    /// Registered names look like identifiers and may not shadow a built-in.
+    private static func validName(_ name: String) throws(CSOPError) -> String {
+        let bytes = Array(name.utf8)
+        let valid = bytes.enumerated().allSatisfy { i, byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "_"): true
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."): i > 0
+            default: false
+            }
+        }
+        guard valid else {
+            throw .invalidPayload("payload.name must start with a letter or _ and contain only letters, digits, _, - and . (at most \(maxNameLength))")
+        }
+        guard !builtinNames.contains(name) else {
+            throw .invalidPayload("payload.name \"\(name)\" is a built-in task; choose another name")
+        }
+        return name
+    }
+
+    private func unregister(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+        let fields = try Fields(payload, path: "payload", allowed: ["name"])
+        let name = try fields.requiredString("name", maxLength: Self.maxNameLength)
+        let removed = registry.withLock { $0.removeValue(forKey: name) } != nil
+        return ["name": .string(name), "removed": .bool(removed)]
+    }
+
+    private func tasks(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+        _ = try Fields(payload, path: "payload", allowed: [])
+        let registered = registry.withLock { $0.keys.sorted() }
+        return ["builtin": .array(Self.builtinNames.map { .string($0) }), "registered": .array(registered.map { .string($0) })]
+    }
+
+    private func stats(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+        _ = try Fields(payload, path: "payload", allowed: [])
+        let s = pool.stats
+        func int(_ value: Int) -> JSONValue { .int(Int64(value)) }
+        return [
+            "workers": int(settings.workers),
+            "alive": int(s.alive.load(ordering: .relaxed)),
+            "busy": int(s.busy.load(ordering: .relaxed)),
+            "queued": int(pool.queued),
+            "maxQueue": int(settings.maxQueue),
+            "completed": int(s.completed.load(ordering: .relaxed) + inlineCompleted.load(ordering: .relaxed)),
+            "failed": int(s.failed.load(ordering: .relaxed)),
+            "timedOut": int(s.timedOut.load(ordering: .relaxed)),
+            "recycled": int(s.recycled.load(ordering: .relaxed)),
+            "memoryStops": int(s.memoryStops.load(ordering: .relaxed)),
+            "cancelled": int(s.cancelled.load(ordering: .relaxed)),
+            "registered": int(registry.withLock { $0.count }),
+        ]
+    }
+}

@@ -1,0 +1,4 @@
+import ComputePlugin
+
+@_cdecl("csop_plugin_register")
+public func csopPluginRegister() -> UnsafeRawPointer { computePluginDescriptor() }

@@ -1,0 +1,4 @@
+import SyncPlugin
+
+@_cdecl("csop_plugin_register")
+public func csopPluginRegister() -> UnsafeRawPointer { syncPluginDescriptor() }

@@ -1,0 +1,76 @@
+import CSOPCore
+import Testing
+
+@Suite struct JSONTests {
+    @Test(arguments: [
+        #"{"a":1,"b":[true,false,null],"c":"x\"y\\z\n","d":-2.5,"e":{}}"#,
+        #"[]"#, #"{}"#, #""""#, #"0"#, #"-9223372036854775808"#, #"9223372036854775807"#, #"1.5e+300"#,
+        #"{"z":1,"a":2}"#, #""é😀\u0001""#,
+    ])
+    func compactDocumentsRoundTrip(_ text: String) throws {
+        let value = try JSONValue(parsing: text)
+        let again = try JSONValue(parsing: value.jsonString)
+        #expect(again == value)
+    }
+
+    @Test func keepsMemberOrderAndTypes() throws {
+        let value = try JSONValue(parsing: #"{"z":1,"a":2.0,"m":"s"}"#)
+        #expect(value.objectValue?.keys == ["z", "a", "m"])
+        #expect(value["z"] == .int(1))
+        #expect(value["a"] == .double(2))
+        #expect(value.jsonString == #"{"z":1,"a":2.0,"m":"s"}"#)
+    }
+
+    @Test func decodesEscapesAndSurrogatePairs() throws {
+        let value = try JSONValue(parsing: #""a\u00e9\ud83d\ude00\t\/""#)
+        #expect(value == .string("aé😀\t/"))
+    }
+
+    @Test func escapesControlCharactersOnOutput() {
+        #expect(JSONValue.string("a\u{01}\"\n").jsonString == #""a\u0001\"\n""#)
+    }
+
+    @Test func integersBeyond64BitsBecomeDoubles() throws {
+        #expect(try JSONValue(parsing: "18446744073709551616") == .double(18446744073709551616))
+    }
+
+    @Test(arguments: [
+        ("", "unexpected end of input"), ("{", "unexpected end of input"), ("[1,]", "unexpected character"),
+        ("{\"a\" 1}", "expected ':'"), ("01", "leading zeros"), ("1.", "expected a digit"), ("tru", "unexpected end"),
+        ("\"a\u{01}\"", "control character"), ("{} x", "unexpected data after"), ("nul", "unexpected end"),
+        ("\"\\x\"", "invalid escape"), ("1e999", "out of range"), ("{'a':1}", "expected a string key"),
+    ])
+    func rejectsMalformedInput(_ text: String, _ reason: String) {
+        #expect {
+            try JSONValue(parsing: text)
+        } throws: { error in
+            (error as? JSONParseError)?.reason.contains(reason) == true
+        }
+    }
+
+    @Test func rejectsInvalidUTF8() {
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xC3, 0x28, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22, 0xED, 0xA0, 0x80, 0x22]) }
+    }
+
+    @Test func deepNestingIsAnErrorNotACrash() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: JSONParseError.self) { try JSONValue(parsing: deep) }
+        let ok = String(repeating: "[", count: 500) + String(repeating: "]", count: 500)
+        #expect(throws: Never.self) { try JSONValue(parsing: ok) }
+    }
+
+    @Test func validateAgreesWithParse() throws {
+        for text in [#"{"a":[1,{"b":null}]}"#, #"[1,2"#, #"{"a":}"#, "\"\\u12\""] {
+            let parses = (try? JSONValue(parsing: text)) != nil
+            var copy = text
+            let validates = copy.withUTF8 { (try? JSONParser.validate($0)) != nil }
+            #expect(parses == validates, "\(text)")
+        }
+    }
+
+    @Test func nonFiniteDoublesAreWrittenAsNull() {
+        #expect(JSONValue.double(.infinity).jsonString == "null")
+        #expect(JSONValue.double(.nan).jsonString == "null")
+    }
+}

@@ -1,0 +1,68 @@
+/* Deliberately broken plugins for the loader tests; one per -D flag:
+ *   -DNO_SYMBOL     exports no csop_plugin_register
+ *   -DWRONG_ABI     reports ABI version 99
+ *   -DFAILING_INIT  create() fails with a message
+ *   -DNAME=\"x\"    serves domain x (default "broken")
+ */
+#include <csop_plugin.h>
+#include <string.h>
+
+#ifndef NAME
+#define NAME "broken"
+#endif
+
+static const char *const operations[] = {"ping"};
+
+static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
+                      void **instance, csop_error *error) {
+    (void)host; (void)config; (void)config_length;
+#ifdef FAILING_INIT
+    static const char message[] = "cannot open /nonexistent/db: no such directory";
+    error->code = "INIT_FAILED";
+    error->message = message;
+    error->message_length = sizeof message - 1;
+    error->retryable = 0;
+    *instance = NULL;
+    return 1;
+#else
+    (void)error;
+    *instance = (void *)1;
+    return 0;
+#endif
+}
+
+static void invoke(void *instance, const csop_call *call) {
+    (void)instance;
+    csop_outcome outcome = {0};
+    outcome.struct_size = sizeof outcome;
+    outcome.status = CSOP_STATUS_OK;
+    outcome.data = (const uint8_t *)"\"pong\"";
+    outcome.data_length = 6;
+    call->complete(call, &outcome);
+}
+
+static void destroy(void *instance) { (void)instance; }
+
+static const csop_plugin_descriptor descriptor = {
+    .magic = CSOP_PLUGIN_MAGIC,
+#ifdef WRONG_ABI
+    .abi_version = 99,
+#else
+    .abi_version = CSOP_ABI_VERSION,
+#endif
+    .struct_size = sizeof(csop_plugin_descriptor),
+    .name = NAME,
+    .version = "0.0.1",
+    .operations = operations,
+    .operation_count = 1,
+    .create = create,
+    .invoke = invoke,
+    .cancel = NULL,
+    .destroy = destroy,
+};
+
+#ifdef NO_SYMBOL
+const csop_plugin_descriptor *some_other_function(void) { return &descriptor; }
+#else
+const csop_plugin_descriptor *csop_plugin_register(void) { return &descriptor; }
+#endif

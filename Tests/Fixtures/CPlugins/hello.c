@@ -1,0 +1,67 @@
+/* A complete CSOP plugin in plain C: the "hello" capability.
+ *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}
+ *   hello.echo   -> the payload, unchanged, and an event {"type":"hello.echoed"}
+ *   hello.fail   -> error HELLO_FAILED (not retryable)
+ * Build: cc -shared -fPIC -I Sources/CSOPPluginABI/include hello.c -o libhello.so
+ */
+#include <csop_plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const operations[] = {"greet", "echo", "fail"};
+
+static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
+                      void **instance, csop_error *error) {
+    (void)config; (void)config_length; (void)error;
+    const char *message = "hello plugin created";
+    host->log(host->host_context, CSOP_LOG_INFO, message, strlen(message));
+    *instance = (void *)host; /* The host table lives until destroy. */
+    return 0;
+}
+
+static void invoke(void *instance, const csop_call *call) {
+    const csop_host_api *host = instance;
+    csop_outcome outcome = {0};
+    outcome.struct_size = sizeof outcome;
+    char buffer[128];
+    if (strcmp(call->operation, "greet") == 0) {
+        int n = snprintf(buffer, sizeof buffer, "{\"greeting\":\"hello from C\",\"payloadBytes\":%zu}",
+                         call->payload_length);
+        outcome.status = CSOP_STATUS_OK;
+        outcome.data = (const uint8_t *)buffer;
+        outcome.data_length = (size_t)n;
+    } else if (strcmp(call->operation, "echo") == 0) {
+        static const char event[] = "{\"type\":\"hello.echoed\"}";
+        host->emit_event(host->host_context, (const uint8_t *)event, sizeof event - 1);
+        outcome.status = CSOP_STATUS_OK;
+        outcome.data = call->payload;
+        outcome.data_length = call->payload_length;
+    } else {
+        static const char message[] = "hello.fail always fails";
+        outcome.status = CSOP_STATUS_ERROR;
+        outcome.error.code = "HELLO_FAILED";
+        outcome.error.message = message;
+        outcome.error.message_length = sizeof message - 1;
+        outcome.error.retryable = 0;
+    }
+    call->complete(call, &outcome);
+}
+
+static void destroy(void *instance) { (void)instance; }
+
+static const csop_plugin_descriptor descriptor = {
+    .magic = CSOP_PLUGIN_MAGIC,
+    .abi_version = CSOP_ABI_VERSION,
+    .struct_size = sizeof(csop_plugin_descriptor),
+    .name = "hello",
+    .version = "1.0.0",
+    .operations = operations,
+    .operation_count = 3,
+    .create = create,
+    .invoke = invoke,
+    .cancel = NULL,
+    .destroy = destroy,
+};
+
+const csop_plugin_descriptor *csop_plugin_register(void) { return &descriptor; }

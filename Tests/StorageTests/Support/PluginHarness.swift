@@ -1,0 +1,125 @@
+import CSOPCore
+import CSOPPluginABI
+import Foundation
+import Synchronization
+@testable import StoragePlugin
+
+/// Drives the storage plugin through its exported C descriptor, as the host does.
+final class PluginHarness: @unchecked Sendable {  // `instance` is set once in init and freed once in close.
+    /// One completed call: the raw result bytes or the error.
+    struct Reply: Sendable {
+        var raw: [UInt8]?
+        var error: CSOPError?
+
+        var value: JSONValue? { raw.flatMap { try? JSONValue(parsing: $0) } }
+        var isOK: Bool { error == nil }
+        var code: String? { error?.code.rawValue }
+        subscript(key: String) -> JSONValue? { value?[key] }
+    }
+
+    private static let nextCallID = Atomic<UInt64>(1)
+    private let descriptor: UnsafePointer<csop_plugin_descriptor>
+    private let hostAPI: UnsafeMutablePointer<csop_host_api>
+    private var instance: UnsafeMutableRawPointer?
+
+    /// Creates a plugin instance from `config`; throws the plugin's create error.
+    init(config: JSONValue) throws(CSOPError) {
+        descriptor = storagePluginDescriptor().assumingMemoryBound(to: csop_plugin_descriptor.self)
+        hostAPI = .allocate(capacity: 1)
+        hostAPI.initialize(
+            to: csop_host_api(
+                struct_size: UInt32(MemoryLayout<csop_host_api>.size), abi_version: CSOP_ABI_VERSION, host_context: nil,
+                log: { _, _, _, _ in }, emit_event: { _, _, _ in }))
+        let bytes = config.serialized()
+        var created: UnsafeMutableRawPointer?
+        var error = csop_error()
+        let status = bytes.withUnsafeBufferPointer { buffer in
+            descriptor.pointee.create(hostAPI, buffer.baseAddress, buffer.count, &created, &error)
+        }
+        guard status == 0, let created else {
+            let code = error.code.map { String(cString: $0) } ?? "UNKNOWN"
+            let message = error.message.map {
+                String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
+            } ?? ""
+            hostAPI.deallocate()
+            throw CSOPError(ErrorCode(code), message, retryable: error.retryable != 0)
+        }
+        instance = created
+    }
+
+    deinit { close() }
+
+    /// Destroys the instance (idempotent).
+    func close() {
+        guard let instance else { return }
+        descriptor.pointee.destroy(instance)
+        self.instance = nil
+        hostAPI.deallocate()
+    }
+
+    /// Runs `operation` with a payload (an object in normal use) and waits for its completion.
+    func call(_ operation: String, _ payload: JSONValue, callID: UInt64? = nil) async -> Reply {
+        await call(operation, rawPayload: payload.serialized(), callID: callID)
+    }
+
+    func call(_ operation: String, rawPayload: [UInt8], callID: UInt64? = nil) async -> Reply {
+        let id = callID ?? Self.nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000
+        let index = operationIndex(operation)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Reply, Never>) in
+            let box = Unmanaged.passRetained(CallBox(continuation))
+            let name = strdup(operation)!
+            let payload = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(rawPayload.count, 1))
+            _ = payload.initialize(from: rawPayload)
+            let call = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
+            call.initialize(to: csop_call())
+            call.pointee.struct_size = UInt32(MemoryLayout<csop_call>.size)
+            call.pointee.call_id = id
+            call.pointee.operation = UnsafePointer(name)
+            call.pointee.operation_length = operation.utf8.count
+            call.pointee.operation_index = UInt32(index)
+            call.pointee.payload = UnsafePointer(payload.baseAddress)
+            call.pointee.payload_length = rawPayload.count
+            call.pointee.timeout_ms = 30_000
+            call.pointee.host_reserved = box.toOpaque()
+            call.pointee.complete = { call, outcome in
+                guard let call, let outcome else { return }
+                let box = Unmanaged<CallBox>.fromOpaque(call.pointee.host_reserved).takeRetainedValue()
+                var reply = Reply()
+                if outcome.pointee.status == Int32(CSOP_STATUS_OK) {
+                    reply.raw = outcome.pointee.data.map { Array(UnsafeBufferPointer(start: $0, count: outcome.pointee.data_length)) } ?? Array("null".utf8)
+                } else {
+                    let error = outcome.pointee.error
+                    let message = error.message.map {
+                        String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
+                    } ?? ""
+                    reply.error = CSOPError(ErrorCode(String(cString: error.code)), message, retryable: error.retryable != 0)
+                }
+                free(UnsafeMutableRawPointer(mutating: call.pointee.operation))
+                let mutableCall = UnsafeMutablePointer(mutating: call)
+                mutableCall.deallocate()
+                box.continuation.resume(returning: reply)
+            }
+            descriptor.pointee.invoke(instance, call)
+            payload.deallocate()
+        }
+    }
+
+    /// Tells the plugin the host abandoned `callID`.
+    func cancel(_ callID: UInt64) {
+        descriptor.pointee.cancel?(instance, callID)
+    }
+
+    static func newCallID() -> UInt64 { nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000 }
+
+    private func operationIndex(_ name: String) -> Int {
+        for i in 0..<descriptor.pointee.operation_count where String(cString: descriptor.pointee.operations[i]!) == name {
+            return i
+        }
+        return 999
+    }
+}
+
+private final class CallBox {
+    let continuation: CheckedContinuation<PluginHarness.Reply, Never>
+    init(_ continuation: CheckedContinuation<PluginHarness.Reply, Never>) { self.continuation = continuation }
+}
