@@ -62,7 +62,8 @@ enum SandboxPrelude {
         }
         for (const name of ['constructor', 'toString']) tame(Array.prototype, name);
 
-        const seen = new Set();
+        // The global object itself stays extensible: tasks may add globals (detected below).
+        const seen = new Set([G]);
         const freeze = (o) => {
             if (o === null || (typeof o !== 'object' && typeof o !== 'function') || seen.has(o)) return;
             seen.add(o);

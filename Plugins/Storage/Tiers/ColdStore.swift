@@ -111,10 +111,25 @@ final class ColdStore: Sendable {
         }
     }
 
+    /// Drops the cold table: for tests that made their own.
+    func dropTable() async throws(Failure) {
+        try await withConnection(callID: 0) { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(self.table)"), logger: self.logger)
+        }
+        state.withLock { $0.tableReady = false }
+    }
+
     /// Stops the cold work of `callID` by closing its connection, which fails its query.
     func cancel(callID: UInt64) {
         let connections = state.withLock { $0.running[callID] ?? [] }
-        for connection in connections { connection.close().whenComplete { _ in } }
+        for connection in connections { Self.close(connection) }
+    }
+
+    deinit { shutdown() }
+
+    /// Closes a connection, keeping it alive until the close completes (PostgresNIO requires it).
+    private static func close(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in _ = connection }
     }
 
     /// Closes idle connections.
@@ -123,7 +138,7 @@ final class ColdStore: Sendable {
             defer { state.idle.removeAll() }
             return state.idle
         }
-        for connection in idle { connection.close().whenComplete { _ in } }
+        for connection in idle { Self.close(connection) }
     }
 
     private func withConnection<T: Sendable>(
@@ -171,7 +186,7 @@ final class ColdStore: Sendable {
             state.idle.append(connection)
             return true
         }
-        if !keep { connection.close().whenComplete { _ in } }
+        if !keep { Self.close(connection) }
     }
 
     private func ensureTable(_ connection: PostgresConnection) async throws {

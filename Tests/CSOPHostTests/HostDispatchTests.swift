@@ -1,0 +1,61 @@
+import CSOPCore
+import CSOPHost
+import CSOPTestSupport
+import Testing
+
+/// The router's timeout and retry behaviour end to end through a dlopen'ed plugin.
+@Suite struct HostDispatchTests {
+    @Test func timeoutCancelsTheWorkInThePlugin() async throws {
+        let directory = try TemporaryDirectory()
+        let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
+        let before = await host.dispatch("diag.cancelled").data?.int64Value ?? -1
+        let response = await host.dispatch("diag.sleep", ["ms": 60_000], options: RequestOptions(timeout: 50))
+        #expect(response.error?.code == .timeout)
+        #expect(response.error?.retryable == true)
+        #expect(await host.dispatch("diag.cancelled").data?.int64Value == before + 1)
+        await host.shutdown()
+    }
+
+    @Test func retriesUntilTheFlakyOperationSucceeds() async throws {
+        let directory = try TemporaryDirectory()
+        let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
+        let response = await host.dispatch("diag.flaky", ["key": "k1", "failures": 2], options: RequestOptions(retry: 2))
+        #expect(response.data == ["attempts": 3])
+        #expect(response.duration >= 100 * 0.5 + 200 * 0.5)
+        let exhausted = await host.dispatch("diag.flaky", ["key": "k2", "failures": 5], options: RequestOptions(retry: 1))
+        #expect(exhausted.error?.message == "flaky failure 2 of 5")
+        await host.shutdown()
+    }
+
+    @Test func pluginErrorsPassThroughWithTheirCodes() async throws {
+        let directory = try TemporaryDirectory()
+        let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
+        let response = await host.dispatch("diag.fail", ["code": "QUOTA_EXCEEDED", "message": "full", "retry": true], options: RequestOptions(retry: 3))
+        #expect(response.error == CSOPError(.quotaExceeded, "full", retryable: false))
+        let bad = await host.dispatch("diag.sleep", ["ms": "soon"])
+        #expect(bad.error?.code == .invalidPayload)
+        #expect(bad.error?.message.contains("payload.ms") == true)
+        await host.shutdown()
+    }
+
+    @Test func shutdownDrainsRunningCallsAndThenRefusesNewOnes() async throws {
+        let directory = try TemporaryDirectory()
+        let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
+        async let slow = host.dispatch("diag.sleep", ["ms": 100])
+        try await Task.sleep(for: .milliseconds(20))
+        await host.shutdown()
+        #expect(await slow.isOK)
+        #expect(await host.dispatch("diag.noop").error?.code == .notInitialized)
+    }
+
+    @Test func hostInfoDescribesTheHostAndItsPlugins() async throws {
+        let directory = try TemporaryDirectory()
+        let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
+        let info = await host.info()
+        #expect(info["abiVersion"] == .int(1))
+        #expect(info["version"] == .string(CSOPHost.version))
+        let names = info["capabilities"]?.arrayValue?.compactMap { $0["name"]?.stringValue }
+        #expect(names == ["host", "diag"])
+        await host.shutdown()
+    }
+}

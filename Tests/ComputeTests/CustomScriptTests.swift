@@ -1,0 +1,92 @@
+import CSOPCore
+import Testing
+
+@testable import ComputePlugin
+
+@Suite struct CustomScriptTests {
+    let h = ComputeHarness()
+
+    @Test func runsTheBodyWithArgsAsData() async throws {
+        let value = try await h.custom("return data.a + data.b", args: ["a": 2, "b": 40]).get()
+        #expect(value == ["result": 42])
+        let shaped = try await h.custom("return {sum: data.reduce((s, x) => s + x, 0), text: 'ok', list: [null, true]}", args: [1, 2, 3]).get()
+        #expect(shaped["result"] == ["sum": 6, "text": "ok", "list": [nil, true]])
+    }
+
+    @Test func missingArgsAndMissingReturn() async throws {
+        #expect(try await h.call("execute", ["task": "custom", "data": ["fn": "return typeof data"]]).get()["result"] == "undefined")
+        #expect(try await h.custom("let x = 1").get()["result"] == .null)
+    }
+
+    @Test func unicodeAndNulCharactersSurvive() async throws {
+        let value = try await h.custom("return data + '\\u0000' + '✓'", args: "héllo").get()
+        #expect(value["result"] == .string("héllo\u{0}✓"))
+    }
+
+    @Test func thrownErrorsReportMessageAndLine() async throws {
+        let error = try #require(await h.custom("let x = 1;\n\nthrow new TypeError('bad input ' + x)").error)
+        #expect(error.code == .executionFailed)
+        #expect(error.message.contains("TypeError: bad input 1"))
+        #expect(error.message.contains("(line 3)"))
+        #expect(!error.retryable)
+        let thrownString = try #require(await h.custom("throw 'plain'").error)
+        #expect(thrownString.code == .executionFailed)
+        #expect(thrownString.message.contains("plain"))
+        let reference = try #require(await h.custom("return notDefined + 1").error)
+        #expect(reference.message.contains("ReferenceError"))
+        #expect(reference.message.contains("(line 1)"))
+    }
+
+    @Test func syntaxErrorsAreInvalidPayloadWithLine() async throws {
+        let error = try #require(await h.custom("let a = 1;\nreturn a +;").error)
+        #expect(error.code == .invalidPayload)
+        #expect(error.message.contains("SyntaxError"))
+        #expect(error.message.contains("(line 2)"))
+        let unbalanced = try #require(await h.custom("}); (function () {").error)
+        #expect(unbalanced.code == .invalidPayload)
+    }
+
+    @Test(arguments: [
+        "return function () {}", "return Symbol('s')", "let a = {}; a.self = a; return a", "return 10n",
+        "return Promise.resolve(1)", "return {toJSON() { throw new Error('no json') }}",
+    ])
+    func nonSerializableResultsFailClearly(_ fn: String) async throws {
+        let error = try #require(await h.custom(fn).error)
+        #expect(error.code == .executionFailed)
+        #expect(error.message.contains("not JSON-serializable"), "\(error.message)")
+    }
+
+    @Test func deepRecursionIsAnErrorNotACrash() async throws {
+        let error = try #require(await h.custom("const f = (n) => f(n + 1) + 1; return f(0)").error)
+        #expect(error.code == .executionFailed)
+        #expect(error.message.contains("RangeError"))
+        #expect(try await h.custom("return 7").get()["result"] == 7)
+    }
+
+    @Test func consoleOutputIsCapturedWithTheResult() async throws {
+        let value = try await h.custom(
+            "console.log('a', 1, {b: [2]}); console.info('i'); console.warn('w'); console.error('e'); console.debug(null); return 0"
+        ).get()
+        #expect(value["logs"] == ["a 1 {\"b\":[2]}", "i", "[warn] w", "[error] e", "null"])
+        #expect(value["logsTruncated"] == nil)
+        let quiet = try await h.custom("return 0").get()
+        #expect(quiet["logs"] == nil)
+    }
+
+    @Test func consoleOutputIsBoundedAndDoesNotCarryOver() async throws {
+        let small = ComputeHarness(ComputeConfiguration(workers: 1, maxConsoleBytes: 100))
+        let value = try await small.custom("for (let i = 0; i < 1000; i++) console.log('line ' + i); return 1").get()
+        let logs = try #require(value["logs"]?.arrayValue)
+        #expect(logs.reduce(0) { $0 + ($1.stringValue?.count ?? 0) } <= 100)
+        #expect(value["logsTruncated"] == true)
+        let next = try await small.custom("console.log('fresh'); return 2").get()
+        #expect(next["logs"] == ["fresh"])
+        #expect(next["logsTruncated"] == nil)
+    }
+
+    @Test func logsOfAFailedTaskAreDropped() async throws {
+        let single = ComputeHarness(ComputeConfiguration(workers: 1))
+        _ = await single.custom("console.log('before'); throw new Error('x')")
+        #expect(try await single.custom("return 1").get()["logs"] == nil)
+    }
+}

@@ -1,0 +1,123 @@
+import CSOPCore
+import Glibc
+import Testing
+
+@testable import ComputePlugin
+
+@Suite struct WorkerPoolTests {
+    /// Polls `stats` until `condition` holds; fails after 30 s so a bug cannot hang the suite.
+    static func waitFor(_ h: ComputeHarness, _ condition: (JSONValue) -> Bool) async throws {
+        for _ in 0..<3000 {
+            if condition(try await h.stats()) { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        Issue.record("condition not reached; stats: \(try await h.stats().jsonString)")
+    }
+
+    @Test func runawayLoopIsStoppedAndTheWorkerRecovers() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let started = MonotonicClock.now()
+        let error = try #require(await h.custom("while (true) {}", timeout: 200).error)
+        let elapsed = Double(MonotonicClock.now() - started) / 1e6
+        #expect(error.code == .timeout)
+        #expect(error.message.contains("200 ms"))
+        #expect(elapsed >= 200)
+        #expect(elapsed < 200 + 5_000, "stopped within its timeout plus a margin")
+        #expect(try await h.custom("return 'alive'").get()["result"] == "alive")
+        let stats = try await h.stats()
+        #expect(stats["timedOut"] == 1)
+        #expect(stats["recycled"] == 1)
+    }
+
+    @Test func hundredRunawaysLeaveFullParallelism() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 2))
+        let runaway: JSONValue = ["task": "custom", "data": ["fn": "for (;;) {}"]]
+        let batch = try await h.call("batch", ["tasks": .array(Array(repeating: runaway, count: 100)), "options": ["timeout": 15]]).get()
+        #expect(batch["failed"] == 100)
+        let codes = Set(batch["results"]?.arrayValue?.compactMap { $0["error"]?["code"]?.stringValue } ?? [])
+        #expect(codes == ["TIMEOUT"])
+        var stats = try await h.stats()
+        #expect(stats["timedOut"] == 100)
+        #expect(stats["recycled"] == 100)
+        #expect(stats["alive"] == 2)
+
+        // Both workers must be able to hold a long task at the same time.
+        let first = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
+        let second = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
+        try await Self.waitFor(h) { $0["busy"] == 2 }
+        h.service.cancel(callID: first.id)
+        h.service.cancel(callID: second.id)
+        #expect(await first.outcome.value.error?.code == .timeout)
+        #expect(await second.outcome.value.error?.code == .timeout)
+        stats = try await h.stats()
+        #expect(stats["cancelled"] == 2)
+        #expect(stats["busy"] == 0)
+        #expect(try await h.custom("return 1").get()["result"] == 1)
+    }
+
+    @Test func routerCancellationStopsAQueuedTaskBeforeItStarts() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let blocker = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
+        try await Self.waitFor(h) { $0["busy"] == 1 }
+        let queued = h.start("execute", ["task": "custom", "data": ["fn": "console.log('ran'); return 1"]])
+        try await Self.waitFor(h) { $0["queued"] == 1 }
+        h.service.cancel(callID: queued.id)
+        h.service.cancel(callID: blocker.id)
+        #expect(await queued.outcome.value.error?.code == .timeout)
+        #expect(await blocker.outcome.value.error?.code == .timeout)
+        #expect(try await h.stats()["completed"] == 0)
+    }
+
+    @Test func memoryBombIsStoppedBeforeTheCap() async throws {
+        let limitMB = 256
+        let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: limitMB))
+        let before = ProcessMemory().residentBytes() ?? 0
+        let error = try #require(
+            await h.custom("let a = []; while (true) a.push(new Array(1e6).fill(1))", timeout: 60_000).error)
+        #expect(error.code == .resourceExhausted)
+        #expect(error.message.contains("\(limitMB) MiB"))
+        #expect(try await h.custom("return [1, 2].map(x => x * 2)").get()["result"] == [2, 4])
+        let stats = try await h.stats()
+        #expect(stats["memoryStops"] == 1)
+        #expect(stats["recycled"] == 1)
+        _ = before
+    }
+
+    @Test func fullQueueAnswersQueueFullRetryable() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, maxQueue: 2))
+        let blocker = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
+        try await Self.waitFor(h) { $0["busy"] == 1 }
+        let waiting = (0..<2).map { i in h.start("execute", ["task": "custom", "data": ["fn": "return data", "args": .int(Int64(i))]]) }
+        try await Self.waitFor(h) { $0["queued"] == 2 }
+        let error = try #require(await h.custom("return 'one too many'").error)
+        #expect(error.code == .queueFull)
+        #expect(error.retryable)
+        #expect(error.message.contains("maxQueue"))
+        // Quick built-ins still answer inline while the queue is full.
+        #expect(try await h.result("fibonacci", ["n": 10]) == "55")
+        h.service.cancel(callID: blocker.id)
+        #expect(await blocker.outcome.value.error?.code == .timeout)
+        for (i, call) in waiting.enumerated() {
+            #expect(try await call.outcome.value.get()["result"] == .int(Int64(i)))
+        }
+    }
+
+    @Test func timeoutCountsExecutionNotQueueTime() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let slow = h.start(
+            "execute",
+            ["task": "custom", "data": ["fn": "const end = Date.now() + 600; while (Date.now() < end) {} return 'slow'"], "options": ["timeout": 30_000]])
+        try await Self.waitFor(h) { $0["busy"] == 1 }
+        let quick = await h.custom("return 'quick'", timeout: 300)
+        #expect(try quick.get()["result"] == "quick")
+        #expect(try await slow.outcome.value.get()["result"] == "slow")
+    }
+
+    @Test func tasksRunInParallelOnSeparateContexts() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 2))
+        let heavy: JSONValue = ["task": "custom", "data": ["fn": "let s = 0; for (let i = 0; i < 2e6; i++) s += i; return s"]]
+        let value = try await h.call("batch", ["tasks": .array(Array(repeating: heavy, count: 8))]).get()
+        #expect(value["completed"] == 8)
+        #expect(value["results"]?.arrayValue?.allSatisfy { $0["result"] == 1_999_999_000_000 } == true)
+    }
+}

@@ -1,0 +1,123 @@
+import CSOPCore
+import Foundation
+import Testing
+@testable import StoragePlugin
+
+/// Runs against the PostgreSQL at `CSOP_TEST_POSTGRES_URL`; fails (never skips) when it is unreachable.
+@Suite struct StorageColdTierTests {
+    let directory = StorageTestDirectory()
+    let table = StorageTestEnvironment.uniqueTable()
+
+    func open(maxLocalSize: Int64 = 1000, url: String = StorageTestEnvironment.postgresURL) throws -> PluginHarness {
+        try PluginHarness(config: [
+            "path": .string(directory.databasePath), "maxLocalSize": .int(maxLocalSize), "postgresUrl": .string(url),
+            "postgresTable": .string(table), "encryptionKey": .string(StorageTestEnvironment.encryptionKey),
+        ])
+    }
+
+    /// The test's own view of the cold table; fails the test when PostgreSQL is down.
+    func coldTable() async throws -> ColdStore {
+        let cold = try ColdStore(url: StorageTestEnvironment.postgresURL, table: table)
+        do throws(ColdStore.Failure) {
+            _ = try await cold.rows(forKey: "probe")
+        } catch {
+            Issue.record("PostgreSQL at \(StorageTestEnvironment.postgresURL) is required: \(error.error.message)")
+            throw error.error
+        }
+        return cold
+    }
+
+    func rows(_ cold: ColdStore, _ key: String) async throws -> [[UInt8]] {
+        do throws(ColdStore.Failure) { return try await cold.rows(forKey: key) } catch { throw error.error }
+    }
+
+    static func big(_ tag: String, _ count: Int = 5000) -> JSONValue {
+        ["tag": .string(tag), "fill": .string(String(repeating: "b", count: count))]
+    }
+
+    @Test func aKeyLivesInExactlyOneTierAsItMoves() async throws {
+        let cold = try await coldTable()
+        defer { Task { try? await cold.dropTable() } }
+        let storage = try open()
+
+        let first = await storage.call("save", ["key": "doc", "data": Self.big("one")])
+        #expect(first["location"] == "cloud", "\(first.value ?? .null) \(first.error?.description ?? "")")
+        #expect(first["warning"] == nil)
+        #expect(await storage.call("get", ["key": "doc"]).raw == Self.big("one").serialized())
+        #expect(try await rows(cold, "doc").count == 1)
+
+        let second = await storage.call("save", ["key": "doc", "data": Self.big("two")])
+        #expect(second["location"] == "cloud")
+        #expect(second["version"] == 2)
+        #expect(try await rows(cold, "doc").count == 1)
+        #expect(await storage.call("get", ["key": "doc"]).raw == Self.big("two").serialized())
+
+        let small = await storage.call("save", ["key": "doc", "data": "small now"])
+        #expect(small["location"] == "local")
+        #expect(small["version"] == 3)
+        #expect(try await rows(cold, "doc").isEmpty)
+        #expect(await storage.call("get", ["key": "doc"]).value == "small now")
+
+        _ = await storage.call("save", ["key": "doc", "data": Self.big("three")])
+        _ = await storage.call("save", ["key": "a-local", "data": 1])
+        #expect(await storage.call("list", [:])["keys"] == ["a-local", "doc"])
+        let stats = await storage.call("stats", [:])
+        #expect(stats["cloud"]?["count"] == 1)
+        #expect(stats["local"]?["count"] == 1)
+
+        #expect(await storage.call("delete", ["key": "doc"])["deleted"] == true)
+        #expect(try await rows(cold, "doc").isEmpty)
+        #expect(await storage.call("get", ["key": "doc"]).code == "KEY_NOT_FOUND")
+    }
+
+    @Test func coldRowsAreEncryptedAndConflictsLeaveNothingBehind() async throws {
+        let cold = try await coldTable()
+        defer { Task { try? await cold.dropTable() } }
+        let storage = try open()
+        let secret = "cold-secret-\(UUID().uuidString)"
+        let value: JSONValue = ["secret": .string(secret), "fill": .string(String(repeating: "s", count: 3000))]
+        let saved = await storage.call("save", ["key": "enc", "data": value, "options": ["encrypt": true, "compress": true]])
+        #expect(saved["location"] == "cloud")
+        let stored = try await rows(cold, "enc")
+        #expect(stored.count == 1)
+        #expect(!(stored.first ?? []).containsBytes(Array(secret.utf8)))
+        #expect(await storage.call("get", ["key": "enc"]).raw == value.serialized())
+
+        let conflict = await storage.call("save", ["key": "enc", "data": Self.big("x"), "options": ["ifVersion": 5]])
+        #expect(conflict.code == "CONFLICT")
+        #expect(try await rows(cold, "enc").count == 1)
+        #expect(await storage.call("get", ["key": "enc"]).raw == value.serialized())
+    }
+
+    @Test func saveManyAndGetManySpanBothTiers() async throws {
+        let cold = try await coldTable()
+        defer { Task { try? await cold.dropTable() } }
+        let storage = try open()
+        let saved = await storage.call(
+            "saveMany", ["items": [["key": "m1", "data": Self.big("m1")], ["key": "m2", "data": 2], ["key": "m3", "data": Self.big("m3")]]])
+        #expect(saved["items"]?.arrayValue?.map { $0["location"] } == ["cloud", "local", "cloud"])
+        let failed = await storage.call(
+            "saveMany", ["items": [["key": "m4", "data": Self.big("m4")], ["key": "m2", "data": 3, "options": ["ifVersion": 9]]]])
+        #expect(failed.code == "CONFLICT")
+        #expect(try await rows(cold, "m4").isEmpty)
+        let many = await storage.call("getMany", ["keys": ["m1", "m2", "m3", "m4"]])
+        #expect(many.value == ["values": ["m1": Self.big("m1"), "m2": 2, "m3": Self.big("m3")], "missing": ["m4"]])
+    }
+
+    @Test func unreachableColdTierKeepsLargeValuesLocalWithAWarning() async throws {
+        let storage = try open(url: "postgres://csop:csop@127.0.0.1:1/csop_test")
+        let saved = await storage.call("save", ["key": "big", "data": Self.big("u")])
+        #expect(saved["location"] == "local")
+        #expect(saved["warning"]?.stringValue?.contains("unreachable") == true)
+        #expect(saved["warning"]?.stringValue?.contains("csop:csop") == false, "the warning leaks the password")
+        #expect(await storage.call("get", ["key": "big"]).raw == Self.big("u").serialized())
+    }
+
+    @Test func noColdTierKeepsLargeValuesLocalWithAWarning() async throws {
+        let storage = try PluginHarness(config: ["path": .string(directory.databasePath), "maxLocalSize": 100])
+        let saved = await storage.call("save", ["key": "big", "data": Self.big("n")])
+        #expect(saved["location"] == "local")
+        #expect(saved["warning"]?.stringValue?.contains("config.postgresUrl") == true)
+        #expect(await storage.call("get", ["key": "big"]).raw == Self.big("n").serialized())
+    }
+}
