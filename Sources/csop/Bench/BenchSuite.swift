@@ -49,8 +49,8 @@ struct BenchRow: Sendable {
     /// Row over baseline: p50 ratio for latency rows (lower is better, 1.0 = as fast as the
     /// baseline), throughput ratio for throughput rows (higher is better).
     var ratio: Double? {
-        if let stats, let baselineStats, baselineStats.p50 > 0 { return stats.p50 / baselineStats.p50 }
         if let throughput, let baselineThroughput, baselineThroughput > 0 { return throughput / baselineThroughput }
+        if let stats, let baselineStats, baselineStats.p50 > 0 { return stats.p50 / baselineStats.p50 }
         return nil
     }
 }

@@ -1,5 +1,160 @@
-/// Placeholder until the compute plugin's rows land.
+import CJavaScriptCore
+import CSOPCore
+import CSOPHost
+import Foundation
+import Synchronization
+
+/// Compute rows: a tiny custom function's round trip, exact fibonacci alone and in batches,
+/// and the pool's parallel speedup over one bare JavaScriptCore context.
 struct ComputeBench: BenchSuite {
     let name = "compute"
-    func run(_ context: BenchContext) async throws -> [BenchRow] { [] }
+
+    static let heavySource = "let s=0; for (let i=0;i<2e6;i++) s+=i; return s"
+
+    func run(_ context: BenchContext) async throws -> [BenchRow] {
+        let host = try await context.makeHost([
+            (library: "libcsop-compute.so", config: JSONObject()),
+            (library: "libcsop-diag.so", config: JSONObject()),
+        ])
+        defer { context.cleanUp() }
+        let addRequest = Request(
+            id: "add", action: "compute.execute",
+            payload: ["task": "custom", "data": ["fn": "return data.a + data.b", "args": ["a": 1, "b": 2]]])
+        let fibRequest = Request(id: "fib", action: "compute.execute", payload: ["task": "fibonacci", "data": ["n": 1000]])
+        let fibTasks = JSONValue.array(Array(repeating: ["task": "fibonacci", "data": ["n": 1000]], count: 100))
+        let fibBatch = Request(id: "fibs", action: "compute.batch", payload: ["tasks": fibTasks])
+        let heavyTasks = JSONValue.array(
+            Array(repeating: ["task": "custom", "data": ["fn": .string(Self.heavySource)]], count: 100))
+        let heavyBatch = Request(id: "heavy", action: "compute.batch", payload: ["tasks": heavyTasks])
+        let noop = Request(id: "noop", action: "diag.noop")
+        try await Self.check(host.dispatch(addRequest), "custom a+b")
+        try await Self.check(host.dispatch(fibBatch), "batch of fibonacci")
+
+        let iterations = context.iterations(50_000)
+        let add = try await context.measure(iterations: iterations, warmup: 2000) {
+            try Self.check(await host.dispatch(addRequest), "custom a+b")
+        }
+        let bareAdd = try BareJavaScript().measureAdd(context, iterations: iterations)
+        let inFlight = await Self.throughput(host, addRequest, count: context.iterations(200_000), window: 64)
+        let fib = try await context.measure(iterations: iterations, warmup: 2000) {
+            try Self.check(await host.dispatch(fibRequest), "fibonacci")
+        }
+        let noopStats = await context.measure(iterations: iterations, warmup: 2000) { _ = await host.dispatch(noop) }
+        let batchIterations = context.iterations(2000)
+        let fibs = try await context.measure(iterations: batchIterations, warmup: 50) {
+            try Self.check(await host.dispatch(fibBatch), "batch of fibonacci")
+        }
+        let oneByOne = try await context.measure(iterations: context.iterations(200), warmup: 10) {
+            for _ in 0..<100 { try Self.check(await host.dispatch(fibRequest), "fibonacci") }
+        }
+        let heavyIterations = context.quick ? 3 : 15
+        let heavy = try await context.measure(iterations: heavyIterations, warmup: 1) {
+            try Self.check(await host.dispatch(heavyBatch), "heavy batch")
+        }
+        let bareHeavy = try BareJavaScript().measureHeavy(context, iterations: heavyIterations)
+        await host.shutdown()
+
+        let speedup = bareHeavy.p50 / heavy.p50
+        return [
+            BenchRow(
+                suite: name, name: "execute custom `return data.a + data.b`", stats: add, throughput: 1e6 / add.mean,
+                baseline: "same compiled function called on a bare JSC context", baselineStats: bareAdd,
+                note: "target ≤ 30 µs p50; Node worker_threads ≈ 50 µs"),
+            BenchRow(
+                suite: name, name: "custom a+b, 64 in flight", throughput: inFlight,
+                baseline: "one at a time (1/mean)", baselineThroughput: 1e6 / add.mean,
+                note: "Node worker_threads ≈ 200k tasks/s"),
+            BenchRow(
+                suite: name, name: "execute fibonacci(1000)", stats: fib, baseline: "diag.noop dispatch",
+                baselineStats: noopStats),
+            BenchRow(
+                suite: name, name: "batch of 100 fibonacci(1000)", stats: fibs, baseline: "100 executes one by one",
+                baselineStats: oneByOne, note: "target ≤ 3 ms p50; Node ≈ 2.6 ms"),
+            BenchRow(
+                suite: name, name: "batch of 100 CPU-heavy JS tasks", stats: heavy,
+                baseline: "same 100 on one bare JSC context", baselineStats: bareHeavy,
+                note: String(format: "speedup %.2f× (target ≥ 1.8×)", speedup)),
+        ]
+    }
+
+    private static func check(_ response: Response, _ what: String) throws {
+        if let error = response.error { throw BenchError(message: "compute bench: \(what) failed: \(error)") }
+    }
+
+    /// Requests per second with `window` requests kept in flight.
+    private static func throughput(_ host: CSOPHost, _ request: Request, count: Int, window: Int) async -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let state = Mutex((sent: 0, done: 0))
+            @Sendable func send() {
+                let go = state.withLock { s -> Bool in
+                    guard s.sent < count else { return false }
+                    s.sent += 1
+                    return true
+                }
+                guard go else { return }
+                host.dispatch(request) { _ in
+                    let finished = state.withLock { s -> Bool in
+                        s.done += 1
+                        return s.done == count
+                    }
+                    if finished { continuation.resume() } else { send() }
+                }
+            }
+            for _ in 0..<min(window, count) { send() }
+        }
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+}
+
+/// One JavaScriptCore context on the calling thread: the baseline the pool is measured against.
+private final class BareJavaScript {
+    private let group = JSContextGroupCreate()
+    private let context: JSGlobalContextRef
+
+    init() { context = JSGlobalContextCreateInGroup(group, nil) }
+
+    deinit {
+        JSGlobalContextRelease(context)
+        JSContextGroupRelease(group)
+    }
+
+    private func function(_ body: String) throws -> JSObjectRef {
+        let parameter = JSStringCreateWithUTF8CString("data")
+        let source = JSStringCreateWithUTF8CString(body)
+        defer {
+            JSStringRelease(parameter)
+            JSStringRelease(source)
+        }
+        var parameters: JSStringRef? = parameter
+        guard let function = JSObjectMakeFunction(context, nil, 1, &parameters, source, nil, 1, nil) else {
+            throw BenchError(message: "bare JSC: compile failed")
+        }
+        JSValueProtect(context, function)
+        return function
+    }
+
+    /// JSON in, call, JSON out: what one custom task costs without the pool and the host.
+    func measureAdd(_ bench: BenchContext, iterations: Int) throws -> LatencyStats {
+        let add = try function("return data.a + data.b")
+        let json = JSStringCreateWithUTF8CString("{\"a\":1,\"b\":2}")
+        defer { JSStringRelease(json) }
+        return bench.measure(iterations: iterations, warmup: 2000) {
+            var argument = JSValueMakeFromJSONString(context, json)
+            let result = JSObjectCallAsFunction(context, add, nil, 1, &argument, nil)
+            if let out = JSValueCreateJSONString(context, result, 0, nil) { JSStringRelease(out) }
+        }
+    }
+
+    /// The heavy task 100 times in a row on this one context.
+    func measureHeavy(_ bench: BenchContext, iterations: Int) throws -> LatencyStats {
+        let heavy = try function(ComputeBench.heavySource)
+        return bench.measure(iterations: iterations, warmup: 1) {
+            for _ in 0..<100 {
+                var argument = JSValueMakeUndefined(context)
+                let result = JSObjectCallAsFunction(context, heavy, nil, 1, &argument, nil)
+                if let out = JSValueCreateJSONString(context, result, 0, nil) { JSStringRelease(out) }
+            }
+        }
+    }
 }
