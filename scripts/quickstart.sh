@@ -13,7 +13,6 @@ echo "== csop plugins"
 $CSOP plugins
 
 echo "== csop run (requests in, responses and events out)"
-export CSOP_STORAGE_PATH="${CSOP_STORAGE_PATH:-$(mktemp -d)/quickstart.sqlite}"
 $CSOP run <<'JSONL'
 {"id":"save","action":"storage.save","payload":{"key":"user:1","data":{"name":"Ada","langs":["swift","c"]}}}
 {"id":"get","action":"storage.get","payload":{"key":"user:1"}}

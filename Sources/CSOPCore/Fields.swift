@@ -77,7 +77,8 @@ public struct Fields: Sendable {
             throw .invalidPayload("\(path).\(key) must be a number, got \(value.typeName)")
         }
         if let range, !range.contains(number) {
-            throw .invalidPayload("\(path).\(key) must be between \(range.lowerBound) and \(range.upperBound), got \(number)")
+            throw .invalidPayload(
+                "\(path).\(key) must be between \(Self.format(range.lowerBound)) and \(Self.format(range.upperBound)), got \(Self.format(number))")
         }
         return number
     }
@@ -103,5 +104,9 @@ public struct Fields: Sendable {
 
     public func nested(_ key: String, allowed: Set<String>? = nil) throws(CSOPError) -> Fields {
         try Fields(object[key], path: "\(path).\(key)", allowed: allowed)
+    }
+
+    private static func format(_ number: Double) -> String {
+        number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
     }
 }

@@ -82,12 +82,15 @@ final class LineServer: Sendable {
         }
     }
 
+    private nonisolated(unsafe) var lineNumber = 0  // Only the reading thread touches it.
+
     private func handle(_ line: [UInt8]) {
+        lineNumber += 1
         var line = line
         if line.last == 0x0D { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
         pending.add(1, ordering: .relaxed)
-        host.dispatch(json: line) { [self] response in
+        host.dispatch(json: line, source: "line \(lineNumber)") { [self] response in
             output.writeLine(response.serialized())
             if pending.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                 done.withLock { done.broadcast() }
