@@ -15,11 +15,33 @@ final class LineServer: Sendable {
     private let inputFD: Int32
     private let done = ConditionLock()
     private let pending = Atomic<Int>(0)
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
 
     init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1) {
         self.host = host
         self.inputFD = inputFD
         self.output = OutputWriter(fd: outputFD)
+        var fds: [Int32] = [0, 0]
+        pipe(&fds)
+        wakeRead = fds[0]
+        wakeWrite = fds[1]
+    }
+
+    /// Stops reading as if input had ended; in-flight work still drains. Safe from any thread.
+    func stop() {
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+    }
+
+    /// Waits until stdin is readable; false when ``stop()`` was called.
+    private func waitForInput() -> Bool {
+        var fds = [pollfd(fd: inputFD, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+        while true {
+            let n = poll(&fds, 2, -1)
+            if n < 0 && errno == EINTR { continue }
+            return fds[1].revents == 0
+        }
     }
 
     /// Serves until EOF and every response is written. Blocks the calling thread.
@@ -49,6 +71,7 @@ final class LineServer: Sendable {
                     scanned = 0
                 }
             }
+            guard waitForInput() else { break readLoop }
             let count = buffer.withUnsafeMutableBytes { raw in read(inputFD, raw.baseAddress! + end, raw.count - end) }
             if count < 0 {
                 if errno == EINTR { continue }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CSOPHost
+import Dispatch
 import Glibc
 
 struct RunCommand: AsyncParsableCommand {
@@ -12,6 +13,8 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let host = try await global.makeHost()
         let server = LineServer(host: host)
+        let signals = SignalWatcher([SIGINT, SIGTERM]) { server.stop() }
+        defer { signals.cancel() }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             startThread {
                 server.serve()
@@ -35,4 +38,21 @@ func startThread(_ body: @escaping @Sendable () -> Void) {
         return nil
     }, Unmanaged.passRetained(Box(body)).toOpaque())
     pthread_detach(thread)
+}
+
+/// Turns SIGINT/SIGTERM into a call, for graceful shutdown.
+final class SignalWatcher: @unchecked Sendable {  // Dispatch sources are thread-safe; the array is immutable.
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ signals: [Int32], handler: @escaping @Sendable () -> Void) {
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { for source in sources { source.cancel() } }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import CSOPCore
 import CSOPHost
+import Glibc
+import Synchronization
 
 struct SubscribeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,6 +31,24 @@ struct SubscribeCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         writeAll(2, response.serialized() + [0x0A])
-        while true { try await Task.sleep(for: .seconds(3600)) }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let once = Once()
+            let watcher = SignalWatcher([SIGINT, SIGTERM]) { if once.claim() { continuation.resume() } }
+            _ = watcher
+            stopWatchers.append(watcher)
+        }
+        if let subscription = response.data?["subscription"] {
+            _ = await host.dispatch("sync.unsubscribe", ["subscription": subscription])
+        }
+        await host.shutdown()
     }
+}
+
+/// Keeps signal watchers alive for the life of the process.
+nonisolated(unsafe) private var stopWatchers: [SignalWatcher] = []
+
+/// True exactly once.
+final class Once: Sendable {
+    private let done = Atomic<Bool>(false)
+    func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
 }

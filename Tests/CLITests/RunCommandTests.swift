@@ -66,6 +66,17 @@ import Testing
         #expect(lines.allSatisfy { $0["data"]?["i"]?.int64Value == Int64($0["id"]!.stringValue!.dropFirst())! })
     }
 
+    @Test func sigtermStopsReadingButFinishesRunningWork() async throws {
+        let directory = try TemporaryDirectory("csop-run")
+        let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
+        let run = try RunProcess(pluginsDirectory: plugins, environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
+        try run.send(raw: #"{"id":"slow","action":"diag.sleep","payload":{"ms":400}}"#)
+        try await Task.sleep(for: .milliseconds(100))
+        run.kill(SIGTERM)
+        #expect(await run.waitForExit() == 0)
+        #expect(run.received.first?["data"] == ["slept": 400])
+    }
+
     @Test func dispatchExitsNonZeroOnAnErrorResponse() throws {
         let directory = try TemporaryDirectory("csop-dispatch")
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
