@@ -9,7 +9,4 @@ scripts/install-deps.sh
 export CSOP_TEST_POSTGRES_URL="${CSOP_TEST_POSTGRES_URL:-postgres://csop:csop@127.0.0.1:5432/csop_test}"
 
 swift build --build-tests
-# Tests that restart PostgreSQL run on their own so they don't pull the server from under
-# the other database tests.
-swift test --skip-build --skip PostgresRestartTests
-swift test --skip-build --filter PostgresRestartTests
+swift test --skip-build

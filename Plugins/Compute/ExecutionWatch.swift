@@ -47,9 +47,14 @@ final class ExecutionWatch {
     /// Decides whether to terminate, or when to look again; called from the watchdog on the
     /// script's thread.
     fileprivate func poll() -> Bool {
+        guard let job else {
+            // Sandbox set-up or bookkeeping between tasks: nothing to enforce.
+            arm(Self.maximumPoll)
+            return false
+        }
         let now = MonotonicClock.now()
         let growth = memory.residentBytes().map { $0 > rssAtStart ? $0 - rssAtStart : 0 } ?? 0
-        if let job, job.isCancelled {
+        if job.isCancelled {
             stopReason = .cancelled
         } else if now >= deadline {
             stopReason = .timeout

@@ -75,10 +75,10 @@ public final class RunProcess: Sendable {
     public func waitFor(timeout: Double = 10, _ predicate: (JSONValue) -> Bool) async -> JSONValue? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let match = shared.lines.withLock({ $0.first(where: predicate) }) { return match }
+            if let match = shared.lines.withLock({ $0 }).first(where: predicate) { return match }
             try? await Task.sleep(for: .milliseconds(5))
         }
-        return shared.lines.withLock { $0.first(where: predicate) }
+        return shared.lines.withLock { $0 }.first(where: predicate)
     }
 
     /// Waits for the response with `id`.

@@ -121,7 +121,7 @@ import Testing
             if !delivered { try await Task.sleep(for: .milliseconds(50)) }
         }
         #expect(delivered)
-        #expect(await a.finish() == 0)
-        #expect(await b.finish() == 0)
+        let exits = (await a.finish(), await b.finish())
+        #expect(exits.0 == 0 && exits.1 == 0, "exit statuses \(String(describing: exits))")
     }
 }
