@@ -21,6 +21,7 @@ final class ExecutionWatch {
     private let memoryLimit: UInt64
     private var deadline: UInt64 = .max
     private var rssAtStart: UInt64 = 0
+    private var lastSample: UInt64 = 0
     private var job: ComputeJob?
     private var group: JSContextGroupRef?
     private var armed = 0.0
@@ -33,8 +34,14 @@ final class ExecutionWatch {
     func begin(_ job: ComputeJob) {
         self.job = job
         stopReason = nil
-        deadline = MonotonicClock.now() &+ UInt64(max(job.timeoutMilliseconds, 1) * 1_000_000)
-        rssAtStart = memory.residentBytes() ?? 0
+        let now = MonotonicClock.now()
+        deadline = now &+ UInt64(max(job.timeoutMilliseconds, 1) * 1_000_000)
+        // Between back-to-back tasks RSS barely moves; re-reading it for every tiny task
+        // would cost a syscall each, so a sample up to 5 ms old serves as the baseline.
+        if now &- lastSample > 5_000_000 || rssAtStart == 0 {
+            rssAtStart = memory.residentBytes() ?? 0
+            lastSample = now
+        }
         let first = min(Self.firstPoll, max(job.timeoutMilliseconds / 1000, 0.001))
         if first != armed { arm(first) }
     }

@@ -119,7 +119,7 @@ final class ClusterTransport: Sendable {
                 """
                 INSERT INTO csop_sync_presence (cluster, channel, user_id, instance, metadata, online_at, expires_at)
                 VALUES (\(configuration.clusterChannel), \(channel), \(userID), \(instanceID), \(metadataText)::jsonb, \(now),
-                        now() + \(configuration.presenceExpiry)::float8 * interval '1 millisecond')
+                        now() + \(configuration.rowLifetime)::float8 * interval '1 millisecond')
                 ON CONFLICT (cluster, channel, user_id) DO UPDATE
                 SET instance = EXCLUDED.instance, metadata = EXCLUDED.metadata, heartbeat_at = now(),
                     expires_at = EXCLUDED.expires_at
@@ -178,21 +178,27 @@ final class ClusterTransport: Sendable {
                 timestamp: SyncClock.nowMilliseconds(), origin: instanceID))
     }
 
-    /// Every heartbeat: extend this instance's users, and sweep anyone's expired users.
+    /// Every heartbeat: extend this instance's users. Every half heartbeat: sweep anyone's
+    /// expired users. Rows live `presenceExpiry − heartbeat/2`, so a dead process's users
+    /// are gone within `presenceExpiry` of its last heartbeat.
     private func heartbeatLoop() async {
+        var lastRefresh = SyncClock.nowMilliseconds()
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(configuration.heartbeatInterval))
+            try? await Task.sleep(for: .milliseconds(configuration.sweepInterval))
             guard !Task.isCancelled, let connection = state.withLock({ $0.phase == .connected ? $0.command : nil }) else {
                 continue
             }
             do throws(CSOPError) {
-                try await run(connection) { [configuration, instanceID] in
+                if SyncClock.nowMilliseconds() - lastRefresh >= configuration.heartbeatInterval - configuration.sweepInterval / 2 {
+                    lastRefresh = SyncClock.nowMilliseconds()
+                    try await run(connection) { [configuration, instanceID] in
                     try await connection.query(
                         """
                         UPDATE csop_sync_presence
-                        SET heartbeat_at = now(), expires_at = now() + \(configuration.presenceExpiry)::float8 * interval '1 millisecond'
+                        SET heartbeat_at = now(), expires_at = now() + \(configuration.rowLifetime)::float8 * interval '1 millisecond'
                         WHERE cluster = \(configuration.clusterChannel) AND instance = \(instanceID)
                         """, logger: self.logger)
+                    }
                 }
                 var expired: [(String, String)] = []
                 try await run(connection) { [configuration] in

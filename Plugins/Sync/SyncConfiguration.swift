@@ -20,6 +20,11 @@ struct SyncConfiguration: Sendable {
     var postgres: PostgresURL?
     var heartbeatInterval: Int64 = 5000
     var presenceExpiry: Int64 = 10_000
+
+    /// How often expired users are swept: half a heartbeat.
+    var sweepInterval: Int64 { max(10, heartbeatInterval / 2) }
+    /// How long a presence row stays valid after a heartbeat.
+    var rowLifetime: Int64 { presenceExpiry - sweepInterval }
     var maxPayloadBytes: Int = 1024 * 1024
     var reconnectMaxDelay: Int64 = 5000
     var maxSubscriptions: Int = 10_000
@@ -42,9 +47,9 @@ struct SyncConfiguration: Sendable {
         }
         heartbeatInterval = try fields.int("heartbeatInterval", in: 20...3_600_000) ?? 5000
         presenceExpiry = try fields.int("presenceExpiry", in: 40...7_200_000) ?? 2 * heartbeatInterval
-        if presenceExpiry <= heartbeatInterval {
+        if presenceExpiry * 2 <= heartbeatInterval * 3 {
             throw .invalidPayload(
-                "config.presenceExpiry (\(presenceExpiry) ms) must be longer than config.heartbeatInterval (\(heartbeatInterval) ms)")
+                "config.presenceExpiry (\(presenceExpiry) ms) must be more than 1.5 × config.heartbeatInterval (\(heartbeatInterval) ms)")
         }
         maxPayloadBytes = Int(try fields.int("maxPayloadBytes", in: 1...Self.payloadCeiling) ?? 1024 * 1024)
         reconnectMaxDelay = try fields.int("reconnectMaxDelay", in: 50...600_000) ?? 5000

@@ -41,7 +41,7 @@ import Testing
         (["postgresUrl": "postgres://u:secret@h/d?sslmode=require"], "sslmode=require"),
         (["postgresUrl": "postgres://u:secret@/d"], "no host"),
         (["heartbeatInterval": 0], "config.heartbeatInterval must be between"),
-        (["heartbeatInterval": 1000, "presenceExpiry": 1000], "must be longer than"),
+        (["heartbeatInterval": 1000, "presenceExpiry": 1500], "must be more than 1.5"),
         (["maxPayloadBytes": 0], "config.maxPayloadBytes"),
         (["maxPayloadBytes": "big"], "must be an integer"),
         (["clusterChannel": "Bad-Name"], "lower-case identifier"),
