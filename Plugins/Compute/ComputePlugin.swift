@@ -17,9 +17,15 @@ import CSOPPluginKit
 /// `custom {fn, args}` (fn is the body of `function (data) { … }`, args its `data`).
 /// Quick built-ins answer inline on the calling thread; everything else runs on the pool.
 ///
+/// Sandbox: only ECMAScript intrinsics plus a capturing `console`; the intrinsics are frozen,
+/// and a task that adds globals gets its worker's context replaced afterwards, so nothing a
+/// task does is visible to the next (registered functions included: they keep no state).
+///
 /// Config keys (all optional): `workers` (1…256, default: cores), `maxQueue` (1…1000000,
 /// default 1024), `timeout` (default per-task ms, 1…3600000, default 30000; execution time
-/// only), `memoryLimitMB` (16…1048576, default 512: process RSS growth while one script runs),
+/// only), `memoryLimitMB` (16…1048576, default 512: a script is stopped when process RSS has
+/// grown by nearly this much since it started — RSS is process-wide, so a concurrent bomb can
+/// also stop another long script; checks run every 10–100 ms while a script runs),
 /// `maxConsoleBytes` (0…64 MiB, default 65536 UTF-16 units of console output per task).
 ///
 /// Errors: `INVALID_PAYLOAD` (bad field or out-of-range input; compile errors), `INVALID_TASK`

@@ -95,7 +95,7 @@ final class ComputeWorker {
                 return .failure(
                     CSOPError(
                         .resourceExhausted,
-                        "task \(job.taskName) was stopped after the process grew by more than \(settings.memoryLimitMB) MiB while it ran (config memoryLimitMB); allocate less"
+                        "task \(job.taskName) was stopped as it neared the memory cap of \(settings.memoryLimitMB) MiB (process growth while it ran; config memoryLimitMB); allocate less"
                     ))
             case .timeout?, nil:
                 stats.timedOut.add(1, ordering: .relaxed)

@@ -7,10 +7,10 @@ final class ExecutionWatch {
     /// Why a script was stopped from outside.
     enum StopReason: Sendable { case timeout, cancelled, memory }
 
-    /// Seconds before the first poll. Each firing makes JavaScriptCore drop the running
-    /// script's optimized code, so polling every 10 ms costs ~20% of CPU-bound throughput;
-    /// 50 ms costs ~3%.
-    static let firstPoll = 0.05
+    /// Seconds before the first poll: as long as the memory cap allows (up to 100 ms). Each
+    /// firing makes JavaScriptCore drop the running script's optimized code, so polling every
+    /// 10 ms costs ~20% of CPU-bound throughput, 50 ms ~3%.
+    let firstPoll: Double
     /// Bounds of later polls, chosen from the memory headroom left.
     static let minimumPoll = 0.01
     static let maximumPoll = 0.1
@@ -18,6 +18,8 @@ final class ExecutionWatch {
     static let worstAllocationRate = 4.0 * 1024 * 1024 * 1024
 
     private let memory = ProcessMemory()
+    /// Growth at which a script is stopped: the cap minus what the fastest allocator could add
+    /// before the next poll, so the process stays under the cap.
     private let memoryLimit: UInt64
     private var deadline: UInt64 = .max
     private var rssAtStart: UInt64 = 0
@@ -28,7 +30,10 @@ final class ExecutionWatch {
     /// Set by the watchdog when it terminated the running script.
     private(set) var stopReason: StopReason?
 
-    init(memoryLimitBytes: UInt64) { memoryLimit = memoryLimitBytes }
+    init(memoryLimitBytes: UInt64) {
+        memoryLimit = memoryLimitBytes - min(memoryLimitBytes / 8, UInt64(Self.worstAllocationRate * Self.minimumPoll))
+        firstPoll = min(max(Double(memoryLimitBytes) / Self.worstAllocationRate, Self.minimumPoll), Self.maximumPoll)
+    }
 
     /// Arms the watch for one task; execution time starts now, not when it was queued.
     func begin(_ job: ComputeJob) {
@@ -42,7 +47,7 @@ final class ExecutionWatch {
             rssAtStart = memory.residentBytes() ?? 0
             lastSample = now
         }
-        let first = min(Self.firstPoll, max(job.timeoutMilliseconds / 1000, 0.001))
+        let first = min(firstPoll, max(job.timeoutMilliseconds / 1000, 0.001))
         if first != armed { arm(first) }
     }
 
@@ -78,7 +83,7 @@ final class ExecutionWatch {
     /// Installs the polling watchdog on `group`; `self` must outlive the group.
     func install(on group: JSContextGroupRef) {
         self.group = group
-        arm(Self.firstPoll)
+        arm(firstPoll)
     }
 
     private func arm(_ seconds: Double) {

@@ -79,6 +79,14 @@ enum SandboxPrelude {
             (async function* () {})(), [][Symbol.iterator](), ''[Symbol.iterator](), new Map()[Symbol.iterator](),
             new Set()[Symbol.iterator](), /x/[Symbol.matchAll](''), Promise.resolve()
         ];
+        const maybe = [
+            () => [].values().map((x) => x), () => Iterator.from({ next() { return { done: true }; } }),
+            () => new Intl.Segmenter().segment('a'), () => new Intl.Segmenter().segment('a')[Symbol.iterator](),
+            () => (async function* () {})()[Symbol.asyncIterator]()
+        ];
+        for (const make of maybe) {
+            try { hidden.push(make()); } catch (e) {}
+        }
         for (const o of hidden) freeze(Object.getPrototypeOf(o));
         for (const key of Reflect.ownKeys(G)) {
             const d = Object.getOwnPropertyDescriptor(G, key);

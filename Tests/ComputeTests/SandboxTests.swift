@@ -52,7 +52,8 @@ import Testing
         "Array.prototype.evil = 1", "Object.prototype.evil = 1", "Math.random = () => 4", "JSON.stringify = () => 'x'",
         "String.prototype.trim = null", "delete Math.max", "Array.prototype.push = null", "console.log = null",
         "Object.getPrototypeOf(function* () {}).evil = 1", "Object.setPrototypeOf(Array.prototype, null)",
-        "Math = null", "delete globalThis.JSON",
+        "Math = null", "delete globalThis.JSON", "Object.getPrototypeOf([].values().map(x => x)).evil = 1",
+        "Object.getPrototypeOf(new Intl.Segmenter().segment('a')).evil = 1",
     ])
     func intrinsicsCannotBeChanged(_ mutation: String) async throws {
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
@@ -61,10 +62,11 @@ import Testing
             """
             return [[].evil, ({}).evil, Math.random() < 1, JSON.stringify([1]), ' a '.trim(), Math.max(1, 2),
                     (() => { const a = []; a.push(1); return a.length })(), typeof console.log,
-                    (function* () {}).evil, Array.isArray(Object.getPrototypeOf([])), typeof JSON]
+                    (function* () {}).evil, Array.isArray(Object.getPrototypeOf([])), typeof JSON,
+                    [].values().map(x => x).evil, new Intl.Segmenter().segment('a').evil]
             """
         ).get()
-        #expect(check["result"] == [nil, nil, true, "[1]", "a", 2, 1, "function", nil, true, "object"])
+        #expect(check["result"] == [nil, nil, true, "[1]", "a", 2, 1, "function", nil, true, "object", nil, nil])
     }
 
     @Test func ordinaryObjectPatternsStillWork() async throws {

@@ -16,7 +16,6 @@ struct ComputeBench: BenchSuite {
             (library: "libcsop-compute.so", config: JSONObject()),
             (library: "libcsop-diag.so", config: JSONObject()),
         ])
-        defer { context.cleanUp() }
         let addRequest = Request(
             id: "add", action: "compute.execute",
             payload: ["task": "custom", "data": ["fn": "return data.a + data.b", "args": ["a": 1, "b": 2]]])
