@@ -66,7 +66,7 @@ let package = Package(
             name: "SyncPlugin",
             dependencies: ["CSOPPluginKit", .product(name: "PostgresNIO", package: "postgres-nio")],
             path: "Plugins/Sync",
-            exclude: ["Export", "README.md"],
+            exclude: ["Export"],
             swiftSettings: swiftSettings
         ),
         .target(name: "DiagExport", dependencies: ["DiagPlugin"], path: "Plugins/Diag/Export", swiftSettings: swiftSettings),

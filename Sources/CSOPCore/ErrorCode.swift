@@ -25,6 +25,8 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let notInitialized: ErrorCode = "NOT_INITIALIZED"
     /// The plugin broke the ABI contract (invalid JSON, unknown status).
     public static let pluginFault: ErrorCode = "PLUGIN_FAULT"
+    /// The work was called off before it ran (a batch under `failFast`).
+    public static let cancelled: ErrorCode = "CANCELLED"
 
     public static let keyNotFound: ErrorCode = "KEY_NOT_FOUND"
     public static let quotaExceeded: ErrorCode = "QUOTA_EXCEEDED"
