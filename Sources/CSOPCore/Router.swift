@@ -130,23 +130,23 @@ public final class Router: Sendable {
         let callID = nextCallID.add(1, ordering: .relaxed).newValue
         let attempt = Attempt()
         let timeout = job.request.options.timeout
+        // Armed before invoking: a plugin that works inline (a SQLite read) must be
+        // interruptible too, from the timer thread, while the caller is still inside invoke.
+        let timer = scheduler.schedule(after: timeout) { [self] in
+            guard attempt.finish() else { return }
+            job.capability.cancel(callID: callID)
+            let error = CSOPError(
+                .timeout,
+                "\(job.request.action) did not finish within \(Self.format(timeout)) ms (attempt \(number + 1) of \(job.request.options.retry + 1)) and was cancelled; raise options.timeout if it needs longer",
+                retryable: true)
+            settle(job, number: number, outcome: .failure(error))
+        }
+        attempt.state.withLock { $0.timer = timer }
         job.capability.invoke(
             callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: timeout
         ) { [self] outcome in
             guard attempt.finish() else { return }
             settle(job, number: number, outcome: outcome)
-        }
-        attempt.state.withLock { state in
-            guard !state.finished else { return }
-            state.timer = scheduler.schedule(after: timeout) { [self] in
-                guard attempt.finish() else { return }
-                job.capability.cancel(callID: callID)
-                let error = CSOPError(
-                    .timeout,
-                    "\(job.request.action) did not finish within \(Self.format(timeout)) ms (attempt \(number + 1) of \(job.request.options.retry + 1)) and was cancelled; raise options.timeout if it needs longer",
-                    retryable: true)
-                settle(job, number: number, outcome: .failure(error))
-            }
         }
     }
 

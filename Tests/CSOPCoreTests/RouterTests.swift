@@ -1,4 +1,5 @@
 import CSOPCore
+import Glibc
 import Synchronization
 import Testing
 
@@ -82,7 +83,43 @@ final class ResponseBox: Sendable {
     var count: Int { responses.withLock { $0.count } }
 }
 
+/// A capability that works inline on the caller's thread until it is cancelled, like a
+/// SQLite query waiting on a lock.
+final class BlockingCapability: Capability, Sendable {
+    let name = "block"
+    let version = "1"
+    let operations = ["wait"]
+    let lock = ConditionLock()
+    nonisolated(unsafe) var cancelledIDs: [UInt64] = []  // Guarded by `lock`.
+
+    func invoke(
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
+        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+    ) {
+        lock.withLock { while !cancelledIDs.contains(callID) { lock.wait() } }
+        completion(.failure(CSOPError(.executionFailed, "interrupted")))
+    }
+
+    func cancel(callID: UInt64) {
+        lock.withLock {
+            cancelledIDs.append(callID)
+            lock.broadcast()
+        }
+    }
+}
+
 @Suite struct RouterTests {
+    @Test func timeoutInterruptsWorkRunningInlineInInvoke() {
+        let capability = BlockingCapability()
+        let router = Router(capabilities: [capability], scheduler: TimerThread.shared)
+        let box = ResponseBox()
+        router.dispatch(Request(action: "block.wait", options: RequestOptions(timeout: 30)), completion: box.callback())
+        // The timer thread answers; it may finish just after invoke returns here.
+        for _ in 0..<5000 where box.count == 0 { usleep(1000) }
+        #expect(box.only?.error?.code == .timeout)
+        #expect(capability.lock.withLock { capability.cancelledIDs.count } == 1)
+    }
+
     let retryable = CSOPError(.executionFailed, "flaky", retryable: true)
 
     func router(_ capability: ScriptedCapability, _ scheduler: ManualScheduler, random: Double = 1) -> Router {
@@ -94,6 +131,7 @@ final class ResponseBox: Sendable {
         let scheduler = ManualScheduler()
         let box = ResponseBox()
         router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(timeout: 1000, retry: 3)), completion: box.callback())
+        #expect(scheduler.scheduledDelays == [1000, 100])
         #expect(box.count == 0)
         scheduler.advance(by: 100)
         scheduler.advance(by: 200)
@@ -101,7 +139,7 @@ final class ResponseBox: Sendable {
         scheduler.advance(by: 400)
         #expect(box.only?.data == ["ok": true])
         #expect(capability.invocations.withLock { $0.count } == 4)
-        #expect(scheduler.scheduledDelays == [100, 200, 400])
+        #expect(scheduler.scheduledDelays == [1000, 100, 1000, 200, 1000, 400, 1000])
         #expect(box.only?.duration == 700)
     }
 
@@ -110,7 +148,7 @@ final class ResponseBox: Sendable {
         let scheduler = ManualScheduler()
         router(capability, scheduler, random: 0).dispatch(Request(action: "fake.run", options: RequestOptions(retry: 5)), completion: ResponseBox().callback())
         scheduler.advance(by: 1000)
-        #expect(scheduler.scheduledDelays == [50, 100])
+        #expect(scheduler.scheduledDelays.filter { $0 != RequestOptions.defaultTimeout } == [50, 100])
     }
 
     @Test func stopsAfterTheRetryBudgetAndReportsTheLastError() {
@@ -133,7 +171,7 @@ final class ResponseBox: Sendable {
         #expect(box.only?.error?.code == .invalidPayload)
         #expect(box.only?.error?.retryable == false)
         #expect(capability.invocations.withLock { $0.count } == 1)
-        #expect(scheduler.scheduledDelays.isEmpty)
+        #expect(scheduler.scheduledDelays == [RequestOptions.defaultTimeout])
     }
 
     @Test func doesNotRetryNonRetryableFailures() {
@@ -176,8 +214,10 @@ final class ResponseBox: Sendable {
         let box = ResponseBox()
         router(capability, scheduler).dispatch(Request(action: "fake.run"), completion: box.callback())
         #expect(box.only?.isOK == true)
-        // Inline completion never even starts a timer.
-        #expect(scheduler.scheduledDelays.isEmpty)
+        #expect(scheduler.scheduledDelays == [5000])
+        scheduler.advance(by: 10_000)
+        #expect(box.count == 1)
+        #expect(capability.cancelled.withLock { $0.isEmpty })
     }
 
     @Test(arguments: [
