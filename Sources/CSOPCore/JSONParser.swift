@@ -259,9 +259,36 @@ public struct JSONParser: ~Copyable {
         return .double(double)
     }
 
+    /// Advances past printable ASCII other than '"' and '\\', eight bytes at a time.
+    @inline(__always)
+    private mutating func skipPlainStringBytes() {
+        let count = bytes.count
+        if let base = bytes.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let high: UInt64 = 0x8080_8080_8080_8080
+            while index + 8 <= count {
+                let x = raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                let control = (x &- ones &* 0x20) & ~x & high
+                let q = x ^ (ones &* 0x22)
+                let b = x ^ (ones &* 0x5C)
+                let special = control | ((q &- ones) & ~q & high) | ((b &- ones) & ~b & high) | (x & high)
+                if special != 0 { break }
+                index += 8
+            }
+        }
+        while index < count {
+            let c = bytes[index]
+            if c < 0x20 || c >= 0x80 || c == 0x22 || c == 0x5C { return }
+            index += 1
+        }
+    }
+
     private mutating func skipString() throws(JSONParseError) {
         index += 1
         while index < bytes.count {
+            skipPlainStringBytes()
+            guard index < bytes.count else { break }
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 index += 1
@@ -317,18 +344,20 @@ public struct JSONParser: ~Copyable {
 
     private mutating func parseString() throws(JSONParseError) -> String {
         let start = index + 1
+        // Fast path: plain ASCII up to the closing quote.
+        index = start
+        skipPlainStringBytes()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "\"") {
+            index += 1
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(index - 1)]), as: UTF8.self)
+        }
+        // Validate (UTF-8, escapes, control characters), then decode.
         var i = start
-        // Fast path: no escapes.
-        while i < bytes.count {
-            let byte = bytes[i]
-            if byte == UInt8(ascii: "\"") {
-                index = start - 1
-                // Validate (UTF-8, control characters) while skipping.
-                try skipString()
-                return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-            }
-            if byte == UInt8(ascii: "\\") { break }
-            i += 1
+        while i < bytes.count, bytes[i] != UInt8(ascii: "\"") && bytes[i] != UInt8(ascii: "\\") { i += 1 }
+        if i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
+            index = start - 1
+            try skipString()
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
         }
         index = start - 1
         let end = index

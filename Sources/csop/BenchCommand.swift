@@ -53,6 +53,9 @@ struct BenchCommand: AsyncParsableCommand {
             if let throughput = row.baselineThroughput { text += " \(String(format: "%.0f", throughput))/s" }
         }
         if let ratio = row.ratio { text += " | ratio \(String(format: "%.2f", ratio))×" }
+        if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
+            text += " | vs \(peer.peer): \(String(format: "%.1f", advantage))× better"
+        }
         if let note = row.note { text += " | \(note)" }
         return text
     }
@@ -68,6 +71,10 @@ struct BenchCommand: AsyncParsableCommand {
         if let s = row.baselineStats { object["baseline_latency"] = stats(s) }
         if let t = row.baselineThroughput { object["baseline_throughput_per_s"] = .double(t) }
         if let r = row.ratio { object["ratio"] = .double(r) }
+        if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
+            object["peer"] = .string(peer.peer)
+            object["peer_advantage"] = .double(advantage)
+        }
         if let n = row.note { object["note"] = .string(n) }
         return .object(object)
     }

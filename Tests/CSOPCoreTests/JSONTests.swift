@@ -73,4 +73,26 @@ import Testing
         #expect(JSONValue.double(.infinity).jsonString == "null")
         #expect(JSONValue.double(.nan).jsonString == "null")
     }
+
+    /// Strings of every length around the 8-byte scanning stride, with a special character
+    /// at every position, round-trip, and a raw control character anywhere is rejected.
+    @Test func specialCharactersAtEveryPositionOfLongStrings() throws {
+        let specials: [Character] = ["\"", "\\", "\n", "\u{01}", "é", "😀", "\u{7F}", "/"]
+        for length in 0..<34 {
+            for position in 0..<max(length, 1) {
+                for special in specials {
+                    var characters = Array(repeating: Character("a"), count: length)
+                    if length > 0 { characters[position] = special }
+                    let text = String(characters)
+                    #expect(try JSONValue(parsing: JSONValue.string(text).serialized()) == .string(text))
+                }
+                guard length > 0 else { continue }
+                var raw = Array(repeating: UInt8(ascii: "a"), count: length)
+                raw[position] = 0x1F
+                #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22] + raw + [0x22]) }
+                raw[position] = 0xFF
+                #expect(throws: JSONParseError.self) { try JSONValue(parsing: [0x22] + raw + [0x22]) }
+            }
+        }
+    }
 }
