@@ -118,12 +118,15 @@ public final class CSOPHost: Sendable {
     public func events() -> AsyncStream<HostEvent> {
         let (stream, continuation) = AsyncStream<HostEvent>.makeStream(bufferingPolicy: .unbounded)
         let id = hub.add { continuation.yield($0) }
-        continuation.onTermination = { [hub] _ in hub.remove(id) }
-        streams.withLock { $0.append(continuation) }
+        streams.withLock { $0[id] = continuation }
+        continuation.onTermination = { [hub, streams] _ in
+            hub.remove(id)
+            _ = streams.withLock { $0.removeValue(forKey: id) }
+        }
         return stream
     }
 
-    private let streams = Mutex<[AsyncStream<HostEvent>.Continuation]>([])
+    private let streams = EventStreams()
 
     /// Calls `listener` for every event, on the emitting plugin's thread; it must be quick.
     /// - Returns: a token for ``removeEventListener(_:)``.
@@ -153,11 +156,20 @@ public final class CSOPHost: Sendable {
             }
             capability.destroy()
         }
-        for continuation in streams.withLock({ $0 }) { continuation.finish() }
+        for continuation in streams.withLock({ $0.values }) { continuation.finish() }
     }
 
     /// What `host.info` answers.
     public func info() async -> JSONValue {
         await dispatch("host.info").data ?? .null
+    }
+}
+
+/// Open event streams by listener id, so shutdown can finish them.
+final class EventStreams: Sendable {
+    private let streams = Mutex<[UInt64: AsyncStream<HostEvent>.Continuation]>([:])
+
+    func withLock<T>(_ body: (inout [UInt64: AsyncStream<HostEvent>.Continuation]) -> T) -> T {
+        streams.withLock { body(&$0) }
     }
 }

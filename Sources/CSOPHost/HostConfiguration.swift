@@ -1,3 +1,4 @@
+import Glibc
 public import Logging
 
 /// How a ``CSOPHost`` finds and loads its plugins.
@@ -34,5 +35,3 @@ public struct HostConfiguration: Sendable {
         return String(cString: value).split(separator: ":").map(String.init).filter { !$0.isEmpty }
     }
 }
-
-import Glibc
