@@ -140,7 +140,7 @@ import Testing
         #expect(now["users"]?.arrayValue?.compactMap { $0["userId"]?.stringValue } == ["ann"])
         // ann keeps heartbeating: still there several expiry periods later.
         _ = try #require(await a.perform("broadcast", ["channel": .string(channel), "event": "marker"]).value)
-        try await Task.sleep(for: .milliseconds(1200))
+        try await Task.sleep(for: .milliseconds(3500))
         let later = try #require(await a.perform("presence", ["channel": .string(channel), "userId": "ann"]).value)
         #expect(later["online"] == 1)
         #expect(aEvents.matching(onChannel(channel, event: "presence.leave")).count == 1)

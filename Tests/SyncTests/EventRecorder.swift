@@ -55,7 +55,7 @@ enum SyncTestEnvironment {
 
     /// A cluster-mode configuration with short intervals and a private NOTIFY channel.
     static func clusterConfig(
-        url: String = postgresURL, cluster: String, heartbeat: Int64 = 100, expiry: Int64 = 400,
+        url: String = postgresURL, cluster: String, heartbeat: Int64 = 200, expiry: Int64 = 1500,
         extra: [(String, JSONValue)] = []
     ) throws -> SyncConfiguration {
         var object: JSONObject = [

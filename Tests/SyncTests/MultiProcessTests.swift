@@ -17,8 +17,8 @@ import Testing
     init(url: String) throws {
         directory = try TemporaryDirectory("csop-sync")
         let config: JSONObject = [
-            "postgresUrl": .string(url), "clusterChannel": .string(cluster), "heartbeatInterval": 100,
-            "presenceExpiry": 500, "reconnectMaxDelay": 200, "maxPayloadBytes": 200_000,
+            "postgresUrl": .string(url), "clusterChannel": .string(cluster), "heartbeatInterval": 200,
+            "presenceExpiry": 1500, "reconnectMaxDelay": 200, "maxPayloadBytes": 200_000,
         ]
         plugins = try directory.writePlugins([PluginEntry("50-sync.conf", library: "libcsop-sync.so", config: config)])
     }
