@@ -32,7 +32,7 @@ import CSOPPluginKit
 /// (unknown task), `QUEUE_FULL` (retryable), `TIMEOUT` (script stopped at its deadline),
 /// `RESOURCE_EXHAUSTED` (memory cap), `EXECUTION_FAILED` (JS threw: message and line; or the
 /// result is not JSON), `CANCELLED` (batch task not started under failFast), `QUOTA_EXCEEDED`
-/// (more than 1000 registered tasks).
+/// (more than 1000 registered tasks), `WORKER_CRASHED` (retryable: a worker's sandbox could not be set up).
 final class ComputePlugin: CSOPPlugin {
     static let name = "compute"
     static let version = "1.0.0"

@@ -60,7 +60,7 @@ final class JSSandbox {
             let reason = exception.map { Self.describe(context, $0) } ?? "unknown"
             JSGlobalContextRelease(context)
             JSContextGroupRelease(group)
-            throw CSOPError(.notInitialized, "the JavaScript sandbox could not be prepared: \(reason)")
+            throw CSOPError(.workerCrashed, "the worker's JavaScript sandbox could not be prepared: \(reason); another attempt may land on a healthy worker", retryable: true)
         }
     }
 
