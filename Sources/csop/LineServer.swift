@@ -12,14 +12,18 @@ final class LineServer: Sendable {
 
     private let host: CSOPHost
     private let output: OutputWriter
+    private let maxInFlight: Int
     private let inputFD: Int32
     private let done = ConditionLock()
     private let pending = Atomic<Int>(0)
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
-    init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1) {
+    /// - Parameter maxInFlight: requests answered-to-be at once; past it the server stops
+    ///   reading until one finishes, so a fast producer meets backpressure, not `QUEUE_FULL`.
+    init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1, maxInFlight: Int = 1024) {
         self.host = host
+        self.maxInFlight = max(1, maxInFlight)
         self.inputFD = inputFD
         self.output = OutputWriter(fd: outputFD)
         var fds: [Int32] = [0, 0]
@@ -112,10 +116,18 @@ final class LineServer: Sendable {
         var line = line
         if line.last == 0x0D { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
+        if pending.load(ordering: .acquiring) >= maxInFlight {
+            output.endBatch()
+            done.withLock {
+                while pending.load(ordering: .acquiring) >= maxInFlight { done.wait() }
+            }
+            output.beginBatch()
+        }
         pending.add(1, ordering: .relaxed)
         host.dispatch(json: line, source: "line \(lineNumber)") { [self] response in
             output.writeLine(response.serialized())
-            if pending.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            let left = pending.subtract(1, ordering: .acquiringAndReleasing).newValue
+            if left == 0 || left == maxInFlight - 1 {
                 done.withLock { done.broadcast() }
             }
         }

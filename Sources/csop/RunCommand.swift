@@ -10,9 +10,16 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Option(name: .customLong("max-in-flight"), help: "Requests running at once; past it, stdin is not read until one finishes.")
+    var maxInFlight: Int = 1024
+
+    func validate() throws {
+        guard (1...1_000_000).contains(maxInFlight) else { throw ValidationError("--max-in-flight must be between 1 and 1000000") }
+    }
+
     func run() async throws {
         let host = try await global.makeHost()
-        let server = LineServer(host: host)
+        let server = LineServer(host: host, maxInFlight: maxInFlight)
         let signals = SignalWatcher([SIGINT, SIGTERM]) { server.stop() }
         defer { signals.cancel() }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in

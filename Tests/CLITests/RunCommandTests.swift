@@ -66,6 +66,22 @@ import Testing
         #expect(lines.allSatisfy { $0["data"]?["i"]?.int64Value == Int64($0["id"]!.stringValue!.dropFirst())! })
     }
 
+    @Test func stopsReadingAtMaxInFlightInsteadOfOverflowingQueues() async throws {
+        let directory = try TemporaryDirectory("csop-run")
+        let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
+        let run = try RunProcess(
+            pluginsDirectory: plugins, arguments: ["--max-in-flight", "2"],
+            environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
+        try run.send(raw: #"{"id":"a","action":"diag.sleep","payload":{"ms":200}}"#)
+        try run.send(raw: #"{"id":"b","action":"diag.sleep","payload":{"ms":200}}"#)
+        try run.send(raw: #"{"id":"c","action":"diag.echo","payload":{}}"#)
+        #expect(await run.finish() == 0)
+        let order = run.received.compactMap { $0["id"]?.stringValue }
+        #expect(Set(order) == ["a", "b", "c"])
+        // c is only read once a or b has finished, so it cannot overtake both.
+        #expect(order.firstIndex(of: "c")! > min(order.firstIndex(of: "a")!, order.firstIndex(of: "b")!))
+    }
+
     @Test func sigtermStopsReadingButFinishesRunningWork() async throws {
         let directory = try TemporaryDirectory("csop-run")
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
