@@ -40,6 +40,18 @@ import Testing
         await host.shutdown()
     }
 
+    @Test func aPluginThatBreaksTheContractGetsPluginFaultNotACrash() async throws {
+        let library = try compile("broken.c", ["BAD_OUTPUT"], as: "libbadoutput.so")
+        let host = try await TestEnvironment.makeHost([PluginEntry("10-bad.conf", library: library)], in: directory)
+        let invalid = await host.dispatch("broken.ping")
+        #expect(invalid.error?.code == .pluginFault)
+        #expect(invalid.error?.message.contains("returned invalid JSON") == true)
+        let status = await host.dispatch("broken.status")
+        #expect(status.error?.code == .pluginFault)
+        #expect(status.error?.message.contains("unknown status 42") == true)
+        await host.shutdown()
+    }
+
     @Test func relativeLibraryIsFoundNextToTheConfigFile() async throws {
         let plugins = try directory.writePlugins([PluginEntry("10-hello.conf", library: "libhello.so")])
         try CCompiler.buildPlugin("hello.c", output: "\(plugins)/libhello.so")

@@ -2,6 +2,7 @@
  *   -DNO_SYMBOL     exports no csop_plugin_register
  *   -DWRONG_ABI     reports ABI version 99
  *   -DFAILING_INIT  create() fails with a message
+ *   -DBAD_OUTPUT    ping answers bytes that are not JSON, and an unknown status for "status"
  *   -DNAME=\"x\"    serves domain x (default "broken")
  */
 #include <csop_plugin.h>
@@ -11,7 +12,7 @@
 #define NAME "broken"
 #endif
 
-static const char *const operations[] = {"ping"};
+static const char *const operations[] = {"ping", "status"};
 
 static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
                       void **instance, csop_error *error) {
@@ -36,8 +37,14 @@ static void invoke(void *instance, const csop_call *call) {
     csop_outcome outcome = {0};
     outcome.struct_size = sizeof outcome;
     outcome.status = CSOP_STATUS_OK;
+#ifdef BAD_OUTPUT
+    outcome.data = (const uint8_t *)"{pong";
+    outcome.data_length = 5;
+    if (call->operation_index == 1) outcome.status = 42;
+#else
     outcome.data = (const uint8_t *)"\"pong\"";
     outcome.data_length = 6;
+#endif
     call->complete(call, &outcome);
 }
 
@@ -54,7 +61,7 @@ static const csop_plugin_descriptor descriptor = {
     .name = NAME,
     .version = "0.0.1",
     .operations = operations,
-    .operation_count = 1,
+    .operation_count = 2,
     .create = create,
     .invoke = invoke,
     .cancel = NULL,
