@@ -40,6 +40,17 @@ enum SandboxPrelude {
         };
         Object.defineProperty(G, 'console', { value: console, writable: false, enumerable: false, configurable: false });
 
+        // Pollution is checked after every task, so it must be cheap: counting enumerable keys
+        // and own symbols catches assignments, and the define family (the only way to add a
+        // non-enumerable global) is wrapped to flag definitions on the global object.
+        let definedOnGlobal = false;
+        const defineProperty = Object.defineProperty;
+        const defineProperties = Object.defineProperties;
+        const reflectDefine = Reflect.defineProperty;
+        Object.defineProperty = { defineProperty(o, k, d) { if (o === G) definedOnGlobal = true; return defineProperty(o, k, d); } }.defineProperty;
+        Object.defineProperties = { defineProperties(o, p) { if (o === G) definedOnGlobal = true; return defineProperties(o, p); } }.defineProperties;
+        Reflect.defineProperty = { defineProperty(o, k, d) { if (o === G) definedOnGlobal = true; return reflectDefine(o, k, d); } }.defineProperty;
+
         // Assigning e.g. `obj.toString = f` must keep working once prototypes are frozen
         // (the "override mistake"): these become accessors whose setter defines an own property.
         const tame = (proto, name) => {
@@ -97,9 +108,12 @@ enum SandboxPrelude {
         }
         freeze(Object.getPrototypeOf(G));
 
-        const baseline = Reflect.ownKeys(G).length;
+        const enumerableBaseline = Object.keys(G).length;
+        const symbolBaseline = Object.getOwnPropertySymbols(G).length;
+        definedOnGlobal = false;
         return function after() {
-            const polluted = Reflect.ownKeys(G).length !== baseline;
+            const polluted = definedOnGlobal || Object.keys(G).length !== enumerableBaseline
+                || Object.getOwnPropertySymbols(G).length !== symbolBaseline;
             if (!polluted && logs.length === 0 && !truncated) return null;
             const report = { logs, truncated, polluted };
             logs = [];

@@ -39,6 +39,13 @@ import Testing
     @Test(arguments: [
         "leaked = 1", "globalThis.leaked = 1", "Object.defineProperty(globalThis, 'leaked', {value: 1})",
         "globalThis[Symbol.for('leaked')] = 1; globalThis.leaked = 1", "(0, eval)('var leaked = 1')",
+        "Reflect.defineProperty(globalThis, 'leaked', {value: 1})",
+        "Object.defineProperties(globalThis, {leaked: {value: 1}})",
+        "Object.prototype.__defineGetter__.call(globalThis, 'leaked', () => 1)",
+        "Object.defineProperty(globalThis, Symbol.for('leaked'), {value: 1}); var leaked = 1",
+        "globalThis[Symbol.for('leaked')] = 1; var leaked = 1",
+        "(0, eval)('function leaked() {}'); leaked = 1",
+        "Object.assign(globalThis, {leaked: 1})",
     ])
     func globalsDoNotLeakToTheNextTask(_ polluter: String) async throws {
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
