@@ -114,15 +114,15 @@ public final class Router: Sendable {
 
         /// Marks the attempt finished; false if it already was. Cancels the timer.
         func finish() -> Bool {
-            let timer: (any ScheduledTimer)?? = state.withLock { state in
-                guard !state.finished else { return nil }
-                state.finished = true
-                defer { state.timer = nil }
-                return .some(state.timer)
+            let (first, timer) = state.withLock { state in
+                defer {
+                    state.finished = true
+                    state.timer = nil
+                }
+                return (!state.finished, state.timer)
             }
-            guard let timer else { return false }
-            timer?.cancel()
-            return true
+            if first { timer?.cancel() }
+            return first
         }
     }
 

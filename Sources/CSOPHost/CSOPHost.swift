@@ -93,13 +93,13 @@ public final class CSOPHost: Sendable {
 
     /// Runs a request given as JSON text (one `csop run` line): malformed input gets an
     /// error response naming the problem.
-    /// - Parameter source: where the text came from, for messages (e.g. "line 3").
-    public func dispatch(json bytes: [UInt8], source: String? = nil, completion: @escaping @Sendable (Response) -> Void) {
+    /// - Parameter line: the input line the text came from, named in parse errors.
+    public func dispatch(json bytes: [UInt8], line: Int? = nil, completion: @escaping @Sendable (Response) -> Void) {
         let value: JSONValue
         do throws(JSONParseError) {
             value = try JSONValue(parsing: bytes)
         } catch {
-            let failure = CSOPError(.invalidPayload, "\(source ?? "the request") is not valid JSON: \(error)")
+            let failure = CSOPError(.invalidPayload, "\(line.map { "line \($0)" } ?? "the request") is not valid JSON: \(error)")
             return completion(Response(id: Request.generateID(), outcome: .failure(failure), duration: 0))
         }
         switch Request.decode(value) {

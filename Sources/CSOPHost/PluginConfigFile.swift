@@ -80,6 +80,40 @@ public struct PluginConfigFile: Sendable, Equatable {
         return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config)
     }
 
+    /// The text of an entry that ``parse(_:path:)`` reads back as the same values.
+    public static func render(library: String, enabled: Bool = true, config: JSONObject = JSONObject()) -> String {
+        var text = "library = \(quote(library))\nenabled = \(enabled)\n"
+        if !config.isEmpty {
+            text += "\n[config]\n"
+            for member in config.members { text += "\(member.key) = \(renderValue(member.value))\n" }
+        }
+        return text
+    }
+
+    private static func renderValue(_ value: JSONValue) -> String {
+        switch value {
+        case .string(let text): quote(text)
+        case .bool(let flag): String(flag)
+        case .int(let number): String(number)
+        case .double(let number): String(number)
+        default: quote(value.jsonString)
+        }
+    }
+
+    private static func quote(_ text: String) -> String {
+        var out = "\""
+        for c in text {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            default: out.append(c)
+            }
+        }
+        return out + "\""
+    }
+
     private static func parseValue(_ text: String) throws(PluginConfigError.Reason) -> JSONValue {
         guard let first = text.first else { throw .init("missing value") }
         if first == "\"" || first == "'" {

@@ -53,12 +53,5 @@ public struct PluginEntry: Sendable {
     }
 
     /// The plugins.d text of this entry.
-    public var text: String {
-        var text = "library = \"\(library)\"\nenabled = \(enabled)\n"
-        if !config.isEmpty {
-            text += "\n[config]\n"
-            for member in config.members { text += "\(member.key) = \(member.value.jsonString)\n" }
-        }
-        return text + extra
-    }
+    public var text: String { PluginConfigFile.render(library: library, enabled: enabled, config: config) + extra }
 }

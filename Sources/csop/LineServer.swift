@@ -124,7 +124,7 @@ final class LineServer: Sendable {
             output.beginBatch()
         }
         pending.add(1, ordering: .relaxed)
-        host.dispatch(json: line, source: "line \(lineNumber)") { [self] response in
+        host.dispatch(json: line, line: lineNumber) { [self] response in
             output.writeLine(response.serialized())
             let left = pending.subtract(1, ordering: .acquiringAndReleasing).newValue
             if left == 0 || left == maxInFlight - 1 {

@@ -24,6 +24,17 @@ import Testing
         #expect(entry.config == ["path": "/tmp/a b.sqlite", "maxLocalSize": 5_242_880, "ratio": 0.5, "compress": false, "bare": 12])
     }
 
+    @Test func renderedEntriesParseBackToTheSameValues() throws {
+        let config: JSONObject = [
+            "path": "/tmp/a \"b\"\\c\n", "size": 5_242_880, "ratio": 0.25, "on": false, "url": "postgres://u:p@h/db#x",
+        ]
+        let text = PluginConfigFile.render(library: "lib x.so", enabled: false, config: config)
+        let entry = try PluginConfigFile.parse(text, path: "r.conf")
+        #expect(entry.library == "lib x.so")
+        #expect(entry.enabled == false)
+        #expect(entry.config == config)
+    }
+
     @Test func enabledDefaultsToTrueAndCanBeFalse() throws {
         #expect(try PluginConfigFile.parse("library = \"x.so\"", path: "f").enabled)
         #expect(try !PluginConfigFile.parse("library = \"x.so\"\nenabled = false", path: "f").enabled)

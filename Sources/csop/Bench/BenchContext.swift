@@ -33,8 +33,7 @@ final class BenchContext: Sendable {
         let directory = "\(workDirectory)/plugins-\(UInt32.random(in: 0 ... .max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for (index, entry) in entries.enumerated() {
-            var text = "library = \"\(entry.library)\"\n\n[config]\n"
-            for member in entry.config.members { text += "\(member.key) = \(member.value.jsonString)\n" }
+            let text = PluginConfigFile.render(library: entry.library, config: entry.config)
             try text.write(toFile: "\(directory)/\(String(format: "%02d", index))-bench.conf", atomically: true, encoding: .utf8)
         }
         return directory
