@@ -1,14 +1,15 @@
 import CSOPCore
+import CSOPTestSupport
 import Foundation
 import Testing
 @testable import StoragePlugin
 
 /// Runs against the PostgreSQL at `CSOP_TEST_POSTGRES_URL`; fails (never skips) when it is unreachable.
 @Suite struct StorageColdTierTests {
-    let directory = StorageTestDirectory()
+    let directory = TemporaryDirectory.storage()
     let table = StorageTestEnvironment.uniqueTable()
 
-    func open(maxLocalSize: Int64 = 1000, url: String = StorageTestEnvironment.postgresURL) throws -> PluginHarness {
+    func open(maxLocalSize: Int64 = 1000, url: String = TestEnvironment.postgresURL) throws -> PluginHarness {
         try PluginHarness(config: [
             "path": .string(directory.databasePath), "maxLocalSize": .int(maxLocalSize), "postgresUrl": .string(url),
             "postgresTable": .string(table), "encryptionKey": .string(StorageTestEnvironment.encryptionKey),
@@ -17,11 +18,11 @@ import Testing
 
     /// The test's own view of the cold table; fails the test when PostgreSQL is down.
     func coldTable() async throws -> ColdStore {
-        let cold = try ColdStore(url: StorageTestEnvironment.postgresURL, table: table)
+        let cold = try ColdStore(url: TestEnvironment.postgresURL, table: table)
         do throws(ColdStore.Failure) {
             _ = try await cold.rows(forKey: "probe")
         } catch {
-            Issue.record("PostgreSQL at \(StorageTestEnvironment.postgresURL) is required: \(error.error.message)")
+            Issue.record("PostgreSQL at \(TestEnvironment.postgresURL) is required: \(error.error.message)")
             throw error.error
         }
         return cold

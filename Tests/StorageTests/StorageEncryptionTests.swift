@@ -1,10 +1,11 @@
 import CSOPCore
+import CSOPTestSupport
 import Foundation
 import Testing
 @testable import StoragePlugin
 
 @Suite struct StorageEncryptionTests {
-    let directory = StorageTestDirectory()
+    let directory = TemporaryDirectory.storage()
     let secret = "the launch code is 0000-TOP-SECRET"
 
     func open(key: String?) throws -> PluginHarness {

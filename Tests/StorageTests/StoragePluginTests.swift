@@ -1,10 +1,11 @@
 import CSOPCore
+import CSOPTestSupport
 import Foundation
 import Testing
 @testable import StoragePlugin
 
 @Suite struct StoragePluginTests {
-    let directory = StorageTestDirectory()
+    let directory = TemporaryDirectory.storage()
 
     func open(_ extra: JSONObject = [:]) throws -> PluginHarness {
         var config: JSONObject = ["path": .string(directory.databasePath)]

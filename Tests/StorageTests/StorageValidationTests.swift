@@ -1,10 +1,11 @@
 import CSOPCore
+import CSOPTestSupport
 import Foundation
 import Testing
 @testable import StoragePlugin
 
 @Suite struct StorageValidationTests {
-    let directory = StorageTestDirectory()
+    let directory = TemporaryDirectory.storage()
 
     @Test(arguments: [
         ("save", #"{"data":1}"#, "payload.key is required"),

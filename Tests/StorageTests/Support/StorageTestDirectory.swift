@@ -1,17 +1,14 @@
+import CSOPTestSupport
 import Foundation
 
-/// A fresh directory under the system temporary directory, removed on deinit.
-final class StorageTestDirectory: Sendable {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "csop-storage-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+extension TemporaryDirectory {
+    /// A fresh directory for one suite's databases.
+    static func storage() -> TemporaryDirectory {
+        // The suites keep it in a stored property; a failure to create /tmp entries is fatal anyway.
+        try! TemporaryDirectory("csop-storage")
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    var databasePath: String { path + "/store.sqlite" }
+    var databasePath: String { file("store.sqlite") }
 
     /// Every byte of the database and its WAL, to look for plaintext.
     func databaseBytes() -> [UInt8] {
@@ -24,10 +21,6 @@ final class StorageTestDirectory: Sendable {
 }
 
 enum StorageTestEnvironment {
-    static var postgresURL: String {
-        ProcessInfo.processInfo.environment["CSOP_TEST_POSTGRES_URL"] ?? "postgres://csop:csop@127.0.0.1:5432/csop_test"
-    }
-
     static func uniqueTable() -> String {
         "csop_storage_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
     }
