@@ -123,38 +123,37 @@ final class BatchRun: Sendable {
     }
 
     private static func render(_ entries: [Entry], _ results: [Result<TaskOutput, CSOPError>]) -> [UInt8] {
-        var completed = 0
+        let completed = results.reduce(0) { count, result in
+            if case .success = result { count + 1 } else { count }
+        }
         var writer = JSONWriter(capacity: 64 + results.count * 64)
         writer.append("{\"total\":")
         writer.writeInt(Int64(results.count))
-        var body = JSONWriter(capacity: results.count * 64)
-        body.append("[")
-        for (i, result) in results.enumerated() {
-            if i > 0 { body.append(",") }
-            switch result {
-            case .success(let output):
-                completed += 1
-                body.append("{\"status\":\"fulfilled\",\"task\":")
-                body.writeString(entries[i].name)
-                body.append(",")
-                output.writeMembers(to: &body)
-                body.append("}")
-            case .failure(let error):
-                body.append("{\"status\":\"rejected\",\"task\":")
-                body.writeString(entries[i].name)
-                body.append(",\"error\":")
-                body.write(error.json)
-                body.append("}")
-            }
-        }
-        body.append("]")
         writer.append(",\"completed\":")
         writer.writeInt(Int64(completed))
         writer.append(",\"failed\":")
         writer.writeInt(Int64(results.count - completed))
-        writer.append(",\"results\":")
-        writer.appendRaw(body.bytes)
-        writer.append("}")
+        writer.append(",\"results\":[")
+        for (i, result) in results.enumerated() {
+            if i > 0 { writer.append(",") }
+            writer.append("{\"status\":\"")
+            switch result {
+            case .success: writer.append("fulfilled")
+            case .failure: writer.append("rejected")
+            }
+            writer.append("\",\"task\":")
+            writer.writeString(entries[i].name)
+            switch result {
+            case .success(let output):
+                writer.append(",")
+                output.writeMembers(to: &writer)
+            case .failure(let error):
+                writer.append(",\"error\":")
+                writer.write(error.json)
+            }
+            writer.append("}")
+        }
+        writer.append("]}")
         return writer.bytes
     }
 }

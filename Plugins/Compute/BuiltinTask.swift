@@ -72,16 +72,6 @@ enum BuiltinTask: Sendable {
         }
     }
 
-    var name: String {
-        switch self {
-        case .fibonacci: "fibonacci"
-        case .factorial: "factorial"
-        case .isPrime: "isPrime"
-        case .sha256: "hash_sha256"
-        case .sum: "sum"
-        }
-    }
-
     /// Whether the task finishes in a few microseconds, so it may run on the caller's thread.
     var isQuick: Bool {
         switch self {

@@ -40,8 +40,8 @@ final class ComputeJob: Sendable {
 
     /// Asks the task to stop: a queued task never starts, a running script is terminated.
     /// - Parameter reason: the error the task then fails with.
-    func cancel(_ reason: CSOPError? = nil) {
-        if let reason { cancelReason.withLock { $0 = $0 ?? reason } }
+    func cancel(_ reason: CSOPError) {
+        cancelReason.withLock { $0 = $0 ?? reason }
         state.store(2, ordering: .releasing)
     }
 

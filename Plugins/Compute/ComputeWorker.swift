@@ -26,7 +26,7 @@ final class ComputeWorker {
         stats.alive.add(1, ordering: .relaxed)
         defer { stats.alive.subtract(1, ordering: .relaxed) }
         _ = try? prepareSandbox()
-        while let job = queue.pop(spin: true) {
+        while let job = queue.pop() {
             process(job)
             if sandbox == nil { _ = try? prepareSandbox() }
         }

@@ -1,4 +1,5 @@
 import CJavaScriptCore
+import CSOPCore
 import Synchronization
 
 /// What a worker's JavaScriptCore watchdog checks while a script runs: the task's deadline,
@@ -21,9 +22,11 @@ final class ExecutionWatch {
     /// Growth at which a script is stopped: the cap minus what the fastest allocator could add
     /// before the next poll, so the process stays under the cap.
     private let memoryLimit: UInt64
-    private var deadline: UInt64 = .max
+    /// Monotonic milliseconds at which the running task times out.
+    private var deadline = Double.infinity
     private var rssAtStart: UInt64 = 0
-    private var lastSample: UInt64 = 0
+    /// Monotonic milliseconds of the last `rssAtStart` sample.
+    private var lastSample = 0.0
     private var job: ComputeJob?
     private var group: JSContextGroupRef?
     private var armed = 0.0
@@ -39,11 +42,11 @@ final class ExecutionWatch {
     func begin(_ job: ComputeJob) {
         self.job = job
         stopReason = nil
-        let now = MonotonicClock.now()
-        deadline = now &+ UInt64(max(job.timeoutMilliseconds, 1) * 1_000_000)
+        let now = monotonicMilliseconds()
+        deadline = now + max(job.timeoutMilliseconds, 1)
         // Between back-to-back tasks RSS barely moves; re-reading it for every tiny task
         // would cost a syscall each, so a sample up to 5 ms old serves as the baseline.
-        if now &- lastSample > 5_000_000 || rssAtStart == 0 {
+        if now - lastSample > 5 || rssAtStart == 0 {
             rssAtStart = memory.residentBytes() ?? 0
             lastSample = now
         }
@@ -53,7 +56,7 @@ final class ExecutionWatch {
 
     func end() {
         job = nil
-        deadline = .max
+        deadline = .infinity
     }
 
     /// Decides whether to terminate, or when to look again; called from the watchdog on the
@@ -64,7 +67,7 @@ final class ExecutionWatch {
             arm(Self.maximumPoll)
             return false
         }
-        let now = MonotonicClock.now()
+        let now = monotonicMilliseconds()
         let growth = memory.residentBytes().map { $0 > rssAtStart ? $0 - rssAtStart : 0 } ?? 0
         if job.isCancelled {
             stopReason = .cancelled
@@ -75,7 +78,7 @@ final class ExecutionWatch {
         }
         if stopReason != nil { return true }
         let headroom = Double(memoryLimit - growth) / Self.worstAllocationRate
-        let untilDeadline = Double(deadline - now) / 1e9
+        let untilDeadline = (deadline - now) / 1000
         arm(min(max(min(headroom, Self.maximumPoll), Self.minimumPoll), max(untilDeadline, 0.001)))
         return false
     }

@@ -11,6 +11,4 @@ final class PoolStatistics: Sendable {
     let recycled = Atomic<Int>(0)
     let memoryStops = Atomic<Int>(0)
     let cancelled = Atomic<Int>(0)
-    let inline = Atomic<Int>(0)
-
 }

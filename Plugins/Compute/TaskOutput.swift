@@ -6,22 +6,18 @@ struct TaskOutput: Sendable {
     var logs: [String] = []
     var logsTruncated = false
 
-    init(resultJSON: [UInt8], logs: [String] = [], logsTruncated: Bool = false) {
-        self.resultJSON = resultJSON
-        self.logs = logs
-        self.logsTruncated = logsTruncated
-    }
-
-    init(_ value: JSONValue) { resultJSON = value.serialized() }
-
     /// Writes `"result":…` and, when there was console output, `"logs":[…]` (and
     /// `"logsTruncated":true`), as members of an object being written.
     func writeMembers(to writer: inout JSONWriter) {
         writer.append("\"result\":")
         writer.appendRaw(resultJSON)
         if !logs.isEmpty || logsTruncated {
-            writer.append(",\"logs\":")
-            writer.write(.array(logs.map { .string($0) }))
+            writer.append(",\"logs\":[")
+            for (i, line) in logs.enumerated() {
+                if i > 0 { writer.append(",") }
+                writer.writeString(line)
+            }
+            writer.append("]")
         }
         if logsTruncated { writer.append(",\"logsTruncated\":true") }
     }
@@ -34,4 +30,8 @@ struct TaskOutput: Sendable {
         writer.append("}")
         return writer.bytes
     }
+}
+
+extension TaskOutput {
+    init(_ value: JSONValue) { self.init(resultJSON: value.serialized()) }
 }

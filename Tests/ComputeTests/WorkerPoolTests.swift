@@ -16,9 +16,9 @@ import Testing
 
     @Test func runawayLoopIsStoppedAndTheWorkerRecovers() async throws {
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
-        let started = MonotonicClock.now()
+        let started = monotonicMilliseconds()
         let error = try #require(await h.custom("while (true) {}", timeout: 200).error)
-        let elapsed = Double(MonotonicClock.now() - started) / 1e6
+        let elapsed = monotonicMilliseconds() - started
         #expect(error.code == .timeout)
         #expect(error.message.contains("200 ms"))
         // A lower bound only: upper bounds on time are flaky on shared machines. That it
