@@ -37,14 +37,14 @@ struct StorageConfiguration: Sendable {
         path = try fields.string("path") ?? Self.defaultPath(environment: environment)
         if let size = try fields.int("maxLocalSize", in: 0...StorageLimits.maxValueBytes) { maxLocalSize = size }
         maxBytes = try fields.int("maxBytes", in: 0...Int64.max)
-        postgresURL = try fields.string("postgresUrl") ?? environment["CSOP_STORAGE_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        postgresURL = try fields.string("postgresUrl") ?? Self.nonEmpty("CSOP_STORAGE_POSTGRES_URL", in: environment)
         if let table = try fields.string("postgresTable", maxLength: 63) {
             guard Self.isIdentifier(table) else {
                 throw .invalidPayload("config.postgresTable must be letters, digits and underscores, starting with a letter or underscore")
             }
             postgresTable = table
         }
-        if let text = try fields.string("encryptionKey") ?? environment["CSOP_STORAGE_ENCRYPTION_KEY"].flatMap({ $0.isEmpty ? nil : $0 }) {
+        if let text = try fields.string("encryptionKey") ?? Self.nonEmpty("CSOP_STORAGE_ENCRYPTION_KEY", in: environment) {
             guard let key = Data(base64Encoded: text), key.count == 32 else {
                 throw .invalidPayload("config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY) must be 32 bytes in base64 (44 characters)")
             }
@@ -65,9 +65,14 @@ struct StorageConfiguration: Sendable {
         if let data = environment["XDG_DATA_HOME"], !data.isEmpty {
             base = data
         } else {
-            base = (environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()) + "/.local/share"
+            base = (nonEmpty("HOME", in: environment) ?? NSHomeDirectory()) + "/.local/share"
         }
         return base + "/csop/storage.sqlite"
+    }
+
+    /// The environment variable `name`, or nil when it is unset or empty.
+    private static func nonEmpty(_ name: String, in environment: [String: String]) -> String? {
+        environment[name].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     static func isIdentifier(_ name: String) -> Bool {

@@ -7,13 +7,22 @@ extension StoragePlugin {
         var item: StorageRequest.SaveItem
         var bytes: [UInt8]
         var flags: Int64
-        var wantsCold: Bool
         var size: Int64 { Int64(item.json.count) }
+
+        /// The index row that keeps this value in the local tier.
+        var localWrite: LocalStore.Write {
+            LocalStore.Write(
+                key: item.key, tier: .local, size: size, storedSize: Int64(bytes.count), flags: flags,
+                bytes: bytes, coldRef: nil, ifVersion: item.ifVersion)
+        }
     }
+
+    static let keyFields: Set<String> = ["key"]
+    static let listFields: Set<String> = ["prefix", "limit", "cursor"]
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
         let (bytes, flags) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
-        return PreparedSave(item: item, bytes: bytes, flags: flags, wantsCold: Int64(item.json.count) > configuration.maxLocalSize)
+        return PreparedSave(item: item, bytes: bytes, flags: flags)
     }
 
     // MARK: save
@@ -34,10 +43,7 @@ extension StoragePlugin {
             call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
             return
         }
-        let write = LocalStore.Write(
-            key: item.key, tier: .local, size: prepared.size, storedSize: Int64(prepared.bytes.count), flags: prepared.flags,
-            bytes: prepared.bytes, coldRef: nil, ifVersion: item.ifVersion)
-        let result = try local.write([write], callID: call.id)
+        let result = try local.write([prepared.localWrite], callID: call.id)
         let reply = Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
         if result.obsoleteColdRefs.isEmpty {
             call.succeed(rawJSON: reply)
@@ -58,11 +64,9 @@ extension StoragePlugin {
         var uploaded: [String] = []
         writes.reserveCapacity(items.count)
         for prepared in items {
-            var write = LocalStore.Write(
-                key: prepared.item.key, tier: .local, size: prepared.size, storedSize: Int64(prepared.bytes.count),
-                flags: prepared.flags, bytes: prepared.bytes, coldRef: nil, ifVersion: prepared.item.ifVersion)
+            var write = prepared.localWrite
             var warning: String?
-            if prepared.wantsCold {
+            if prepared.size > configuration.maxLocalSize {
                 let limit = "\(prepared.size) bytes, over maxLocalSize \(configuration.maxLocalSize)"
                 if let cold {
                     let ref = Self.newColdRef()
@@ -140,21 +144,22 @@ extension StoragePlugin {
     // MARK: get
 
     func get(_ call: PluginCall) throws(CSOPError) {
-        let fields = try Fields(call.payload, path: "payload", allowed: ["key"], allowNull: false)
+        let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = try StorageRequest.key(fields)
         guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
         if row.tier == .local {
-            call.succeed(rawJSON: row.flags == 0 ? row.bytes : try codec.decode(row.bytes, flags: row.flags, key: key))
+            call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, key: key))
             return
         }
         runLater(call) { () async throws(CSOPError) -> Reply in
-            guard let json = try await self.readCloud(key, first: row, callID: call.id) else { throw Self.notFound(key) }
+            guard let json = try await self.resolveValue(key, first: row, callID: call.id) else { throw Self.notFound(key) }
             return .raw(json)
         }
     }
 
-    /// The JSON of a key the index placed in the cold tier, following a concurrent move.
-    func readCloud(_ key: String, first: LocalStore.Row, callID: UInt64) async throws(CSOPError) -> [UInt8]? {
+    /// The JSON of a key's row, fetching it from the cold tier when the index placed it
+    /// there and following a concurrent move; nil when the key was deleted meanwhile.
+    func resolveValue(_ key: String, first: LocalStore.Row, callID: UInt64) async throws(CSOPError) -> [UInt8]? {
         var row = first
         for _ in 0..<5 {
             if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, key: key) }
@@ -182,7 +187,7 @@ extension StoragePlugin {
     // MARK: delete
 
     func delete(_ call: PluginCall) throws(CSOPError) {
-        let fields = try Fields(call.payload, path: "payload", allowed: ["key"], allowNull: false)
+        let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = try StorageRequest.key(fields)
         let (deleted, coldRef) = try local.delete(key, callID: call.id)
         var writer = JSONWriter()
@@ -200,7 +205,7 @@ extension StoragePlugin {
     // MARK: list
 
     func list(_ call: PluginCall) throws(CSOPError) {
-        let fields = try Fields(call.payload, path: "payload", allowed: ["prefix", "limit", "cursor"], allowNull: false)
+        let fields = try Fields(call.payload, path: "payload", allowed: Self.listFields, allowNull: false)
         let prefix = try fields.string("prefix", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let cursor = try fields.string("cursor", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let limit = try fields.int("limit", in: 1...StorageLimits.maxListLimit) ?? StorageLimits.defaultListLimit
@@ -256,13 +261,7 @@ extension StoragePlugin {
                     missing.append(key)
                     continue
                 }
-                let json: [UInt8]?
-                if row.tier == .local {
-                    json = row.flags == 0 ? row.bytes : try self.codec.decode(row.bytes, flags: row.flags, key: key)
-                } else {
-                    json = try await self.readCloud(key, first: row, callID: call.id)
-                }
-                guard let json else {
+                guard let json = try await self.resolveValue(key, first: row, callID: call.id) else {
                     missing.append(key)
                     continue
                 }

@@ -17,6 +17,12 @@ enum StorageRequest {
         var ifVersion: Int64?
     }
 
+    static let saveFields: Set<String> = ["key", "data", "options"]
+    static let saveManyFields: Set<String> = ["items", "options"]
+    static let keysFields: Set<String> = ["keys"]
+    static let optionFields: Set<String> = ["encrypt", "compress"]
+    static let optionFieldsWithIfVersion: Set<String> = ["encrypt", "compress", "ifVersion"]
+
     static func key(_ fields: Fields, _ name: String = "key") throws(CSOPError) -> String {
         guard fields.object[name] != nil else {
             throw .invalidPayload("\(fields.path).\(name) is required (a string of 1 to \(StorageLimits.maxKeyBytes) bytes)")
@@ -38,8 +44,7 @@ enum StorageRequest {
     }
 
     static func options(_ fields: Fields, allowIfVersion: Bool, defaults: SaveOptions = SaveOptions()) throws(CSOPError) -> SaveOptions {
-        let allowed: Set<String> = allowIfVersion ? ["encrypt", "compress", "ifVersion"] : ["encrypt", "compress"]
-        let options = try fields.nested("options", allowed: allowed)
+        let options = try fields.nested("options", allowed: allowIfVersion ? optionFieldsWithIfVersion : optionFields)
         var result = defaults
         if let encrypt = try options.bool("encrypt") { result.encrypt = encrypt }
         if let compress = try options.bool("compress") { result.compress = compress }
@@ -59,14 +64,14 @@ enum StorageRequest {
     }
 
     static func save(_ payload: JSONValue) throws(CSOPError) -> SaveItem {
-        let fields = try Fields(payload, path: "payload", allowed: ["key", "data", "options"], allowNull: false)
+        let fields = try Fields(payload, path: "payload", allowed: saveFields, allowNull: false)
         let key = try key(fields)
         let options = try options(fields, allowIfVersion: true)
         return SaveItem(key: key, json: try data(fields), compress: options.compress, encrypt: options.encrypt, ifVersion: options.ifVersion)
     }
 
     static func saveMany(_ payload: JSONValue) throws(CSOPError) -> [SaveItem] {
-        let fields = try Fields(payload, path: "payload", allowed: ["items", "options"], allowNull: false)
+        let fields = try Fields(payload, path: "payload", allowed: saveManyFields, allowNull: false)
         let defaults = try options(fields, allowIfVersion: false)
         guard let items = try fields.array("items", maxCount: StorageLimits.maxBatchItems) else {
             throw .invalidPayload("payload.items is required (an array of {key, data, options?}, at most \(StorageLimits.maxBatchItems))")
@@ -75,7 +80,7 @@ enum StorageRequest {
         var result: [SaveItem] = []
         result.reserveCapacity(items.count)
         for (index, item) in items.enumerated() {
-            let itemFields = try Fields(item, path: "payload.items[\(index)]", allowed: ["key", "data", "options"], allowNull: false)
+            let itemFields = try Fields(item, path: "payload.items[\(index)]", allowed: saveFields, allowNull: false)
             let key = try key(itemFields)
             let options = try options(itemFields, allowIfVersion: true, defaults: defaults)
             result.append(
@@ -85,7 +90,7 @@ enum StorageRequest {
     }
 
     static func keys(_ payload: JSONValue) throws(CSOPError) -> [String] {
-        let fields = try Fields(payload, path: "payload", allowed: ["keys"], allowNull: false)
+        let fields = try Fields(payload, path: "payload", allowed: keysFields, allowNull: false)
         guard let keys = try fields.array("keys", maxCount: StorageLimits.maxBatchItems) else {
             throw .invalidPayload("payload.keys is required (an array of strings, at most \(StorageLimits.maxBatchItems))")
         }

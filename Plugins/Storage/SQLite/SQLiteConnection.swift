@@ -37,9 +37,6 @@ final class SQLiteConnection: @unchecked Sendable {  // Used by one thread at a 
 
     var lastErrorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
-    /// Number of rows changed by the last statement.
-    var changes: Int64 { Int64(sqlite3_changes64(handle)) }
-
     /// Runs SQL text with no parameters (pragmas, DDL, transaction control).
     func execute(_ sql: String) throws(SQLiteError) {
         var message: UnsafeMutablePointer<CChar>?

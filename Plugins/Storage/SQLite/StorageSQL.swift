@@ -33,7 +33,7 @@ enum StorageSQL: Int, CaseIterable {
 
     var sql: String {
         switch self {
-        case .read: "SELECT tier, flags, value, cold_ref, version FROM csop_storage WHERE key = ?1"
+        case .read: "SELECT tier, flags, value, cold_ref FROM csop_storage WHERE key = ?1"
         // Saves over a local (or missing) key in one autocommit statement; a cloud key returns no row.
         case .fastSaveLocal:
             """

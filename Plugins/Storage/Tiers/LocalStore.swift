@@ -15,7 +15,6 @@ final class LocalStore: Sendable {
         var flags: Int64
         var bytes: [UInt8]
         var coldRef: String?
-        var version: Int64
     }
 
     /// One key to write in a batch.
@@ -110,7 +109,7 @@ final class LocalStore: Sendable {
             let tier = Tier(rawValue: statement.int64(0)) ?? .local
             return Row(
                 tier: tier, flags: statement.int64(1), bytes: tier == .local ? statement.blob(2) : [],
-                coldRef: statement.isNull(3) ? nil : statement.text(3), version: statement.int64(4))
+                coldRef: statement.isNull(3) ? nil : statement.text(3))
         }
     }
 

@@ -37,12 +37,8 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
             descriptor.pointee.create(hostAPI, buffer.baseAddress, buffer.count, &created, &error)
         }
         guard status == 0, let created else {
-            let code = error.code.map { String(cString: $0) } ?? "UNKNOWN"
-            let message = error.message.map {
-                String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
-            } ?? ""
             hostAPI.deallocate()
-            throw CSOPError(ErrorCode(code), message, retryable: error.retryable != 0)
+            throw Self.convert(error)
         }
         instance = created
     }
@@ -63,7 +59,7 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     }
 
     func call(_ operation: String, rawPayload: [UInt8], callID: UInt64? = nil) async -> Reply {
-        let id = callID ?? Self.nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000
+        let id = callID ?? Self.newCallID()
         let index = operationIndex(operation)
         return await withCheckedContinuation { (continuation: CheckedContinuation<Reply, Never>) in
             let box = Unmanaged.passRetained(CallBox(continuation))
@@ -88,11 +84,7 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
                 if outcome.pointee.status == Int32(CSOP_STATUS_OK) {
                     reply.raw = outcome.pointee.data.map { Array(UnsafeBufferPointer(start: $0, count: outcome.pointee.data_length)) } ?? Array("null".utf8)
                 } else {
-                    let error = outcome.pointee.error
-                    let message = error.message.map {
-                        String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
-                    } ?? ""
-                    reply.error = CSOPError(ErrorCode(String(cString: error.code)), message, retryable: error.retryable != 0)
+                    reply.error = PluginHarness.convert(outcome.pointee.error)
                 }
                 free(UnsafeMutableRawPointer(mutating: call.pointee.operation))
                 let mutableCall = UnsafeMutablePointer(mutating: call)
@@ -110,6 +102,15 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     }
 
     static func newCallID() -> UInt64 { nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000 }
+
+    /// The `CSOPError` a plugin reported through the C ABI.
+    private static func convert(_ error: csop_error) -> CSOPError {
+        let code = error.code.map { String(cString: $0) } ?? "UNKNOWN"
+        let message = error.message.map {
+            String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
+        } ?? ""
+        return CSOPError(ErrorCode(code), message, retryable: error.retryable != 0)
+    }
 
     private func operationIndex(_ name: String) -> Int {
         for i in 0..<descriptor.pointee.operation_count where String(cString: descriptor.pointee.operations[i]!) == name {
