@@ -35,6 +35,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "CSOPPluginKit", dependencies: ["CSOPCore", "CSOPPluginABI"], swiftSettings: swiftSettings),
+        .target(
+            name: "CSOPPostgres",
+            dependencies: ["CSOPCore", .product(name: "PostgresNIO", package: "postgres-nio")],
+            swiftSettings: swiftSettings
+        ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CJavaScriptCore", pkgConfig: "javascriptcoregtk-4.1", providers: [.apt(["libjavascriptcoregtk-4.1-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -43,7 +48,7 @@ let package = Package(
         .target(
             name: "StoragePlugin",
             dependencies: [
-                "CSOPPluginKit", "CSQLite", "CZlib",
+                "CSOPPluginKit", "CSOPPostgres", "CSQLite", "CZlib",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -64,7 +69,7 @@ let package = Package(
         ),
         .target(
             name: "SyncPlugin",
-            dependencies: ["CSOPPluginKit", .product(name: "PostgresNIO", package: "postgres-nio")],
+            dependencies: ["CSOPPluginKit", "CSOPPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],
             path: "Plugins/Sync",
             exclude: ["Export"],
             swiftSettings: swiftSettings
@@ -89,6 +94,6 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["StoragePlugin", "CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ComputeTests", dependencies: ["ComputePlugin", "CSOPTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "SyncTests", dependencies: ["SyncPlugin", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SyncTests", dependencies: ["SyncPlugin", "CSOPPostgres", "CSOPTestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -1,4 +1,6 @@
 import CSOPCore
+import CSOPPluginKit
+import CSOPPostgres
 import Logging
 import NIOCore
 import PostgresNIO
@@ -11,7 +13,7 @@ import Synchronization
 /// and runs presence queries. Own messages are delivered to local subscribers when their
 /// NOTIFY has committed and their echoes are skipped, so each subscriber sees a message once.
 /// On connection loss both connections are dropped, broadcasts fail with `NOT_CONNECTED`,
-/// and a supervisor reconnects with exponential backoff, then LISTENs again.
+/// and a supervisor reconnects with jittered exponential backoff, then LISTENs again.
 final class ClusterTransport: Sendable {
     private enum Phase { case starting, connected, disconnected, stopped }
 
@@ -36,7 +38,7 @@ final class ClusterTransport: Sendable {
     private let configuration: SyncConfiguration
     private let instanceID: String
     private let registry: SubscriptionRegistry
-    private let log: @Sendable (Int32, String) -> Void
+    private let log: @Sendable (PluginHost.LogLevel, String) -> Void
     private let logger = Logger(label: "csop.sync", factory: { _ in SwiftLogNoOpLogHandler() })
     private let state = Mutex(State())
     private let nextSequence = Atomic<UInt64>(1)
@@ -45,7 +47,7 @@ final class ClusterTransport: Sendable {
 
     init(
         postgres: PostgresURL, configuration: SyncConfiguration, instanceID: String, registry: SubscriptionRegistry,
-        log: @escaping @Sendable (Int32, String) -> Void
+        log: @escaping @Sendable (PluginHost.LogLevel, String) -> Void
     ) {
         self.postgres = postgres
         self.configuration = configuration
@@ -109,9 +111,11 @@ final class ClusterTransport: Sendable {
     // MARK: Presence
 
     /// Tracks a user (joining if new) and returns the channel's current users.
-    func track(channel: String, userID: String, metadata: JSONObject) async throws(CSOPError) -> [PresenceUser] {
+    /// - Parameter metadataText: `metadata` serialized as JSON.
+    func track(channel: String, userID: String, metadata: JSONObject, metadataText: String) async throws(CSOPError)
+        -> [PresenceUser]
+    {
         let connection = try await commandConnection()
-        let metadataText = JSONValue.object(metadata).jsonString
         let now = SyncClock.nowMilliseconds()
         var joined: PresenceUser?
         try await run(connection) { [configuration, instanceID] in
@@ -182,15 +186,16 @@ final class ClusterTransport: Sendable {
     /// expired users. Rows live `presenceExpiry − heartbeat/2`, so a dead process's users
     /// are gone within `presenceExpiry` of its last heartbeat.
     private func heartbeatLoop() async {
-        var lastRefresh = SyncClock.nowMilliseconds()
+        var lastRefresh = monotonicMilliseconds()
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(configuration.sweepInterval))
             guard !Task.isCancelled, let connection = state.withLock({ $0.phase == .connected ? $0.command : nil }) else {
                 continue
             }
             do throws(CSOPError) {
-                if SyncClock.nowMilliseconds() - lastRefresh >= configuration.heartbeatInterval - configuration.sweepInterval / 2 {
-                    lastRefresh = SyncClock.nowMilliseconds()
+                let now = monotonicMilliseconds()
+                if now - lastRefresh >= Double(configuration.heartbeatInterval - configuration.sweepInterval / 2) {
+                    lastRefresh = now
                     try await run(connection) { [configuration, instanceID] in
                     try await connection.query(
                         """
@@ -214,7 +219,7 @@ final class ClusterTransport: Sendable {
                     try await publishLeave(channel: channel, userID: userID, reason: "expired")
                 }
             } catch {
-                log(PluginHostLevel.warning, "sync presence heartbeat failed: \(error.message)")
+                log(.warning, "sync presence heartbeat failed: \(error.message)")
             }
         }
     }
@@ -238,7 +243,7 @@ final class ClusterTransport: Sendable {
                 }
                 for (channel, userID) in gone { try await publishLeave(channel: channel, userID: userID, reason: "shutdown") }
             } catch {
-                log(PluginHostLevel.warning, "sync could not remove its presence entries at shutdown: \(error.message)")
+                log(.warning, "sync could not remove its presence entries at shutdown: \(error.message)")
             }
         }
         let (tasks, pending, waiters, connections) = state.withLock { state in
@@ -261,7 +266,9 @@ final class ClusterTransport: Sendable {
     }
 
     private func supervise() async {
-        var delay: Int64 = 100
+        let backoff = BackoffPolicy(
+            baseMilliseconds: 100, capMilliseconds: Double(configuration.reconnectMaxDelay), jitter: 0.5)
+        var attempt = 0
         while !Task.isCancelled && !isStopped {
             do {
                 let listen = try await connect(id: 1)
@@ -284,12 +291,12 @@ final class ClusterTransport: Sendable {
                     return
                 }
                 // Losing either connection drops both, which ends the LISTEN loop below.
-                command.closeFuture.whenComplete { _ in Self.close(listen) }
-                listen.closeFuture.whenComplete { _ in Self.close(command) }
+                command.closeFuture.whenComplete { _ in listen.closeInBackground() }
+                listen.closeFuture.whenComplete { _ in command.closeInBackground() }
                 try await ensureSchema(command)
                 try await listen.listen(on: configuration.clusterChannel) { notifications in
                     markConnected(command)
-                    delay = 100
+                    attempt = 0
                     var receiver = ClusterReceiver(ownOrigin: instanceID, maxMessageBytes: configuration.maxPayloadBytes)
                     for try await notification in notifications {
                         for message in receiver.receive(notification.payload) { registry.deliver(message) }
@@ -297,13 +304,14 @@ final class ClusterTransport: Sendable {
                 }
             } catch {
                 if !isStopped {
-                    log(PluginHostLevel.warning, "sync lost PostgreSQL at \(postgres) (\(Self.describe(error))); reconnecting")
+                    log(.warning, "sync lost PostgreSQL at \(postgres) (\(PostgresURL.describe(error))); reconnecting")
                 }
             }
             markDisconnected()
             if isStopped { return }
+            let delay = backoff.delay(afterAttempt: attempt, random: Double.random(in: 0..<1))
             try? await Task.sleep(for: .milliseconds(delay))
-            delay = min(delay * 2, configuration.reconnectMaxDelay)
+            attempt += 1
         }
     }
 
@@ -313,10 +321,7 @@ final class ClusterTransport: Sendable {
     private var isStopped: Bool { state.withLock { $0.phase == .stopped } }
 
     private func connect(id: Int) async throws -> PostgresConnection {
-        var config = PostgresConnection.Configuration(
-            host: postgres.host, port: postgres.port, username: postgres.username, password: postgres.password,
-            database: postgres.database, tls: .disable)
-        config.options.connectTimeout = .milliseconds(configuration.connectTimeout)
+        var config = postgres.connectionConfiguration(connectTimeoutMilliseconds: configuration.connectTimeout)
         // Lets operators (and tests) find this instance's sessions in pg_stat_activity.
         config.options.additionalStartupParameters = [("application_name", applicationName)]
         return try await PostgresConnection.connect(configuration: config, id: id, logger: logger)
@@ -350,7 +355,7 @@ final class ClusterTransport: Sendable {
             return state.startWaiters
         }
         for waiter in waiters { waiter.resume() }
-        log(PluginHostLevel.info, "sync connected to \(postgres), listening on \(configuration.clusterChannel)")
+        log(.info, "sync connected to \(postgres), listening on \(configuration.clusterChannel)")
         wakeContinuation.yield()
     }
 
@@ -365,7 +370,7 @@ final class ClusterTransport: Sendable {
             }
             return (state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
         }
-        for connection in connections { Self.close(connection) }
+        for connection in connections { connection.closeInBackground() }
         for waiter in waiters { waiter.resume() }
         for item in pending { item.completion(.failure(Self.notConnected)) }
     }
@@ -429,29 +434,7 @@ final class ClusterTransport: Sendable {
             try await body()
         } catch {
             if connection.isClosed { throw Self.notConnected }
-            throw CSOPError(.executionFailed, "PostgreSQL failed: \(Self.describe(error))", retryable: true)
+            throw CSOPError(.executionFailed, "PostgreSQL failed: \(PostgresURL.describe(error))", retryable: true)
         }
     }
-
-    /// Starts closing without waiting (the future-returning overload).
-    private static func close(_ connection: PostgresConnection) {
-        let closing: EventLoopFuture<Void> = connection.close()
-        // Keeps the connection alive until closed: postgres-nio asserts on deinit while open.
-        closing.whenComplete { _ in withExtendedLifetime(connection) {} }
-    }
-
-    private static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return message }
-            return "\(error.code)"
-        }
-        return "\(type(of: error))"
-    }
-}
-
-/// `PluginHost.LogLevel` raw values, without importing the plugin kit here.
-enum PluginHostLevel {
-    static let debug: Int32 = 1
-    static let info: Int32 = 2
-    static let warning: Int32 = 3
 }

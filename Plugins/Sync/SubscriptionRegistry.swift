@@ -8,7 +8,6 @@ import Synchronization
 final class SubscriptionRegistry: Sendable {
     struct Subscription: Sendable {
         let id: String
-        let channel: String
         /// nil: every event.
         let events: Set<String>?
     }
@@ -28,8 +27,6 @@ final class SubscriptionRegistry: Sendable {
         self.emit = emit
     }
 
-    var count: Int { state.withLock { $0.channelOfID.count } }
-
     /// - Throws: `SUBSCRIPTION_FAILED` when the limit is reached.
     func subscribe(channel: String, events: Set<String>?) throws(CSOPError) -> String {
         let result: Result<String, CSOPError> = state.withLock { state in
@@ -41,7 +38,7 @@ final class SubscriptionRegistry: Sendable {
             }
             let id = "sub_\(state.nextID)"
             state.nextID += 1
-            state.byChannel[channel, default: []].append(Subscription(id: id, channel: channel, events: events))
+            state.byChannel[channel, default: []].append(Subscription(id: id, events: events))
             state.channelOfID[id] = channel
             return .success(id)
         }
@@ -67,13 +64,11 @@ final class SubscriptionRegistry: Sendable {
         }
     }
 
-    /// Pushes `message` to every matching subscription, inline. Returns how many received it.
-    @discardableResult
-    func deliver(_ message: SyncMessage) -> Int {
+    /// Pushes `message` to every matching subscription, inline.
+    func deliver(_ message: SyncMessage) {
         state.withLock { state in
-            guard let subscriptions = state.byChannel[message.channel] else { return 0 }
+            guard let subscriptions = state.byChannel[message.channel] else { return }
             var suffix: JSONWriter?
-            var delivered = 0
             for subscription in subscriptions {
                 if let events = subscription.events, !events.contains(message.event) { continue }
                 if suffix == nil { suffix = Self.eventSuffix(message) }
@@ -82,9 +77,7 @@ final class SubscriptionRegistry: Sendable {
                 writer.writeString(subscription.id)
                 writer.appendRaw(suffix!.bytes)
                 emit(writer.bytes)
-                delivered += 1
             }
-            return delivered
         }
     }
 

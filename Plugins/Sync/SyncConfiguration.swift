@@ -1,4 +1,5 @@
 import CSOPCore
+import CSOPPostgres
 import Glibc
 
 /// The plugin's settings, read from the `[config]` section of its plugins.d file.

@@ -1,4 +1,5 @@
 import CSOPCore
+import CSOPPluginKit
 
 /// The `sync` domain without the C boundary: validates requests, keeps subscriptions and
 /// presence, and delivers messages locally or through a ``ClusterTransport``.
@@ -20,12 +21,12 @@ final class SyncEngine: Sendable {
 
     /// - Parameters:
     ///   - emit: receives each event object as serialized JSON.
-    ///   - log: receives diagnostics (level as in `PluginHost.LogLevel`).
+    ///   - log: receives diagnostics.
     init(
         configuration: SyncConfiguration,
         instanceID: String = SyncClock.randomHex(),
         emit: @escaping @Sendable ([UInt8]) -> Void,
-        log: @escaping @Sendable (Int32, String) -> Void = { _, _ in }
+        log: @escaping @Sendable (PluginHost.LogLevel, String) -> Void = { _, _ in }
     ) {
         self.configuration = configuration
         self.instanceID = instanceID
@@ -74,12 +75,7 @@ final class SyncEngine: Sendable {
     private func broadcast(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["event", "data", "channel"])
         let channel = try SyncNames.channel(fields)
-        guard let eventValue = fields["event"], !eventValue.isNull else {
-            throw .invalidPayload("payload.event is required (a string)")
-        }
-        guard case .string(let event) = eventValue else {
-            throw .invalidPayload("payload.event must be a string, got \(eventValue.typeName)")
-        }
+        let event = try fields.requiredString("event", nonEmpty: false)
         try SyncNames.event(event, field: "payload.event")
         if event.hasPrefix(SyncNames.reservedEventPrefix) {
             throw .invalidPayload("payload.event must not start with \"presence.\"; those events come from sync.presence and sync.leave")
@@ -99,12 +95,7 @@ final class SyncEngine: Sendable {
             complete(.success(result))
             return
         }
-        cluster.publish(message) { outcome in
-            switch outcome {
-            case .success: complete(.success(result))
-            case .failure(let error): complete(.failure(error))
-            }
-        }
+        cluster.publish(message) { complete($0.map { _ in result }) }
     }
 
     private func subscribe(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
@@ -167,7 +158,8 @@ final class SyncEngine: Sendable {
         for key in ["userId", "onlineAt"] where metadata[key] != nil {
             throw .invalidPayload("payload.metadata.\(key) is reserved; the plugin sets it")
         }
-        let size = JSONValue.object(metadata).serialized().count
+        let metadataJSON = JSONValue.object(metadata).serialized()
+        let size = metadataJSON.count
         if size > SyncNames.maxMetadataBytes {
             throw .invalidPayload("payload.metadata is \(size) bytes as JSON; the limit is \(SyncNames.maxMetadataBytes)")
         }
@@ -185,7 +177,9 @@ final class SyncEngine: Sendable {
         }
         Task {
             do throws(CSOPError) {
-                let users = try await cluster.track(channel: channel, userID: userID, metadata: metadata)
+                let users = try await cluster.track(
+                    channel: channel, userID: userID, metadata: metadata,
+                    metadataText: String(decoding: metadataJSON, as: UTF8.self))
                 complete(.success(result(users)))
             } catch {
                 complete(.failure(error))

@@ -16,7 +16,7 @@ final class SyncPlugin: CSOPPlugin {
         engine = SyncEngine(
             configuration: configuration,
             emit: { bytes in host.emit(rawJSON: bytes) },
-            log: { level, message in host.log(PluginHost.LogLevel(rawValue: level) ?? .info, message) })
+            log: { level, message in host.log(level, message) })
         host.log(.info, "sync plugin ready in \(engine.mode) mode as instance \(engine.instanceID)")
     }
 

@@ -72,7 +72,7 @@ import Testing
         (#"{"readConnections":0}"#, "config.readConnections must be between 1 and 64"),
         (#"{"encryptionKey":"c2hvcnQ="}"#, "config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY) must be 32 bytes"),
         (#"{"postgresTable":"drop table;"}"#, "config.postgresTable must be letters"),
-        (#"{"postgresUrl":"mysql://x@localhost/db"}"#, "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL) must look like"),
+        (#"{"postgresUrl":"mysql://x@localhost/db"}"#, "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL) must start with postgres://"),
         (#"{"postgresUrl":"postgres://localhost/db"}"#, "must name a user"),
         (#"{"postgresUrl":"postgres://u@localhost/db?sslmode=require"}"#, "only sslmode=disable"),
     ])

@@ -1,4 +1,6 @@
 import CSOPCore
+import CSOPPostgres
+import CSOPTestSupport
 import Logging
 import PostgresNIO
 import Testing
@@ -10,7 +12,7 @@ import Testing
 @Suite struct ClusterModeTests {
     let cluster = uniqueName("t")
 
-    func makeEngine(url: String = SyncTestEnvironment.postgresURL, extra: [(String, JSONValue)] = []) throws -> (SyncEngine, EventRecorder) {
+    func makeEngine(url: String = TestEnvironment.postgresURL, extra: [(String, JSONValue)] = []) throws -> (SyncEngine, EventRecorder) {
         let recorder = EventRecorder()
         let config = try SyncTestEnvironment.clusterConfig(url: url, cluster: cluster, extra: extra)
         return (SyncEngine(configuration: config, emit: recorder.emit), recorder)
@@ -20,7 +22,7 @@ import Testing
     func subscribe(_ engine: SyncEngine, _ channel: String) async throws -> String {
         let result = await engine.perform("subscribe", ["channel": .string(channel)])
         let value = try #require(result.value, "subscribe failed: \(String(describing: result.error))")
-        #expect(engine.cluster?.isConnected == true, "PostgreSQL at \(SyncTestEnvironment.postgresURL) is unreachable")
+        #expect(engine.cluster?.isConnected == true, "PostgreSQL at \(TestEnvironment.postgresURL) is unreachable")
         return try #require(value["subscription"]?.stringValue)
     }
 
@@ -235,7 +237,7 @@ enum PostgresTestConnection {
     static let logger = Logger(label: "sync-tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
     static func open() async throws -> PostgresConnection {
-        let url = try PostgresURL(SyncTestEnvironment.postgresURL, field: "CSOP_TEST_POSTGRES_URL")
+        let url = try PostgresURL(TestEnvironment.postgresURL, field: "CSOP_TEST_POSTGRES_URL")
         let config = PostgresConnection.Configuration(
             host: url.host, port: url.port, username: url.username, password: url.password, database: url.database,
             tls: .disable)

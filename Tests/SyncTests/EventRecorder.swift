@@ -1,4 +1,5 @@
 import CSOPCore
+import CSOPTestSupport
 import Synchronization
 import Testing
 
@@ -43,19 +44,9 @@ func onChannel(_ channel: String, event: String? = nil) -> (JSONValue) -> Bool {
 func uniqueName(_ prefix: String) -> String { "\(prefix)_\(SyncClock.randomHex())" }
 
 enum SyncTestEnvironment {
-    static var postgresURL: String {
-        if let value = getenvString("CSOP_TEST_POSTGRES_URL"), !value.isEmpty { return value }
-        return "postgres://csop:csop@127.0.0.1:5432/csop_test"
-    }
-
-    static func getenvString(_ name: String) -> String? {
-        guard let value = getenv(name) else { return nil }
-        return String(cString: value)
-    }
-
     /// A cluster-mode configuration with short intervals and a private NOTIFY channel.
     static func clusterConfig(
-        url: String = postgresURL, cluster: String, heartbeat: Int64 = 200, expiry: Int64 = 1500,
+        url: String = TestEnvironment.postgresURL, cluster: String, heartbeat: Int64 = 200, expiry: Int64 = 1500,
         extra: [(String, JSONValue)] = []
     ) throws -> SyncConfiguration {
         var object: JSONObject = [
@@ -66,10 +57,6 @@ enum SyncTestEnvironment {
         return try SyncConfiguration(config: .object(object), environment: { _ in nil })
     }
 }
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 extension Result where Success == JSONValue, Failure == CSOPError {
     var value: JSONValue? { if case .success(let v) = self { v } else { nil } }

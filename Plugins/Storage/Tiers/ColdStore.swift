@@ -1,5 +1,5 @@
 import CSOPCore
-import Foundation
+import CSOPPostgres
 import Logging
 import NIOCore
 import PostgresNIO
@@ -44,29 +44,10 @@ final class ColdStore: Sendable {
 
     /// - Throws: `INVALID_PAYLOAD` naming `config.postgresUrl` for a URL it cannot use.
     init(url: String, table: String) throws(CSOPError) {
-        let field = "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)"
-        guard let components = URLComponents(string: url),
-            components.scheme == "postgres" || components.scheme == "postgresql",
-            let host = components.host, !host.isEmpty
-        else {
-            throw .invalidPayload("\(field) must look like postgres://user:password@host:5432/database")
-        }
-        guard let user = components.user, !user.isEmpty else {
-            throw .invalidPayload("\(field) must name a user: postgres://user:password@host:5432/database")
-        }
-        for item in components.queryItems ?? [] {
-            guard item.name == "sslmode", ["disable", "allow", "prefer"].contains(item.value ?? "") else {
-                throw .invalidPayload("\(field): only sslmode=disable|allow|prefer is supported (connections are not encrypted), got \(item.name)")
-            }
-        }
-        let database = components.path.split(separator: "/").first.map(String.init)
-        let port = components.port ?? 5432
-        var configuration = PostgresConnection.Configuration(
-            host: host, port: port, username: user, password: components.password, database: database ?? user, tls: .disable)
-        configuration.options.connectTimeout = .seconds(5)
-        self.configuration = configuration
+        let url = try PostgresURL(url, field: "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)")
+        self.configuration = url.connectionConfiguration()
         self.table = table
-        self.endpoint = "\(host):\(port)/\(database ?? user)"
+        self.endpoint = url.endpoint
     }
 
     /// Stores `bytes` as row `ref`.
@@ -122,15 +103,11 @@ final class ColdStore: Sendable {
     /// Stops the cold work of `callID` by closing its connection, which fails its query.
     func cancel(callID: UInt64) {
         let connections = state.withLock { $0.running[callID] ?? [] }
-        for connection in connections { Self.close(connection) }
+        for connection in connections { connection.closeInBackground() }
     }
 
     deinit { shutdown() }
 
-    /// Closes a connection, keeping it alive until the close completes (PostgresNIO requires it).
-    private static func close(_ connection: PostgresConnection) {
-        connection.close().whenComplete { _ in _ = connection }
-    }
 
     /// Closes idle connections.
     func shutdown() {
@@ -138,7 +115,7 @@ final class ColdStore: Sendable {
             defer { state.idle.removeAll() }
             return state.idle
         }
-        for connection in idle { Self.close(connection) }
+        for connection in idle { connection.closeInBackground() }
     }
 
     private func withConnection<T: Sendable>(
@@ -154,7 +131,7 @@ final class ColdStore: Sendable {
         } catch {
             checkIn(connection, callID: callID, reuse: false)
             if Task.isCancelled || connection.isClosed { throw .cancelled }
-            throw .failed("cold-tier query on \(endpoint) failed: \(Self.describe(error))")
+            throw .failed("cold-tier query on \(endpoint) failed: \(PostgresURL.describe(error))")
         }
     }
 
@@ -171,7 +148,7 @@ final class ColdStore: Sendable {
                 connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
             } catch {
                 if Task.isCancelled { throw .cancelled }
-                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(Self.describe(error))")
+                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(PostgresURL.describe(error))")
             }
         }
         state.withLock { $0.running[callID, default: []].append(connection) }
@@ -186,7 +163,7 @@ final class ColdStore: Sendable {
             state.idle.append(connection)
             return true
         }
-        if !keep { Self.close(connection) }
+        if !keep { connection.closeInBackground() }
     }
 
     private func ensureTable(_ connection: PostgresConnection) async throws {
@@ -203,14 +180,5 @@ final class ColdStore: Sendable {
             try await connection.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(table) LIMIT 0"), logger: logger)
         }
         state.withLock { $0.tableReady = true }
-    }
-
-    /// PostgreSQL's own message when there is one; never the query or its binds.
-    static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return message }
-            return "\(error.code)"
-        }
-        return "\(error)"
     }
 }
