@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "csop", targets: ["csop"]),
+        .executable(name: "csop-bench", targets: ["csop-bench"]),
         .library(name: "CSOP", targets: ["CSOPHost"]),
         .library(name: "CSOPPluginKit", targets: ["CSOPPluginKit"]),
         .library(name: "csop-diag", type: .dynamic, targets: ["DiagExport"]),
@@ -22,13 +23,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
-        .package(url: "https://github.com/attaswift/BigInt", from: "6.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // The C contract, nothing else.
         .target(name: "CSOPPluginABI"),
-        .target(name: "CSOPCore", swiftSettings: swiftSettings),
+        // What plugin authors and embedders share: JSON, errors, Fields, locks, backoff.
+        .target(name: "CSOPCore", dependencies: ["CSOPPluginABI"], swiftSettings: swiftSettings),
+        // The engine and the embedding API: router, timers, plugins.d, the dlopen loader.
         .target(
             name: "CSOPHost",
             dependencies: ["CSOPCore", "CSOPPluginABI", .product(name: "Logging", package: "swift-log")],
@@ -37,19 +41,25 @@ let package = Package(
         .target(name: "CSOPPluginKit", dependencies: ["CSOPCore", "CSOPPluginABI"], swiftSettings: swiftSettings),
         .target(
             name: "CSOPPostgres",
-            dependencies: ["CSOPCore", .product(name: "PostgresNIO", package: "postgres-nio")],
+            dependencies: [
+                "CSOPCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CJavaScriptCore", pkgConfig: "javascriptcoregtk-4.1", providers: [.apt(["libjavascriptcoregtk-4.1-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "DiagPlugin", dependencies: ["CSOPPluginKit"], path: "Plugins/Diag",
+        .target(name: "DiagPlugin", dependencies: ["CSOPCore", "CSOPPluginKit"], path: "Plugins/Diag",
             exclude: ["Export"], swiftSettings: swiftSettings),
         .target(
             name: "StoragePlugin",
             dependencies: [
-                "CSOPPluginKit", "CSOPPostgres", "CSQLite", "CZlib",
+                "CSOPCore", "CSOPPluginKit", "CSOPPostgres", "CSQLite", "CZlib",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Plugins/Storage",
@@ -59,8 +69,7 @@ let package = Package(
         .target(
             name: "ComputePlugin",
             dependencies: [
-                "CSOPPluginKit", "CJavaScriptCore",
-                .product(name: "BigInt", package: "BigInt"),
+                "CSOPCore", "CSOPPluginKit", "CJavaScriptCore",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Plugins/Compute",
@@ -69,7 +78,12 @@ let package = Package(
         ),
         .target(
             name: "SyncPlugin",
-            dependencies: ["CSOPPluginKit", "CSOPPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],
+            dependencies: [
+                "CSOPCore", "CSOPPluginKit", "CSOPPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Plugins/Sync",
             exclude: ["Export"],
             swiftSettings: swiftSettings
@@ -78,22 +92,50 @@ let package = Package(
         .target(name: "StorageExport", dependencies: ["StoragePlugin"], path: "Plugins/Storage/Export", swiftSettings: swiftSettings),
         .target(name: "ComputeExport", dependencies: ["ComputePlugin"], path: "Plugins/Compute/Export", swiftSettings: swiftSettings),
         .target(name: "SyncExport", dependencies: ["SyncPlugin"], path: "Plugins/Sync/Export", swiftSettings: swiftSettings),
+        // Output helpers the two executables share.
+        .target(name: "CSOPCLISupport", swiftSettings: swiftSettings),
+        // The CLI: links the host only; `csop bench` runs csop-bench from the same directory.
         .executableTarget(
             name: "csop",
             dependencies: [
-                "CSOPHost", "CSQLite", "CJavaScriptCore",
+                "CSOPCore", "CSOPHost", "CSOPPluginABI", "CSOPCLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The benchmark harness, with the raw SQLite and JavaScriptCore baselines it measures against.
+        .executableTarget(
+            name: "csop-bench",
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPCLISupport", "CSQLite", "CJavaScriptCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "CSOPTestSupport", dependencies: ["CSOPHost"], swiftSettings: swiftSettings),
+        // Top-level code with no Foundation import, embedding the host as the README shows.
+        .executableTarget(name: "csop-embed-example", dependencies: ["CSOPHost"], path: "examples/embed", swiftSettings: swiftSettings),
+        .target(name: "CSOPTestSupport", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI"], swiftSettings: swiftSettings),
         .testTarget(name: "CSOPCoreTests", dependencies: ["CSOPCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "CSOPHostTests", dependencies: ["CSOPHost", "CSOPTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "CLITests", dependencies: ["CSOPTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "StorageTests", dependencies: ["StoragePlugin", "CSOPTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "ComputeTests", dependencies: ["ComputePlugin", "CSOPTestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "SyncTests", dependencies: ["SyncPlugin", "CSOPPostgres", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "CSOPHostTests", dependencies: ["CSOPCore", "CSOPHost", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "DiagPlugin", "CSOPTestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "StorageTests", dependencies: ["CSOPCore", "CSOPPluginABI", "StoragePlugin", "CSOPTestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ComputeTests", dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPTestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SyncTests",
+            dependencies: [
+                "CSOPCore", "SyncPlugin", "CSOPPostgres", "CSOPTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
     ]
 )

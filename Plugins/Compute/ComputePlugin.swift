@@ -34,11 +34,16 @@ import CSOPPluginKit
 /// result is not JSON), `CANCELLED` (batch task not started under failFast), `QUOTA_EXCEEDED`
 /// (more than 1000 registered tasks), `WORKER_CRASHED` (retryable: a worker's sandbox could not be set up).
 final class ComputePlugin: CSOPPlugin {
+    typealias Operation = ComputeService.Operation
+
     static let name = "compute"
     static let version = "1.0.0"
-    static let operations = ["execute", "batch", "register", "unregister", "tasks", "stats"]
 
     let service: ComputeService
+
+    static func checkConfig(_ config: JSONValue) throws(CSOPError) {
+        _ = try ComputeConfiguration(config: config)
+    }
 
     init(config: JSONValue, host: PluginHost) throws(CSOPError) {
         let settings = try ComputeConfiguration(config: config)
@@ -46,13 +51,8 @@ final class ComputePlugin: CSOPPlugin {
         host.log(.info, "compute: \(settings.workers) workers, queue \(settings.maxQueue), timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB")
     }
 
-    func invoke(_ call: PluginCall) {
-        service.handle(operation: call.operation, payload: call.payload, callID: call.id) { result in
-            switch result {
-            case .success(let bytes): call.succeed(rawJSON: bytes)
-            case .failure(let error): call.fail(error)
-            }
-        }
+    func invoke(_ operation: Operation, _ call: PluginCall) {
+        service.handle(operation, payload: call.payload, callID: call.id) { result in call.complete(rawJSON: result) }
     }
 
     func cancel(callID: UInt64) { service.cancel(callID: callID) }

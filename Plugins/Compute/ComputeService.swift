@@ -1,9 +1,15 @@
 import CSOPCore
+import CSOPPluginKit
 import Synchronization
 
 /// The compute domain without the C boundary: parses payloads, runs quick built-ins inline,
 /// sends everything else to the ``WorkerPool`` and answers through `reply`, from any thread.
 final class ComputeService: Sendable {
+    /// The compute operations, in the order the descriptor lists them.
+    enum Operation: String, PluginOperation {
+        case execute, batch, register, unregister, tasks, stats
+    }
+
     /// Receives an operation's outcome: serialized JSON data, or an error.
     typealias Reply = @Sendable (Result<[UInt8], CSOPError>) -> Void
 
@@ -24,16 +30,15 @@ final class ComputeService: Sendable {
     }
 
     /// Runs `operation`; `callID` names it for ``cancel(callID:)``.
-    func handle(operation: String, payload: JSONValue, callID: UInt64, reply: @escaping Reply) {
+    func handle(_ operation: Operation, payload: JSONValue, callID: UInt64, reply: @escaping Reply) {
         do throws(CSOPError) {
             switch operation {
-            case "execute": try execute(payload, callID: callID, reply: reply)
-            case "batch": try batch(payload, callID: callID, reply: reply)
-            case "register": try register(payload, callID: callID, reply: reply)
-            case "unregister": reply(.success(try unregister(payload).serialized()))
-            case "tasks": reply(.success(try tasks(payload).serialized()))
-            case "stats": reply(.success(try stats(payload).serialized()))
-            default: throw CSOPError(.operationNotFound, "compute has no operation \(operation)")
+            case .execute: try execute(payload, callID: callID, reply: reply)
+            case .batch: try batch(payload, callID: callID, reply: reply)
+            case .register: try register(payload, callID: callID, reply: reply)
+            case .unregister: reply(.success(try unregister(payload).serialized()))
+            case .tasks: reply(.success(try tasks(payload).serialized()))
+            case .stats: reply(.success(try stats(payload).serialized()))
             }
         } catch {
             reply(.failure(error))

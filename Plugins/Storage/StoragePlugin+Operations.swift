@@ -30,7 +30,7 @@ extension StoragePlugin {
     func save(_ call: PluginCall) throws(CSOPError) {
         let item = try StorageRequest.save(call.payload)
         if item.json.count > Self.inlineValueLimit || Int64(item.json.count) > configuration.maxLocalSize {
-            runLater(call) { () async throws(CSOPError) -> Reply in
+            runLater(call) { () async throws(CSOPError) -> PluginReply in
                 let results = try await self.store([try self.prepare(item)], callID: call.id)
                 return .raw(results[0])
             }
@@ -48,7 +48,7 @@ extension StoragePlugin {
         if result.obsoleteColdRefs.isEmpty {
             call.succeed(rawJSON: reply)
         } else {
-            runLater(call) { () async throws(CSOPError) -> Reply in
+            runLater(call) { () async throws(CSOPError) -> PluginReply in
                 await self.deleteCold(result.obsoleteColdRefs, callID: call.id)
                 return .raw(reply)
             }
@@ -151,7 +151,7 @@ extension StoragePlugin {
             call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, key: key))
             return
         }
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             guard let json = try await self.resolveValue(key, first: row, callID: call.id) else { throw Self.notFound(key) }
             return .raw(json)
         }
@@ -196,7 +196,7 @@ extension StoragePlugin {
         writer.append("}")
         let reply = writer.bytes
         guard let coldRef else { return call.succeed(rawJSON: reply) }
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             await self.deleteCold([coldRef], callID: call.id)
             return .raw(reply)
         }
@@ -209,7 +209,7 @@ extension StoragePlugin {
         let prefix = try fields.string("prefix", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let cursor = try fields.string("cursor", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let limit = try fields.int("limit", in: 1...StorageLimits.maxListLimit) ?? StorageLimits.defaultListLimit
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             var keys = try self.local.list(prefix: prefix, after: cursor, limit: limit + 1, callID: call.id)
             let more = keys.count > Int(limit)
             if more { keys.removeLast() }
@@ -230,7 +230,7 @@ extension StoragePlugin {
 
     func saveMany(_ call: PluginCall) throws(CSOPError) {
         let items = try StorageRequest.saveMany(call.payload)
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             var prepared: [PreparedSave] = []
             prepared.reserveCapacity(items.count)
             for item in items { prepared.append(try self.prepare(item)) }
@@ -250,7 +250,7 @@ extension StoragePlugin {
 
     func getMany(_ call: PluginCall) throws(CSOPError) {
         let keys = try StorageRequest.keys(call.payload)
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             var writer = JSONWriter(capacity: keys.count * 64 + 32)
             var missing: [String] = []
             writer.append("{\"values\":{")
@@ -282,7 +282,7 @@ extension StoragePlugin {
 
     func stats(_ call: PluginCall) throws(CSOPError) {
         _ = try Fields(call.payload, path: "payload", allowed: [])
-        runLater(call) { () async throws(CSOPError) -> Reply in
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
             let (local, cloud) = try self.local.stats(callID: call.id)
             func tier(_ stats: LocalStore.TierStats) -> JSONValue {
                 ["count": .int(stats.count), "bytes": .int(stats.bytes), "storedBytes": .int(stats.storedBytes)]

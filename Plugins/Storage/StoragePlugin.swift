@@ -1,6 +1,5 @@
 import CSOPCore
 import CSOPPluginKit
-import Synchronization
 
 /// The `storage` capability: JSON values by key in a hot SQLite tier, with values larger than
 /// `maxLocalSize` in a cold PostgreSQL tier when one is configured.
@@ -10,9 +9,12 @@ import Synchronization
 /// and complete later. `cancel(callID:)` interrupts the SQLite statement of that call and
 /// cancels its task, which closes its PostgreSQL connection.
 final class StoragePlugin: CSOPPlugin {
+    enum Operation: String, PluginOperation {
+        case save, get, delete, list, saveMany, getMany, stats
+    }
+
     static let name = "storage"
     static let version = "1.0.0"
-    static let operations = ["save", "get", "delete", "list", "saveMany", "getMany", "stats"]
 
     /// Values whose JSON is larger than this are saved off the calling thread.
     static let inlineValueLimit = 256 * 1024
@@ -22,7 +24,15 @@ final class StoragePlugin: CSOPPlugin {
     let cold: ColdStore?
     let codec: ValueCodec
     let host: PluginHost?
-    private let tasks = Mutex<[UInt64: Task<Void, Never>]>([:])
+    /// Calls running in tasks (cold tier, large values, batches), so cancel reaches them.
+    let calls = CallTaskRegistry()
+
+    static func checkConfig(_ config: JSONValue) throws(CSOPError) {
+        let configuration = try StorageConfiguration(config: config)
+        if let url = configuration.postgresURL {
+            _ = try ColdStore.parseURL(url)
+        }
+    }
 
     convenience init(config: JSONValue, host: PluginHost) throws(CSOPError) {
         try self.init(configuration: StorageConfiguration(config: config), host: host)
@@ -39,17 +49,16 @@ final class StoragePlugin: CSOPPlugin {
         host?.log(.info, "storage: hot tier at \(configuration.path); cold tier \(cold.map { "PostgreSQL at \($0.endpoint), table \($0.table)" } ?? "not configured")")
     }
 
-    func invoke(_ call: PluginCall) {
+    func invoke(_ operation: Operation, _ call: PluginCall) {
         do throws(CSOPError) {
-            switch call.operationIndex {
-            case 0: try save(call)
-            case 1: try get(call)
-            case 2: try delete(call)
-            case 3: try list(call)
-            case 4: try saveMany(call)
-            case 5: try getMany(call)
-            case 6: try stats(call)
-            default: call.fail(CSOPError(.operationNotFound, "storage has no operation \(call.operation)"))
+            switch operation {
+            case .save: try save(call)
+            case .get: try get(call)
+            case .delete: try delete(call)
+            case .list: try list(call)
+            case .saveMany: try saveMany(call)
+            case .getMany: try getMany(call)
+            case .stats: try stats(call)
             }
         } catch {
             call.fail(error)
@@ -59,37 +68,17 @@ final class StoragePlugin: CSOPPlugin {
     func cancel(callID: UInt64) {
         local.interrupt(callID: callID)
         cold?.cancel(callID: callID)
-        tasks.withLock { $0[callID] }?.cancel()
+        calls.cancel(callID)
     }
 
     func shutdown() {
-        let running = tasks.withLock { Array($0.values) }
-        for task in running { task.cancel() }
+        calls.cancelAll()
         cold?.shutdown()
     }
 
-    /// What an operation completes with.
-    enum Reply: Sendable {
-        case value(JSONValue)
-        case raw([UInt8])
-    }
-
     /// Runs `work` in a task that ``cancel(callID:)`` can reach, then completes `call`.
-    func runLater(_ call: PluginCall, _ work: @escaping @Sendable () async throws(CSOPError) -> Reply) {
-        let id = call.id
-        tasks.withLock { tasks in
-            tasks[id] = Task { [weak self] in
-                do throws(CSOPError) {
-                    switch try await work() {
-                    case .value(let value): call.succeed(value)
-                    case .raw(let bytes): call.succeed(rawJSON: bytes)
-                    }
-                } catch {
-                    call.fail(error)
-                }
-                _ = self?.tasks.withLock { $0.removeValue(forKey: id) }
-            }
-        }
+    func runLater(_ call: PluginCall, _ work: @escaping @Sendable () async throws(CSOPError) -> PluginReply) {
+        calls.complete(call, work)
     }
 
     func log(_ level: PluginHost.LogLevel, _ message: String) {

@@ -9,7 +9,6 @@ import Foundation
 struct ValueCodec: Sendable {
     static let compressedFlag: Int64 = 1
     static let encryptedFlag: Int64 = 2
-    static let decryptionFailed = ErrorCode("DECRYPTION_FAILED")
 
     let encryptionKey: SymmetricKey?
 
@@ -50,7 +49,7 @@ struct ValueCodec: Sendable {
         if flags & Self.encryptedFlag != 0 {
             guard let encryptionKey else {
                 throw CSOPError(
-                    Self.decryptionFailed,
+                    .decryptionFailed,
                     "'\(key)' was saved encrypted; configure the same encryptionKey (config or CSOP_STORAGE_ENCRYPTION_KEY) to read it")
             }
             do {
@@ -58,7 +57,7 @@ struct ValueCodec: Sendable {
                 bytes = Array(try AES.GCM.open(box, using: encryptionKey, authenticating: Array(key.utf8)))
             } catch {
                 throw CSOPError(
-                    Self.decryptionFailed,
+                    .decryptionFailed,
                     "'\(key)' could not be decrypted: the configured encryptionKey is not the one it was saved with (or the data is damaged)")
             }
         }

@@ -9,7 +9,11 @@ import CSOPPluginKit
 final class SyncEngine: Sendable {
     typealias Completion = @Sendable (Result<JSONValue, CSOPError>) -> Void
 
-    static let operations = ["broadcast", "subscribe", "unsubscribe", "presence", "leave"]
+    /// The sync operations, in the order the descriptor lists them.
+    enum Operation: String, PluginOperation {
+        case broadcast, subscribe, unsubscribe, presence, leave
+    }
+
     static let maxEventFilters = 64
 
     let configuration: SyncConfiguration
@@ -44,15 +48,14 @@ final class SyncEngine: Sendable {
     var mode: String { cluster == nil ? "local" : "cluster" }
 
     /// Runs `operation` and completes exactly once.
-    func perform(_ operation: String, _ payload: JSONValue, complete: @escaping Completion) {
-        do {
+    func perform(_ operation: Operation, _ payload: JSONValue, complete: @escaping Completion) {
+        do throws(CSOPError) {
             switch operation {
-            case "broadcast": try broadcast(payload, complete: complete)
-            case "subscribe": try subscribe(payload, complete: complete)
-            case "unsubscribe": complete(.success(try unsubscribe(payload)))
-            case "presence": try presence(payload, complete: complete)
-            case "leave": try leave(payload, complete: complete)
-            default: complete(.failure(CSOPError(.operationNotFound, "sync has no operation \(operation)")))
+            case .broadcast: try broadcast(payload, complete: complete)
+            case .subscribe: try subscribe(payload, complete: complete)
+            case .unsubscribe: complete(.success(try unsubscribe(payload)))
+            case .presence: try presence(payload, complete: complete)
+            case .leave: try leave(payload, complete: complete)
             }
         } catch {
             complete(.failure(error))
@@ -60,7 +63,7 @@ final class SyncEngine: Sendable {
     }
 
     /// Async form of ``perform(_:_:complete:)`` for tests and tools.
-    func perform(_ operation: String, _ payload: JSONValue) async -> Result<JSONValue, CSOPError> {
+    func perform(_ operation: Operation, _ payload: JSONValue) async -> Result<JSONValue, CSOPError> {
         await withCheckedContinuation { continuation in
             perform(operation, payload) { continuation.resume(returning: $0) }
         }

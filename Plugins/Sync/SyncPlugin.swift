@@ -5,11 +5,16 @@ import Dispatch
 /// The `sync` capability: broadcasts, subscriptions and presence, within one host process
 /// or, with `postgresUrl`, across processes through PostgreSQL LISTEN/NOTIFY.
 final class SyncPlugin: CSOPPlugin {
+    typealias Operation = SyncEngine.Operation
+
     static let name = "sync"
     static let version = "1.0.0"
-    static let operations = SyncEngine.operations
 
     let engine: SyncEngine
+
+    static func checkConfig(_ config: JSONValue) throws(CSOPError) {
+        _ = try SyncConfiguration(config: config)
+    }
 
     init(config: JSONValue, host: PluginHost) throws(CSOPError) {
         let configuration = try SyncConfiguration(config: config)
@@ -20,8 +25,8 @@ final class SyncPlugin: CSOPPlugin {
         host.log(.info, "sync plugin ready in \(engine.mode) mode as instance \(engine.instanceID)")
     }
 
-    func invoke(_ call: PluginCall) {
-        engine.perform(call.operation, call.payload) { result in call.complete(result) }
+    func invoke(_ operation: Operation, _ call: PluginCall) {
+        engine.perform(operation, call.payload) { result in call.complete(result) }
     }
 
     func shutdown() {

@@ -1,5 +1,7 @@
-/// A stable, machine-readable error code. The protocol's codes are static members;
-/// capabilities add their own with ``init(_:)``.
+/// A stable, machine-readable error code. The protocol's codes are static members; each
+/// plugin declares its own (`extension ErrorCode { static let keyNotFound: ErrorCode =
+/// "KEY_NOT_FOUND" }`) in its module. The router never retries `INVALID_*`, `*_NOT_FOUND`,
+/// `CONFLICT` or `QUOTA_EXCEEDED`, whichever plugin reports them.
 public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConvertible, ExpressibleByStringLiteral {
     public let rawValue: String
 
@@ -27,16 +29,4 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let pluginFault: ErrorCode = "PLUGIN_FAULT"
     /// The work was called off before it ran (a batch under `failFast`).
     public static let cancelled: ErrorCode = "CANCELLED"
-
-    public static let keyNotFound: ErrorCode = "KEY_NOT_FOUND"
-    public static let quotaExceeded: ErrorCode = "QUOTA_EXCEEDED"
-    public static let saveFailed: ErrorCode = "SAVE_FAILED"
-    public static let conflict: ErrorCode = "CONFLICT"
-    public static let invalidTask: ErrorCode = "INVALID_TASK"
-    public static let workerCrashed: ErrorCode = "WORKER_CRASHED"
-    public static let queueFull: ErrorCode = "QUEUE_FULL"
-    public static let resourceExhausted: ErrorCode = "RESOURCE_EXHAUSTED"
-    public static let notConnected: ErrorCode = "NOT_CONNECTED"
-    public static let channelError: ErrorCode = "CHANNEL_ERROR"
-    public static let subscriptionFailed: ErrorCode = "SUBSCRIPTION_FAILED"
 }

@@ -1,4 +1,4 @@
-public import CSOPCore
+@_exported public import CSOPCore
 import CSOPPluginABI
 import Logging
 import Synchronization
@@ -22,6 +22,8 @@ public final class CSOPHost: Sendable {
     public let plugins: [LoadedPluginInfo]
     /// Entries that did not load, with the reason.
     public let failures: [PluginLoadFailure]
+    /// The plugins.d directory the host loaded from.
+    public let pluginsDirectory: String
 
     private let router: Router
     private let capabilities: [PluginCapability]
@@ -63,12 +65,28 @@ public final class CSOPHost: Sendable {
         let infos = loaded.map(\.info)
         self.plugins = infos
         self.failures = failures
+        self.pluginsDirectory = configuration.pluginsDirectory
         self.capabilities = loaded
         self.hub = hub
         self.logger = configuration.logger
         self.router = Router(
             capabilities: [HostInfoCapability(plugins: infos, failures: failures)] + loaded,
-            scheduler: scheduler, backoff: backoff)
+            scheduler: scheduler, backoff: backoff,
+            missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
+    }
+
+    /// Why no plugin serves `domain`, from the load failures: appended to `CAPABILITY_NOT_FOUND`.
+    static func whyMissing(_ domain: String, failures: [PluginLoadFailure]) -> String? {
+        if let failure = failures.first(where: { $0.domain == domain }) {
+            return "its plugins.d entry \(failure.file) failed to load: \(failure.kind.rawValue): \(failure.message)"
+        }
+        if let failure = failures.first(where: { $0.kind == .pluginsDirectoryNotFound }) {
+            return "no plugins were loaded: \(failure.message)"
+        }
+        let unknown = failures.filter { $0.domain == nil }
+        guard !unknown.isEmpty else { return nil }
+        return "entries that failed to load (csop plugins says why): "
+            + unknown.map { "\($0.file) (\($0.kind.rawValue))" }.joined(separator: ", ")
     }
 
     /// Runs a request; answers every problem as an error response, never by throwing.

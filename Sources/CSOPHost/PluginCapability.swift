@@ -4,7 +4,8 @@ import Glibc
 import Synchronization
 
 /// A loaded plugin instance seen as a ``Capability``: turns router calls into `csop_call`s
-/// and plugin completions back into results.
+/// and plugin completions back into results. Owns what it hands the plugin: the host API
+/// table (through its context) and the operation-name strings, freed when it goes.
 final class PluginCapability: Capability, @unchecked Sendable {  // Immutable after init; the instance is thread-safe by contract.
     let name: String
     let version: String
@@ -14,7 +15,6 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
 
     private let descriptor: UnsafePointer<csop_plugin_descriptor>
     private let instance: UnsafeMutableRawPointer
-    private let api: UnsafeMutablePointer<csop_host_api>
     private let context: PluginHostContext
     private let operationNames: [UnsafeMutablePointer<CChar>]
     private let operationIndexes: [String: Int]
@@ -23,8 +23,7 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
 
     init(
         name: String, version: String, operations: [String], library: PluginLibrary, file: String,
-        descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer,
-        api: UnsafeMutablePointer<csop_host_api>, context: PluginHostContext
+        descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer, context: PluginHostContext
     ) {
         self.name = name
         self.version = version
@@ -33,12 +32,18 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
         self.file = file
         self.descriptor = descriptor
         self.instance = instance
-        self.api = api
         self.context = context
         self.operationNames = operations.map { strdup($0)! }
         var indexes: [String: Int] = [:]
         for (i, op) in operations.enumerated() { indexes[op] = i }
         self.operationIndexes = indexes
+    }
+
+    deinit {
+        for name in operationNames { free(name) }
+        // A plugin never destroyed (calls still running at shutdown) may still call the host
+        // from its own threads: its API table must stay valid, so the context is kept.
+        if !destroyed.load(ordering: .acquiring) { _ = Unmanaged.passRetained(context) }
     }
 
     func operationIndex(_ operation: String) -> Int? { operationIndexes[operation] }
@@ -104,8 +109,17 @@ private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointe
     pending.completion(result)
 }
 
+/// The least `csop_outcome.struct_size` the host reads: every field of ABI version 1.
+private let minimumOutcomeSize = MemoryLayout<csop_outcome>.size
+
 private func decodeOutcome(_ outcome: UnsafePointer<csop_outcome>?, plugin: String) -> Result<RawJSON, CSOPError> {
     guard let outcome else { return .failure(CSOPError(.pluginFault, "plugin \(plugin) completed a call without an outcome")) }
+    guard Int(outcome.pointee.struct_size) >= minimumOutcomeSize else {
+        return .failure(
+            CSOPError(
+                .pluginFault,
+                "plugin \(plugin) completed with a csop_outcome of struct_size \(outcome.pointee.struct_size); the host needs at least \(minimumOutcomeSize) (set struct_size = sizeof(csop_outcome))"))
+    }
     switch outcome.pointee.status {
     case Int32(CSOP_STATUS_OK):
         guard let data = outcome.pointee.data, outcome.pointee.data_length > 0 else { return .success(.null) }
@@ -116,17 +130,7 @@ private func decodeOutcome(_ outcome: UnsafePointer<csop_outcome>?, plugin: Stri
             return .failure(CSOPError(.pluginFault, "plugin \(plugin) returned invalid JSON: \(error)"))
         }
     case Int32(CSOP_STATUS_ERROR):
-        let error = outcome.pointee.error
-        var code = "EXECUTION_FAILED"
-        if let raw = error.code {
-            let text = String(cString: raw)
-            if !text.isEmpty, text.utf8.count < 64, text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { code = text }
-        }
-        var message = "plugin \(plugin) reported a failure without a message"
-        if let raw = error.message, error.message_length > 0 {
-            message = String(decoding: UnsafeRawBufferPointer(start: raw, count: error.message_length), as: UTF8.self)
-        }
-        return .failure(CSOPError(ErrorCode(code), message, retryable: error.retryable != 0))
+        return .failure(CSOPError(abi: outcome.pointee.error, plugin: plugin))
     default:
         return .failure(CSOPError(.pluginFault, "plugin \(plugin) completed with unknown status \(outcome.pointee.status)"))
     }

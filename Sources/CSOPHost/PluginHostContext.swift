@@ -3,10 +3,14 @@ import CSOPPluginABI
 import Logging
 
 /// What `csop_host_api.host_context` points at for one plugin: its logger and the event hub.
-final class PluginHostContext: Sendable {
+/// Owns the `csop_host_api` table it hands the plugin and frees it when it goes; the plugin
+/// capability keeps the context alive until the plugin is destroyed.
+final class PluginHostContext: @unchecked Sendable {  // `api` is written once in init and read-only after.
     let name: String
     let logger: Logger
     let events: EventHub
+    /// The function table for `create`; valid as long as this context.
+    let api: UnsafeMutablePointer<csop_host_api>
 
     init(name: String, logger: Logger, events: EventHub) {
         var logger = logger
@@ -14,11 +18,7 @@ final class PluginHostContext: Sendable {
         self.name = name
         self.logger = logger
         self.events = events
-    }
-
-    /// Builds the function table; it and this context must outlive the plugin instance.
-    func makeAPI() -> UnsafeMutablePointer<csop_host_api> {
-        let api = UnsafeMutablePointer<csop_host_api>.allocate(capacity: 1)
+        api = .allocate(capacity: 1)
         api.initialize(
             to: csop_host_api(
                 struct_size: UInt32(MemoryLayout<csop_host_api>.size),
@@ -26,7 +26,11 @@ final class PluginHostContext: Sendable {
                 host_context: Unmanaged.passUnretained(self).toOpaque(),
                 log: hostLog,
                 emit_event: hostEmitEvent))
-        return api
+    }
+
+    deinit {
+        api.deinitialize(count: 1)
+        api.deallocate()
     }
 }
 

@@ -1,6 +1,8 @@
 /// A plugins.d entry that did not load, and why. Every other entry still loads.
 public struct PluginLoadFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Sendable, Hashable {
+        /// The plugins directory itself does not exist or cannot be read (reported once).
+        case pluginsDirectoryNotFound = "PLUGINS_DIR_NOT_FOUND"
         case badConfig = "BAD_CONFIG"
         case libraryNotFound = "LIBRARY_NOT_FOUND"
         case insecurePermissions = "INSECURE_PERMISSIONS"
@@ -17,11 +19,15 @@ public struct PluginLoadFailure: Error, Sendable, Hashable, CustomStringConverti
     public var file: String
     public var kind: Kind
     public var message: String
+    /// The domain the entry would have served, when known: the plugin's own name, the entry's
+    /// `name`, or a guess from the library's file name (`libcsop-storage.so` → `storage`).
+    public var domain: String?
 
-    public init(file: String, kind: Kind, message: String) {
+    public init(file: String, kind: Kind, message: String, domain: String? = nil) {
         self.file = file
         self.kind = kind
         self.message = message
+        self.domain = domain
     }
 
     public var description: String { "\(file): \(kind.rawValue): \(message)" }

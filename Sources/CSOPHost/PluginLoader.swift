@@ -16,9 +16,12 @@ struct PluginLoader {
     func entryFiles() throws(PluginLoadFailure) -> [String] {
         let directory = configuration.pluginsDirectory
         guard let dir = opendir(directory) else {
+            let reason = String(cString: strerror(errno))
+            let searched = configuration.searchedPluginsDirectories
+            let looked = searched.count > 1 ? " (looked in: \(searched.joined(separator: ", ")))" : ""
             throw PluginLoadFailure(
-                file: directory, kind: .badConfig,
-                message: "cannot open the plugins directory: \(String(cString: strerror(errno))); pass --plugins-dir DIR")
+                file: directory, kind: .pluginsDirectoryNotFound,
+                message: "cannot open the plugins directory: \(reason)\(looked); pass --plugins-dir DIR or set CSOP_PLUGINS_DIR")
         }
         defer { closedir(dir) }
         var names: [String] = []
@@ -32,10 +35,63 @@ struct PluginLoader {
         return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }.map { "\(directory)/\($0)" }
     }
 
+    /// An entry checked as far as it can be without creating the plugin: its file parsed,
+    /// its library found, permitted, opened, and its descriptor read.
+    struct Inspected {
+        var entry: PluginConfigFile
+        var library: PluginLibrary
+        var descriptor: UnsafePointer<csop_plugin_descriptor>
+        var name: String
+        var version: String
+        var operations: [String]
+    }
+
+    /// The size of a version 1 descriptor before `check_config` was added: the least accepted.
+    static let minimumDescriptorSize = MemoryLayout<csop_plugin_descriptor>.offset(of: \csop_plugin_descriptor.check_config)!
+
     /// Loads one entry. Returns nil for a disabled entry.
     func load(file: String, taken: [String: String]) throws(PluginLoadFailure) -> PluginCapability? {
+        guard let inspected = try inspect(file: file) else { return nil }
+        let name = inspected.name
         func fail(_ kind: PluginLoadFailure.Kind, _ message: String) -> PluginLoadFailure {
-            PluginLoadFailure(file: file, kind: kind, message: message)
+            PluginLoadFailure(file: file, kind: kind, message: message, domain: name)
+        }
+        try Self.checkUnclaimed(inspected, file: file, taken: taken)
+        let context = PluginHostContext(name: name, logger: configuration.logger, events: events)
+        let config = JSONValue.object(inspected.entry.config).serialized()
+        var instance: UnsafeMutableRawPointer?
+        var error = csop_error()
+        let status = config.withUnsafeBufferPointer { bytes in
+            inspected.descriptor.pointee.create(context.api, bytes.baseAddress, bytes.count, &instance, &error)
+        }
+        guard status == 0, let instance else {
+            let failure =
+                status == 0
+                ? CSOPError(ErrorCode("INIT_FAILED"), "create returned 0 without an instance")
+                : CSOPError(abi: error, plugin: name, fallback: ErrorCode("INIT_FAILED"))
+            throw fail(.initFailed, "plugin \"\(name)\" failed to start: \(failure.code): \(failure.message)")
+        }
+        return PluginCapability(
+            name: name, version: inspected.version, operations: inspected.operations, library: inspected.library,
+            file: file, descriptor: inspected.descriptor, instance: instance, context: context)
+    }
+
+    /// - Throws: `DUPLICATE_DOMAIN` when an earlier entry (in `taken`, domain → file) serves the same domain.
+    static func checkUnclaimed(_ inspected: Inspected, file: String, taken: [String: String]) throws(PluginLoadFailure) {
+        guard let other = taken[inspected.name] else { return }
+        throw PluginLoadFailure(
+            file: file, kind: .duplicateDomain,
+            message: "\(inspected.library.path) claims the domain \"\(inspected.name)\", already served by the plugin from \(other)",
+            domain: inspected.name)
+    }
+
+    /// Checks one entry without creating the plugin: parse, find, permissions, dlopen, the
+    /// ABI block and, where the plugin offers `check_config`, its config. Returns nil for a
+    /// disabled entry.
+    func inspect(file: String, checkConfig: Bool = false) throws(PluginLoadFailure) -> Inspected? {
+        var domain: String?
+        func fail(_ kind: PluginLoadFailure.Kind, _ message: String) -> PluginLoadFailure {
+            PluginLoadFailure(file: file, kind: kind, message: message, domain: domain)
         }
         if !configuration.allowInsecurePermissions, let problem = FilePermissions.problem(with: file) {
             throw fail(.insecurePermissions, "refusing the config file: \(problem) (or pass --allow-insecure-permissions)")
@@ -47,7 +103,8 @@ struct PluginLoader {
             throw fail(.badConfig, error.line.map { "line \($0): \(error.message)" } ?? error.message)
         }
         guard entry.enabled else { return nil }
-        let path = try resolve(entry.library, file: file)
+        domain = entry.expectedName ?? Self.likelyDomain(library: entry.library)
+        let path = try resolve(entry.library, file: file, domain: domain)
         if !configuration.allowInsecurePermissions, let problem = FilePermissions.problem(with: path) {
             throw fail(.insecurePermissions, "refusing library \(path): \(problem) (or pass --allow-insecure-permissions)")
         }
@@ -72,41 +129,44 @@ struct PluginLoader {
                 .abiMismatch,
                 "\(path): plugin ABI version \(descriptor.pointee.abi_version), host ABI version \(CSOP_ABI_VERSION); rebuild the plugin against this host's csop_plugin.h")
         }
-        guard descriptor.pointee.struct_size >= UInt32(MemoryLayout<csop_plugin_descriptor>.size) else {
+        guard descriptor.pointee.struct_size >= UInt32(Self.minimumDescriptorSize) else {
             throw fail(
                 .abiMismatch,
-                "\(path): descriptor is \(descriptor.pointee.struct_size) bytes, host expects at least \(MemoryLayout<csop_plugin_descriptor>.size)")
+                "\(path): descriptor is \(descriptor.pointee.struct_size) bytes, host expects at least \(Self.minimumDescriptorSize)")
         }
         let (name, version, operations) = try readDescriptor(descriptor, path: path, fail: fail)
+        domain = name
         if let expected = entry.expectedName, expected != name {
             throw fail(.nameMismatch, "\(path) serves \"\(name)\" but the entry says name = \"\(expected)\"")
         }
         if Self.reservedDomains.contains(name) {
             throw fail(.duplicateDomain, "\(path) claims the domain \"\(name)\", which the host reserves")
         }
-        if let other = taken[name] {
-            throw fail(.duplicateDomain, "\(path) claims the domain \"\(name)\", already served by the plugin from \(other)")
+        if checkConfig, descriptor.pointee.struct_size >= UInt32(MemoryLayout<csop_plugin_descriptor>.size),
+            let check = descriptor.pointee.check_config
+        {
+            let config = JSONValue.object(entry.config).serialized()
+            var error = csop_error()
+            let status = config.withUnsafeBufferPointer { bytes in check(bytes.baseAddress, bytes.count, &error) }
+            if status != 0 {
+                let failure = CSOPError(abi: error, plugin: name, fallback: .invalidPayload)
+                throw fail(.badConfig, "plugin \"\(name)\" refuses its [config]: \(failure.message)")
+            }
         }
-        let context = PluginHostContext(name: name, logger: configuration.logger, events: events)
-        let api = context.makeAPI()
-        let config = JSONValue.object(entry.config).serialized()
-        var instance: UnsafeMutableRawPointer?
-        var error = csop_error()
-        let status = config.withUnsafeBufferPointer { bytes in
-            descriptor.pointee.create(api, bytes.baseAddress, bytes.count, &instance, &error)
+        return Inspected(entry: entry, library: library, descriptor: descriptor, name: name, version: version, operations: operations)
+    }
+
+    /// The domain a library probably serves, from its file name (`libcsop-storage.so` →
+    /// `storage`), to say why a domain is missing when its entry fails before the plugin is read.
+    static func likelyDomain(library: String) -> String? {
+        var name = Substring(library.split(separator: "/").last ?? "")
+        for prefix in ["libcsop-", "libcsop_", "lib"] where name.hasPrefix(prefix) {
+            name = name.dropFirst(prefix.count)
+            break
         }
-        guard status == 0, let instance else {
-            let code = error.code.map { String(cString: $0) } ?? "INIT_FAILED"
-            let message = error.message.map {
-                String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
-            } ?? "create returned \(status) without a message"
-            api.deinitialize(count: 1)
-            api.deallocate()
-            throw fail(.initFailed, "plugin \"\(name)\" failed to start: \(code): \(message)")
-        }
-        return PluginCapability(
-            name: name, version: version, operations: operations, library: library, file: file,
-            descriptor: descriptor, instance: instance, api: api, context: context)
+        guard let dot = name.firstIndex(of: ".") else { return nil }
+        let domain = String(name[..<dot])
+        return (try? Action("\(domain).x")) != nil ? domain : nil
     }
 
     private func readDescriptor(
@@ -137,18 +197,21 @@ struct PluginLoader {
     }
 
     /// Finds the library: an absolute path as is; otherwise relative to the plugins
-    /// directory, then each search-path directory, then the executable's directory.
-    private func resolve(_ library: String, file: String) throws(PluginLoadFailure) -> String {
+    /// directory, then each search-path directory, then the executable's directory and the
+    /// installed `../lib/csop` beside it.
+    private func resolve(_ library: String, file: String, domain: String?) throws(PluginLoadFailure) -> String {
         if library.hasPrefix("/") {
             guard access(library, F_OK) == 0 else {
-                throw PluginLoadFailure(file: file, kind: .libraryNotFound, message: "library \(library) does not exist")
+                throw PluginLoadFailure(file: file, kind: .libraryNotFound, message: "library \(library) does not exist", domain: domain)
             }
             return library
         }
         var candidates = [configuration.pluginsDirectory]
         if !library.contains("/") {
             candidates += configuration.pluginSearchPath
-            if configuration.searchExecutableDirectory, let dir = Self.executableDirectory() { candidates.append(dir) }
+            if configuration.searchExecutableDirectory, let dir = HostConfiguration.executableDirectory() {
+                candidates += [dir, HostConfiguration.normalize("\(dir)/../lib/csop")]
+            }
         }
         for directory in candidates {
             let path = "\(directory)/\(library)"
@@ -156,16 +219,8 @@ struct PluginLoader {
         }
         throw PluginLoadFailure(
             file: file, kind: .libraryNotFound,
-            message: "library \(library) not found in: \(candidates.joined(separator: ", ")); build it (swift build) or set CSOP_PLUGIN_PATH")
-    }
-
-    private static func executableDirectory() -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return nil }
-        let path = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = path.lastIndex(of: "/") else { return nil }
-        return String(path[..<slash])
+            message: "library \(library) not found in: \(candidates.joined(separator: ", ")); build it (swift build) or set CSOP_PLUGIN_PATH",
+            domain: domain)
     }
 
     private static func absolute(_ path: String) -> String {

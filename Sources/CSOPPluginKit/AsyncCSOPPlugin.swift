@@ -1,47 +1,42 @@
 public import CSOPCore
-import Synchronization
 
-/// A plugin written as an ordinary async Swift type: each call runs in its own task, and a
-/// host cancellation cancels that task.
+/// A plugin written as an ordinary async Swift type: each call runs in its own task,
+/// registered in ``calls``, and a host cancellation cancels that task.
+///
+/// ```swift
+/// final class Greeter: AsyncCSOPPlugin {
+///     enum Operation: String, PluginOperation { case greet }
+///     static let name = "greeter"
+///     static let version = "1.0.0"
+///     let calls = CallTaskRegistry()
+///     init(config: JSONValue, host: PluginHost) throws(CSOPError) {}
+///     func handle(_ operation: Operation, _ call: PluginCall) async throws(CSOPError) -> JSONValue {
+///         ["greeting": "hello"]
+///     }
+/// }
+/// ```
+/// To answer some operations inline (no task, the fastest path), implement
+/// ``CSOPPlugin/invoke(_:_:)`` and hand the others to ``runAsync(_:_:)``.
 public protocol AsyncCSOPPlugin: CSOPPlugin {
-    /// Runs one operation. Throwing a ``CSOPError`` reports it as is; check
-    /// `Task.isCancelled` in long work.
-    func handle(operation: String, payload: JSONValue, call: PluginCall) async throws(CSOPError) -> JSONValue
+    /// The plugin's running calls: declare `let calls = CallTaskRegistry()`.
+    var calls: CallTaskRegistry { get }
+
+    /// Runs one operation. Throwing a ``CSOPError`` reports it as is; long work should check
+    /// `Task.isCancelled` (a timeout cancels the task).
+    func handle(_ operation: Operation, _ call: PluginCall) async throws(CSOPError) -> JSONValue
 }
 
 extension AsyncCSOPPlugin {
-    public func invoke(_ call: PluginCall) {
-        let task = Task {
-            defer { AsyncCallTasks.shared.remove(call.id) }
-            do throws(CSOPError) {
-                call.succeed(try await handle(operation: call.operation, payload: call.payload, call: call))
-            } catch {
-                call.fail(error)
-            }
+    public func invoke(_ operation: Operation, _ call: PluginCall) { runAsync(operation, call) }
+
+    /// Runs ``handle(_:_:)`` for `call` in a task registered in ``calls``.
+    public func runAsync(_ operation: Operation, _ call: PluginCall) {
+        calls.complete(call) { () async throws(CSOPError) -> PluginReply in
+            .value(try await self.handle(operation, call))
         }
-        AsyncCallTasks.shared.insert(call.id, task)
     }
 
-    public func cancel(callID: UInt64) {
-        AsyncCallTasks.shared.cancel(callID)
-    }
-}
+    public func cancel(callID: UInt64) { calls.cancel(callID) }
 
-/// Running tasks by call id, so a host cancellation reaches the right task.
-final class AsyncCallTasks: Sendable {
-    static let shared = AsyncCallTasks()
-
-    private let tasks = Mutex<[UInt64: Task<Void, Never>]>([:])
-
-    func insert(_ id: UInt64, _ task: Task<Void, Never>) {
-        tasks.withLock { $0[id] = task }
-    }
-
-    func remove(_ id: UInt64) {
-        _ = tasks.withLock { $0.removeValue(forKey: id) }
-    }
-
-    func cancel(_ id: UInt64) {
-        tasks.withLock { $0[id] }?.cancel()
-    }
+    public func shutdown() { calls.cancelAll() }
 }

@@ -5,11 +5,11 @@ import Synchronization
 /// One operation request from the host. Complete it exactly once, from any thread; later
 /// completions are ignored.
 public final class PluginCall: Sendable {
-    /// Unique per host process; ``CSOPPlugin/cancel(callID:)`` names calls by it.
+    /// Unique per host; ``CSOPPlugin/cancel(callID:)`` names calls by it.
     public let id: UInt64
-    /// The operation, e.g. `"save"`.
+    /// The operation's name, e.g. `"save"`.
     public let operation: String
-    /// Index of ``operation`` in the plugin's `operations`.
+    /// Index of ``operation`` in the plugin's operation list.
     public let operationIndex: Int
     /// The request payload (always an object).
     public let payload: JSONValue
@@ -37,7 +37,7 @@ public final class PluginCall: Sendable {
         succeed(rawJSON: value.serialized())
     }
 
-    /// Completes with a result that is already serialized JSON.
+    /// Completes with a result that is already serialized JSON (one JSON value).
     public func succeed(rawJSON bytes: [UInt8]) {
         guard claim() else { return }
         bytes.withUnsafeBufferPointer { buffer in
@@ -50,28 +50,38 @@ public final class PluginCall: Sendable {
         }
     }
 
-    /// Completes with an error.
-    public func fail(_ error: CSOPError) {
-        guard claim() else { return }
-        error.code.rawValue.withCString { code in
-            var message = error.message
-            message.withUTF8 { text in
-                text.withMemoryRebound(to: CChar.self) { chars in
-                    var outcome = csop_outcome()
-                    outcome.struct_size = UInt32(MemoryLayout<csop_outcome>.size)
-                    outcome.status = Int32(CSOP_STATUS_ERROR)
-                    outcome.error = csop_error(
-                        code: code, message: chars.baseAddress, message_length: chars.count,
-                        retryable: error.retryable ? 1 : 0)
-                    raw.pointee.complete(raw, &outcome)
-                }
-            }
+    /// Completes with a reply.
+    public func succeed(_ reply: PluginReply) {
+        switch reply {
+        case .value(let value): succeed(value)
+        case .raw(let bytes): succeed(rawJSON: bytes)
         }
     }
 
+    /// Completes with an error.
+    public func fail(_ error: CSOPError) {
+        guard claim() else { return }
+        error.withABIError { error in
+            var outcome = csop_outcome()
+            outcome.struct_size = UInt32(MemoryLayout<csop_outcome>.size)
+            outcome.status = Int32(CSOP_STATUS_ERROR)
+            outcome.error = error
+            raw.pointee.complete(raw, &outcome)
+        }
+    }
+
+    /// Completes with a value or an error.
     public func complete(_ result: Result<JSONValue, CSOPError>) {
         switch result {
         case .success(let value): succeed(value)
+        case .failure(let error): fail(error)
+        }
+    }
+
+    /// Completes with serialized JSON or an error.
+    public func complete(rawJSON result: Result<[UInt8], CSOPError>) {
+        switch result {
+        case .success(let bytes): succeed(rawJSON: bytes)
         case .failure(let error): fail(error)
         }
     }

@@ -1,7 +1,7 @@
 import CSOPCore
 import CSOPPluginABI
-import Synchronization
 import Glibc
+import Synchronization
 
 /// Builds the C descriptor for a Swift plugin type. Call it from the library's
 /// `csop_plugin_register` function; each library exports one plugin type.
@@ -11,24 +11,28 @@ public enum PluginExport {
         exported.withLock { state in
             if let descriptor = state.descriptor { return UnsafeRawPointer(descriptor) }
             let descriptor = makeDescriptor(type)
-            state.type = type
+            state.factory = PluginFactory(
+                create: { config, host throws(CSOPError) in TypedInstance(try P(config: config, host: host)) },
+                check: { config throws(CSOPError) in try P.checkConfig(config) })
             state.descriptor = descriptor
             return UnsafeRawPointer(descriptor)
         }
     }
 
-    private struct State: @unchecked Sendable {  // The descriptor is immutable once built.
-        var type: (any CSOPPlugin.Type)?
+    private struct State: @unchecked Sendable {  // Written once under the lock; the descriptor is immutable once built.
+        var factory: PluginFactory?
         var descriptor: UnsafeMutablePointer<csop_plugin_descriptor>?
     }
 
     private static let exported = Mutex(State())
 
-    static var pluginType: (any CSOPPlugin.Type)? { exported.withLock { $0.type } }
+    fileprivate static var factory: PluginFactory? { exported.withLock { $0.factory } }
 
+    // The descriptor and its strings live as long as the library: the host may read them at any time.
     private static func makeDescriptor<P: CSOPPlugin>(_ type: P.Type) -> UnsafeMutablePointer<csop_plugin_descriptor> {
-        let operations = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: P.operations.count)
-        for (i, name) in P.operations.enumerated() { operations[i] = UnsafePointer(strdup(name)) }
+        let names = P.operationNames
+        let operations = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: names.count)
+        for (i, name) in names.enumerated() { operations[i] = UnsafePointer(strdup(name)) }
         let descriptor = UnsafeMutablePointer<csop_plugin_descriptor>.allocate(capacity: 1)
         descriptor.initialize(
             to: csop_plugin_descriptor(
@@ -39,59 +43,115 @@ public enum PluginExport {
                 name: UnsafePointer(strdup(P.name)),
                 version: UnsafePointer(strdup(P.version)),
                 operations: UnsafePointer(operations),
-                operation_count: P.operations.count,
+                operation_count: names.count,
                 create: pluginCreate,
                 invoke: pluginInvoke,
                 cancel: pluginCancel,
-                destroy: pluginDestroy))
+                destroy: pluginDestroy,
+                check_config: pluginCheckConfig))
         return descriptor
     }
 }
 
+/// How the C entry points make and check instances of the exported type.
+private struct PluginFactory: Sendable {
+    var create: @Sendable (JSONValue, PluginHost) throws(CSOPError) -> PluginInstance
+    var check: @Sendable (JSONValue) throws(CSOPError) -> Void
+}
+
 /// What the host's `void *instance` points at.
-private final class PluginInstance {
-    let plugin: any CSOPPlugin
-    init(plugin: any CSOPPlugin) { self.plugin = plugin }
+private class PluginInstance {
+    func invoke(_ call: UnsafePointer<csop_call>, payload: JSONValue) {}
+    func cancel(callID: UInt64) {}
+    func shutdown() {}
+}
+
+private final class TypedInstance<P: CSOPPlugin>: PluginInstance {
+    let plugin: P
+    let operations = Array(P.Operation.allCases)
+
+    init(_ plugin: P) { self.plugin = plugin }
+
+    override func invoke(_ call: UnsafePointer<csop_call>, payload: JSONValue) {
+        let index = Int(call.pointee.operation_index)
+        let pluginCall = PluginCall(raw: call, payload: payload)
+        guard operations.indices.contains(index) else {
+            return pluginCall.fail(CSOPError(.operationNotFound, "\(P.name) has no operation number \(index)"))
+        }
+        plugin.invoke(operations[index], pluginCall)
+    }
+
+    override func cancel(callID: UInt64) { plugin.cancel(callID: callID) }
+    override func shutdown() { plugin.shutdown() }
+}
+
+/// The strings of the last failed `create` or `check_config` on one thread: the host copies
+/// them as soon as the call returns (see csop_plugin.h), and the next failure on that thread
+/// frees them, so failures cost no leak.
+private struct ErrorStrings: @unchecked Sendable {  // Owned by the table below; freed only under its lock.
+    let code: UnsafeMutablePointer<CChar>
+    let message: UnsafeMutablePointer<CChar>
+}
+
+private let lastErrors = Mutex<[UInt: ErrorStrings]>([:])
+
+private func report(_ failure: CSOPError, into error: UnsafeMutablePointer<csop_error>?) -> Int32 {
+    guard let error else { return 1 }
+    let strings = ErrorStrings(code: strdup(failure.code.rawValue)!, message: strdup(failure.message)!)
+    let thread = UInt(bitPattern: Int(bitPattern: pthread_self()))
+    if let previous = lastErrors.withLock({ $0.updateValue(strings, forKey: thread) }) {
+        free(previous.code)
+        free(previous.message)
+    }
+    error.pointee = csop_error(
+        code: UnsafePointer(strings.code), message: UnsafePointer(strings.message), message_length: strlen(strings.message),
+        retryable: failure.retryable ? 1 : 0)
+    return 1
+}
+
+private func parseConfig(_ config: UnsafePointer<UInt8>?, _ length: Int) throws(CSOPError) -> JSONValue {
+    guard let config, length > 0 else { return .object(JSONObject()) }
+    let value: JSONValue
+    do throws(JSONParseError) {
+        value = try JSONParser.parse(UnsafeBufferPointer(start: config, count: length))
+    } catch {
+        throw .invalidPayload("plugin config is not valid JSON: \(error)")
+    }
+    guard case .object = value else { throw .invalidPayload("plugin config must be a JSON object, got \(value.typeName)") }
+    return value
 }
 
 private func pluginCreate(
     host: UnsafePointer<csop_host_api>?, config: UnsafePointer<UInt8>?, configLength: Int,
-    instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, error: UnsafeMutablePointer<csop_error>?
+    instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, errorOut: UnsafeMutablePointer<csop_error>?
 ) -> Int32 {
-    func fail(_ failure: CSOPError) -> Int32 {
-        // The host reads these after create returns; they live for the library's lifetime.
-        error?.pointee = csop_error(
-            code: UnsafePointer(strdup(failure.code.rawValue)),
-            message: UnsafePointer(strdup(failure.message)),
-            message_length: failure.message.utf8.count,
-            retryable: failure.retryable ? 1 : 0)
-        return 1
+    guard let host, let instance, let factory = PluginExport.factory else {
+        return report(CSOPError(.notInitialized, "plugin registration incomplete"), into: errorOut)
     }
-    guard let host, let instance, let type = PluginExport.pluginType else {
-        return fail(CSOPError(.notInitialized, "plugin registration incomplete"))
-    }
-    let configValue: JSONValue
-    if let config, configLength > 0 {
-        do {
-            configValue = try JSONParser.parse(UnsafeBufferPointer(start: config, count: configLength))
-        } catch {
-            return fail(.invalidPayload("plugin config is not valid JSON: \(error)"))
-        }
-    } else {
-        configValue = .object(JSONObject())
-    }
-    do {
-        let plugin = try type.init(config: configValue, host: PluginHost(api: host))
-        instance.pointee = Unmanaged.passRetained(PluginInstance(plugin: plugin)).toOpaque()
+    do throws(CSOPError) {
+        let created = try factory.create(try parseConfig(config, configLength), try PluginHost(api: host))
+        instance.pointee = Unmanaged.passRetained(created).toOpaque()
         return 0
     } catch {
-        return fail(error)
+        return report(error, into: errorOut)
+    }
+}
+
+private func pluginCheckConfig(config: UnsafePointer<UInt8>?, configLength: Int, errorOut: UnsafeMutablePointer<csop_error>?) -> Int32 {
+    guard let factory = PluginExport.factory else {
+        return report(CSOPError(.notInitialized, "plugin registration incomplete"), into: errorOut)
+    }
+    do throws(CSOPError) {
+        try factory.check(try parseConfig(config, configLength))
+        return 0
+    } catch {
+        return report(error, into: errorOut)
     }
 }
 
 private func pluginInvoke(instance: UnsafeMutableRawPointer?, call: UnsafePointer<csop_call>?) {
     guard let instance, let call else { return }
-    let plugin = Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue().plugin
+    let plugin = Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue()
     let payload: JSONValue
     if let bytes = call.pointee.payload, call.pointee.payload_length > 0 {
         do {
@@ -103,17 +163,17 @@ private func pluginInvoke(instance: UnsafeMutableRawPointer?, call: UnsafePointe
     } else {
         payload = .object(JSONObject())
     }
-    plugin.invoke(PluginCall(raw: call, payload: payload))
+    plugin.invoke(call, payload: payload)
 }
 
 private func pluginCancel(instance: UnsafeMutableRawPointer?, callID: UInt64) {
     guard let instance else { return }
-    Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue().plugin.cancel(callID: callID)
+    Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue().cancel(callID: callID)
 }
 
 private func pluginDestroy(instance: UnsafeMutableRawPointer?) {
     guard let instance else { return }
     let box = Unmanaged<PluginInstance>.fromOpaque(instance)
-    box.takeUnretainedValue().plugin.shutdown()
+    box.takeUnretainedValue().shutdown()
     box.release()
 }

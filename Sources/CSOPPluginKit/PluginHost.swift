@@ -10,7 +10,18 @@ public final class PluginHost: Sendable {
     // The table is owned by the host, valid until the plugin is destroyed, and thread-safe.
     private nonisolated(unsafe) let api: UnsafePointer<csop_host_api>
 
-    init(api: UnsafePointer<csop_host_api>) { self.api = api }
+    /// The least table this kit can use: one with `log` and `emit_event`.
+    static let minimumTableSize = MemoryLayout<csop_host_api>.offset(of: \csop_host_api.emit_event)! + MemoryLayout<UnsafeRawPointer>.size
+
+    /// - Throws: `PLUGIN_FAULT` when the host's table is smaller than the functions this kit calls.
+    init(api: UnsafePointer<csop_host_api>) throws(CSOPError) {
+        guard Int(api.pointee.struct_size) >= Self.minimumTableSize else {
+            throw CSOPError(
+                .pluginFault,
+                "the host's service table is \(api.pointee.struct_size) bytes, this plugin needs at least \(Self.minimumTableSize); use a newer host")
+        }
+        self.api = api
+    }
 
     /// Writes a line to the host's log.
     public func log(_ level: LogLevel, _ message: String) {

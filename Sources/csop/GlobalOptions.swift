@@ -5,21 +5,23 @@ import Logging
 
 /// Options every command that loads plugins takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .customLong("plugins-dir"), help: "The plugins.d directory to load.")
-    var pluginsDirectory: String = "./plugins.d"
+    @Option(
+        name: .customLong("plugins-dir"),
+        help: ArgumentHelp(
+            "The plugins.d directory to load.",
+            discussion: "Default: $CSOP_PLUGINS_DIR, else the first that exists of ./plugins.d, $XDG_CONFIG_HOME/csop/plugins.d (~/.config/csop/plugins.d) and the installed PREFIX/etc/csop/plugins.d.",
+            valueName: "dir"))
+    var pluginsDirectory: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning, error or critical (logs go to stderr).")
-    var logLevel: String = "warning"
+    @Option(name: .customLong("log-level"), help: "How much to log to stderr (never to stdout).")
+    var logLevel: LogLevel = .warning
 
     @Flag(name: .customLong("allow-insecure-permissions"), help: "Load config files and libraries that others can write.")
     var allowInsecurePermissions = false
 
-    /// Sets up process-wide state (logging, SIGPIPE) once, then loads the host.
-    func makeHost() async throws -> CSOPHost {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
-        }
-        signal(SIGPIPE, SIG_IGN)
+    /// The configuration these options describe; sets up logging (process-wide, once) first.
+    func makeConfiguration() -> HostConfiguration {
+        let level = logLevel.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -27,25 +29,19 @@ struct GlobalOptions: ParsableArguments {
         }
         var logger = Logger(label: "csop")
         logger.logLevel = level
-        return await CSOPHost.load(
-            HostConfiguration(
-                pluginsDirectory: pluginsDirectory, allowInsecurePermissions: allowInsecurePermissions, logger: logger))
+        return HostConfiguration(pluginsDirectory: pluginsDirectory, allowInsecurePermissions: allowInsecurePermissions, logger: logger)
+    }
+
+    /// Sets up process-wide state (logging, SIGPIPE) once, then loads the host.
+    func makeHost() async throws -> CSOPHost {
+        signal(SIGPIPE, SIG_IGN)
+        return await CSOPHost.load(makeConfiguration())
     }
 }
 
-/// Writes bytes to a file descriptor, retrying short writes.
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-    bytes.withUnsafeBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += n
-        }
-    }
-}
+/// `--log-level` values: swift-log's levels.
+enum LogLevel: String, CaseIterable, ExpressibleByArgument {
+    case trace, debug, info, notice, warning, error, critical
 
-func printLine(_ text: String, to fd: Int32 = 1) { writeAll(fd, Array((text + "\n").utf8)) }
+    var level: Logger.Level { Logger.Level(rawValue: rawValue)! }
+}

@@ -1,3 +1,4 @@
+import CSOPCLISupport
 import Glibc
 import Synchronization
 

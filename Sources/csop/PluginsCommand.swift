@@ -1,3 +1,4 @@
+import CSOPCLISupport
 import ArgumentParser
 import CSOPCore
 import CSOPHost
@@ -22,7 +23,7 @@ struct PluginsCommand: AsyncParsableCommand {
                 printLine("\(plugin.name) \(plugin.version)  \(plugin.library)")
                 printLine("  operations: \(plugin.operations.map { "\(plugin.name).\($0)" }.joined(separator: ", "))")
             }
-            if host.plugins.isEmpty { printLine("no plugins loaded from \(global.pluginsDirectory)") }
+            if host.plugins.isEmpty { printLine("no plugins loaded from \(host.pluginsDirectory)") }
             for failure in host.failures {
                 printLine("FAILED \(failure.file): \(failure.kind.rawValue): \(failure.message)")
             }

@@ -1,3 +1,4 @@
+import CSOPCLISupport
 import ArgumentParser
 import CSOPCore
 import CSOPHost

@@ -31,7 +31,7 @@ import Testing
         let directory = try TemporaryDirectory()
         let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
         let response = await host.dispatch("diag.fail", ["code": "QUOTA_EXCEEDED", "message": "full", "retry": true], options: RequestOptions(retry: 3))
-        #expect(response.error == CSOPError(.quotaExceeded, "full", retryable: false))
+        #expect(response.error == CSOPError(ErrorCode("QUOTA_EXCEEDED"), "full", retryable: false))
         let bad = await host.dispatch("diag.sleep", ["ms": "soon"])
         #expect(bad.error?.code == .invalidPayload)
         #expect(bad.error?.message.contains("payload.ms") == true)

@@ -147,6 +147,5 @@ import Testing
         #expect(await h.error("execute", ["task": "sum", "data": ["numbers": []], "extra": 1])?.code == .invalidPayload)
         let badTimeout = await h.error("execute", ["task": "sum", "data": ["numbers": []], "options": ["timeout": 0]])
         #expect(badTimeout?.message.contains("payload.options.timeout") == true)
-        #expect(await h.error("nope", [:])?.code == .operationNotFound)
     }
 }

@@ -19,7 +19,7 @@ final class ComputeHarness: Sendable {
     func start(_ operation: String, _ payload: JSONValue) -> (id: UInt64, outcome: Task<Result<JSONValue, CSOPError>, Never>) {
         let id = nextID.add(1, ordering: .relaxed).newValue
         let stream = AsyncStream<Result<JSONValue, CSOPError>>.makeStream()
-        service.handle(operation: operation, payload: payload, callID: id) { result in
+        service.handle(ComputeService.Operation(rawValue: operation)!, payload: payload, callID: id) { result in
             stream.continuation.yield(result.map { bytes in (try? JSONValue(parsing: bytes)) ?? .string("<invalid JSON>") })
             stream.continuation.finish()
         }

@@ -21,7 +21,7 @@ import Testing
             #expect(batch.data?["completed"] == 1)
             #expect(batch.data?["results"]?.arrayValue?.first?["result"] == "6765")
             let unknown = await host.dispatch(Request(action: "compute.execute", payload: ["task": "nope"]))
-            #expect(unknown.error?.code == .invalidTask)
+            #expect(unknown.error?.code == "INVALID_TASK")
         }
     }
 

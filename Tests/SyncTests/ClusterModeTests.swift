@@ -20,7 +20,7 @@ import Testing
 
     /// Subscribing waits for the first connection, so it also proves PostgreSQL is reachable.
     func subscribe(_ engine: SyncEngine, _ channel: String) async throws -> String {
-        let result = await engine.perform("subscribe", ["channel": .string(channel)])
+        let result = await engine.perform(.subscribe, ["channel": .string(channel)])
         let value = try #require(result.value, "subscribe failed: \(String(describing: result.error))")
         #expect(engine.cluster?.isConnected == true, "PostgreSQL at \(TestEnvironment.postgresURL) is unreachable")
         return try #require(value["subscription"]?.stringValue)
@@ -36,7 +36,7 @@ import Testing
         let count = 300
         var results: [Result<JSONValue, CSOPError>] = []
         for i in 0..<count {
-            results.append(await b.perform("broadcast", ["channel": .string(channel), "event": "n", "data": .int(Int64(i))]))
+            results.append(await b.perform(.broadcast, ["channel": .string(channel), "event": "n", "data": .int(Int64(i))]))
         }
         #expect(results.allSatisfy { $0.value?["mode"] == "cluster" })
         let remote = await aEvents.wait(for: count, onChannel(channel))
@@ -45,7 +45,7 @@ import Testing
         let local = await bEvents.wait(for: count, onChannel(channel))
         #expect(local.map { $0["data"] } == (0..<count).map { JSONValue.int(Int64($0)) })
         // Nothing arrives twice (the publisher's own echo is skipped).
-        _ = try #require(await b.perform("broadcast", ["channel": .string(channel), "event": "end"]).value)
+        _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "end"]).value)
         _ = await aEvents.wait(for: 1, onChannel(channel, event: "end"))
         #expect(aEvents.matching(onChannel(channel)).count == count + 1)
         #expect(bEvents.matching(onChannel(channel)).count == count + 1)
@@ -72,7 +72,7 @@ import Testing
 
     func publish(_ engine: SyncEngine, _ channel: String, count: Int) async {
         for i in 0..<count {
-            let r = await engine.perform("broadcast", ["channel": .string(channel), "event": "n", "data": .int(Int64(i))])
+            let r = await engine.perform(.broadcast, ["channel": .string(channel), "event": "n", "data": .int(Int64(i))])
             #expect(r.value != nil)
         }
     }
@@ -85,13 +85,13 @@ import Testing
         _ = try await subscribe(a, channel)
         let text = String(repeating: "0123456789abcdéf", count: 30_000)
         let big: JSONValue = ["blob": .string(text), "list": .array((0..<1000).map { .int($0) })]
-        _ = try #require(await b.perform("broadcast", ["channel": .string(channel), "event": "big", "data": big]).value)
-        _ = try #require(await b.perform("broadcast", ["channel": .string(channel), "event": "small", "data": 1]).value)
+        _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "big", "data": big]).value)
+        _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "small", "data": 1]).value)
         let events = await aEvents.wait(for: 2, onChannel(channel))
         #expect(events.map { $0["event"] } == ["big", "small"])
         #expect(events.first?["data"] == big)
         let tooBig = await b.perform(
-            "broadcast", ["channel": .string(channel), "event": "big", "data": .string(String(repeating: "x", count: 600_000))])
+            .broadcast, ["channel": .string(channel), "event": "big", "data": .string(String(repeating: "x", count: 600_000))])
         #expect(tooBig.error?.code == .invalidPayload)
     }
 
@@ -103,12 +103,12 @@ import Testing
         _ = try await subscribe(a, channel)
         _ = try await subscribe(b, channel)
         let joined = try #require(
-            await b.perform("presence", ["channel": .string(channel), "userId": "bob", "metadata": ["mood": "ok"]]).value)
+            await b.perform(.presence, ["channel": .string(channel), "userId": "bob", "metadata": ["mood": "ok"]]).value)
         #expect(joined["online"] == 1)
         #expect(joined["users"]?.arrayValue?.first?["mood"] == "ok")
         // Tracking again only refreshes; a second instance sees the same list.
-        _ = try #require(await b.perform("presence", ["channel": .string(channel), "userId": "bob"]).value)
-        let seen = try #require(await a.perform("presence", ["channel": .string(channel), "userId": "amy"]).value)
+        _ = try #require(await b.perform(.presence, ["channel": .string(channel), "userId": "bob"]).value)
+        let seen = try #require(await a.perform(.presence, ["channel": .string(channel), "userId": "amy"]).value)
         #expect(seen["online"] == 2)
         #expect(Set(seen["users"]?.arrayValue?.compactMap { $0["userId"]?.stringValue } ?? []) == ["amy", "bob"])
 
@@ -116,12 +116,12 @@ import Testing
         #expect(joins.compactMap { $0["data"]?["userId"]?.stringValue }.sorted() == ["amy", "bob"])
         _ = await bEvents.wait(for: 2, onChannel(channel, event: "presence.join"))
 
-        #expect(try #require(await a.perform("leave", ["channel": .string(channel), "userId": "bob"]).value)["left"] == true)
-        #expect(try #require(await b.perform("leave", ["channel": .string(channel), "userId": "bob"]).value)["left"] == false)
+        #expect(try #require(await a.perform(.leave, ["channel": .string(channel), "userId": "bob"]).value)["left"] == true)
+        #expect(try #require(await b.perform(.leave, ["channel": .string(channel), "userId": "bob"]).value)["left"] == false)
         let leaves = await bEvents.wait(for: 1, onChannel(channel, event: "presence.leave"))
         #expect(leaves.first?["data"] == ["userId": "bob", "reason": "left"])
         // One more broadcast as a marker: everything before it has arrived.
-        _ = try #require(await a.perform("broadcast", ["channel": .string(channel), "event": "marker"]).value)
+        _ = try #require(await a.perform(.broadcast, ["channel": .string(channel), "event": "marker"]).value)
         _ = await bEvents.wait(for: 1, onChannel(channel, event: "marker"))
         #expect(bEvents.matching(onChannel(channel, event: "presence.join")).count == 2)
         #expect(bEvents.matching(onChannel(channel, event: "presence.leave")).count == 1)
@@ -133,17 +133,17 @@ import Testing
         defer { Task { await a.shutdown() } }
         let channel = uniqueName("crash")
         _ = try await subscribe(a, channel)
-        _ = try #require(await b.perform("presence", ["channel": .string(channel), "userId": "carl"]).value)
-        _ = try #require(await a.perform("presence", ["channel": .string(channel), "userId": "ann"]).value)
+        _ = try #require(await b.perform(.presence, ["channel": .string(channel), "userId": "carl"]).value)
+        _ = try #require(await a.perform(.presence, ["channel": .string(channel), "userId": "ann"]).value)
         await b.shutdown(goodbye: false)
         let leaves = await aEvents.wait(for: 1, onChannel(channel, event: "presence.leave"))
         #expect(leaves.first?["data"] == ["userId": "carl", "reason": "expired"])
-        let now = try #require(await a.perform("presence", ["channel": .string(channel), "userId": "ann"]).value)
+        let now = try #require(await a.perform(.presence, ["channel": .string(channel), "userId": "ann"]).value)
         #expect(now["users"]?.arrayValue?.compactMap { $0["userId"]?.stringValue } == ["ann"])
         // ann keeps heartbeating: still there several expiry periods later.
-        _ = try #require(await a.perform("broadcast", ["channel": .string(channel), "event": "marker"]).value)
+        _ = try #require(await a.perform(.broadcast, ["channel": .string(channel), "event": "marker"]).value)
         try await Task.sleep(for: .milliseconds(3500))
-        let later = try #require(await a.perform("presence", ["channel": .string(channel), "userId": "ann"]).value)
+        let later = try #require(await a.perform(.presence, ["channel": .string(channel), "userId": "ann"]).value)
         #expect(later["online"] == 1)
         #expect(aEvents.matching(onChannel(channel, event: "presence.leave")).count == 1)
     }
@@ -154,25 +154,25 @@ import Testing
         defer { Task { await a.shutdown() } }
         let channel = uniqueName("bye")
         _ = try await subscribe(a, channel)
-        _ = try #require(await b.perform("presence", ["channel": .string(channel), "userId": "dora"]).value)
+        _ = try #require(await b.perform(.presence, ["channel": .string(channel), "userId": "dora"]).value)
         await b.shutdown(goodbye: true)
         let leaves = await aEvents.wait(for: 1, onChannel(channel, event: "presence.leave"))
         #expect(leaves.first?["data"] == ["userId": "dora", "reason": "shutdown"])
-        let after = await b.perform("broadcast", ["channel": .string(channel), "event": "x"])
+        let after = await b.perform(.broadcast, ["channel": .string(channel), "event": "x"])
         #expect(after.error?.code == .notInitialized)
     }
 
     @Test func unreachableDatabaseFailsBroadcastsRetryably() async throws {
         let (engine, _) = try makeEngine(url: "postgres://csop:csop@127.0.0.1:1/none", extra: [("connectTimeout", 500)])
         defer { Task { await engine.shutdown() } }
-        let sent = await engine.perform("broadcast", ["event": "lost"])
+        let sent = await engine.perform(.broadcast, ["event": "lost"])
         let error = try #require(sent.error)
         #expect(error.code == .notConnected)
         #expect(error.retryable)
         #expect(!error.message.contains("csop:csop"))
         // Subscribing still works locally; it resumes once the database is back.
-        #expect(await engine.perform("subscribe", [:]).value?["subscribed"] == true)
-        #expect(await engine.perform("presence", [:]).error?.code == .notConnected)
+        #expect(await engine.perform(.subscribe, [:]).value?["subscribed"] == true)
+        #expect(await engine.perform(.presence, [:]).error?.code == .notConnected)
     }
 
     @Test func killedSessionsReconnectAndSubscriptionsResume() async throws {
@@ -198,14 +198,14 @@ import Testing
         let channel = uniqueName("restart")
         _ = try await subscribe(a, channel)
         _ = try await subscribe(b, channel)
-        _ = try #require(await b.perform("broadcast", ["channel": .string(channel), "event": "before"]).value)
+        _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "before"]).value)
         _ = await aEvents.wait(for: 1, onChannel(channel, event: "before"))
 
         try server.stop()
         // While the database is down, broadcasts fail retryably instead of vanishing.
         var failure: CSOPError?
         for _ in 0..<2000 where failure == nil {
-            failure = await b.perform("broadcast", ["channel": .string(channel), "event": "down"]).error
+            failure = await b.perform(.broadcast, ["channel": .string(channel), "event": "down"]).error
             if failure == nil { try await Task.sleep(for: .milliseconds(5)) }
         }
         #expect(failure?.code == .notConnected)
@@ -218,14 +218,14 @@ import Testing
     func expectDeliveryResumes(from sender: SyncEngine, to events: EventRecorder, channel: String) async throws {
         var sent = false
         for _ in 0..<3000 where !sent {
-            sent = await sender.perform("broadcast", ["channel": .string(channel), "event": "probe"]).value != nil
+            sent = await sender.perform(.broadcast, ["channel": .string(channel), "event": "probe"]).value != nil
             if !sent { try await Task.sleep(for: .milliseconds(10)) }
         }
         #expect(sent)
         // The receiver may still be reconnecting: keep publishing until one arrives.
         var received = false
         for i in 0..<600 where !received {
-            _ = await sender.perform("broadcast", ["channel": .string(channel), "event": "after", "data": .int(Int64(i))])
+            _ = await sender.perform(.broadcast, ["channel": .string(channel), "event": "after", "data": .int(Int64(i))])
             received = !(await events.wait(for: 1, seconds: 0, onChannel(channel, event: "after"))).isEmpty
             if !received { try await Task.sleep(for: .milliseconds(50)) }
         }

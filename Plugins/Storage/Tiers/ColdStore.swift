@@ -43,8 +43,13 @@ final class ColdStore: Sendable {
     private static let maxIdle = 4
 
     /// - Throws: `INVALID_PAYLOAD` naming `config.postgresUrl` for a URL it cannot use.
+    /// Parses the cold tier's URL. - Throws: `INVALID_PAYLOAD` naming the config key.
+    static func parseURL(_ url: String) throws(CSOPError) -> PostgresURL {
+        try PostgresURL(url, field: "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)")
+    }
+
     init(url: String, table: String) throws(CSOPError) {
-        let url = try PostgresURL(url, field: "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)")
+        let url = try Self.parseURL(url)
         self.configuration = url.connectionConfiguration()
         self.table = table
         self.endpoint = url.endpoint

@@ -98,6 +98,11 @@ typedef struct csop_outcome {
     csop_error error;
 } csop_outcome;
 
+/** The least `csop_outcome.struct_size` the host accepts: an outcome with every field above. */
+#define CSOP_OUTCOME_MIN_SIZE (sizeof(csop_outcome))
+/** The least `csop_host_api.struct_size` a plugin may rely on: a table with `log` and `emit_event`. */
+#define CSOP_HOST_API_MIN_SIZE (offsetof(csop_host_api, emit_event) + sizeof(void (*)(void)))
+
 typedef struct csop_call csop_call;
 
 /**
@@ -150,8 +155,9 @@ typedef struct csop_plugin_descriptor {
     /**
      * Creates an instance from its config (a JSON object, `config_length` bytes). On
      * success stores the instance in `*instance` and returns 0. On failure returns non-zero
-     * and may fill `*error`; its strings must stay valid until the plugin's `destroy` or,
-     * if none was created, for the life of the library (static strings are the norm).
+     * and may fill `*error`. The host copies the error's strings as soon as `create` returns,
+     * on the same thread, before it calls into the plugin again: they need to stay valid only
+     * until then (static strings, or a per-thread buffer reused by the next failure).
      */
     int32_t (*create)(const csop_host_api *host, const uint8_t *config, size_t config_length,
                       void **instance, csop_error *error);
@@ -164,7 +170,21 @@ typedef struct csop_plugin_descriptor {
     void (*cancel)(void *instance, uint64_t call_id);
     /** Releases the instance. Called once, after every call has completed. */
     void (*destroy)(void *instance);
+
+    /* Added after the first release of ABI version 1: the host reads the fields below only
+     * when `struct_size` covers them, so descriptors built against the older header still load. */
+
+    /**
+     * Checks a config (as `create` would get it) without creating an instance or touching
+     * any resource: no files opened, no connections made (`csop check` calls it). Returns 0
+     * when the config is valid; otherwise non-zero and may fill `*error` as `create` does.
+     * May be NULL: the host then checks only that the config is a JSON object.
+     */
+    int32_t (*check_config)(const uint8_t *config, size_t config_length, csop_error *error);
 } csop_plugin_descriptor;
+
+/** The size of a version 1 descriptor before `check_config` was added: the least the host accepts. */
+#define CSOP_PLUGIN_DESCRIPTOR_MIN_SIZE (offsetof(csop_plugin_descriptor, check_config))
 
 /** The signature of the registration symbol. */
 typedef const csop_plugin_descriptor *(*csop_plugin_register_fn)(void);

@@ -1,19 +1,23 @@
+import CSOPCore
 import Synchronization
 
 /// Validates requests and runs them on capabilities with a timeout per attempt and
 /// exponential backoff between retries.
 ///
 /// Only failures marked retryable are retried, and never those whose code says the request
-/// itself is wrong (``Router/neverRetried``). A timed-out attempt is cancelled on its
+/// itself is wrong (``Router/isNeverRetried(_:)``). A timed-out attempt is cancelled on its
 /// capability before the router moves on, so abandoned work does not keep running.
-public final class Router: Sendable {
-    /// Codes that describe the request, not the moment: retrying cannot help.
-    public static let neverRetried: Set<ErrorCode> = [
-        .invalidAction, .invalidPayload, .capabilityNotFound, .operationNotFound, .invalidTask,
-        .keyNotFound, .quotaExceeded, .conflict, .notInitialized,
-    ]
+final class Router: Sendable {
+    /// The documented rule: `INVALID_*`, `*_NOT_FOUND`, `CONFLICT` and `QUOTA_EXCEEDED` describe
+    /// the request, not the moment, so retrying cannot help, whatever the plugin says. It holds
+    /// for every plugin's codes, a third party's `USER_NOT_FOUND` included.
+    static func isNeverRetried(_ code: ErrorCode) -> Bool {
+        let raw = code.rawValue
+        return raw.hasPrefix("INVALID_") || raw.hasSuffix("_NOT_FOUND") || raw == "CONFLICT" || raw == "QUOTA_EXCEEDED"
+    }
 
     private let capabilities: [String: any Capability]
+    private let missingDomainHint: @Sendable (String) -> String?
     private let scheduler: any Scheduler
     private let backoff: BackoffPolicy
     private let random: @Sendable () -> Double
@@ -25,10 +29,14 @@ public final class Router: Sendable {
     ///   - capabilities: what to route to, by domain; names must be unique.
     ///   - scheduler: clock and timers (a manual one in tests).
     ///   - random: jitter source in [0, 1).
-    public init(
+    ///   - missingDomainHint: why no capability serves a domain (its entry failed to load...),
+    ///     appended to `CAPABILITY_NOT_FOUND`.
+    init(
         capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
-        backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+        backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
     ) {
+        self.missingDomainHint = missingDomainHint
         var byName: [String: any Capability] = [:]
         for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
         self.capabilities = byName
@@ -38,13 +46,13 @@ public final class Router: Sendable {
     }
 
     /// Requests dispatched and not yet answered.
-    public var pendingCount: Int { inFlight.load(ordering: .acquiring) }
+    var pendingCount: Int { inFlight.load(ordering: .acquiring) }
 
     /// Refuses new requests with `NOT_INITIALIZED` from now on.
-    public func stopAccepting() { accepting.store(false, ordering: .releasing) }
+    func stopAccepting() { accepting.store(false, ordering: .releasing) }
 
     /// Runs `request` and calls `completion` exactly once, possibly before returning.
-    public func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+    func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
         let start = scheduler.now()
         guard accepting.load(ordering: .acquiring) else {
             let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
@@ -71,9 +79,9 @@ public final class Router: Sendable {
         try request.options.validate()
         guard let capability = capabilities[action.domain] else {
             let known = capabilities.keys.sorted().joined(separator: ", ")
-            throw CSOPError(
-                .capabilityNotFound,
-                "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)")
+            var message = "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)"
+            if let hint = missingDomainHint(action.domain) { message += "; \(hint)" }
+            throw CSOPError(.capabilityNotFound, message)
         }
         guard let index = capability.operationIndex(action.operation) else {
             throw CSOPError(
@@ -151,7 +159,7 @@ public final class Router: Sendable {
     }
 
     private func settle(_ job: Job, number: Int, outcome: Result<RawJSON, CSOPError>) {
-        if case .failure(let error) = outcome, error.retryable, !Self.neverRetried.contains(error.code),
+        if case .failure(let error) = outcome, error.retryable, !Self.isNeverRetried(error.code),
             number < job.request.options.retry, accepting.load(ordering: .acquiring)
         {
             let delay = backoff.delay(afterAttempt: number, random: random())
@@ -159,7 +167,7 @@ public final class Router: Sendable {
             return
         }
         var outcome = outcome
-        if case .failure(var error) = outcome, Self.neverRetried.contains(error.code), error.retryable {
+        if case .failure(var error) = outcome, error.retryable, Self.isNeverRetried(error.code) {
             error.retryable = false
             outcome = .failure(error)
         }

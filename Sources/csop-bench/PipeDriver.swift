@@ -1,3 +1,4 @@
+import CSOPCLISupport
 import CSOPCore
 import Foundation
 import Glibc

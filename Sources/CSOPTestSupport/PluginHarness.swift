@@ -1,20 +1,20 @@
-import CSOPCore
+public import CSOPCore
 import CSOPPluginABI
-import Foundation
+import Glibc
 import Synchronization
-@testable import StoragePlugin
 
-/// Drives the storage plugin through its exported C descriptor, as the host does.
-final class PluginHarness: @unchecked Sendable {  // `instance` is set once in init and freed once in close.
+/// Drives a plugin through its exported C descriptor, as the host does, without the router:
+/// for plugin tests that need the C boundary but not the loader.
+public final class PluginHarness: @unchecked Sendable {  // `instance` is set once in init and freed once in close.
     /// One completed call: the raw result bytes or the error.
-    struct Reply: Sendable {
-        var raw: [UInt8]?
-        var error: CSOPError?
+    public struct Reply: Sendable {
+        public var raw: [UInt8]?
+        public var error: CSOPError?
 
-        var value: JSONValue? { raw.flatMap { try? JSONValue(parsing: $0) } }
-        var isOK: Bool { error == nil }
-        var code: String? { error?.code.rawValue }
-        subscript(key: String) -> JSONValue? { value?[key] }
+        public var value: JSONValue? { raw.flatMap { try? JSONValue(parsing: $0) } }
+        public var isOK: Bool { error == nil }
+        public var code: String? { error?.code.rawValue }
+        public subscript(key: String) -> JSONValue? { value?[key] }
     }
 
     private static let nextCallID = Atomic<UInt64>(1)
@@ -22,23 +22,28 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     private let hostAPI: UnsafeMutablePointer<csop_host_api>
     private var instance: UnsafeMutableRawPointer?
 
-    /// Creates a plugin instance from `config`; throws the plugin's create error.
-    init(config: JSONValue) throws(CSOPError) {
-        descriptor = storagePluginDescriptor().assumingMemoryBound(to: csop_plugin_descriptor.self)
+    /// The descriptor's domain name.
+    public var name: String { String(cString: descriptor.pointee.name) }
+
+    /// Creates an instance of the plugin `descriptor` (what its `csop_plugin_register`
+    /// returns) from `config`; throws the plugin's create error.
+    /// - Parameter hostAPISize: the `struct_size` the host table claims (tests of older hosts).
+    public init(descriptor: UnsafeRawPointer, config: JSONValue, hostAPISize: UInt32? = nil) throws(CSOPError) {
+        self.descriptor = descriptor.assumingMemoryBound(to: csop_plugin_descriptor.self)
         hostAPI = .allocate(capacity: 1)
         hostAPI.initialize(
             to: csop_host_api(
-                struct_size: UInt32(MemoryLayout<csop_host_api>.size), abi_version: CSOP_ABI_VERSION, host_context: nil,
+                struct_size: hostAPISize ?? UInt32(MemoryLayout<csop_host_api>.size), abi_version: CSOP_ABI_VERSION, host_context: nil,
                 log: { _, _, _, _ in }, emit_event: { _, _, _ in }))
         let bytes = config.serialized()
         var created: UnsafeMutableRawPointer?
         var error = csop_error()
         let status = bytes.withUnsafeBufferPointer { buffer in
-            descriptor.pointee.create(hostAPI, buffer.baseAddress, buffer.count, &created, &error)
+            self.descriptor.pointee.create(hostAPI, buffer.baseAddress, buffer.count, &created, &error)
         }
         guard status == 0, let created else {
             hostAPI.deallocate()
-            throw Self.convert(error)
+            throw CSOPError(abi: error, plugin: String(cString: self.descriptor.pointee.name), fallback: "INIT_FAILED")
         }
         instance = created
     }
@@ -46,7 +51,7 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     deinit { close() }
 
     /// Destroys the instance (idempotent).
-    func close() {
+    public func close() {
         guard let instance else { return }
         descriptor.pointee.destroy(instance)
         self.instance = nil
@@ -54,11 +59,12 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     }
 
     /// Runs `operation` with a payload (an object in normal use) and waits for its completion.
-    func call(_ operation: String, _ payload: JSONValue, callID: UInt64? = nil) async -> Reply {
+    public func call(_ operation: String, _ payload: JSONValue, callID: UInt64? = nil) async -> Reply {
         await call(operation, rawPayload: payload.serialized(), callID: callID)
     }
 
-    func call(_ operation: String, rawPayload: [UInt8], callID: UInt64? = nil) async -> Reply {
+    /// Runs `operation` with raw payload bytes; an unknown name is sent as operation number 999.
+    public func call(_ operation: String, rawPayload: [UInt8], callID: UInt64? = nil) async -> Reply {
         let id = callID ?? Self.newCallID()
         let index = operationIndex(operation)
         return await withCheckedContinuation { (continuation: CheckedContinuation<Reply, Never>) in
@@ -84,7 +90,7 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
                 if outcome.pointee.status == Int32(CSOP_STATUS_OK) {
                     reply.raw = outcome.pointee.data.map { Array(UnsafeBufferPointer(start: $0, count: outcome.pointee.data_length)) } ?? Array("null".utf8)
                 } else {
-                    reply.error = PluginHarness.convert(outcome.pointee.error)
+                    reply.error = CSOPError(abi: outcome.pointee.error, plugin: "plugin")
                 }
                 free(UnsafeMutableRawPointer(mutating: call.pointee.operation))
                 let mutableCall = UnsafeMutablePointer(mutating: call)
@@ -97,20 +103,11 @@ final class PluginHarness: @unchecked Sendable {  // `instance` is set once in i
     }
 
     /// Tells the plugin the host abandoned `callID`.
-    func cancel(_ callID: UInt64) {
+    public func cancel(_ callID: UInt64) {
         descriptor.pointee.cancel?(instance, callID)
     }
 
-    static func newCallID() -> UInt64 { nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000 }
-
-    /// The `CSOPError` a plugin reported through the C ABI.
-    private static func convert(_ error: csop_error) -> CSOPError {
-        let code = error.code.map { String(cString: $0) } ?? "UNKNOWN"
-        let message = error.message.map {
-            String(decoding: UnsafeRawBufferPointer(start: $0, count: error.message_length), as: UTF8.self)
-        } ?? ""
-        return CSOPError(ErrorCode(code), message, retryable: error.retryable != 0)
-    }
+    public static func newCallID() -> UInt64 { nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000 }
 
     private func operationIndex(_ name: String) -> Int {
         for i in 0..<descriptor.pointee.operation_count where String(cString: descriptor.pointee.operations[i]!) == name {

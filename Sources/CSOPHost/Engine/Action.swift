@@ -1,3 +1,4 @@
+public import CSOPCore
 /// A validated `domain.operation` action name.
 public struct Action: Sendable, Hashable, CustomStringConvertible {
     public let domain: String

@@ -1,3 +1,4 @@
+public import CSOPCore
 /// Per-request options: how long one attempt may take and how often to retry.
 public struct RequestOptions: Sendable, Hashable {
     /// Milliseconds one attempt may run before it is cancelled (default 5000).

@@ -1,6 +1,7 @@
+public import CSOPCore
 /// A CSOP response: `{"id","status":"ok","data","duration"}` or
 /// `{"id","status":"error","error":{"code","message","retry"},"duration"}`.
-public struct Response: Sendable {
+public struct Response: Sendable, CustomStringConvertible {
     public var id: String
     public var outcome: Result<RawJSON, CSOPError>
     /// Milliseconds from dispatch to the answer, retries included.
@@ -19,6 +20,9 @@ public struct Response: Sendable {
 
     /// The error of a failed response.
     public var error: CSOPError? { if case .failure(let error) = outcome { error } else { nil } }
+
+    /// The response as one line of compact JSON, as `csop run` prints it.
+    public var description: String { String(decoding: serialized(), as: UTF8.self) }
 
     /// The response as one line of compact JSON (no newline).
     public func serialized() -> [UInt8] {

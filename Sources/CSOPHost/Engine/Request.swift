@@ -1,3 +1,4 @@
+public import CSOPCore
 import Synchronization
 
 /// A CSOP request: `{"id"?, "action", "payload", "options"}`.

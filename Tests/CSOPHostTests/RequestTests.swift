@@ -1,4 +1,4 @@
-import CSOPCore
+import CSOPHost
 import Testing
 
 @Suite struct RequestTests {

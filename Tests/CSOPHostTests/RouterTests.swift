@@ -1,4 +1,4 @@
-import CSOPCore
+@testable import CSOPHost
 import Glibc
 import Synchronization
 import Testing

@@ -1,9 +1,10 @@
+import CSOPCore
 /// Something the router can send operations to: a loaded plugin, or a built-in.
 ///
 /// `invoke` may complete inline (before it returns) or later from any thread, exactly once.
 /// `cancel` asks the capability to stop a call the router abandoned; the capability still
 /// completes it, and the router ignores that completion.
-public protocol Capability: AnyObject, Sendable {
+protocol Capability: AnyObject, Sendable {
     /// The domain it serves, e.g. `"storage"`.
     var name: String { get }
     var version: String { get }
@@ -20,5 +21,5 @@ public protocol Capability: AnyObject, Sendable {
 }
 
 extension Capability {
-    public func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
+    func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
 }

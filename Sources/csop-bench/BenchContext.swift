@@ -9,9 +9,9 @@ final class BenchContext: Sendable {
     let quick: Bool
     /// A fresh directory removed when the bench ends.
     let workDirectory: String
-    /// The running csop binary (for `csop run` child processes).
+    /// The csop binary beside this one (for `csop run` child processes).
     let csopExecutable: String
-    /// The directory holding csop and the plugin libraries.
+    /// The directory holding csop-bench, csop and the plugin libraries.
     let buildDirectory: String
 
     init(quick: Bool) throws {
@@ -19,8 +19,12 @@ final class BenchContext: Sendable {
         let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
         workDirectory = "\(base)/csop-bench-\(getpid())-\(UInt32.random(in: 0 ... .max))"
         try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
-        csopExecutable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        buildDirectory = (csopExecutable as NSString).deletingLastPathComponent
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        buildDirectory = (executable as NSString).deletingLastPathComponent
+        csopExecutable = "\(buildDirectory)/csop"
+        guard FileManager.default.isExecutableFile(atPath: csopExecutable) else {
+            throw BenchError(message: "\(csopExecutable) not found: build everything first (swift build -c release)")
+        }
     }
 
     func cleanUp() { try? FileManager.default.removeItem(atPath: workDirectory) }

@@ -1,0 +1,15 @@
+import CSOPCore
+
+/// The compute plugin's own error codes, beside the protocol's.
+extension ErrorCode {
+    /// No built-in or registered task has that name (never retried).
+    static let invalidTask: ErrorCode = "INVALID_TASK"
+    /// A worker's JavaScript engine could not be set up (retryable).
+    static let workerCrashed: ErrorCode = "WORKER_CRASHED"
+    /// The pool's queue is full (retryable).
+    static let queueFull: ErrorCode = "QUEUE_FULL"
+    /// The script went past its memory cap and was stopped.
+    static let resourceExhausted: ErrorCode = "RESOURCE_EXHAUSTED"
+    /// More registered functions than the plugin keeps (never retried).
+    static let quotaExceeded: ErrorCode = "QUOTA_EXCEEDED"
+}

@@ -1,0 +1,83 @@
+import CSOPCLISupport
+import ArgumentParser
+import CSOPCore
+import Foundation
+
+@main
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "csop bench",
+        abstract: "Measure dispatch, storage, compute and sync with p50/p95/p99 against same-run baselines.",
+        discussion: "Build in release mode first: swift build -c release, then .build/release/csop bench.")
+
+    @Flag(help: "Print the rows as JSON.")
+    var json = false
+
+    @Flag(help: "Fewer iterations, for a smoke run.")
+    var quick = false
+
+    @Option(help: "Only these suites (comma-separated): host, storage, compute, sync.")
+    var only: String?
+
+    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench()]
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        #if DEBUG
+            printLine("warning: this is a debug build; numbers are not representative (swift build -c release)", to: 2)
+        #endif
+        let context = try BenchContext(quick: quick)
+        defer { context.cleanUp() }
+        let selected = only.map { Set($0.split(separator: ",").map(String.init)) }
+        var rows: [BenchRow] = []
+        for suite in Self.suites where selected?.contains(suite.name) ?? true {
+            printLine("running \(suite.name)…", to: 2)
+            do {
+                let suiteRows = try await suite.run(context)
+                rows += suiteRows
+                if !json { for row in suiteRows { printLine(Self.format(row)) } }
+            } catch {
+                printLine("\(suite.name) failed: \(error)", to: 2)
+                rows.append(BenchRow(suite: suite.name, name: "suite failed", note: "\(error)"))
+            }
+        }
+        if json { writeAll(1, JSONValue.array(rows.map(Self.json)).serialized() + [0x0A]) }
+    }
+
+    static func format(_ row: BenchRow) -> String {
+        func us(_ value: Double) -> String { String(format: value < 10 ? "%.2f" : value < 1000 ? "%.1f" : "%.0f", value) }
+        var text = "\(row.suite) | \(row.name)"
+        if let stats = row.stats { text += " | p50 \(us(stats.p50)) µs, p95 \(us(stats.p95)) µs, p99 \(us(stats.p99)) µs" }
+        if let throughput = row.throughput { text += " | \(String(format: "%.0f", throughput))/s" }
+        if let baseline = row.baseline {
+            text += " | baseline \(baseline):"
+            if let stats = row.baselineStats { text += " p50 \(us(stats.p50)) µs" }
+            if let throughput = row.baselineThroughput { text += " \(String(format: "%.0f", throughput))/s" }
+        }
+        if let ratio = row.ratio { text += " | ratio \(String(format: "%.2f", ratio))×" }
+        if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
+            text += " | vs \(peer.peer): \(String(format: "%.1f", advantage))× better"
+        }
+        if let note = row.note { text += " | \(note)" }
+        return text
+    }
+
+    static func json(_ row: BenchRow) -> JSONValue {
+        var object: JSONObject = ["suite": .string(row.suite), "name": .string(row.name)]
+        func stats(_ s: LatencyStats) -> JSONValue {
+            ["p50_us": .double(s.p50), "p95_us": .double(s.p95), "p99_us": .double(s.p99), "mean_us": .double(s.mean), "count": .int(Int64(s.count))]
+        }
+        if let s = row.stats { object["latency"] = stats(s) }
+        if let t = row.throughput { object["throughput_per_s"] = .double(t) }
+        if let b = row.baseline { object["baseline"] = .string(b) }
+        if let s = row.baselineStats { object["baseline_latency"] = stats(s) }
+        if let t = row.baselineThroughput { object["baseline_throughput_per_s"] = .double(t) }
+        if let r = row.ratio { object["ratio"] = .double(r) }
+        if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
+            object["peer"] = .string(peer.peer)
+            object["peer_advantage"] = .double(advantage)
+        }
+        if let n = row.note { object["note"] = .string(n) }
+        return .object(object)
+    }
+}
