@@ -5,31 +5,45 @@ import Synchronization
 
 /// Builds the C descriptor for a Swift plugin type. Call it from the library's
 /// `csop_plugin_register` function; each library exports one plugin type.
+///
+/// `create` and `check_config` receive no descriptor, so each registered type gets its own
+/// pair of C entry points from a fixed set of slots: a library holds one type, and a process
+/// that links several plugin modules statically (a test bundle) up to ``maxTypes``.
 public enum PluginExport {
+    /// How many plugin types one process can register.
+    public static let maxTypes = 8
+
     /// Returns the static descriptor for `type` (a `const csop_plugin_descriptor *`).
     public static func register<P: CSOPPlugin>(_ type: P.Type) -> UnsafeRawPointer {
         exported.withLock { state in
-            if let descriptor = state.descriptor { return UnsafeRawPointer(descriptor) }
-            let descriptor = makeDescriptor(type)
-            state.factory = PluginFactory(
-                create: { config, host throws(CSOPError) in TypedInstance(try P(config: config, host: host)) },
-                check: { config throws(CSOPError) in try P.checkConfig(config) })
-            state.descriptor = descriptor
-            return UnsafeRawPointer(descriptor)
+            let key = ObjectIdentifier(type)
+            if let slot = state.slots[key] { return UnsafeRawPointer(state.descriptors[slot]) }
+            let slot = state.descriptors.count
+            precondition(slot < maxTypes, "PluginExport: more than \(maxTypes) plugin types registered in one process")
+            state.factories.append(
+                PluginFactory(
+                    create: { config, host throws(CSOPError) in TypedInstance(try P(config: config, host: host)) },
+                    check: { config throws(CSOPError) in try P.checkConfig(config) }))
+            state.descriptors.append(makeDescriptor(type, slot: slot))
+            state.slots[key] = slot
+            return UnsafeRawPointer(state.descriptors[slot])
         }
     }
 
-    private struct State: @unchecked Sendable {  // Written once under the lock; the descriptor is immutable once built.
-        var factory: PluginFactory?
-        var descriptor: UnsafeMutablePointer<csop_plugin_descriptor>?
+    private struct State: @unchecked Sendable {  // Appended to under the lock only; each descriptor is immutable once built.
+        var slots: [ObjectIdentifier: Int] = [:]
+        var factories: [PluginFactory] = []
+        var descriptors: [UnsafeMutablePointer<csop_plugin_descriptor>] = []
     }
 
     private static let exported = Mutex(State())
 
-    fileprivate static var factory: PluginFactory? { exported.withLock { $0.factory } }
+    fileprivate static func factory(slot: Int) -> PluginFactory? {
+        exported.withLock { slot < $0.factories.count ? $0.factories[slot] : nil }
+    }
 
     // The descriptor and its strings live as long as the library: the host may read them at any time.
-    private static func makeDescriptor<P: CSOPPlugin>(_ type: P.Type) -> UnsafeMutablePointer<csop_plugin_descriptor> {
+    private static func makeDescriptor<P: CSOPPlugin>(_ type: P.Type, slot: Int) -> UnsafeMutablePointer<csop_plugin_descriptor> {
         let names = P.operationNames
         let operations = UnsafeMutablePointer<UnsafePointer<CChar>?>.allocate(capacity: names.count)
         for (i, name) in names.enumerated() { operations[i] = UnsafePointer(strdup(name)) }
@@ -44,14 +58,34 @@ public enum PluginExport {
                 version: UnsafePointer(strdup(P.version)),
                 operations: UnsafePointer(operations),
                 operation_count: names.count,
-                create: pluginCreate,
+                create: createEntryPoints[slot],
                 invoke: pluginInvoke,
                 cancel: pluginCancel,
                 destroy: pluginDestroy,
-                check_config: pluginCheckConfig))
+                check_config: checkEntryPoints[slot]))
         return descriptor
     }
 }
+
+private typealias CreateFunction = @convention(c) (
+    UnsafePointer<csop_host_api>?, UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    UnsafeMutablePointer<csop_error>?
+) -> Int32
+private typealias CheckFunction = @convention(c) (UnsafePointer<UInt8>?, Int, UnsafeMutablePointer<csop_error>?) -> Int32
+
+// One entry point per slot: a C function cannot capture which type it creates.
+private let createEntryPoints: [CreateFunction] = [
+    { pluginCreate(slot: 0, $0, $1, $2, $3, $4) }, { pluginCreate(slot: 1, $0, $1, $2, $3, $4) },
+    { pluginCreate(slot: 2, $0, $1, $2, $3, $4) }, { pluginCreate(slot: 3, $0, $1, $2, $3, $4) },
+    { pluginCreate(slot: 4, $0, $1, $2, $3, $4) }, { pluginCreate(slot: 5, $0, $1, $2, $3, $4) },
+    { pluginCreate(slot: 6, $0, $1, $2, $3, $4) }, { pluginCreate(slot: 7, $0, $1, $2, $3, $4) },
+]
+private let checkEntryPoints: [CheckFunction] = [
+    { pluginCheckConfig(slot: 0, $0, $1, $2) }, { pluginCheckConfig(slot: 1, $0, $1, $2) },
+    { pluginCheckConfig(slot: 2, $0, $1, $2) }, { pluginCheckConfig(slot: 3, $0, $1, $2) },
+    { pluginCheckConfig(slot: 4, $0, $1, $2) }, { pluginCheckConfig(slot: 5, $0, $1, $2) },
+    { pluginCheckConfig(slot: 6, $0, $1, $2) }, { pluginCheckConfig(slot: 7, $0, $1, $2) },
+]
 
 /// How the C entry points make and check instances of the exported type.
 private struct PluginFactory: Sendable {
@@ -122,10 +156,10 @@ private func parseConfig(_ config: UnsafePointer<UInt8>?, _ length: Int) throws(
 }
 
 private func pluginCreate(
-    host: UnsafePointer<csop_host_api>?, config: UnsafePointer<UInt8>?, configLength: Int,
-    instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, errorOut: UnsafeMutablePointer<csop_error>?
+    slot: Int, _ host: UnsafePointer<csop_host_api>?, _ config: UnsafePointer<UInt8>?, _ configLength: Int,
+    _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ errorOut: UnsafeMutablePointer<csop_error>?
 ) -> Int32 {
-    guard let host, let instance, let factory = PluginExport.factory else {
+    guard let host, let instance, let factory = PluginExport.factory(slot: slot) else {
         return report(CSOPError(.notInitialized, "plugin registration incomplete"), into: errorOut)
     }
     do throws(CSOPError) {
@@ -137,8 +171,10 @@ private func pluginCreate(
     }
 }
 
-private func pluginCheckConfig(config: UnsafePointer<UInt8>?, configLength: Int, errorOut: UnsafeMutablePointer<csop_error>?) -> Int32 {
-    guard let factory = PluginExport.factory else {
+private func pluginCheckConfig(
+    slot: Int, _ config: UnsafePointer<UInt8>?, _ configLength: Int, _ errorOut: UnsafeMutablePointer<csop_error>?
+) -> Int32 {
+    guard let factory = PluginExport.factory(slot: slot) else {
         return report(CSOPError(.notInitialized, "plugin registration incomplete"), into: errorOut)
     }
     do throws(CSOPError) {
