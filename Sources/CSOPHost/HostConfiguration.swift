@@ -53,7 +53,9 @@ public struct HostConfiguration: Sendable {
         findPluginsDirectory { name in getenv(name).map { String(cString: $0) } }
     }
 
-    static func findPluginsDirectory(environment: (String) -> String?) -> (directory: String, searched: [String]) {
+    static func findPluginsDirectory(
+        environment: (String) -> String?, isDirectory: (String) -> Bool = isDirectory
+    ) -> (directory: String, searched: [String]) {
         if let explicit = environment("CSOP_PLUGINS_DIR"), !explicit.isEmpty { return (explicit, [explicit]) }
         var candidates = ["./plugins.d"]
         if let config = environment("XDG_CONFIG_HOME"), config.hasPrefix("/") {
@@ -62,11 +64,13 @@ public struct HostConfiguration: Sendable {
             candidates.append("\(home)/.config/csop/plugins.d")
         }
         if let directory = executableDirectory() { candidates.append(normalize("\(directory)/../etc/csop/plugins.d")) }
-        for candidate in candidates {
-            var info = stat()
-            if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return (candidate, candidates) }
-        }
+        for candidate in candidates where isDirectory(candidate) { return (candidate, candidates) }
         return (candidates[0], candidates)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
     }
 
     static func environmentSearchPath() -> [String] {

@@ -1,5 +1,5 @@
 import CSOPCore
-import CSOPHost
+@testable import CSOPHost
 import CSOPTestSupport
 import Foundation
 import Testing
@@ -145,11 +145,111 @@ import Testing
         await host.shutdown()
     }
 
-    @Test func aMissingPluginsDirectoryIsAFailureNotACrash() async {
+    @Test func aMissingPluginsDirectoryIsItsOwnFailureKind() async {
         let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: directory.file("nope")))
         #expect(host.plugins.isEmpty)
+        #expect(host.failures.count == 1)
+        #expect(host.failures.first?.kind == .pluginsDirectoryNotFound)
         #expect(host.failures.first?.message.contains("cannot open the plugins directory") == true)
         #expect(await host.dispatch("host.ping").isOK)
+        let missing = await host.dispatch("diag.noop")
+        #expect(missing.error?.code == .capabilityNotFound)
+        #expect(missing.error?.message.contains("no plugins were loaded: cannot open the plugins directory") == true)
         await host.shutdown()
     }
+
+    @Test func capabilityNotFoundSaysWhyTheEntryFailed() async throws {
+        let writable = try compile("broken.c", ["NAME=\"weather\""], as: "libcsop-weather.so")
+        chmod(writable, 0o775)
+        let host = try await TestEnvironment.makeHost(
+            [
+                PluginEntry("10-weather.conf", library: writable),
+                PluginEntry("20-storage.conf", library: "libcsop-storage-missing.so", extra: "name = \"storage\"\n"),
+            ], in: directory)
+        let weather = await host.dispatch("weather.ping")
+        #expect(weather.error?.code == .capabilityNotFound)
+        #expect(weather.error?.message.contains("its plugins.d entry") == true)
+        #expect(weather.error?.message.contains("INSECURE_PERMISSIONS") == true)
+        #expect(weather.error?.message.contains("writable by its group") == true)
+        let storage = await host.dispatch("storage.get", ["key": "k"])
+        #expect(storage.error?.message.contains("20-storage.conf failed to load: LIBRARY_NOT_FOUND") == true)
+        let other = await host.dispatch("nothing.here")
+        #expect(other.error?.message.contains("failed to load") == false)
+        await host.shutdown()
+    }
+
+    @Test func aCompletionWithATooSmallOutcomeIsAPluginFault() async throws {
+        let library = try compile("broken.c", ["SMALL_OUTCOME"], as: "libsmall.so")
+        let host = try await TestEnvironment.makeHost([PluginEntry("10-small.conf", library: library)], in: directory)
+        let response = await host.dispatch("broken.ping")
+        #expect(response.error?.code == .pluginFault)
+        #expect(response.error?.message.contains("struct_size 8") == true)
+        await host.shutdown()
+    }
+
+    @Test func aDescriptorFromBeforeCheckConfigStillLoadsAndChecks() async throws {
+        let library = try compile("broken.c", ["OLD_DESCRIPTOR"], as: "libold.so")
+        let host = try await TestEnvironment.makeHost([PluginEntry("10-old.conf", library: library)], in: directory)
+        #expect(host.failures.isEmpty, "\(host.failures)")
+        #expect(await host.dispatch("broken.ping").data == "pong")
+        await host.shutdown()
+        let plugins = try directory.writePlugins([PluginEntry("10-old.conf", library: library, config: ["port": 1])])
+        let results = PluginCheck.run(HostConfiguration(pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false))
+        #expect(results.map(\.status.isOK) == [true])
+    }
+
+    /// `csop check`: every problem the loader finds, without creating any plugin.
+    @Test func checkReportsEachEntryWithoutCreatingPlugins() throws {
+        let failingInit = try compile("broken.c", ["FAILING_INIT"], as: "libfailinginit.so")
+        let refusing = try compile("broken.c", ["REFUSE_CONFIG", "NAME=\"picky\""], as: "libpicky.so")
+        let plugins = try directory.writePlugins([
+            PluginEntry("00-diag.conf", library: "libcsop-diag.so"),
+            PluginEntry("10-diag-config.conf", library: "libcsop-diag.so", config: ["verbose": true]),
+            PluginEntry("20-init.conf", library: failingInit),
+            PluginEntry("30-picky.conf", library: refusing, config: ["port": 1]),
+            PluginEntry("40-picky.conf", library: refusing),
+            PluginEntry("50-missing.conf", library: "libdoes-not-exist.so"),
+            PluginEntry("60-off.conf", library: "libdoes-not-exist.so", enabled: false),
+        ])
+        let results = PluginCheck.run(
+            HostConfiguration(pluginsDirectory: plugins, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false))
+        let byFile = Dictionary(uniqueKeysWithValues: results.map { (($0.file as NSString).lastPathComponent, $0.status) })
+        #expect(byFile["00-diag.conf"]?.isOK == true)
+        #expect(byFile["10-diag-config.conf"]?.failure?.kind == .badConfig)
+        #expect(byFile["10-diag-config.conf"]?.failure?.message.contains("verbose") == true)
+        // create() would fail, but check never calls it.
+        #expect(byFile["20-init.conf"]?.isOK == true)
+        #expect(byFile["30-picky.conf"]?.failure?.message.contains("config.port is not supported") == true)
+        // The first picky entry failed its check, so the second one is the domain's first claim.
+        #expect(byFile["40-picky.conf"]?.isOK == true)
+        #expect(byFile["50-missing.conf"]?.failure?.kind == .libraryNotFound)
+        #expect(byFile["60-off.conf"] == .disabled)
+        let missing = PluginCheck.run(HostConfiguration(pluginsDirectory: directory.file("nope")))
+        #expect(missing.first?.status.failure?.kind == .pluginsDirectoryNotFound)
+    }
+
+    @Test func findsThePluginsDirectoryInTheDocumentedOrder() throws {
+        let home = directory.file("home")
+        let xdg = directory.file("xdg")
+        try FileManager.default.createDirectory(atPath: "\(xdg)/csop/plugins.d", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(home)/.config/csop/plugins.d", withIntermediateDirectories: true)
+        func find(_ env: [String: String]) -> (String, [String]) {
+            // Ignores the repository's own ./plugins.d (the tests' working directory).
+            let found = HostConfiguration.findPluginsDirectory(
+                environment: { env[$0] }, isDirectory: { $0 != "./plugins.d" && HostConfiguration.isDirectory($0) })
+            return (found.directory, found.searched)
+        }
+        #expect(find(["CSOP_PLUGINS_DIR": "/srv/csop"]).0 == "/srv/csop")
+        #expect(find(["XDG_CONFIG_HOME": xdg, "HOME": home]).0 == "\(xdg)/csop/plugins.d")
+        #expect(find(["HOME": home]).0 == "\(home)/.config/csop/plugins.d")
+        let nothing = find(["HOME": directory.file("empty")])
+        #expect(nothing.0 == "./plugins.d")
+        #expect(nothing.1.first == "./plugins.d")
+        #expect(nothing.1.last?.hasSuffix("/etc/csop/plugins.d") == true)
+    }
+}
+
+extension PluginCheck.Status {
+    var isOK: Bool { if case .ok = self { true } else { false } }
+    var failure: PluginLoadFailure? { if case .failed(let failure) = self { failure } else { nil } }
 }

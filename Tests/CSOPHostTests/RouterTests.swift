@@ -174,6 +174,28 @@ final class BlockingCapability: Capability, Sendable {
         #expect(scheduler.scheduledDelays == [RequestOptions.defaultTimeout])
     }
 
+    /// The documented rule holds for any plugin's codes, not a fixed list.
+    @Test(arguments: ["USER_NOT_FOUND", "INVALID_COUPON", "CONFLICT", "QUOTA_EXCEEDED", "KEY_NOT_FOUND"])
+    func neverRetriesCodesTheRuleNames(code: String) {
+        let capability = ScriptedCapability([.failure(CSOPError(ErrorCode(code), "no", retryable: true)), .success(.null)])
+        let box = ResponseBox()
+        router(capability, ManualScheduler()).dispatch(Request(action: "fake.run", options: RequestOptions(retry: 3)), completion: box.callback())
+        #expect(box.only?.error?.code.rawValue == code)
+        #expect(box.only?.error?.retryable == false)
+        #expect(capability.invocations.withLock { $0.count } == 1)
+    }
+
+    @Test(arguments: ["USER_TEMPORARILY_LOCKED", "NOT_CONNECTED", "NOT_FOUNDATION_READY"])
+    func retriesOtherRetryableCodes(code: String) {
+        let capability = ScriptedCapability([.failure(CSOPError(ErrorCode(code), "later", retryable: true)), .success(.null)])
+        let scheduler = ManualScheduler()
+        let box = ResponseBox()
+        router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(retry: 1)), completion: box.callback())
+        scheduler.advance(by: 10_000)
+        #expect(box.only?.isOK == true)
+        #expect(capability.invocations.withLock { $0.count } == 2)
+    }
+
     @Test func doesNotRetryNonRetryableFailures() {
         let capability = ScriptedCapability([.failure(CSOPError(.executionFailed, "boom")), .success(.null)])
         let box = ResponseBox()

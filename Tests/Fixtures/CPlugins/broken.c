@@ -3,8 +3,12 @@
  *   -DWRONG_ABI     reports ABI version 99
  *   -DFAILING_INIT  create() fails with a message
  *   -DBAD_OUTPUT    ping answers bytes that are not JSON, and an unknown status for "status"
+ *   -DSMALL_OUTCOME completes with a csop_outcome whose struct_size is too small
+ *   -DOLD_DESCRIPTOR a descriptor from before check_config (struct_size stops at destroy)
+ *   -DREFUSE_CONFIG check_config refuses every config naming "port"
  *   -DNAME=\"x\"    serves domain x (default "broken")
  */
+#define _GNU_SOURCE
 #include <csop_plugin.h>
 #include <string.h>
 
@@ -36,6 +40,9 @@ static void invoke(void *instance, const csop_call *call) {
     (void)instance;
     csop_outcome outcome = {0};
     outcome.struct_size = sizeof outcome;
+#ifdef SMALL_OUTCOME
+    outcome.struct_size = 8;
+#endif
     outcome.status = CSOP_STATUS_OK;
 #ifdef BAD_OUTPUT
     outcome.data = (const uint8_t *)"{pong";
@@ -50,6 +57,18 @@ static void invoke(void *instance, const csop_call *call) {
 
 static void destroy(void *instance) { (void)instance; }
 
+#ifdef REFUSE_CONFIG
+static int32_t check_config(const uint8_t *config, size_t config_length, csop_error *error) {
+    static const char message[] = "config.port is not supported";
+    if (memmem(config, config_length, "\"port\"", 6) == NULL) return 0;
+    error->code = "INVALID_PAYLOAD";
+    error->message = message;
+    error->message_length = sizeof message - 1;
+    error->retryable = 0;
+    return 1;
+}
+#endif
+
 static const csop_plugin_descriptor descriptor = {
     .magic = CSOP_PLUGIN_MAGIC,
 #ifdef WRONG_ABI
@@ -57,7 +76,11 @@ static const csop_plugin_descriptor descriptor = {
 #else
     .abi_version = CSOP_ABI_VERSION,
 #endif
+#ifdef OLD_DESCRIPTOR
+    .struct_size = CSOP_PLUGIN_DESCRIPTOR_MIN_SIZE,
+#else
     .struct_size = sizeof(csop_plugin_descriptor),
+#endif
     .name = NAME,
     .version = "0.0.1",
     .operations = operations,
@@ -66,6 +89,9 @@ static const csop_plugin_descriptor descriptor = {
     .invoke = invoke,
     .cancel = NULL,
     .destroy = destroy,
+#ifdef REFUSE_CONFIG
+    .check_config = check_config,
+#endif
 };
 
 #ifdef NO_SYMBOL
