@@ -60,18 +60,25 @@ for f in "${BIN_NAMES[@]}" "${PLUGIN_LIBS[@]}"; do
     [ -f "$BUILD_DIR/$f" ] || die "$BUILD_DIR/$f is missing: run swift build -c release (or unset CSOP_SKIP_BUILD)"
 done
 
-# --- the manual page: swift-argument-parser's generate-manual plugin, output kept in .build --
-MANUAL="$REPO/.build/plugins/GenerateManual/outputs/csop/csop.1"
-if [ "${CSOP_SKIP_BUILD:-0}" = "1" ] && [ -f "$MANUAL" ] && [ "$MANUAL" -nt "$BUILD_DIR/csop" ]; then
-    : # up to date with the built csop
-else
-    say "generating the manual page (swift package generate-manual)..." >&2
-    if ! "$SWIFT" package generate-manual >&2 </dev/null; then
-        [ -f "$MANUAL" ] || die "swift package generate-manual failed and there is no earlier csop.1"
-        say "warning: swift package generate-manual failed; installing the earlier $MANUAL" >&2
-    fi
-    [ -f "$MANUAL" ] || die "swift package generate-manual wrote no $MANUAL"
+# --- the manual page ---------------------------------------------------------------------
+# swift-argument-parser's generate-manual tool (what `swift package generate-manual` runs), run
+# directly on the built csop: the plugin would rebuild every product first and fail on any
+# target that does not compile, and cannot pin the date. Tool and page are cached in .build.
+MANUAL_DIR="$REPO/.build/csop-manual"
+MANUAL="$MANUAL_DIR/csop.1"
+GENERATE_MANUAL="$BUILD_DIR/generate-manual"
+if [ ! -x "$GENERATE_MANUAL" ] || [ "${CSOP_SKIP_BUILD:-0}" != "1" ]; then
+    say "building swift-argument-parser's generate-manual..." >&2
+    "$SWIFT" build -c release --product generate-manual >&2 </dev/null || true
 fi
+if [ -x "$GENERATE_MANUAL" ] && { [ ! -f "$MANUAL" ] || [ "$BUILD_DIR/csop" -nt "$MANUAL" ] || [ "$GENERATE_MANUAL" -nt "$MANUAL" ]; }; then
+    # The date of the last commit, so that reinstalling the same build changes nothing.
+    manual_date=$(git -C "$REPO" log -1 --format=%cs 2>/dev/null || date -r "$BUILD_DIR/csop" +%F)
+    mkdir -p "$MANUAL_DIR"
+    "$GENERATE_MANUAL" "$BUILD_DIR/csop" --date "$manual_date" --output-directory "$MANUAL_DIR" >&2 </dev/null \
+        || say "warning: generate-manual failed" >&2
+fi
+[ -f "$MANUAL" ] || die "no manual page: $GENERATE_MANUAL could not be built or run"
 
 # --- staging -------------------------------------------------------------------------------
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/csop-install.XXXXXX")
