@@ -45,18 +45,20 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func format(_ row: BenchRow) -> String {
-        func us(_ value: Double) -> String { String(format: value < 10 ? "%.2f" : value < 1000 ? "%.1f" : "%.0f", value) }
+        let us = BenchFormat.microseconds
         var text = "\(row.suite) | \(row.name)"
         if let stats = row.stats { text += " | p50 \(us(stats.p50)) µs, p95 \(us(stats.p95)) µs, p99 \(us(stats.p99)) µs" }
-        if let throughput = row.throughput { text += " | \(String(format: "%.0f", throughput))/s" }
+        if let throughput = row.throughput { text += " | \(BenchFormat.fixed(throughput, 0))/s" }
         if let baseline = row.baseline {
             text += " | baseline \(baseline):"
             if let stats = row.baselineStats { text += " p50 \(us(stats.p50)) µs" }
-            if let throughput = row.baselineThroughput { text += " \(String(format: "%.0f", throughput))/s" }
+            if let throughput = row.baselineThroughput { text += " \(BenchFormat.fixed(throughput, 0))/s" }
         }
-        if let ratio = row.ratio { text += " | ratio \(String(format: "%.2f", ratio))×" }
-        if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
-            text += " | vs \(peer.peer): \(String(format: "%.1f", advantage))× better"
+        if let ratio = row.ratio { text += " | ratio \(BenchFormat.fixed(ratio, 2))×" }
+        if let comparison = PeerFigure.forRow(row)?.comparison(of: row) { text += " | \(comparison)" }
+        for target in row.targets {
+            guard let (met, measured) = target.check(row) else { continue }
+            text += met ? " | target \(target.text): met" : " | target \(target.text): MISSED (\(measured))"
         }
         if let note = row.note { text += " | \(note)" }
         return text
@@ -77,6 +79,10 @@ struct BenchCommand: AsyncParsableCommand {
             object["peer"] = .string(peer.peer)
             object["peer_advantage"] = .double(advantage)
         }
+        let targets: [JSONValue] = row.targets.compactMap { target in
+            target.check(row).map { ["target": .string(target.text), "met": .bool($0.met), "measured": .string($0.measured)] }
+        }
+        if !targets.isEmpty { object["targets"] = .array(targets) }
         if let n = row.note { object["note"] = .string(n) }
         return .object(object)
     }

@@ -29,12 +29,14 @@ struct BenchRow: Sendable {
     var baseline: String?
     var baselineStats: LatencyStats?
     var baselineThroughput: Double?
-    /// A target or remark, e.g. "target ≤ 25 µs p50".
+    /// Floors the row must meet; the table says whether each was met.
+    var targets: [BenchTarget]
+    /// A remark, e.g. "includes the child's stdout pipe".
     var note: String?
 
     init(
         suite: String, name: String, stats: LatencyStats? = nil, throughput: Double? = nil, baseline: String? = nil,
-        baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, note: String? = nil
+        baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, targets: [BenchTarget] = [], note: String? = nil
     ) {
         self.suite = suite
         self.name = name
@@ -43,6 +45,7 @@ struct BenchRow: Sendable {
         self.baseline = baseline
         self.baselineStats = baselineStats
         self.baselineThroughput = baselineThroughput
+        self.targets = targets
         self.note = note
     }
 

@@ -53,26 +53,24 @@ struct ComputeBench: BenchSuite {
         let bareHeavy = try BareJavaScript().measureHeavy(context, iterations: heavyIterations)
         await host.shutdown()
 
-        let speedup = bareHeavy.p50 / heavy.p50
         return [
             BenchRow(
                 suite: name, name: "execute custom `return data.a + data.b`", stats: add, throughput: 1e6 / add.mean,
                 baseline: "same compiled function called on a bare JSC context", baselineStats: bareAdd,
-                note: "target ≤ 30 µs p50; Node worker_threads ≈ 50 µs"),
+                targets: [.maxP50(microseconds: 30)]),
             BenchRow(
                 suite: name, name: "custom a+b, 64 in flight", throughput: inFlight,
-                baseline: "one at a time (1/mean)", baselineThroughput: 1e6 / add.mean,
-                note: "Node worker_threads ≈ 200k tasks/s"),
+                baseline: "one at a time (1/mean)", baselineThroughput: 1e6 / add.mean),
             BenchRow(
                 suite: name, name: "execute fibonacci(1000)", stats: fib, baseline: "diag.noop dispatch",
                 baselineStats: noopStats),
             BenchRow(
                 suite: name, name: "batch of 100 fibonacci(1000)", stats: fibs, baseline: "100 executes one by one",
-                baselineStats: oneByOne, note: "target ≤ 3 ms p50; Node ≈ 2.6 ms"),
+                baselineStats: oneByOne, targets: [.maxP50(microseconds: 3000)]),
             BenchRow(
                 suite: name, name: "batch of 100 CPU-heavy JS tasks", stats: heavy,
                 baseline: "same 100 on one bare JSC context", baselineStats: bareHeavy,
-                note: String(format: "speedup %.2f× (target ≥ 1.8×)", speedup)),
+                targets: [.minSpeedup(1.8)]),
         ]
     }
 

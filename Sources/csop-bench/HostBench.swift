@@ -33,14 +33,14 @@ struct HostBench: BenchSuite {
             BenchRow(
                 suite: name, name: "no-op dispatch, in-process (await)", stats: asyncStats,
                 throughput: 1e6 / asyncStats.mean, baseline: "serialize the payload only", baselineStats: baseline,
-                note: "target ≤ 5 µs p50"),
+                targets: [.maxP50(microseconds: 5)]),
             BenchRow(
                 suite: name, name: "no-op dispatch, in-process (callback)", stats: callbackStats,
                 throughput: 1e6 / callbackStats.mean, baseline: "serialize the payload only", baselineStats: baseline),
             BenchRow(
                 suite: name, name: "no-op via csop run, 64 in flight", stats: run.latency, throughput: run.throughput,
                 baseline: "same lines echoed by cat", baselineStats: cat.latency, baselineThroughput: cat.throughput,
-                note: run.errors > 0 ? "\(run.errors) error responses!" : "target ≥ 100,000 req/s"),
+                targets: [.minThroughput(100_000)], note: run.errors > 0 ? "\(run.errors) error responses!" : nil),
         ]
     }
 }

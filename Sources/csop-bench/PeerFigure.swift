@@ -7,6 +7,14 @@ struct PeerFigure: Sendable {
     /// Peer throughput per second.
     var throughput: Double?
 
+    /// The row against the peer in words: "3.7× faster than …" or "1.25× slower than …".
+    func comparison(of row: BenchRow) -> String? {
+        guard let advantage = advantage(of: row) else { return nil }
+        return advantage >= 1
+            ? "\(BenchFormat.number(advantage))× faster than \(peer)"
+            : "\(BenchFormat.number(1 / advantage))× slower than \(peer)"
+    }
+
     /// How many times better the row is than the peer (higher is better).
     func advantage(of row: BenchRow) -> Double? {
         if let p50, let stats = row.stats, stats.p50 > 0 { return p50 / stats.p50 }

@@ -39,7 +39,7 @@ struct StorageBench: BenchSuite {
         rows.append(
             BenchRow(
                 suite: name, name: "save 1 KB", stats: save, baseline: "raw SQLite INSERT OR REPLACE", baselineStats: rawSave,
-                note: "target ≤ 25 µs p50, ≤ 2× raw"))
+                targets: [.maxP50(microseconds: 25), .maxRatio(2)]))
 
         let gets = keys.map { Request(id: "g", action: "storage.get", payload: ["key": .string($0)]) }
         i = 0
@@ -55,7 +55,7 @@ struct StorageBench: BenchSuite {
         rows.append(
             BenchRow(
                 suite: name, name: "get 1 KB", stats: get, baseline: "raw SQLite SELECT", baselineStats: rawGet,
-                note: "target ≤ 10 µs p50, ≤ 2× raw"))
+                targets: [.maxP50(microseconds: 10), .maxRatio(2)]))
 
         let listRequest = Request(id: "l", action: "storage.list", payload: ["prefix": "bench:", "limit": 1000])
         let list = await context.measure(iterations: context.iterations(2000), warmup: 50) {
