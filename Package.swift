@@ -98,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "csop",
             dependencies: [
-                "CSOPCore", "CSOPHost", "CSOPPluginABI", "CSOPCLISupport",
+                "CSOPCore", "CSOPHost", "CSOPCLISupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

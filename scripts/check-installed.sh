@@ -12,10 +12,10 @@
 # Build: CSOP_SKIP_BUILD=1 installs what .build/release holds, CSOP_SKIP_BUILD=0 rebuilds;
 # unset, it rebuilds only when .build/release lacks a product. CSOP_KEEP_TMP=1 keeps the
 # temporary directory. Needs root, or unprivileged user namespaces (unshare --map-root-user).
+# shellcheck disable=SC2016  # $ORIGIN and the namespace scripts are literal on purpose
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/.."
-REPO=$(pwd -P)
 
 PASSED=0
 FAILED=0
@@ -71,14 +71,13 @@ in_ns() {
         exec env -i PATH=/usr/bin:/bin HOME="$TMP_HOME" XDG_DATA_HOME="$TMP_HOME/data" LANG=C.UTF-8 "$@"
     ' in_ns "$EMPTY" "$HIDE" "$WORK" "$@"
 }
-export TMP_HOME="$TMP"
-# Keep the inherited environment out of the namespace's `env -i` (only TMP_HOME passes).
+export TMP_HOME="$TMP"   # the namespace's HOME; nothing else of this environment gets through
 
 # --- 1. install --------------------------------------------------------------------------
 if [ -z "${CSOP_SKIP_BUILD:-}" ]; then
     CSOP_SKIP_BUILD=1
     for f in csop csop-bench libcsop-diag.so libcsop-storage.so libcsop-compute.so libcsop-sync.so; do
-        [ -f .build/release/$f ] || CSOP_SKIP_BUILD=0
+        [ -f ".build/${CSOP_CONFIGURATION:-release}/$f" ] || CSOP_SKIP_BUILD=0
     done
 fi
 export CSOP_SKIP_BUILD

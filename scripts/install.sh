@@ -7,12 +7,14 @@
 #   PREFIX/etc/csop/plugins.d/*.conf                   existing, edited files are kept
 #   PREFIX/share/man/man1/csop.1
 #   PREFIX/share/{bash-completion/completions/csop,zsh/site-functions/_csop,fish/vendor_completions.d/csop.fish}
-# Builds in release mode first unless CSOP_SKIP_BUILD=1. Idempotent: unchanged files are left
+# Builds in release mode first unless CSOP_SKIP_BUILD=1 (CSOP_CONFIGURATION=debug installs the
+# debug build instead: the tests use it to check the tree). Idempotent: unchanged files are left
 # alone. Needs patchelf (installed with apt-get when missing and running as root).
 # The system libraries the plugins link (SQLite, JavaScriptCore, zlib) are not copied: the
 # target machine needs the Debian packages libsqlite3-0, libjavascriptcoregtk-4.1-0 and zlib1g.
 #
 # Usage: scripts/install.sh [PREFIX]
+# shellcheck disable=SC2016  # $ORIGIN is literal on purpose
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/.."
@@ -46,18 +48,20 @@ if ! command -v patchelf >/dev/null 2>&1; then
         die "patchelf is required: sudo apt-get install patchelf"
     fi
 fi
-for tool in readelf ldd install cmp; do
+for tool in readelf ldd install cmp strip; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
 # --- build ---------------------------------------------------------------------------------
-BUILD_DIR="$REPO/.build/release"
+CONFIGURATION="${CSOP_CONFIGURATION:-release}"
+case "$CONFIGURATION" in release|debug) ;; *) die "CSOP_CONFIGURATION must be release or debug, got $CONFIGURATION" ;; esac
+BUILD_DIR="$REPO/.build/$CONFIGURATION"
 if [ "${CSOP_SKIP_BUILD:-0}" != "1" ]; then
-    say "building (swift build -c release)..." >&2
-    "$SWIFT" build -c release >&2 </dev/null
+    say "building (swift build -c $CONFIGURATION)..." >&2
+    "$SWIFT" build -c "$CONFIGURATION" >&2 </dev/null
 fi
 for f in "${BIN_NAMES[@]}" "${PLUGIN_LIBS[@]}"; do
-    [ -f "$BUILD_DIR/$f" ] || die "$BUILD_DIR/$f is missing: run swift build -c release (or unset CSOP_SKIP_BUILD)"
+    [ -f "$BUILD_DIR/$f" ] || die "$BUILD_DIR/$f is missing: run swift build -c $CONFIGURATION (or unset CSOP_SKIP_BUILD)"
 done
 
 # --- the manual page ---------------------------------------------------------------------
@@ -69,7 +73,7 @@ MANUAL="$MANUAL_DIR/csop.1"
 GENERATE_MANUAL="$BUILD_DIR/generate-manual"
 if [ ! -x "$GENERATE_MANUAL" ] || [ "${CSOP_SKIP_BUILD:-0}" != "1" ]; then
     say "building swift-argument-parser's generate-manual..." >&2
-    "$SWIFT" build -c release --product generate-manual >&2 </dev/null || true
+    "$SWIFT" build -c "$CONFIGURATION" --product generate-manual >&2 </dev/null || true
 fi
 if [ -x "$GENERATE_MANUAL" ] && { [ ! -f "$MANUAL" ] || [ "$BUILD_DIR/csop" -nt "$MANUAL" ] || [ "$GENERATE_MANUAL" -nt "$MANUAL" ]; }; then
     # The date of the last commit, so that reinstalling the same build changes nothing.
@@ -108,12 +112,16 @@ set_runpath() { # file runpath
     if readelf -d "$1" | grep -q '(RPATH)'; then die "$1: has a DT_RPATH as well"; fi
 }
 
+# Debug information is dropped from the copies (a plugin library shrinks from ~70 MB to a few);
+# symbols and Swift's runtime metadata stay.
 for f in "${BIN_NAMES[@]}"; do
     cp "$BUILD_DIR/$f" "$STAGE/bin/$f"
+    strip --strip-debug "$STAGE/bin/$f"
     set_runpath "$STAGE/bin/$f" '$ORIGIN/../lib/csop'
 done
 for f in "${PLUGIN_LIBS[@]}"; do
     cp "$BUILD_DIR/$f" "$STAGE/lib/$f"
+    strip --strip-debug "$STAGE/lib/$f"
     set_runpath "$STAGE/lib/$f" '$ORIGIN'
 done
 for name in "${!RUNTIME[@]}"; do

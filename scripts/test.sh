@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: installs system packages, starts PostgreSQL on loopback, builds the
-# package (plugins, csop, tests) and runs the whole suite. No test is skipped: the
-# PostgreSQL tests fail if the server is unreachable.
+# package (plugins, csop, tests), runs the whole suite (the embedding example included), then
+# installs the build into a temporary prefix and runs it with the Swift toolchain hidden
+# (scripts/check-installed.sh). No test is skipped: the PostgreSQL tests fail if the server is
+# unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +12,4 @@ export CSOP_TEST_POSTGRES_URL="${CSOP_TEST_POSTGRES_URL:-postgres://csop:csop@12
 
 swift build --build-tests
 swift test --skip-build
+CSOP_CONFIGURATION=debug CSOP_SKIP_BUILD=1 scripts/check-installed.sh
