@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // The C contract, nothing else.
@@ -35,7 +36,11 @@ let package = Package(
         // The engine and the embedding API: router, timers, plugins.d, the dlopen loader.
         .target(
             name: "CSOPHost",
-            dependencies: ["CSOPCore", "CSOPPluginABI", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CSOPCore", "CSOPPluginABI",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(name: "CSOPPluginKit", dependencies: ["CSOPCore", "CSOPPluginABI"], swiftSettings: swiftSettings),

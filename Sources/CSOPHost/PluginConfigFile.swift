@@ -1,18 +1,23 @@
 public import CSOPCore
+import TOMLKit
 
-/// One parsed plugins.d entry.
+/// One parsed plugins.d entry: a TOML document (TOML 1.0, parsed by TOMLKit).
 ///
-/// The format is a small, hand-editable subset of TOML:
-/// ```
+/// ```toml
 /// # comments start with '#'
 /// library = "libcsop-storage.so"   # required
 /// enabled = true                   # optional, default true
+/// name = "storage"                 # optional: the domain the library must serve
 ///
 /// [config]                         # handed to the plugin as a JSON object
 /// path = "/var/lib/csop/hot.sqlite"
-/// maxLocalSize = 5242880
+/// maxLocalSize = 5_242_880
+/// tags = ["hot", "local"]          # arrays, inline and nested tables become JSON
+/// [config.limits]
+/// keys = 10_000
 /// ```
-/// Values are double- or single-quoted strings, integers, decimals, `true` or `false`.
+/// Tables become objects, arrays arrays, integers and floats numbers; dates, times, `inf`
+/// and `nan` have no JSON form and are refused.
 public struct PluginConfigFile: Sendable, Equatable {
     public var path: String
     public var library: String
@@ -22,56 +27,45 @@ public struct PluginConfigFile: Sendable, Equatable {
     public var config: JSONObject
 
     /// Parses the text of the file at `path`.
-    /// - Throws: ``PluginConfigError`` naming the file and line.
+    /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
     public static func parse(_ text: String, path: String) throws(PluginConfigError) -> PluginConfigFile {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw PluginConfigError(file: path, line: error.source.begin.line, message: error.description)
+        } catch {
+            throw PluginConfigError(file: path, line: nil, message: "not a TOML document: \(error)")
+        }
+        func fail(_ key: String, _ message: String) -> PluginConfigError {
+            PluginConfigError(file: path, line: Self.line(of: key, in: text), message: message)
+        }
         var library: String?
         var enabled = true
         var expectedName: String?
         var config = JSONObject()
-        var section = ""
-        var seen: Set<String> = []
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let lineNumber = number + 1
-            func fail(_ message: String) -> PluginConfigError { PluginConfigError(file: path, line: lineNumber, message: message) }
-            let line = rawLine.trimmingWhitespace()
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            if line.hasPrefix("[") {
-                guard line.hasSuffix("]") else { throw fail("section header must look like [config]") }
-                section = String(line.dropFirst().dropLast()).trimmingWhitespace()
-                guard section == "config" else { throw fail("unknown section [\(section)]; the only section is [config]") }
-                continue
-            }
-            guard let equals = line.firstIndex(of: "=") else {
-                throw fail("expected key = value, got \"\(line.prefix(60))\"")
-            }
-            let key = String(line[..<equals]).trimmingWhitespace()
-            guard !key.isEmpty, key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == "." }) else {
-                throw fail("invalid key \"\(key)\"; keys use letters, digits, '_', '-' and '.'")
-            }
-            let qualified = section.isEmpty ? key : "\(section).\(key)"
-            guard seen.insert(qualified).inserted else { throw fail("duplicate key \"\(key)\"") }
-            let value: JSONValue
-            do throws(PluginConfigError.Reason) {
-                value = try parseValue(String(line[line.index(after: equals)...]).trimmingWhitespace())
-            } catch {
-                throw fail("\(error.text) for \"\(key)\"")
-            }
-            if section == "config" {
-                config[key] = value
-                continue
-            }
+        for key in table.keys {
+            guard let value = table[key] else { continue }
             switch key {
             case "library":
-                guard case .string(let text) = value, !text.isEmpty else { throw fail("library must be a non-empty string") }
+                guard let text = value.string, !text.isEmpty else { throw fail(key, "library must be a non-empty string") }
                 library = text
             case "enabled":
-                guard case .bool(let flag) = value else { throw fail("enabled must be true or false") }
+                guard value.type == .bool, let flag = value.bool else { throw fail(key, "enabled must be true or false") }
                 enabled = flag
             case "name":
-                guard case .string(let text) = value, !text.isEmpty else { throw fail("name must be a non-empty string") }
+                guard let text = value.string, !text.isEmpty else { throw fail(key, "name must be a non-empty string") }
                 expectedName = text
+            case "config":
+                guard let section = value.table else { throw fail(key, "config must be a table: write [config] above the plugin's settings") }
+                do throws(PluginConfigError.Reason) {
+                    config = try Self.json(section, at: "config")
+                } catch {
+                    throw fail(error.key, error.text)
+                }
             default:
-                throw fail("unknown key \"\(key)\"; top-level keys are library, enabled and name (plugin settings go under [config])")
+                let what = value.type == .table ? "unknown section [\(key)]; the only section is [config]" : "unknown key \"\(key)\""
+                throw fail(key, "\(what); top-level keys are library, enabled and name (plugin settings go under [config])")
             }
         }
         guard let library else {
@@ -80,84 +74,105 @@ public struct PluginConfigFile: Sendable, Equatable {
         return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config)
     }
 
+    private static func json(_ table: TOMLTable, at path: String) throws(PluginConfigError.Reason) -> JSONObject {
+        var object = JSONObject()
+        for key in table.keys {
+            guard let value = table[key] else { continue }
+            object[key] = try json(value, at: "\(path).\(key)", key: key)
+        }
+        return object
+    }
+
+    private static func json(_ value: any TOMLValueConvertible, at path: String, key: String) throws(PluginConfigError.Reason) -> JSONValue {
+        switch value.type {
+        case .string: return .string(value.string ?? "")
+        case .bool: return .bool(value.bool ?? false)
+        case .int: return .int(Int64(value.int ?? 0))
+        case .double:
+            let number = value.double ?? .nan
+            guard number.isFinite else { throw .init(key, "\(path) is \(number); JSON has no infinity or NaN") }
+            return .double(number)
+        case .table:
+            guard let table = value.table else { return .object(JSONObject()) }
+            return .object(try json(table, at: path))
+        case .array:
+            guard let array = value.array else { return .array([]) }
+            var items: [JSONValue] = []
+            for (index, item) in array.enumerated() { items.append(try json(item, at: "\(path)[\(index)]", key: key)) }
+            return .array(items)
+        case .date, .time, .dateTime:
+            throw .init(key, "\(path) is a TOML \(value.type); write it as a quoted string")
+        }
+    }
+
+    /// The line where `key` is first assigned or opened as a table, for messages.
+    static func line(of key: String, in text: String) -> Int? {
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingWhitespace()
+            if line.hasPrefix("[") {
+                let name = line.drop { $0 == "[" }.prefix { $0 != "]" }.trimmingWhitespace()
+                if name == key || name.hasSuffix(".\(key)") { return number + 1 }
+            } else if let equals = line.firstIndex(of: "=") {
+                let name = line[..<equals].trimmingWhitespace()
+                if name == key || name == "\"\(key)\"" || name == "'\(key)'" { return number + 1 }
+            }
+        }
+        return nil
+    }
+
     /// The text of an entry that ``parse(_:path:)`` reads back as the same values.
     public static func render(library: String, enabled: Bool = true, config: JSONObject = JSONObject()) -> String {
         var text = "library = \(quote(library))\nenabled = \(enabled)\n"
         if !config.isEmpty {
             text += "\n[config]\n"
-            for member in config.members { text += "\(member.key) = \(renderValue(member.value))\n" }
+            for member in config.members where !member.value.isNull {
+                text += "\(renderKey(member.key)) = \(renderValue(member.value))\n"
+            }
         }
         return text
     }
 
     private static func renderValue(_ value: JSONValue) -> String {
         switch value {
+        case .null: ""
         case .string(let text): quote(text)
         case .bool(let flag): String(flag)
         case .int(let number): String(number)
-        case .double(let number): String(number)
-        default: quote(value.jsonString)
+        case .double(let number): number == number.rounded() && abs(number) < 1e15 ? "\(Int64(number)).0" : "\(number)"
+        case .array(let items): "[" + items.filter { !$0.isNull }.map(renderValue).joined(separator: ", ") + "]"
+        case .object(let object):
+            "{ " + object.members.filter { !$0.value.isNull }.map { "\(renderKey($0.key)) = \(renderValue($0.value))" }
+                .joined(separator: ", ") + " }"
         }
+    }
+
+    private static func renderKey(_ key: String) -> String {
+        let bare = !key.isEmpty && key.utf8.allSatisfy { byte in
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+        return bare ? key : quote(key)
     }
 
     private static func quote(_ text: String) -> String {
         var out = "\""
-        for c in text {
-            switch c {
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
             case "\t": out += "\\t"
-            default: out.append(c)
+            case "\r": out += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16, uppercase: true)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
             }
         }
         return out + "\""
-    }
-
-    private static func parseValue(_ text: String) throws(PluginConfigError.Reason) -> JSONValue {
-        guard let first = text.first else { throw .init("missing value") }
-        if first == "\"" || first == "'" {
-            var result = ""
-            var index = text.index(after: text.startIndex)
-            var closed = false
-            while index < text.endIndex {
-                let c = text[index]
-                if c == first {
-                    closed = true
-                    index = text.index(after: index)
-                    break
-                }
-                if c == "\\" && first == "\"" {
-                    index = text.index(after: index)
-                    guard index < text.endIndex else { break }
-                    switch text[index] {
-                    case "n": result.append("\n")
-                    case "t": result.append("\t")
-                    case "\\": result.append("\\")
-                    case "\"": result.append("\"")
-                    default: throw .init("unknown escape \\\(text[index])")
-                    }
-                } else {
-                    result.append(c)
-                }
-                index = text.index(after: index)
-            }
-            guard closed else { throw .init("unterminated string") }
-            let rest = String(text[index...]).trimmingWhitespace()
-            guard rest.isEmpty || rest.hasPrefix("#") else { throw .init("unexpected text after the string") }
-            return .string(result)
-        }
-        var bare = text
-        if let hash = bare.firstIndex(of: "#") { bare = String(bare[..<hash]).trimmingWhitespace() }
-        switch bare {
-        case "true": return .bool(true)
-        case "false": return .bool(false)
-        default: break
-        }
-        let digits = bare.replacingUnderscores()
-        if let int = Int64(digits) { return .int(int) }
-        if let double = Double(digits), double.isFinite, digits.first != "+" || digits.count > 1 { return .double(double) }
-        throw .init("value \(bare) is not a quoted string, number, true or false")
     }
 }
 
@@ -166,14 +181,31 @@ public struct PluginConfigError: Error, Sendable, Equatable, CustomStringConvert
     public var file: String
     public var line: Int?
     public var message: String
+    /// The failure kind when it is not a bad config (refused permissions).
+    var kind: PluginLoadFailure.Kind?
+
+    public init(file: String, line: Int?, message: String) {
+        self.init(file: file, line: line, message: message, kind: nil)
+    }
+
+    init(file: String, line: Int?, message: String, kind: PluginLoadFailure.Kind?) {
+        self.file = file
+        self.line = line
+        self.message = message
+        self.kind = kind
+    }
 
     public var description: String {
         if let line { "\(file):\(line): \(message)" } else { "\(file): \(message)" }
     }
 
     struct Reason: Error {
+        var key: String
         var text: String
-        init(_ text: String) { self.text = text }
+        init(_ key: String, _ text: String) {
+            self.key = key
+            self.text = text
+        }
     }
 }
 
@@ -184,6 +216,4 @@ extension StringProtocol {
         let end = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
         return String(String.UnicodeScalarView(scalars[start...end]))
     }
-
-    func replacingUnderscores() -> String { String(filter { $0 != "_" }) }
 }

@@ -93,14 +93,11 @@ struct PluginLoader {
         func fail(_ kind: PluginLoadFailure.Kind, _ message: String) -> PluginLoadFailure {
             PluginLoadFailure(file: file, kind: kind, message: message, domain: domain)
         }
-        if !configuration.allowInsecurePermissions, let problem = FilePermissions.problem(with: file) {
-            throw fail(.insecurePermissions, "refusing the config file: \(problem) (or pass --allow-insecure-permissions)")
-        }
         let entry: PluginConfigFile
         do throws(PluginConfigError) {
-            entry = try PluginConfigFile.parse(try readFile(file), path: file)
+            entry = try PluginConfigFile.parse(try readEntry(file), path: file)
         } catch {
-            throw fail(.badConfig, error.line.map { "line \($0): \(error.message)" } ?? error.message)
+            throw fail(error.kind ?? .badConfig, error.line.map { "line \($0): \(error.message)" } ?? error.message)
         }
         guard entry.enabled else { return nil }
         domain = entry.expectedName ?? Self.likelyDomain(library: entry.library)
@@ -229,21 +226,57 @@ struct PluginLoader {
         return String(cString: resolved)
     }
 
-    private func readFile(_ path: String) throws(PluginConfigError) -> String {
-        guard let handle = fopen(path, "r") else {
-            throw PluginConfigError(file: path, line: nil, message: "cannot read: \(String(cString: strerror(errno)))")
+    /// The longest entry file read.
+    static let maxEntryBytes = 1 << 20
+
+    /// Reads an entry file: only a regular file (a symlink to one is fine) of at most
+    /// ``maxEntryBytes``, opened without blocking, so a FIFO, a device or a directory named
+    /// `*.conf` is a clear error instead of a hang; its permissions are checked on the opened
+    /// file itself.
+    private func readEntry(_ path: String) throws(PluginConfigError) -> String {
+        func fail(_ message: String, _ kind: PluginLoadFailure.Kind = .badConfig) -> PluginConfigError {
+            PluginConfigError(file: path, line: nil, message: message, kind: kind)
         }
-        defer { fclose(handle) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = fread(&chunk, 1, chunk.count, handle)
-            if count <= 0 { break }
-            bytes += chunk[0..<count]
-            if bytes.count > 1 << 20 {
-                throw PluginConfigError(file: path, line: nil, message: "config file is larger than 1 MiB")
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        guard fd >= 0 else {
+            let reason = errno
+            var link = stat()
+            if reason == ELOOP { throw fail("cannot read it: a symbolic link loops (too many levels of symbolic links)") }
+            if reason == ENOENT, lstat(path, &link) == 0, link.st_mode & S_IFMT == S_IFLNK {
+                throw fail("cannot read it: a dangling symbolic link (its target does not exist)")
             }
+            throw fail("cannot read it: \(String(cString: strerror(reason)))")
         }
-        return String(decoding: bytes, as: UTF8.self)
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw fail("cannot stat it: \(String(cString: strerror(errno)))") }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw fail("it is a directory, not an entry file; entries are *.conf files")
+        case S_IFIFO: throw fail("it is a FIFO, not a regular file; entries are regular *.conf files")
+        default: throw fail("it is not a regular file (a device or socket); entries are regular *.conf files")
+        }
+        if !configuration.allowInsecurePermissions,
+            let problem = FilePermissions.problem(with: info) ?? FilePermissions.directoryProblem(above: path)
+        {
+            throw fail("refusing the config file: \(problem) (or pass --allow-insecure-permissions)", .insecurePermissions)
+        }
+        guard info.st_size <= Self.maxEntryBytes else { throw fail("the file is larger than \(Self.maxEntryBytes) bytes") }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
+        var count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw fail("cannot read it: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            count += n
+        }
+        guard count <= Self.maxEntryBytes, count < bytes.count else { throw fail("the file is larger than \(Self.maxEntryBytes) bytes") }
+        guard let text = String(validating: bytes[0..<count], as: UTF8.self) else {
+            throw fail("the file is not valid UTF-8 text")
+        }
+        return text
     }
 }

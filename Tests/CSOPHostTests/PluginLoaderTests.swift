@@ -111,7 +111,7 @@ import Testing
         check("40-wrongabi.conf", .abiMismatch, "plugin ABI version 99, host ABI version 1")
         check("50-failinginit.conf", .initFailed, "cannot open /nonexistent/db")
         check("60-duplicate.conf", .duplicateDomain, "already served by the plugin from \(plugins)/00-diag.conf")
-        check("70-badconfig.conf", .badConfig, "line 3: expected key = value")
+        check("70-badconfig.conf", .badConfig, "line 3: Error while parsing key-value pair")
         check("80-writable-lib.conf", .insecurePermissions, "writable by everyone")
         check("90-worldwritable.conf", .insecurePermissions, "refusing the config file")
 
@@ -226,6 +226,46 @@ import Testing
         #expect(byFile["60-off.conf"] == .disabled)
         let missing = PluginCheck.run(HostConfiguration(pluginsDirectory: directory.file("nope")))
         #expect(missing.first?.status.failure?.kind == .pluginsDirectoryNotFound)
+    }
+
+    /// Only regular files are read, without blocking: odd directory entries are clear failures.
+    @Test func oddEntriesAreReportedForWhatTheyAreAndNeverBlock() async throws {
+        let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
+        #expect(mkfifo("\(plugins)/10-fifo.conf", 0o644) == 0)
+        #expect(symlink("\(plugins)/missing-target", "\(plugins)/20-dangling.conf") == 0)
+        #expect(symlink("\(plugins)/30-loop.conf", "\(plugins)/30-loop.conf") == 0)
+        try FileManager.default.createDirectory(atPath: "\(plugins)/40-directory.conf", withIntermediateDirectories: false)
+        try String(repeating: "# padding\n", count: 200_000).write(toFile: "\(plugins)/50-huge.conf", atomically: true, encoding: .utf8)
+        #expect(symlink("\(plugins)/00-diag.conf", "\(plugins)/60-linked.conf") == 0)
+        let host = await CSOPHost.load(
+            HostConfiguration(pluginsDirectory: plugins, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false))
+        let failures = Dictionary(uniqueKeysWithValues: host.failures.map { (($0.file as NSString).lastPathComponent, $0) })
+        #expect(failures["10-fifo.conf"]?.kind == .badConfig)
+        #expect(failures["10-fifo.conf"]?.message.contains("FIFO") == true)
+        #expect(failures["20-dangling.conf"]?.message.contains("dangling symbolic link") == true)
+        #expect(failures["30-loop.conf"]?.message.contains("loops") == true)
+        #expect(failures["40-directory.conf"]?.message.contains("is a directory") == true)
+        #expect(failures["50-huge.conf"]?.message.contains("larger than") == true)
+        // A symlink to a good entry is a good entry: it claims diag a second time.
+        #expect(failures["60-linked.conf"]?.kind == .duplicateDomain)
+        #expect(host.plugins.map(\.name) == ["diag"])
+        await host.shutdown()
+    }
+
+    /// StrictModes checks the directories too: a library others could replace is refused.
+    @Test func aLibraryInADirectoryOthersCanWriteIsRefused() async throws {
+        let shared = directory.file("shared")
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+        try CCompiler.buildPlugin("hello.c", output: "\(shared)/libhello.so")
+        chmod(shared, 0o777)
+        let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: "\(shared)/libhello.so")], in: directory)
+        #expect(host.failures.first?.kind == .insecurePermissions)
+        #expect(host.failures.first?.message.contains("its directory \(shared) is writable by everyone") == true)
+        await host.shutdown()
+        chmod(shared, 0o1777)  // Sticky, like /tmp: others cannot replace what we own.
+        let sticky = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: "\(shared)/libhello.so")], in: directory)
+        #expect(sticky.failures.isEmpty, "\(sticky.failures)")
+        await sticky.shutdown()
     }
 
     @Test func findsThePluginsDirectoryInTheDocumentedOrder() throws {
