@@ -1,17 +1,20 @@
 import Glibc
 
 /// Writes bytes to a file descriptor, retrying short writes.
-public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+/// - Returns: false when a write failed (EPIPE: the reader is gone), true when all was written.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     bytes.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {
             let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                return
+                return false
             }
             offset += n
         }
+        return true
     }
 }
 

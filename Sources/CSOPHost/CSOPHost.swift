@@ -154,6 +154,10 @@ public final class CSOPHost: Sendable {
 
     public func removeEventListener(_ token: UInt64) { hub.remove(token) }
 
+    /// Refuses new requests with `NOT_INITIALIZED` from now on (and retries no failed attempt);
+    /// running requests go on. ``shutdown(gracePeriod:)`` does this first.
+    public func stopAccepting() { router.stopAccepting() }
+
     /// Stops taking requests, waits for running ones (up to `gracePeriod` milliseconds),
     /// then destroys the plugins in reverse load order and ends event streams.
     public func shutdown(gracePeriod: Double = 10_000) async {

@@ -14,7 +14,13 @@ public final class RunProcess: Sendable {
     private let shared = Shared()
 
     /// Starts `csop run --plugins-dir pluginsDirectory` (plus `arguments`).
-    public init(pluginsDirectory: String, arguments: [String] = [], environment: [String: String] = [:]) throws {
+    /// - Parameter closeOutputAfter: close our end of its stdout after this many lines, as
+    ///   `csop run | head -N` does.
+    public init(
+        pluginsDirectory: String, arguments: [String] = [], environment: [String: String] = [:], closeOutputAfter: Int? = nil
+    ) throws {
+        // Writing to a child that exited must be an error here, not the end of the test run.
+        signal(SIGPIPE, SIG_IGN)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestEnvironment.csopExecutable)
         process.arguments = ["run", "--plugins-dir", pluginsDirectory] + arguments
@@ -46,10 +52,31 @@ public final class RunProcess: Sendable {
                     shared.lines.withLock { $0.append(value) }
                 }
                 pending.removeFirst(start)
+                if let closeOutputAfter, shared.lines.withLock({ $0.count }) >= closeOutputAfter {
+                    close(fd)
+                    break
+                }
             }
             shared.finished.store(true, ordering: .releasing)
         }
         thread.start()
+    }
+
+    /// Whether a signal ended the process (after it exited).
+    public var diedOfSignal: Bool { !process.isRunning && process.terminationReason == .uncaughtSignal }
+
+    /// Writes lines on a background thread until `count` were written or a write fails (the
+    /// process closed its stdin or exited). - Returns: the number written.
+    public func flood(_ line: String, count: Int) async -> Int {
+        let input = self.input
+        return await withCheckedContinuation { continuation in
+            Thread {
+                let bytes = Data((line + "\n").utf8)
+                var written = 0
+                while written < count, (try? input.write(contentsOf: bytes)) != nil { written += 1 }
+                continuation.resume(returning: written)
+            }.start()
+        }
     }
 
     /// The process id.

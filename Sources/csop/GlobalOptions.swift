@@ -32,9 +32,15 @@ struct GlobalOptions: ParsableArguments {
         return HostConfiguration(pluginsDirectory: pluginsDirectory, allowInsecurePermissions: allowInsecurePermissions, logger: logger)
     }
 
-    /// Sets up process-wide state (logging, SIGPIPE) once, then loads the host.
+    /// Sets up process-wide state (logging, signals) once, then loads the host.
+    ///
+    /// SIGPIPE is ignored so a closed stdout is an EPIPE the commands handle; SIGUSR1 and
+    /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end or crash a serving host (the
+    /// compute plugin keeps JavaScriptCore's own thread signal off them).
     func makeHost() async throws -> CSOPHost {
         signal(SIGPIPE, SIG_IGN)
+        signal(SIGUSR1, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
         return await CSOPHost.load(makeConfiguration())
     }
 }

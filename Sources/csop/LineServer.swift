@@ -5,37 +5,58 @@ import Synchronization
 
 /// `csop run`: requests as JSON lines on stdin, responses (and plugin events) as JSON lines
 /// on stdout. Requests run concurrently; responses carry the request id and may come out
-/// of order. A malformed line gets an error response. At EOF, in-flight work drains first.
+/// of order. A malformed line gets an error response; every line gets exactly one answer.
+/// At EOF, in-flight work drains first. ``stop()`` (a signal, or stdout closing) stops
+/// reading at once: lines already read are answered `NOT_INITIALIZED`, running work drains.
 final class LineServer: Sendable {
-    /// The longest request line accepted.
-    static let maxLineBytes = 128 << 20
+    /// The longest request line accepted unless `--max-line-bytes` says otherwise.
+    static let defaultMaxLineBytes = 128 << 20
 
     private let host: CSOPHost
     private let output: OutputWriter
     private let maxInFlight: Int
+    private let maxLineBytes: Int
     private let inputFD: Int32
     private let done = ConditionLock()
     private let pending = Atomic<Int>(0)
+    private let stopping = StopFlag()
     private let wakeRead: Int32
     private let wakeWrite: Int32
 
     /// - Parameter maxInFlight: requests answered-to-be at once; past it the server stops
     ///   reading until one finishes, so a fast producer meets backpressure, not `QUEUE_FULL`.
-    init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1, maxInFlight: Int = 1024) {
+    ///   - maxLineBytes: the longest line; a longer one gets one `INVALID_PAYLOAD` answer.
+    init(host: CSOPHost, inputFD: Int32 = 0, outputFD: Int32 = 1, maxInFlight: Int = 1024, maxLineBytes: Int = defaultMaxLineBytes) {
         self.host = host
         self.maxInFlight = max(1, maxInFlight)
+        self.maxLineBytes = max(1024, maxLineBytes)
         self.inputFD = inputFD
-        self.output = OutputWriter(fd: outputFD)
         var fds: [Int32] = [0, 0]
         pipe(&fds)
         wakeRead = fds[0]
         wakeWrite = fds[1]
+        let wake = fds[1]
+        let stopping = self.stopping
+        output = OutputWriter(fd: outputFD) {
+            // Nobody reads the answers any more: stop taking work.
+            stopping.set()
+            host.stopAccepting()
+            var byte: UInt8 = 1
+            _ = write(wake, &byte, 1)
+        }
     }
 
-    /// Stops reading as if input had ended; in-flight work still drains. Safe from any thread.
+    /// Whether stdout closed (a write failed) while serving.
+    var outputClosed: Bool { output.isClosed }
+
+    /// Stops reading now, as if input had ended: lines already read are refused with
+    /// `NOT_INITIALIZED`, in-flight work drains. Safe from any thread, and from a signal watcher.
     func stop() {
+        stopping.set()
+        host.stopAccepting()
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
+        done.withLock { done.broadcast() }
     }
 
     /// Waits until stdin is readable; false when ``stop()`` was called.
@@ -48,14 +69,15 @@ final class LineServer: Sendable {
         }
     }
 
-    /// Serves until EOF and every response is written. Blocks the calling thread.
+    /// Serves until EOF (or ``stop()``) and every response is written. Blocks the calling thread.
     func serve() {
         let listener = host.addEventListener { [output] event in output.writeLine(event.json.bytes) }
         defer { host.removeEventListener(listener) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var buffer = [UInt8](repeating: 0, count: min(1 << 16, maxLineBytes))
         var start = 0
         var end = 0
         var scanned = 0
+        // Inside a line longer than the limit: it was answered once; skip to its end.
         var discarding = false
         readLoop: while true {
             if end == buffer.count {
@@ -64,18 +86,20 @@ final class LineServer: Sendable {
                     end -= start
                     scanned -= start
                     start = 0
-                } else if buffer.count < Self.maxLineBytes {
-                    buffer.append(contentsOf: repeatElement(0, count: buffer.count))
+                } else if discarding {
+                    end = 0
+                    scanned = 0
+                } else if buffer.count < maxLineBytes {
+                    buffer.append(contentsOf: repeatElement(0, count: min(buffer.count, maxLineBytes - buffer.count)))
                 } else {
-                    // A line longer than the limit: answer once, skip to its end.
+                    lineNumber += 1
                     respondToOversizedLine()
                     discarding = true
-                    start = 0
                     end = 0
                     scanned = 0
                 }
             }
-            guard waitForInput() else { break readLoop }
+            guard !stopping.isSet, waitForInput() else { break readLoop }
             let count = buffer.withUnsafeMutableBytes { raw in read(inputFD, raw.baseAddress! + end, raw.count - end) }
             if count < 0 {
                 if errno == EINTR { continue }
@@ -116,10 +140,10 @@ final class LineServer: Sendable {
         var line = line
         if line.last == 0x0D { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        if pending.load(ordering: .acquiring) >= maxInFlight {
+        if pending.load(ordering: .acquiring) >= maxInFlight && !stopping.isSet {
             output.endBatch()
             done.withLock {
-                while pending.load(ordering: .acquiring) >= maxInFlight { done.wait() }
+                while pending.load(ordering: .acquiring) >= maxInFlight && !stopping.isSet { done.wait() }
             }
             output.beginBatch()
         }
@@ -134,7 +158,15 @@ final class LineServer: Sendable {
     }
 
     private func respondToOversizedLine() {
-        let error = CSOPError(.invalidPayload, "request line is longer than \(Self.maxLineBytes) bytes; split the work into smaller requests")
+        let error = CSOPError(
+            .invalidPayload, "line \(lineNumber) is longer than \(maxLineBytes) bytes; split the work into smaller requests")
         output.writeLine(Response(id: Request.generateID(), outcome: .failure(error), duration: 0).serialized())
     }
+}
+
+/// A flag set once, read from any thread.
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }

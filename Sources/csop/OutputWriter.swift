@@ -5,38 +5,58 @@ import Synchronization
 /// Serializes whole lines onto a file descriptor from any thread. While the reader is
 /// working through a chunk of input (``beginBatch()``/``endBatch()``) lines are buffered and
 /// written together, so a burst of requests costs a few write(2) calls, not one each.
+///
+/// When a write fails (the reader went away: EPIPE), the writer is closed for good: later
+/// lines are dropped and `onClosed` runs once, so the caller can stop taking input.
 final class OutputWriter: Sendable {
     private struct State {
         var buffer: [UInt8] = []
         var batching = false
+        var closed = false
     }
 
     private let fd: Int32
     private let state = Mutex(State())
+    private let onClosed: @Sendable () -> Void
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, onClosed: @escaping @Sendable () -> Void = {}) {
+        self.fd = fd
+        self.onClosed = onClosed
+    }
+
+    /// Whether a write failed and output stopped.
+    var isClosed: Bool { state.withLock { $0.closed } }
 
     /// Writes `line` followed by a newline.
     func writeLine(_ line: [UInt8]) {
-        state.withLock { state in
+        let closedNow = state.withLock { state in
+            guard !state.closed else { return false }
             state.buffer.append(contentsOf: line)
             state.buffer.append(0x0A)
-            if !state.batching || state.buffer.count > 1 << 16 { flush(&state) }
+            return !state.batching || state.buffer.count > 1 << 16 ? flush(&state) : false
         }
+        if closedNow { onClosed() }
     }
 
     func beginBatch() { state.withLock { $0.batching = true } }
 
     func endBatch() {
-        state.withLock { state in
+        let closedNow = state.withLock { state in
             state.batching = false
-            flush(&state)
+            return flush(&state)
         }
+        if closedNow { onClosed() }
     }
 
-    private func flush(_ state: inout State) {
-        guard !state.buffer.isEmpty else { return }
-        writeAll(fd, state.buffer)
+    /// Writes the buffer. - Returns: true when this write failed and closed the writer.
+    private func flush(_ state: inout State) -> Bool {
+        guard !state.buffer.isEmpty, !state.closed else { return false }
+        let written = writeAll(fd, state.buffer)
         state.buffer.removeAll(keepingCapacity: state.buffer.count < 1 << 20)
+        if !written {
+            state.closed = true
+            state.buffer = []
+        }
+        return !written
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSOPCLISupport
 import CSOPHost
 import Dispatch
 import Glibc
@@ -13,20 +14,30 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-in-flight"), help: "Requests running at once; past it, stdin is not read until one finishes.")
     var maxInFlight: Int = 1024
 
+    @Option(name: .customLong("max-line-bytes"), help: "The longest request line; a longer one is answered INVALID_PAYLOAD once and skipped.")
+    var maxLineBytes: Int = LineServer.defaultMaxLineBytes
+
     func validate() throws {
         guard (1...1_000_000).contains(maxInFlight) else { throw ValidationError("--max-in-flight must be between 1 and 1000000") }
+        guard (1024...(1 << 30)).contains(maxLineBytes) else { throw ValidationError("--max-line-bytes must be between 1024 and 1073741824") }
     }
 
     func run() async throws {
         let host = try await global.makeHost()
-        let server = LineServer(host: host, maxInFlight: maxInFlight)
-        let signals = SignalWatcher([SIGINT, SIGTERM]) { server.stop() }
+        let server = LineServer(host: host, maxInFlight: maxInFlight, maxLineBytes: maxLineBytes)
+        let signals = SignalWatcher(SignalWatcher.stopSignals) { server.stop() }
         defer { signals.cancel() }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             startThread {
                 server.serve()
                 continuation.resume()
             }
+        }
+        guard !server.outputClosed else {
+            // Nobody reads the answers: give running work a moment, then go.
+            printLine("csop run: stdout was closed; stopped reading requests", to: 2)
+            await host.shutdown(gracePeriod: 1000)
+            throw ExitCode(1)
         }
         await host.shutdown()
     }
@@ -47,9 +58,13 @@ func startThread(_ body: @escaping @Sendable () -> Void) {
     pthread_detach(thread)
 }
 
-/// Turns SIGINT/SIGTERM into a call, for graceful shutdown.
+/// Turns signals into a call, for graceful shutdown.
 final class SignalWatcher: @unchecked Sendable {  // Dispatch sources are thread-safe; the array is immutable.
     private let sources: [any DispatchSourceSignal]
+
+    /// The signals that stop a serving command gracefully: SIGINT, SIGTERM and SIGQUIT (which
+    /// would otherwise print a crash report and, with the Swift backtracer, keep serving).
+    static let stopSignals = [SIGINT, SIGTERM, SIGQUIT]
 
     init(_ signals: [Int32], handler: @escaping @Sendable () -> Void) {
         sources = signals.map { number in

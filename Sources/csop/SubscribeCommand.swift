@@ -20,7 +20,11 @@ struct SubscribeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let host = try await global.makeHost()
-        _ = host.addEventListener { event in writeAll(1, event.json.bytes + [0x0A]) }
+        let stop = StopSignal()
+        _ = host.addEventListener { event in
+            // A closed stdout (the reader went away) ends the subscription.
+            if !writeAll(1, event.json.bytes + [0x0A]) { stop.fire(outputClosed: true) }
+        }
         var payload: JSONObject = ["channel": .string(channel)]
         if let events {
             payload["events"] = .array(events.split(separator: ",").map { .string(String($0)) })
@@ -32,24 +36,47 @@ struct SubscribeCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         writeAll(2, response.serialized() + [0x0A])
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            let once = Once()
-            let watcher = SignalWatcher([SIGINT, SIGTERM]) { if once.claim() { continuation.resume() } }
-            _ = watcher
-            stopWatchers.append(watcher)
-        }
+        let watcher = SignalWatcher(SignalWatcher.stopSignals) { stop.fire(outputClosed: false) }
+        defer { watcher.cancel() }
+        let outputClosed = await stop.wait()
         if let subscription = response.data?["subscription"] {
             _ = await host.dispatch("sync.unsubscribe", ["subscription": subscription])
         }
         await host.shutdown()
+        if outputClosed {
+            printLine("csop subscribe: stdout was closed; unsubscribed", to: 2)
+            throw ExitCode(1)
+        }
     }
 }
 
-/// Keeps signal watchers alive for the life of the process.
-nonisolated(unsafe) private var stopWatchers: [SignalWatcher] = []
+/// Ends `csop subscribe` once: a stop signal, or stdout closing.
+final class StopSignal: Sendable {
+    private struct State {
+        var fired: Bool?
+        var waiter: UnsafeContinuation<Bool, Never>?
+    }
+    private let state = Mutex(State())
 
-/// True exactly once.
-final class Once: Sendable {
-    private let done = Atomic<Bool>(false)
-    func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
+    /// Ends the wait (the first call wins); `outputClosed` is what ``wait()`` returns.
+    func fire(outputClosed: Bool) {
+        let waiter = state.withLock { state -> UnsafeContinuation<Bool, Never>? in
+            guard state.fired == nil else { return nil }
+            state.fired = outputClosed
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: outputClosed)
+    }
+
+    /// Waits for ``fire(outputClosed:)``. - Returns: whether stdout closed.
+    func wait() async -> Bool {
+        await withUnsafeContinuation { continuation in
+            let fired = state.withLock { state -> Bool? in
+                if state.fired == nil { state.waiter = continuation }
+                return state.fired
+            }
+            if let fired { continuation.resume(returning: fired) }
+        }
+    }
 }

@@ -1,0 +1,63 @@
+import CSOPCore
+import CSOPTestSupport
+import Foundation
+import Glibc
+import Testing
+
+/// `csop run` at the edges of its life: over-long lines, stop signals, a reader that goes away.
+@Suite struct RunLifecycleTests {
+    let directory: TemporaryDirectory
+    let plugins: String
+    let environment = ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory]
+
+    init() throws {
+        directory = try TemporaryDirectory("csop-run-life")
+        plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
+    }
+
+    /// One line, one answer, always; the line count goes on past an over-long line.
+    @Test func overLongLinesGetOneAnswerEachAndKeepTheLineCount() async throws {
+        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-line-bytes", "1024"], environment: environment)
+        try run.send(raw: #"{"id":"a","action":"diag.noop"}"#)
+        try run.send(raw: #"{"id":"long1","action":"diag.echo","payload":{"s":""# + String(repeating: "x", count: 5_000) + #""}}"#)
+        try run.send(raw: #"{"id":"b","action":"diag.noop"}"#)
+        try run.send(raw: String(repeating: "y", count: 300_000))
+        try run.send(raw: "not json")
+        let status = await run.finish()
+        #expect(status == 0)
+        let lines = run.received
+        #expect(lines.count == 5, "\(run.receivedText.map { String($0.prefix(200)) })")
+        let messages = lines.compactMap { $0["error"]?["message"]?.stringValue }
+        #expect(messages.contains { $0.hasPrefix("line 2 is longer than 1024 bytes") })
+        #expect(messages.contains { $0.hasPrefix("line 4 is longer than 1024 bytes") })
+        #expect(messages.contains { $0.hasPrefix("line 5 is not valid JSON") })
+        #expect(lines.filter { $0["status"] == "ok" }.count == 2)
+    }
+
+    /// A stop signal stops reading at once: running work drains, lines already read are
+    /// refused, and the process exits by itself.
+    @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])
+    func aStopSignalStopsReadingAndDrains(signal: Int32) async throws {
+        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "4"], environment: environment)
+        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":3000}}"#) }
+        for i in 0..<300 { try run.send(raw: #"{"id":"n\#(i)","action":"diag.noop"}"#) }
+        _ = await run.waitFor(timeout: 2) { _ in false }  // Let it read and start the sleeps.
+        run.kill(signal)
+        let status = await run.waitForExit(timeout: 60)
+        #expect(status == 0, "exit status \(String(describing: status))")
+        #expect(!run.diedOfSignal)
+        let lines = run.received
+        #expect(lines.filter { $0["data"]?["slept"] == 3000 }.count == 4, "the running sleeps drain")
+        let noops = lines.filter { $0["id"]?.stringValue?.hasPrefix("n") == true }
+        #expect(noops.allSatisfy { $0["error"]?["code"] == "NOT_INITIALIZED" }, "no work starts after the signal")
+        #expect(Set(noops.compactMap { $0["id"]?.stringValue }).count == noops.count, "one answer per line")
+    }
+
+    /// `csop run | head -1`: when nobody reads the answers, it stops and says so by its status.
+    @Test func aClosedStdoutStopsTheRunWithANonZeroStatus() async throws {
+        let run = try RunProcess(pluginsDirectory: plugins, environment: environment, closeOutputAfter: 1)
+        _ = await run.flood(#"{"action":"diag.noop"}"#, count: 2_000_000)
+        let status = await run.waitForExit(timeout: 60)
+        #expect(status == 1, "exit status \(String(describing: status))")
+    }
+}
