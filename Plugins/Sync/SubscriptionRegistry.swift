@@ -1,10 +1,14 @@
 import CSOPCore
+import Glibc
 import Synchronization
 
 /// The subscriptions of one plugin instance, and the fan-out of messages to them.
 ///
-/// Delivery runs under the registry lock, so every subscriber sees messages in the same
-/// order and a subscription never receives a message after `unsubscribe` returned.
+/// One thread delivers at a time (the delivery gate), so every subscriber sees messages in the
+/// same order, and a subscription never receives a message after `unsubscribe` returned.
+/// Events are emitted outside the registry's lock, and a listener may broadcast, subscribe or
+/// unsubscribe from inside an event: a message it broadcasts is queued and delivered right
+/// after the current one, before the outer broadcast completes.
 final class SubscriptionRegistry: Sendable {
     struct Subscription: Sendable {
         let id: String
@@ -19,6 +23,7 @@ final class SubscriptionRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    private let gate = DeliveryGate()
     private let emit: @Sendable ([UInt8]) -> Void
     let maxSubscriptions: Int
 
@@ -45,32 +50,40 @@ final class SubscriptionRegistry: Sendable {
         return try result.get()
     }
 
-    /// Removes one subscription; returns its channel, or nil when the id is unknown.
+    /// Removes one subscription; returns its channel, or nil when the id is unknown. Waits
+    /// for a delivery running on another thread, so no event follows the return.
     func unsubscribe(id: String) -> String? {
-        state.withLock { state in
-            guard let channel = state.channelOfID.removeValue(forKey: id) else { return nil }
-            state.byChannel[channel]?.removeAll { $0.id == id }
-            if state.byChannel[channel]?.isEmpty == true { state.byChannel[channel] = nil }
-            return channel
+        gate.whileNoOtherThreadDelivers {
+            state.withLock { state in
+                guard let channel = state.channelOfID.removeValue(forKey: id) else { return nil }
+                state.byChannel[channel]?.removeAll { $0.id == id }
+                if state.byChannel[channel]?.isEmpty == true { state.byChannel[channel] = nil }
+                return channel
+            }
         }
     }
 
     /// Removes every subscription of a channel; returns how many there were.
     func unsubscribe(channel: String) -> Int {
-        state.withLock { state in
-            guard let removed = state.byChannel.removeValue(forKey: channel) else { return 0 }
-            for subscription in removed { state.channelOfID[subscription.id] = nil }
-            return removed.count
+        gate.whileNoOtherThreadDelivers {
+            state.withLock { state in
+                guard let removed = state.byChannel.removeValue(forKey: channel) else { return 0 }
+                for subscription in removed { state.channelOfID[subscription.id] = nil }
+                return removed.count
+            }
         }
     }
 
-    /// Pushes `message` to every matching subscription, inline.
+    /// Pushes `message` to every matching subscription, inline (or, from inside an event on
+    /// the delivering thread, right after the current message).
     func deliver(_ message: SyncMessage) {
-        state.withLock { state in
-            guard let subscriptions = state.byChannel[message.channel] else { return }
+        gate.deliver(message) { message in
+            let subscriptions = state.withLock { $0.byChannel[message.channel] } ?? []
             var suffix: JSONWriter?
             for subscription in subscriptions {
                 if let events = subscription.events, !events.contains(message.event) { continue }
+                // A listener may have unsubscribed it while this message was going out.
+                if subscriptions.count > 1, !state.withLock({ $0.channelOfID[subscription.id] != nil }) { continue }
                 if suffix == nil { suffix = Self.eventSuffix(message) }
                 var writer = JSONWriter(capacity: suffix!.bytes.count + 48)
                 writer.append("{\"type\":\"event\",\"subscription\":")
@@ -96,5 +109,48 @@ final class SubscriptionRegistry: Sendable {
         writer.writeString(message.origin)
         writer.append("}")
         return writer
+    }
+}
+
+/// Lets one thread at a time deliver messages. The delivering thread itself is never blocked:
+/// a message it delivers from inside an event is queued behind the current one.
+private final class DeliveryGate: Sendable {
+    private struct State {
+        var owner: pthread_t?
+        var queue: [SyncMessage] = []
+    }
+    private let lock = ConditionLock()
+    private nonisolated(unsafe) var state = State()  // Only touched with `lock` held.
+
+    /// Runs `send` for `message`, then for every message queued meanwhile by this thread.
+    func deliver(_ message: SyncMessage, _ send: (SyncMessage) -> Void) {
+        lock.lock()
+        let me = pthread_self()
+        if let owner = state.owner, pthread_equal(owner, me) != 0 {
+            state.queue.append(message)
+            lock.unlock()
+            return
+        }
+        while state.owner != nil { lock.wait() }
+        state.owner = me
+        var next: SyncMessage? = message
+        while let current = next {
+            lock.unlock()
+            send(current)
+            lock.lock()
+            next = state.queue.isEmpty ? nil : state.queue.removeFirst()
+        }
+        state.owner = nil
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    /// Runs `body` when no other thread is delivering (at once on the delivering thread).
+    func whileNoOtherThreadDelivers<T>(_ body: () -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        let me = pthread_self()
+        while let owner = state.owner, pthread_equal(owner, me) == 0 { lock.wait() }
+        return body()
     }
 }
