@@ -297,12 +297,25 @@ public struct JSONParser: ~Copyable {
                 index += 1
                 guard index < bytes.count else { break }
                 if bytes[index] == UInt8(ascii: "u") {
-                    guard bytes.count - index > 4 else { break }
-                    for k in 1...4 where Self.hexValue(bytes[index + k]) == nil {
-                        index += k
-                        throw error("invalid \\u escape")
+                    let unit = try skipHexEscape()
+                    // A surrogate must come as a high-low pair: a lone one is no character,
+                    // and replacing it would make different strings (keys) equal.
+                    if (0xDC00...0xDFFF).contains(unit) {
+                        index -= 6
+                        throw error("lone UTF-16 surrogate \\u\(String(unit, radix: 16)) (a low surrogate without a high one before it)")
                     }
-                    index += 5
+                    if (0xD800...0xDBFF).contains(unit) {
+                        guard bytes.count - index > 5, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                            index -= 6
+                            throw error("lone UTF-16 surrogate \\u\(String(unit, radix: 16)) (a high surrogate must be followed by a low one)")
+                        }
+                        index += 1
+                        let low = try skipHexEscape()
+                        guard (0xDC00...0xDFFF).contains(low) else {
+                            index -= 12
+                            throw error("lone UTF-16 surrogate \\u\(String(unit, radix: 16)) (followed by \\u\(String(low, radix: 16)), not a low surrogate)")
+                        }
+                    }
                 } else {
                     switch bytes[index] {
                     case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
@@ -320,6 +333,24 @@ public struct JSONParser: ~Copyable {
             }
         }
         throw error("unterminated string")
+    }
+
+    /// Skips `uXXXX` (index at the `u`) and returns the code unit.
+    private mutating func skipHexEscape() throws(JSONParseError) -> UInt32 {
+        guard bytes.count - index > 4 else {
+            index = bytes.count
+            throw error("unterminated string")
+        }
+        var value: UInt32 = 0
+        for k in 1...4 {
+            guard let digit = Self.hexValue(bytes[index + k]) else {
+                index += k
+                throw error("invalid \\u escape")
+            }
+            value = value << 4 | UInt32(digit)
+        }
+        index += 5
+        return value
     }
 
     private mutating func skipUTF8Scalar() throws(JSONParseError) {

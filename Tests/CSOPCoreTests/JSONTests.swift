@@ -96,3 +96,22 @@ import Testing
         }
     }
 }
+
+/// Lone UTF-16 surrogates are refused, never replaced: replacing them with U+FFFD made three
+/// different storage keys one key.
+@Suite struct JSONSurrogateTests {
+    @Test(arguments: [#""\ud800""#, #""\udbff""#, #""\udc00""#, #""a\ud800b""#, #""\ud800\u0041""#, #""\ud800\ud800""#, #""\udfff\ud800""#])
+    func loneSurrogatesAreRefused(text: String) {
+        #expect {
+            try JSONValue(parsing: text)
+        } throws: { error in
+            (error as? JSONParseError)?.description.contains("lone UTF-16 surrogate") == true
+        }
+        #expect(throws: JSONParseError.self) { try RawJSON(validating: Array(text.utf8)) }
+    }
+
+    @Test func pairedSurrogatesDecode() throws {
+        #expect(try JSONValue(parsing: #""\ud83d\ude00 \uD83D\uDE00""#) == "😀 😀")
+        #expect(try JSONValue(parsing: #"{"\ud800\udc00":1}"#) == ["\u{10000}": 1])
+    }
+}
