@@ -45,12 +45,8 @@ final class DiagPlugin: AsyncCSOPPlugin {
                 ErrorCode(try fields.string("code") ?? "EXECUTION_FAILED"),
                 try fields.string("message") ?? "failed on request",
                 retryable: try fields.bool("retry") ?? false)
-        case .cancelled: return .int(cancelledCount.load(ordering: .relaxed))
+        case .cancelled: return .int(cancelledCount.load(ordering: .relaxed))  // Sleeps that were cancelled.
         }
-    }
-
-    func cancel(callID: UInt64) {
-        if calls.cancel(callID) { cancelledCount.add(1, ordering: .relaxed) }
     }
 
     private static let nullBytes: [UInt8] = Array("null".utf8)
@@ -62,6 +58,7 @@ final class DiagPlugin: AsyncCSOPPlugin {
         do {
             try await Task.sleep(for: .milliseconds(ms))
         } catch {
+            cancelledCount.add(1, ordering: .relaxed)
             throw CSOPError(.executionFailed, "sleep was cancelled")
         }
         return ["slept": .int(ms)]

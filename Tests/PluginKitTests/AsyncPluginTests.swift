@@ -42,6 +42,16 @@ import Testing
         #expect(await diag.call("cancelled", [:]).value == 1)
     }
 
+    /// The host's timer can fire before `invoke` registered the call's task: the task then
+    /// starts cancelled instead of running to the end.
+    @Test func aCancelThatArrivesFirstStillStopsTheCall() async throws {
+        let diag = try PluginHarness(descriptor: diagPluginDescriptor(), config: [:])
+        let id = PluginHarness.newCallID()
+        diag.cancel(id)
+        let reply = await diag.call("sleep", ["ms": 30_000], callID: id)
+        #expect(reply.error?.message == "sleep was cancelled")
+    }
+
     @Test func anOperationNumberOutOfRangeIsOperationNotFound() async throws {
         let diag = try PluginHarness(descriptor: diagPluginDescriptor(), config: [:])
         let reply = await diag.call("teleport", [:])

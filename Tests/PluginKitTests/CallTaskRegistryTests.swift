@@ -30,7 +30,7 @@ import Testing
             }
         }
         #expect(registry.cancel(1))
-        #expect(!registry.cancel(99))
+        #expect(!registry.cancel(99))  // Not registered: remembered for when it is.
         while outcomes.withLock({ $0[1] }) == nil { try await Task.sleep(for: .milliseconds(1)) }
         #expect(outcomes.withLock { $0[1] } == true)
         #expect(outcomes.withLock { $0[2] } == nil)
