@@ -123,7 +123,10 @@ let package = Package(
         .executableTarget(name: "csop-embed-example", dependencies: ["CSOPHost"], path: "examples/embed", swiftSettings: swiftSettings),
         .target(name: "CSOPTestSupport", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI"], swiftSettings: swiftSettings),
         .testTarget(name: "CSOPCoreTests", dependencies: ["CSOPCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "CSOPHostTests", dependencies: ["CSOPCore", "CSOPHost", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CSOPHostTests",
+            dependencies: ["CSOPCore", "CSOPHost", "CSOPTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "DiagPlugin", "CSOPTestSupport"],

@@ -70,7 +70,7 @@ public final class CSOPHost: Sendable {
         self.hub = hub
         self.logger = configuration.logger
         self.router = Router(
-            capabilities: [HostInfoCapability(plugins: infos, failures: failures)] + loaded,
+            capabilities: [HostInfoCapability(plugins: loaded, failures: failures)] + loaded,
             scheduler: scheduler, backoff: backoff,
             missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
     }
@@ -173,7 +173,10 @@ public final class CSOPHost: Sendable {
         }
         for capability in capabilities.reversed() {
             if capability.runningCount > 0 {
-                logger.warning("\(capability.name) still has \(capability.runningCount) calls running at shutdown; leaving it loaded")
+                let abandoned = capability.abandonedCalls
+                let never = abandoned.isEmpty ? "" : "; timed out and never completed: call \(abandoned.prefix(16).map(String.init).joined(separator: ", "))"
+                logger.warning(
+                    "plugin \(capability.name) still has \(capability.runningCount) calls running after the \(Int(gracePeriod)) ms shutdown grace period\(never); not destroying it")
                 continue
             }
             capability.destroy()

@@ -1,39 +1,51 @@
 import CSOPCore
 import CSOPPluginABI
 
-/// The host's own `host` domain: `host.info` describes the host and its plugins,
-/// `host.ping` answers at once.
+/// The host's own `host` domain: `host.info` describes the host and its plugins (with their
+/// calls running now, and those that timed out and were never completed), `host.ping`
+/// answers at once.
 final class HostInfoCapability: Capability, Sendable {
     let name = "host"
     let version = CSOPHost.version
     let operations = ["info", "ping"]
-    private let info: RawJSON
+    private let plugins: [PluginCapability]
+    private let failures: [JSONValue]
 
-    init(plugins: [LoadedPluginInfo], failures: [PluginLoadFailure]) {
-        let capabilities: [JSONValue] =
-            [["name": "host", "version": .string(CSOPHost.version), "operations": ["info", "ping"], "builtin": true]]
-            + plugins.map { plugin in
-                [
-                    "name": .string(plugin.name), "version": .string(plugin.version),
-                    "operations": .array(plugin.operations.map { .string($0) }),
-                    "library": .string(plugin.library), "file": .string(plugin.file),
-                ]
-            }
-        let failed: [JSONValue] = failures.map {
-            ["file": .string($0.file), "kind": .string($0.kind.rawValue), "message": .string($0.message)]
+    init(plugins: [PluginCapability], failures: [PluginLoadFailure]) {
+        self.plugins = plugins
+        self.failures = failures.map {
+            var failure: JSONObject = ["file": .string($0.file), "kind": .string($0.kind.rawValue), "message": .string($0.message)]
+            if let domain = $0.domain { failure["domain"] = .string(domain) }
+            return .object(failure)
         }
-        info = RawJSON([
-            "version": .string(CSOPHost.version), "abiVersion": .int(Int64(CSOP_ABI_VERSION)),
-            "capabilities": .array(capabilities), "failures": .array(failed),
-        ])
     }
 
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
         completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
     ) {
-        completion(.success(operation == 0 ? info : RawJSON(["pong": true])))
+        completion(.success(operation == 0 ? RawJSON(info()) : RawJSON(["pong": true])))
     }
 
     func cancel(callID: UInt64) {}
+
+    private func info() -> JSONValue {
+        let capabilities: [JSONValue] =
+            [["name": "host", "version": .string(CSOPHost.version), "operations": ["info", "ping"], "builtin": true]]
+            + plugins.map { plugin in
+                let abandoned = plugin.abandonedCalls
+                return [
+                    "name": .string(plugin.name), "version": .string(plugin.version),
+                    "operations": .array(plugin.operations.map { .string($0) }),
+                    "library": .string(plugin.library.path), "file": .string(plugin.file),
+                    "running": .int(Int64(plugin.runningCount)),
+                    "neverCompleted": .int(Int64(abandoned.count)),
+                    "neverCompletedCalls": .array(abandoned.prefix(16).map { .int(Int64(bitPattern: $0)) }),
+                ]
+            }
+        return [
+            "version": .string(CSOPHost.version), "abiVersion": .int(Int64(CSOP_ABI_VERSION)),
+            "capabilities": .array(capabilities), "failures": .array(failures),
+        ]
+    }
 }

@@ -20,6 +20,10 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     private let operationIndexes: [String: Int]
     private let running = Atomic<Int>(0)
     private let destroyed = Atomic<Bool>(false)
+    /// Calls the router cancelled (timed out) that the plugin has not completed yet, by id;
+    /// the count lets the completion path skip the lock while there are none.
+    private let abandoned = Mutex<Set<UInt64>>([])
+    private let abandonedCount = Atomic<Int>(0)
 
     init(
         name: String, version: String, operations: [String], library: PluginLibrary, file: String,
@@ -71,10 +75,24 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     }
 
     func cancel(callID: UInt64) {
+        abandoned.withLock { calls in
+            if calls.insert(callID).inserted { abandonedCount.add(1, ordering: .releasing) }
+        }
         descriptor.pointee.cancel?(instance, callID)
     }
 
-    fileprivate func callFinished() { running.subtract(1, ordering: .releasing) }
+    fileprivate func callFinished(_ callID: UInt64) {
+        if abandonedCount.load(ordering: .acquiring) > 0 {
+            abandoned.withLock { calls in
+                if calls.remove(callID) != nil { abandonedCount.subtract(1, ordering: .releasing) }
+            }
+        }
+        running.subtract(1, ordering: .releasing)
+    }
+
+    /// Calls that timed out and that the plugin has still not completed, oldest id first: a
+    /// plugin that never completes a call shows here (`host.info`) and in the shutdown log.
+    var abandonedCalls: [UInt64] { abandoned.withLock { $0.sorted() } }
 
     /// Destroys the instance; the caller has waited for running calls.
     func destroy() {
@@ -105,7 +123,7 @@ private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointe
     guard let call, let reserved = call.pointee.host_reserved else { return }
     let pending = Unmanaged<PendingCall>.fromOpaque(reserved).takeRetainedValue()
     let result = decodeOutcome(outcome, plugin: pending.owner.name)
-    pending.owner.callFinished()
+    pending.owner.callFinished(call.pointee.call_id)
     pending.completion(result)
 }
 

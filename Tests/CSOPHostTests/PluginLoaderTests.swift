@@ -2,6 +2,8 @@ import CSOPCore
 @testable import CSOPHost
 import CSOPTestSupport
 import Foundation
+import Logging
+import Synchronization
 import Testing
 
 /// The loader against real shared libraries: the Swift diag plugin built by the package,
@@ -187,6 +189,27 @@ import Testing
         await host.shutdown()
     }
 
+    /// A plugin that never completes a call: the caller gets TIMEOUT, host.info counts it, and
+    /// shutdown waits only its grace period, then names the plugin and the call in the log.
+    @Test func aCallNeverCompletedIsCountedAndDoesNotHoldShutdown() async throws {
+        let library = try compile("broken.c", ["NEVER_COMPLETE"], as: "libnever.so")
+        let plugins = try directory.writePlugins([PluginEntry("10-never.conf", library: library)])
+        let log = LogCapture()
+        let host = await CSOPHost.load(
+            HostConfiguration(
+                pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false,
+                logger: Logger(label: "test") { _ in log }))
+        let response = await host.dispatch("broken.status", options: RequestOptions(timeout: 50))
+        #expect(response.error?.code == .timeout)
+        #expect(await host.dispatch("broken.ping").data == "pong")
+        let plugin = try #require(await host.info()["capabilities"]?.arrayValue?.first { $0["name"] == "broken" })
+        #expect(plugin["neverCompleted"] == 1)
+        #expect(plugin["running"] == 1)
+        await host.shutdown(gracePeriod: 200)
+        let warning = log.messages.first { $0.contains("plugin broken still has 1 calls running") }
+        #expect(warning?.contains("timed out and never completed: call") == true, "\(log.messages)")
+    }
+
     @Test func aDescriptorFromBeforeCheckConfigStillLoadsAndChecks() async throws {
         let library = try compile("broken.c", ["OLD_DESCRIPTOR"], as: "libold.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-old.conf", library: library)], in: directory)
@@ -292,4 +315,25 @@ import Testing
 extension PluginCheck.Status {
     var isOK: Bool { if case .ok = self { true } else { false } }
     var failure: PluginLoadFailure? { if case .failed(let failure) = self { failure } else { nil } }
+}
+
+/// Collects log messages for assertions.
+final class LogCapture: LogHandler, Sendable {
+    private let lines = Mutex<[String]>([])
+    var messages: [String] { lines.withLock { $0 } }
+
+    var logLevel: Logger.Level {
+        get { .trace }
+        set {}
+    }
+    var metadata: Logger.Metadata {
+        get { [:] }
+        set {}
+    }
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { nil }
+        set {}
+    }
+
+    func log(event: LogEvent) { lines.withLock { $0.append("\(event.message)") } }
 }

@@ -6,6 +6,7 @@
  *   -DSMALL_OUTCOME completes with a csop_outcome whose struct_size is too small
  *   -DOLD_DESCRIPTOR a descriptor from before check_config (struct_size stops at destroy)
  *   -DREFUSE_CONFIG check_config refuses every config naming "port"
+ *   -DNEVER_COMPLETE "status" is never completed
  *   -DNAME=\"x\"    serves domain x (default "broken")
  */
 #define _GNU_SOURCE
@@ -38,6 +39,9 @@ static int32_t create(const csop_host_api *host, const uint8_t *config, size_t c
 
 static void invoke(void *instance, const csop_call *call) {
     (void)instance;
+#ifdef NEVER_COMPLETE
+    if (call->operation_index == 1) return;
+#endif
     csop_outcome outcome = {0};
     outcome.struct_size = sizeof outcome;
 #ifdef SMALL_OUTCOME
