@@ -33,11 +33,13 @@ let package = Package(
         .target(name: "CSOPPluginABI"),
         // What plugin authors and embedders share: JSON, errors, Fields, locks, backoff.
         .target(name: "CSOPCore", dependencies: ["CSOPPluginABI"], swiftSettings: swiftSettings),
+        // An atomic exchange on the plugin-visible call struct (C, for memory Swift does not own).
+        .target(name: "CSOPHostShims"),
         // The engine and the embedding API: router, timers, plugins.d, the dlopen loader.
         .target(
             name: "CSOPHost",
             dependencies: [
-                "CSOPCore", "CSOPPluginABI",
+                "CSOPCore", "CSOPPluginABI", "CSOPHostShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],

@@ -1,6 +1,8 @@
 import CSOPCore
+import CSOPHostShims
 import CSOPPluginABI
 import Glibc
+import Logging
 import Synchronization
 
 /// A loaded plugin instance seen as a ``Capability``: turns router calls into `csop_call`s
@@ -17,6 +19,10 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     private let instance: UnsafeMutableRawPointer
     private let context: PluginHostContext
     private let operationNames: [UnsafeMutablePointer<CChar>]
+    private let operationLengths: [Int]
+    /// Names this plugin in the call struct's `reserved` field, for a completion that
+    /// arrives after the call was already completed (see ``CallRecords``).
+    private let recordID: UInt32
     private let operationIndexes: [String: Int]
     private let running = Atomic<Int>(0)
     private let destroyed = Atomic<Bool>(false)
@@ -38,6 +44,8 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
         self.instance = instance
         self.context = context
         self.operationNames = operations.map { strdup($0)! }
+        self.operationLengths = operations.map { $0.utf8.count }
+        self.recordID = CallRecords.shared.register(plugin: name, logger: context.logger)
         var indexes: [String: Int] = [:]
         for (i, op) in operations.enumerated() { indexes[op] = i }
         self.operationIndexes = indexes
@@ -60,17 +68,18 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
         completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
     ) {
         let pending = PendingCall(owner: self, completion: completion)
+        let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
         payload.withUnsafeBufferPointer { bytes in
-            pending.raw.initialize(
+            raw.initialize(
                 to: csop_call(
-                    struct_size: UInt32(MemoryLayout<csop_call>.size), reserved: 0, call_id: callID,
-                    operation: UnsafePointer(operationNames[operation]), operation_length: strlen(operationNames[operation]),
+                    struct_size: UInt32(MemoryLayout<csop_call>.size), reserved: recordID, call_id: callID,
+                    operation: UnsafePointer(operationNames[operation]), operation_length: operationLengths[operation],
                     operation_index: UInt32(operation), reserved2: 0,
                     payload: bytes.baseAddress, payload_length: bytes.count,
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
                     host_reserved: Unmanaged.passRetained(pending).toOpaque()))
-            descriptor.pointee.invoke(instance, pending.raw)
+            descriptor.pointee.invoke(instance, raw)
         }
     }
 
@@ -105,9 +114,8 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     }
 }
 
-/// One call in flight: owns the `csop_call` the plugin sees and the router's completion.
+/// One call in flight: the router's completion, reached through the call's `host_reserved`.
 private final class PendingCall {
-    let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
     let owner: PluginCapability
     let completion: @Sendable (Result<RawJSON, CSOPError>) -> Void
 
@@ -115,15 +123,24 @@ private final class PendingCall {
         self.owner = owner
         self.completion = completion
     }
-
-    deinit { raw.deallocate() }
 }
 
+private let hostReservedOffset = MemoryLayout<csop_call>.offset(of: \csop_call.host_reserved)!
+
 private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointer<csop_outcome>?) {
-    guard let call, let reserved = call.pointee.host_reserved else { return }
-    let pending = Unmanaged<PendingCall>.fromOpaque(reserved).takeRetainedValue()
+    guard let call else { return }
+    let record = UnsafeMutablePointer(mutating: call)
+    // The first completion takes the pending call; any later one finds nothing and changes nothing.
+    let slot = (UnsafeMutableRawPointer(record) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    let taken = csop_exchange_pointer(slot, nil)
+    guard let taken else {
+        CallRecords.shared.reportSecondCompletion(record)
+        return
+    }
+    let pending = Unmanaged<PendingCall>.fromOpaque(taken).takeRetainedValue()
     let result = decodeOutcome(outcome, plugin: pending.owner.name)
     pending.owner.callFinished(call.pointee.call_id)
+    CallRecords.shared.retire(record)
     pending.completion(result)
 }
 

@@ -210,6 +210,25 @@ import Testing
         #expect(warning?.contains("timed out and never completed: call") == true, "\(log.messages)")
     }
 
+    /// A plugin that completes a call twice: the first outcome stands, the second is a logged
+    /// PLUGIN_FAULT that changes nothing (it used to corrupt the host).
+    @Test func aSecondCompletionIsALoggedFaultThatChangesNothing() async throws {
+        let library = try compile("broken.c", ["DOUBLE_COMPLETE"], as: "libdouble.so")
+        let plugins = try directory.writePlugins([PluginEntry("10-double.conf", library: library)])
+        let log = LogCapture()
+        let host = await CSOPHost.load(
+            HostConfiguration(
+                pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false,
+                logger: Logger(label: "test") { _ in log }))
+        for _ in 0..<200 {
+            #expect(await host.dispatch("broken.ping").data == "pong")
+        }
+        let faults = log.messages.filter { $0.contains("PLUGIN_FAULT: plugin broken completed call") }
+        #expect(faults.count == 200)
+        #expect(faults.first?.contains("the second completion was ignored") == true)
+        await host.shutdown()
+    }
+
     @Test func aDescriptorFromBeforeCheckConfigStillLoadsAndChecks() async throws {
         let library = try compile("broken.c", ["OLD_DESCRIPTOR"], as: "libold.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-old.conf", library: library)], in: directory)

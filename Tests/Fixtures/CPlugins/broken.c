@@ -7,6 +7,7 @@
  *   -DOLD_DESCRIPTOR a descriptor from before check_config (struct_size stops at destroy)
  *   -DREFUSE_CONFIG check_config refuses every config naming "port"
  *   -DNEVER_COMPLETE "status" is never completed
+ *   -DDOUBLE_COMPLETE every call is completed twice, the second time with an error
  *   -DNAME=\"x\"    serves domain x (default "broken")
  */
 #define _GNU_SOURCE
@@ -57,6 +58,15 @@ static void invoke(void *instance, const csop_call *call) {
     outcome.data_length = 6;
 #endif
     call->complete(call, &outcome);
+#ifdef DOUBLE_COMPLETE
+    csop_outcome again = {0};
+    again.struct_size = sizeof again;
+    again.status = CSOP_STATUS_ERROR;
+    again.error.code = "SECOND";
+    again.error.message = "second completion";
+    again.error.message_length = 17;
+    call->complete(call, &again);
+#endif
 }
 
 static void destroy(void *instance) { (void)instance; }

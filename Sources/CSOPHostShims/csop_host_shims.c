@@ -1,0 +1,1 @@
+#include "csop_host_shims.h"
