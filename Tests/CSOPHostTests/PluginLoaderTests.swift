@@ -19,6 +19,15 @@ import Testing
         return output
     }
 
+    /// A host of one entry whose log goes to `log`.
+    func loggedHost(_ entry: PluginEntry, log: LogCapture) async throws -> CSOPHost {
+        let plugins = try directory.writePlugins([entry])
+        return await CSOPHost.load(
+            HostConfiguration(
+                pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false,
+                logger: Logger(label: "test") { _ in log }))
+    }
+
     @Test func loadsTheSwiftPluginBuiltByThePackage() async throws {
         let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
         #expect(host.failures.isEmpty)
@@ -193,12 +202,8 @@ import Testing
     /// shutdown waits only its grace period, then names the plugin and the call in the log.
     @Test func aCallNeverCompletedIsCountedAndDoesNotHoldShutdown() async throws {
         let library = try compile("broken.c", ["NEVER_COMPLETE"], as: "libnever.so")
-        let plugins = try directory.writePlugins([PluginEntry("10-never.conf", library: library)])
         let log = LogCapture()
-        let host = await CSOPHost.load(
-            HostConfiguration(
-                pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false,
-                logger: Logger(label: "test") { _ in log }))
+        let host = try await loggedHost(PluginEntry("10-never.conf", library: library), log: log)
         let response = await host.dispatch("broken.status", options: RequestOptions(timeout: 50))
         #expect(response.error?.code == .timeout)
         #expect(await host.dispatch("broken.ping").data == "pong")
@@ -214,12 +219,8 @@ import Testing
     /// PLUGIN_FAULT that changes nothing (it used to corrupt the host).
     @Test func aSecondCompletionIsALoggedFaultThatChangesNothing() async throws {
         let library = try compile("broken.c", ["DOUBLE_COMPLETE"], as: "libdouble.so")
-        let plugins = try directory.writePlugins([PluginEntry("10-double.conf", library: library)])
         let log = LogCapture()
-        let host = await CSOPHost.load(
-            HostConfiguration(
-                pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false,
-                logger: Logger(label: "test") { _ in log }))
+        let host = try await loggedHost(PluginEntry("10-double.conf", library: library), log: log)
         for _ in 0..<200 {
             #expect(await host.dispatch("broken.ping").data == "pong")
         }
