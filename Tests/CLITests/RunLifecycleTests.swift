@@ -38,16 +38,23 @@ import Testing
     /// refused, and the process exits by itself.
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])
     func aStopSignalStopsReadingAndDrains(signal: Int32) async throws {
-        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "4"], environment: environment)
-        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":3000}}"#) }
+        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "5"], environment: environment)
+        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":8000},"options":{"timeout":60000}}"#) }
+        // Wait (without a clock) until the four sleeps run, then fill the last slot: no noop can
+        // start before the signal, however slow the machine is.
+        for attempt in 0..<2_000 {
+            let info = try await run.call("info\(attempt)", "host.info", timeout: 120)
+            let diag = info?["data"]?["capabilities"]?.arrayValue?.first { $0["name"] == "diag" }
+            if diag?["running"] == 4 { break }
+        }
+        try run.send(raw: #"{"id":"sleep4","action":"diag.sleep","payload":{"ms":8000},"options":{"timeout":60000}}"#)
         for i in 0..<300 { try run.send(raw: #"{"id":"n\#(i)","action":"diag.noop"}"#) }
-        _ = await run.waitFor(timeout: 2) { _ in false }  // Let it read and start the sleeps.
         run.kill(signal)
         let status = await run.waitForExit(timeout: 60)
         #expect(status == 0, "exit status \(String(describing: status))")
         #expect(!run.diedOfSignal)
         let lines = run.received
-        #expect(lines.filter { $0["data"]?["slept"] == 3000 }.count == 4, "the running sleeps drain")
+        #expect((0..<4).allSatisfy { i in lines.contains { $0["id"]?.stringValue == "sleep\(i)" && $0["data"]?["slept"] == 8000 } }, "the running sleeps drain")
         let noops = lines.filter { $0["id"]?.stringValue?.hasPrefix("n") == true }
         #expect(noops.allSatisfy { $0["error"]?["code"] == "NOT_INITIALIZED" }, "no work starts after the signal")
         #expect(Set(noops.compactMap { $0["id"]?.stringValue }).count == noops.count, "one answer per line")

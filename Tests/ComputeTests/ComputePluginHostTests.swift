@@ -28,7 +28,11 @@ import Testing
     @Test func routerTimeoutStopsTheScript() async throws {
         try await withHost(config: ["workers": 1]) { host in
             // Once a task has run, the worker's sandbox is ready and the next task starts at once.
-            #expect(await host.dispatch(Request(action: "compute.execute", payload: ["task": "custom", "data": ["fn": "return 1"]])).isOK)
+            // A generous timeout: setting the sandbox up can take seconds on a loaded machine.
+            #expect(
+                await host.dispatch(
+                    Request(action: "compute.execute", payload: ["task": "custom", "data": ["fn": "return 1"]], options: RequestOptions(timeout: 120_000))
+                ).isOK)
             let response = await host.dispatch(
                 Request(action: "compute.execute", payload: ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 600_000]], options: RequestOptions(timeout: 300, retry: 0)))
             #expect(response.error?.code == .timeout)
