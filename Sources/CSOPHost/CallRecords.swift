@@ -1,4 +1,5 @@
 import CSOPCore
+import CSOPHostShims
 import CSOPPluginABI
 import Logging
 import Synchronization
@@ -14,17 +15,20 @@ import Synchronization
 final class CallRecords: Sendable {
     static let shared = CallRecords()
 
-    /// How many completed calls stay readable.
+    /// How many completed calls stay readable (a power of two).
     static let quarantine = 4096
 
-    private struct Ring: @unchecked Sendable {  // Raw pointers owned by the ring, touched under its lock only.
-        var slots = [UnsafeMutablePointer<csop_call>?](repeating: nil, count: CallRecords.quarantine)
-        var next = 0
-    }
-
-    private let ring = Mutex(Ring())
+    // The ring: `quarantine` pointer slots written with an atomic exchange at a position
+    // taken from an atomic counter, so retiring a call takes no lock on the hot path.
+    private nonisolated(unsafe) let slots: UnsafeMutablePointer<UnsafeMutableRawPointer?>  // Touched only through csop_exchange_pointer.
+    private let next = Atomic<Int>(0)
     private let plugins = Mutex<[(name: String, logger: Logger)]>([])
     private let secondCompletions = Atomic<Int>(0)
+
+    private init() {
+        slots = .allocate(capacity: Self.quarantine)
+        slots.initialize(repeating: nil, count: Self.quarantine)
+    }
 
     /// Registers a plugin for fault reports. - Returns: its id for `csop_call.reserved`.
     func register(plugin name: String, logger: Logger) -> UInt32 {
@@ -36,13 +40,9 @@ final class CallRecords: Sendable {
 
     /// A call completed for the first time: keep its struct readable, free the oldest.
     func retire(_ call: UnsafeMutablePointer<csop_call>) {
-        let oldest = ring.withLock { ring -> UnsafeMutablePointer<csop_call>? in
-            defer { ring.next = (ring.next + 1) % Self.quarantine }
-            let oldest = ring.slots[ring.next]
-            ring.slots[ring.next] = call
-            return oldest
-        }
-        oldest?.deallocate()
+        let position = next.add(1, ordering: .relaxed).oldValue & (Self.quarantine - 1)
+        let oldest = csop_exchange_pointer(slots + position, UnsafeMutableRawPointer(call))
+        oldest?.assumingMemoryBound(to: csop_call.self).deallocate()
     }
 
     /// A completion of a call that was already completed.
