@@ -45,8 +45,14 @@ final class DiagPlugin: AsyncCSOPPlugin {
                 ErrorCode(try fields.string("code") ?? "EXECUTION_FAILED"),
                 try fields.string("message") ?? "failed on request",
                 retryable: try fields.bool("retry") ?? false)
-        case .cancelled: return .int(cancelledCount.load(ordering: .relaxed))  // Sleeps that were cancelled.
+        case .cancelled: return .int(cancelledCount.load(ordering: .relaxed))
         }
+    }
+
+    /// Counts every cancellation the host asks for (a timeout), then cancels the call's task.
+    func cancel(callID: UInt64) {
+        cancelledCount.add(1, ordering: .relaxed)
+        calls.cancel(callID)
     }
 
     private static let nullBytes: [UInt8] = Array("null".utf8)
@@ -58,7 +64,6 @@ final class DiagPlugin: AsyncCSOPPlugin {
         do {
             try await Task.sleep(for: .milliseconds(ms))
         } catch {
-            cancelledCount.add(1, ordering: .relaxed)
             throw CSOPError(.executionFailed, "sleep was cancelled")
         }
         return ["slept": .int(ms)]
