@@ -131,7 +131,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "DiagPlugin", "CSOPTestSupport"],
+            name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "StorageTests", dependencies: ["CSOPCore", "CSOPPluginABI", "StoragePlugin", "CSOPTestSupport"],

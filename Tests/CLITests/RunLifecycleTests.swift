@@ -39,7 +39,7 @@ import Testing
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])
     func aStopSignalStopsReadingAndDrains(signal: Int32) async throws {
         let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "5"], environment: environment)
-        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":8000},"options":{"timeout":60000}}"#) }
+        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#) }
         // Wait (without a clock) until the four sleeps run, then fill the last slot: no noop can
         // start before the signal, however slow the machine is.
         var running = false
@@ -50,14 +50,14 @@ import Testing
             if !running { try await Task.sleep(for: .milliseconds(10)) }
         }
         #expect(running, "the four sleeps never ran together")
-        try run.send(raw: #"{"id":"sleep4","action":"diag.sleep","payload":{"ms":8000},"options":{"timeout":60000}}"#)
+        try run.send(raw: #"{"id":"sleep4","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#)
         for i in 0..<300 { try run.send(raw: #"{"id":"n\#(i)","action":"diag.noop"}"#) }
         run.kill(signal)
         let status = await run.waitForExit(timeout: 60)
         #expect(status == 0, "exit status \(String(describing: status))")
         #expect(!run.diedOfSignal)
         let lines = run.received
-        #expect((0..<4).allSatisfy { i in lines.contains { $0["id"]?.stringValue == "sleep\(i)" && $0["data"]?["slept"] == 8000 } }, "the running sleeps drain")
+        #expect((0..<4).allSatisfy { i in lines.contains { $0["id"]?.stringValue == "sleep\(i)" && $0["data"]?["slept"] == 20000 } }, "the running sleeps drain")
         let noops = lines.filter { $0["id"]?.stringValue?.hasPrefix("n") == true }
         #expect(noops.allSatisfy { $0["error"]?["code"] == "NOT_INITIALIZED" }, "no work starts after the signal: \(noops.filter { $0["error"]?["code"] != "NOT_INITIALIZED" }.prefix(3))")
         #expect(Set(noops.compactMap { $0["id"]?.stringValue }).count == noops.count, "one answer per line")
