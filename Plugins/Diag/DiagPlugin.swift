@@ -3,7 +3,8 @@ import CSOPPluginKit
 import Synchronization
 
 /// A diagnostics capability, and the short example of ``AsyncCSOPPlugin``: a no-op and an
-/// echo answered inline (the fast path for measuring dispatch), and operations that misbehave
+/// echo answered inline (the fast path for measuring dispatch), the count of cancellations
+/// (inline too, so reading it never waits for a busy pool), and operations that misbehave
 /// on purpose, each in its own task, so the router's retry, timeout and cancellation can be seen.
 final class DiagPlugin: AsyncCSOPPlugin {
     enum Operation: String, PluginOperation {
@@ -29,6 +30,7 @@ final class DiagPlugin: AsyncCSOPPlugin {
         switch operation {
         case .noop: call.succeed(rawJSON: Self.nullBytes)
         case .echo: call.succeed(call.payload)
+        case .cancelled: call.succeed(.int(cancelledCount.load(ordering: .relaxed)))
         default: runAsync(operation, call)
         }
     }

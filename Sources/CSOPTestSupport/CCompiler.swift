@@ -11,7 +11,11 @@ public enum CCompiler {
 
     /// Compiles `Tests/Fixtures/CPlugins/<source>` into `output` as a shared library.
     /// - Parameter defines: `-D` flags without the `-D`, e.g. `["WRONG_ABI"]`.
-    public static func buildPlugin(_ source: String, defines: [String] = [], output: String) throws {
+    public static func buildPlugin(_ source: String, defines: [String] = [], output: String) async throws {
+        try await OwnThread.run { try buildBlocking(source, defines: defines, output: output) }
+    }
+
+    private static func buildBlocking(_ source: String, defines: [String], output: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments =

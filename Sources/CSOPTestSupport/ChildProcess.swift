@@ -2,6 +2,9 @@ import Foundation
 
 /// Runs a program to completion for CLI tests, killing it if it outlives `timeout` (so a
 /// hang fails the test instead of stalling the run).
+///
+/// The waiting happens on a thread of its own, never on the concurrency pool: that pool has
+/// one thread per core, and a test blocking it for seconds starves every other test's tasks.
 public enum ChildProcess {
     public struct Result: Sendable {
         public var status: Int32
@@ -19,6 +22,15 @@ public enum ChildProcess {
     public static func run(
         _ executable: String, _ arguments: [String] = [], environment: [String: String?] = [:], directory: String? = nil,
         input: [UInt8] = [], timeout: Double = 60
+    ) async throws -> Result {
+        try await OwnThread.run {
+            try runBlocking(executable, arguments, environment: environment, directory: directory, input: input, timeout: timeout)
+        }
+    }
+
+    private static func runBlocking(
+        _ executable: String, _ arguments: [String], environment: [String: String?], directory: String?,
+        input: [UInt8], timeout: Double
     ) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

@@ -11,46 +11,46 @@ import Testing
     var csop: String { TestEnvironment.csopExecutable }
     var pluginPath: [String: String?] { ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory, "CSOP_PLUGINS_DIR": nil] }
 
-    @Test func versionNamesThePluginABI() throws {
-        let result = try ChildProcess.run(csop, ["--version"])
+    @Test func versionNamesThePluginABI() async throws {
+        let result = try await ChildProcess.run(csop, ["--version"])
         #expect(result.status == 0)
         #expect(result.stdout.contains("plugin ABI 1"))
     }
 
-    @Test func helpShowsEachDefaultOnceAndListsLogLevels() throws {
-        let help = try ChildProcess.run(csop, ["dispatch", "--help"]).stdout
+    @Test func helpShowsEachDefaultOnceAndListsLogLevels() async throws {
+        let help = try await ChildProcess.run(csop, ["dispatch", "--help"]).stdout
         #expect(!help.contains("(default {})"))
         #expect(help.components(separatedBy: "(default: {})").count <= 2)
         #expect(!help.contains("5000.0"))
         #expect(help.contains("trace"))
         #expect(help.contains("critical"))
-        let bad = try ChildProcess.run(csop, ["plugins", "--log-level", "loud"])
+        let bad = try await ChildProcess.run(csop, ["plugins", "--log-level", "loud"])
         #expect(bad.status != 0)
         #expect(bad.stderr.contains("loud"))
     }
 
-    @Test func dispatchReadsThePayloadFromStdinOrAFile() throws {
+    @Test func dispatchReadsThePayloadFromStdinOrAFile() async throws {
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
-        let fromStdin = try ChildProcess.run(
+        let fromStdin = try await ChildProcess.run(
             csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "-"], environment: pluginPath, input: Array(#"{"from":"stdin"}"#.utf8))
         #expect(fromStdin.status == 0, "\(fromStdin.stderr)")
         #expect(fromStdin.stdout.contains(#""data":{"from":"stdin"}"#))
         let file = directory.file("payload.json")
         try #"{"from":"file"}"#.write(toFile: file, atomically: true, encoding: .utf8)
-        let fromFile = try ChildProcess.run(csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "@\(file)"], environment: pluginPath)
+        let fromFile = try await ChildProcess.run(csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "@\(file)"], environment: pluginPath)
         #expect(fromFile.stdout.contains(#""data":{"from":"file"}"#))
-        let missing = try ChildProcess.run(csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "@\(directory.file("none.json"))"], environment: pluginPath)
+        let missing = try await ChildProcess.run(csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "@\(directory.file("none.json"))"], environment: pluginPath)
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("cannot open"))
-        let notJSON = try ChildProcess.run(
+        let notJSON = try await ChildProcess.run(
             csop, ["dispatch", "--plugins-dir", plugins, "diag.echo", "-"], environment: pluginPath, input: Array("{oops".utf8))
         #expect(notJSON.status == 1)
         #expect(notJSON.stdout.contains("the payload (stdin) is not valid JSON"))
     }
 
-    @Test func checkValidatesWithoutLoadingAndFailsOnAnyProblem() throws {
+    @Test func checkValidatesWithoutLoadingAndFailsOnAnyProblem() async throws {
         let good = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
-        let ok = try ChildProcess.run(csop, ["check", "--plugins-dir", good], environment: pluginPath)
+        let ok = try await ChildProcess.run(csop, ["check", "--plugins-dir", good], environment: pluginPath)
         #expect(ok.status == 0, "\(ok.stdout)\(ok.stderr)")
         #expect(ok.stdout.contains("ok"))
         let badDirectory = try TemporaryDirectory("csop-cli-bad")
@@ -58,39 +58,39 @@ import Testing
             PluginEntry("00-diag.conf", library: "libcsop-diag.so", config: ["verbose": true]),
             PluginEntry("10-storage.conf", library: "libcsop-storage.so", config: ["readConnections": 0]),
         ])
-        let failed = try ChildProcess.run(csop, ["check", "--plugins-dir", bad], environment: pluginPath)
+        let failed = try await ChildProcess.run(csop, ["check", "--plugins-dir", bad], environment: pluginPath)
         #expect(failed.status == 1)
         #expect(failed.stdout.contains("FAILED"))
         #expect(failed.stdout.contains("verbose"))
         #expect(failed.stdout.contains("config.readConnections"))
         // The repository's own plugins.d checks clean, cold tier and cluster settings included.
-        let shipped = try ChildProcess.run(csop, ["check", "--plugins-dir", "\(CCompiler.packageRoot)/plugins.d"], environment: pluginPath)
+        let shipped = try await ChildProcess.run(csop, ["check", "--plugins-dir", "\(CCompiler.packageRoot)/plugins.d"], environment: pluginPath)
         #expect(shipped.status == 0, "\(shipped.stdout)")
     }
 
     /// Outside the repository, with no plugins.d anywhere: the answer says what is missing and where it looked.
-    @Test func aMissingPluginsDirectoryIsReportedWithWhereItLooked() throws {
+    @Test func aMissingPluginsDirectoryIsReportedWithWhereItLooked() async throws {
         let empty = directory.file("cwd")
         try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
         let env: [String: String?] = ["HOME": empty, "XDG_CONFIG_HOME": nil, "CSOP_PLUGINS_DIR": nil]
-        let dispatched = try ChildProcess.run(csop, ["dispatch", "diag.noop"], environment: env, directory: empty)
+        let dispatched = try await ChildProcess.run(csop, ["dispatch", "diag.noop"], environment: env, directory: empty)
         #expect(dispatched.status == 1)
         #expect(dispatched.stdout.contains("CAPABILITY_NOT_FOUND"))
         #expect(dispatched.stdout.contains("cannot open the plugins directory"))
         #expect(dispatched.stdout.contains("looked in: ./plugins.d, \(empty)/.config/csop/plugins.d"))
-        let listed = try ChildProcess.run(csop, ["plugins"], environment: env, directory: empty)
+        let listed = try await ChildProcess.run(csop, ["plugins"], environment: env, directory: empty)
         #expect(listed.status == 2)
         #expect(listed.stdout.contains("PLUGINS_DIR_NOT_FOUND"))
     }
 
     /// The README's embedding example, built as an executable that never imports Foundation,
     /// loads every plugin of plugins.d, asks each capability once and exits on its own.
-    @Test func theEmbeddingExampleRunsToTheEnd() throws {
+    @Test func theEmbeddingExampleRunsToTheEnd() async throws {
         let source = try String(contentsOfFile: "\(CCompiler.packageRoot)/examples/embed/main.swift", encoding: .utf8)
         #expect(!source.contains("import Foundation"))
         let readme = try String(contentsOfFile: "\(CCompiler.packageRoot)/README.md", encoding: .utf8)
         #expect(readme.contains(source), "the README's embedding snippet must be examples/embed/main.swift verbatim")
-        let result = try ChildProcess.run(
+        let result = try await ChildProcess.run(
             "\(TestEnvironment.buildDirectory)/csop-embed-example",
             environment: ["XDG_DATA_HOME": directory.file("data"), "CSOP_PLUGINS_DIR": nil, "CSOP_PLUGIN_PATH": nil],
             directory: CCompiler.packageRoot, timeout: 60)

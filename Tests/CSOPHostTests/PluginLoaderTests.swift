@@ -13,9 +13,9 @@ import Testing
 
     init() throws { directory = try TemporaryDirectory("csop-loader") }
 
-    func compile(_ source: String, _ defines: [String] = [], as name: String) throws -> String {
+    func compile(_ source: String, _ defines: [String] = [], as name: String) async throws -> String {
         let output = directory.file(name)
-        try CCompiler.buildPlugin(source, defines: defines, output: output)
+        try await CCompiler.buildPlugin(source, defines: defines, output: output)
         return output
     }
 
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func loadsAPluginWrittenInPlainC() async throws {
-        let library = try compile("hello.c", as: "libhello.so")
+        let library = try await compile("hello.c", as: "libhello.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: library)], in: directory)
         #expect(host.failures.isEmpty)
         #expect(host.plugins.first?.name == "hello")
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func aPluginThatBreaksTheContractGetsPluginFaultNotACrash() async throws {
-        let library = try compile("broken.c", ["BAD_OUTPUT"], as: "libbadoutput.so")
+        let library = try await compile("broken.c", ["BAD_OUTPUT"], as: "libbadoutput.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-bad.conf", library: library)], in: directory)
         let invalid = await host.dispatch("broken.ping")
         #expect(invalid.error?.code == .pluginFault)
@@ -65,7 +65,7 @@ import Testing
 
     @Test func relativeLibraryIsFoundNextToTheConfigFile() async throws {
         let plugins = try directory.writePlugins([PluginEntry("10-hello.conf", library: "libhello.so")])
-        try CCompiler.buildPlugin("hello.c", output: "\(plugins)/libhello.so")
+        try await CCompiler.buildPlugin("hello.c", output: "\(plugins)/libhello.so")
         let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: plugins, pluginSearchPath: [], searchExecutableDirectory: false))
         #expect(host.failures.isEmpty)
         #expect(host.plugins.first?.library == "\(plugins)/libhello.so")
@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test func pluginEventsReachEveryListener() async throws {
-        let library = try compile("hello.c", as: "libhello.so")
+        let library = try await compile("hello.c", as: "libhello.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: library)], in: directory)
         let stream = host.events()
         _ = await host.dispatch("hello.echo", ["n": 1])
@@ -86,11 +86,11 @@ import Testing
 
     /// Every broken entry is reported against its own file, and the good ones still serve.
     @Test func brokenEntriesFailAloneAndTheRestServe() async throws {
-        let hello = try compile("hello.c", as: "libhello.so")
-        let noSymbol = try compile("broken.c", ["NO_SYMBOL"], as: "libnosymbol.so")
-        let wrongABI = try compile("broken.c", ["WRONG_ABI"], as: "libwrongabi.so")
-        let failingInit = try compile("broken.c", ["FAILING_INIT"], as: "libfailinginit.so")
-        let writable = try compile("broken.c", ["NAME=\"writable\""], as: "libwritable.so")
+        let hello = try await compile("hello.c", as: "libhello.so")
+        let noSymbol = try await compile("broken.c", ["NO_SYMBOL"], as: "libnosymbol.so")
+        let wrongABI = try await compile("broken.c", ["WRONG_ABI"], as: "libwrongabi.so")
+        let failingInit = try await compile("broken.c", ["FAILING_INIT"], as: "libfailinginit.so")
+        let writable = try await compile("broken.c", ["NAME=\"writable\""], as: "libwritable.so")
         chmod(writable, 0o777)
         let entries = [
             PluginEntry("00-diag.conf", library: "libcsop-diag.so"),
@@ -135,7 +135,7 @@ import Testing
     }
 
     @Test func insecureFilesLoadWithTheExplicitOverride() async throws {
-        let hello = try compile("hello.c", as: "libhello.so")
+        let hello = try await compile("hello.c", as: "libhello.so")
         chmod(hello, 0o777)
         let plugins = try directory.writePlugins([PluginEntry("10-hello.conf", library: hello)])
         chmod("\(plugins)/10-hello.conf", 0o666)
@@ -147,8 +147,8 @@ import Testing
     }
 
     @Test func loadsEntriesInNameOrderSoTheFirstClaimWins() async throws {
-        let first = try compile("broken.c", ["NAME=\"same\""], as: "libsame1.so")
-        let second = try compile("broken.c", ["NAME=\"same\""], as: "libsame2.so")
+        let first = try await compile("broken.c", ["NAME=\"same\""], as: "libsame1.so")
+        let second = try await compile("broken.c", ["NAME=\"same\""], as: "libsame2.so")
         let host = try await TestEnvironment.makeHost(
             [PluginEntry("20-b.conf", library: second), PluginEntry("10-a.conf", library: first)], in: directory)
         #expect(host.plugins.map(\.library) == [first])
@@ -170,7 +170,7 @@ import Testing
     }
 
     @Test func capabilityNotFoundSaysWhyTheEntryFailed() async throws {
-        let writable = try compile("broken.c", ["NAME=\"weather\""], as: "libcsop-weather.so")
+        let writable = try await compile("broken.c", ["NAME=\"weather\""], as: "libcsop-weather.so")
         chmod(writable, 0o775)
         let host = try await TestEnvironment.makeHost(
             [
@@ -190,7 +190,7 @@ import Testing
     }
 
     @Test func aCompletionWithATooSmallOutcomeIsAPluginFault() async throws {
-        let library = try compile("broken.c", ["SMALL_OUTCOME"], as: "libsmall.so")
+        let library = try await compile("broken.c", ["SMALL_OUTCOME"], as: "libsmall.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-small.conf", library: library)], in: directory)
         let response = await host.dispatch("broken.ping")
         #expect(response.error?.code == .pluginFault)
@@ -201,7 +201,7 @@ import Testing
     /// A plugin that never completes a call: the caller gets TIMEOUT, host.info counts it, and
     /// shutdown waits only its grace period, then names the plugin and the call in the log.
     @Test func aCallNeverCompletedIsCountedAndDoesNotHoldShutdown() async throws {
-        let library = try compile("broken.c", ["NEVER_COMPLETE"], as: "libnever.so")
+        let library = try await compile("broken.c", ["NEVER_COMPLETE"], as: "libnever.so")
         let log = LogCapture()
         let host = try await loggedHost(PluginEntry("10-never.conf", library: library), log: log)
         let response = await host.dispatch("broken.status", options: RequestOptions(timeout: 50))
@@ -218,7 +218,7 @@ import Testing
     /// A plugin that completes a call twice: the first outcome stands, the second is a logged
     /// PLUGIN_FAULT that changes nothing (it used to corrupt the host).
     @Test func aSecondCompletionIsALoggedFaultThatChangesNothing() async throws {
-        let library = try compile("broken.c", ["DOUBLE_COMPLETE"], as: "libdouble.so")
+        let library = try await compile("broken.c", ["DOUBLE_COMPLETE"], as: "libdouble.so")
         let log = LogCapture()
         let host = try await loggedHost(PluginEntry("10-double.conf", library: library), log: log)
         for _ in 0..<200 {
@@ -231,7 +231,7 @@ import Testing
     }
 
     @Test func aDescriptorFromBeforeCheckConfigStillLoadsAndChecks() async throws {
-        let library = try compile("broken.c", ["OLD_DESCRIPTOR"], as: "libold.so")
+        let library = try await compile("broken.c", ["OLD_DESCRIPTOR"], as: "libold.so")
         let host = try await TestEnvironment.makeHost([PluginEntry("10-old.conf", library: library)], in: directory)
         #expect(host.failures.isEmpty, "\(host.failures)")
         #expect(await host.dispatch("broken.ping").data == "pong")
@@ -242,9 +242,9 @@ import Testing
     }
 
     /// `csop check`: every problem the loader finds, without creating any plugin.
-    @Test func checkReportsEachEntryWithoutCreatingPlugins() throws {
-        let failingInit = try compile("broken.c", ["FAILING_INIT"], as: "libfailinginit.so")
-        let refusing = try compile("broken.c", ["REFUSE_CONFIG", "NAME=\"picky\""], as: "libpicky.so")
+    @Test func checkReportsEachEntryWithoutCreatingPlugins() async throws {
+        let failingInit = try await compile("broken.c", ["FAILING_INIT"], as: "libfailinginit.so")
+        let refusing = try await compile("broken.c", ["REFUSE_CONFIG", "NAME=\"picky\""], as: "libpicky.so")
         let plugins = try directory.writePlugins([
             PluginEntry("00-diag.conf", library: "libcsop-diag.so"),
             PluginEntry("10-diag-config.conf", library: "libcsop-diag.so", config: ["verbose": true]),
@@ -299,7 +299,7 @@ import Testing
     @Test func aLibraryInADirectoryOthersCanWriteIsRefused() async throws {
         let shared = directory.file("shared")
         try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
-        try CCompiler.buildPlugin("hello.c", output: "\(shared)/libhello.so")
+        try await CCompiler.buildPlugin("hello.c", output: "\(shared)/libhello.so")
         chmod(shared, 0o777)
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: "\(shared)/libhello.so")], in: directory)
         #expect(host.failures.first?.kind == .insecurePermissions)
