@@ -29,6 +29,8 @@ final class ClusterTransport: Sendable {
         var pending: [Pending] = []
         var startWaiters: [CheckedContinuation<Void, Never>] = []
         var tasks: [Task<Void, Never>] = []
+        /// Why the last connection attempt failed or the connection was lost, for NOT_CONNECTED.
+        var lastFailure: String?
     }
 
     static let maxBatchMessages = 512
@@ -91,7 +93,7 @@ final class ClusterTransport: Sendable {
             case .starting, .connected:
                 state.pending.append(Pending(message: message, completion: completion))
                 return nil
-            case .disconnected: return Self.notConnected
+            case .disconnected: return Self.notConnected(after: state.lastFailure)
             case .stopped: return CSOPError(.notInitialized, "the sync plugin is shutting down")
             }
         }
@@ -105,8 +107,12 @@ final class ClusterTransport: Sendable {
         try result.get()
     }
 
-    static let notConnected = CSOPError(
-        .notConnected, "the sync plugin is not connected to PostgreSQL (it is reconnecting); try again", retryable: true)
+    /// `NOT_CONNECTED`, saying why when it is known (a TLS problem, say: retrying will not fix it).
+    static func notConnected(after failure: String?) -> CSOPError {
+        let reason = failure.map { "; last error: \($0)" } ?? ""
+        return CSOPError(
+            .notConnected, "the sync plugin is not connected to PostgreSQL (it is reconnecting\(reason)); try again", retryable: true)
+    }
 
     // MARK: Presence
 
@@ -304,7 +310,9 @@ final class ClusterTransport: Sendable {
                 }
             } catch {
                 if !isStopped {
-                    log(.warning, "sync lost PostgreSQL at \(postgres) (\(PostgresURL.describe(error))); reconnecting")
+                    let reason = postgres.describe(connectionError: error)
+                    state.withLock { $0.lastFailure = reason }
+                    log(.warning, "sync lost PostgreSQL at \(postgres) (\(reason)); reconnecting")
                 }
             }
             markDisconnected()
@@ -351,16 +359,17 @@ final class ClusterTransport: Sendable {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard state.phase != .stopped else { return [] }
             state.phase = .connected
+            state.lastFailure = nil
             defer { state.startWaiters = [] }
             return state.startWaiters
         }
         for waiter in waiters { waiter.resume() }
-        log(.info, "sync connected to \(postgres), listening on \(configuration.clusterChannel)")
+        log(.info, "sync connected to \(postgres) (\(postgres.tlsSummary)), listening on \(configuration.clusterChannel)")
         wakeContinuation.yield()
     }
 
     private func markDisconnected() {
-        let (pending, waiters, connections) = state.withLock { state in
+        let (pending, waiters, connections, failure) = state.withLock { state in
             if state.phase != .stopped { state.phase = .disconnected }
             defer {
                 state.pending = []
@@ -368,11 +377,14 @@ final class ClusterTransport: Sendable {
                 state.listen = nil
                 state.command = nil
             }
-            return (state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
+            return (
+                state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 },
+                Self.notConnected(after: state.lastFailure)
+            )
         }
         for connection in connections { connection.closeInBackground() }
         for waiter in waiters { waiter.resume() }
-        for item in pending { item.completion(.failure(Self.notConnected)) }
+        for item in pending { item.completion(.failure(failure)) }
     }
 
     /// The command connection, after the first connection attempt has concluded.
@@ -384,7 +396,7 @@ final class ClusterTransport: Sendable {
             case .stopped: return .failure(CSOPError(.notInitialized, "the sync plugin is shutting down"))
             default: break
             }
-            return .failure(Self.notConnected)
+            return .failure(Self.notConnected(after: state.lastFailure))
         }
         return try result.get()
     }
@@ -433,7 +445,7 @@ final class ClusterTransport: Sendable {
         do {
             try await body()
         } catch {
-            if connection.isClosed { throw Self.notConnected }
+            if connection.isClosed { throw Self.notConnected(after: state.withLock { $0.lastFailure }) }
             throw CSOPError(.executionFailed, "PostgreSQL failed: \(PostgresURL.describe(error))", retryable: true)
         }
     }

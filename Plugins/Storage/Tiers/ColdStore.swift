@@ -37,19 +37,21 @@ final class ColdStore: Sendable {
     let table: String
     /// `host:port/database`, for messages (never the password).
     let endpoint: String
+    private let url: PostgresURL
     private let configuration: PostgresConnection.Configuration
     private let state = Mutex(State())
     private let logger = Logger(label: "csop.storage.cold", factory: { _ in SwiftLogNoOpLogHandler() })
     private static let maxIdle = 4
 
-    /// - Throws: `INVALID_PAYLOAD` naming `config.postgresUrl` for a URL it cannot use.
-    /// Parses the cold tier's URL. - Throws: `INVALID_PAYLOAD` naming the config key.
+    /// Parses the cold tier's URL, reading the TLS files it names (so `csop check` validates
+    /// them too). - Throws: `INVALID_PAYLOAD` naming the config key (and the TLS option and file).
     static func parseURL(_ url: String) throws(CSOPError) -> PostgresURL {
         try PostgresURL(url, field: "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)")
     }
 
     init(url: String, table: String) throws(CSOPError) {
         let url = try Self.parseURL(url)
+        self.url = url
         self.configuration = url.connectionConfiguration()
         self.table = table
         self.endpoint = url.endpoint
@@ -153,7 +155,8 @@ final class ColdStore: Sendable {
                 connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
             } catch {
                 if Task.isCancelled { throw .cancelled }
-                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(PostgresURL.describe(error))")
+                // A TLS failure says so, with the sslmode used: retrying will not fix a wrong CA.
+                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(url.describe(connectionError: error))")
             }
         }
         state.withLock { $0.running[callID, default: []].append(connection) }
