@@ -33,7 +33,7 @@ wait_for_postgres() {
 
 # Writes $2 to file $1 (as root) only when it differs, and records the change.
 write_if_changed() {
-    if ! $SUDO cmp -s <(printf '%s' "$2") "$1" 2>/dev/null; then
+    if ! cmp -s <(printf '%s' "$2") "$1" 2>/dev/null; then
         printf '%s' "$2" | $SUDO tee "$1" >/dev/null
         tls_changed=1
     fi
