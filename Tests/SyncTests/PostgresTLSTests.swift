@@ -1,6 +1,7 @@
 import CSOPCore
 import CSOPPostgres
 import CSOPTestSupport
+import Dispatch
 import Logging
 import PostgresNIO
 import Synchronization
@@ -101,8 +102,12 @@ import Testing
     }
 
     @Test func requireFailsAgainstAServerWithoutTLS() async throws {
-        let server = try PrivatePostgres()
-        defer { server.destroy() }
+        // initdb and pg_ctl block for seconds: run them on a Dispatch thread, not on the
+        // cooperative pool (two threads here) that every other suite's tests share.
+        let server = try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try PrivatePostgres() }) }
+        }
+        defer { DispatchQueue.global().async { server.destroy() } }
         #expect(try await session(server.url).ssl == false)
         let message = try #require(await failure(server.url + "?sslmode=require"), "require connected without TLS")
         #expect(message.hasPrefix("TLS/certificate problem (sslmode=require)"), "\(message)")
