@@ -125,7 +125,7 @@ final class ClusterTransport: Sendable {
         let now = SyncClock.nowMilliseconds()
         var joined: PresenceUser?
         try await run(connection) { [configuration, instanceID] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 INSERT INTO csop_sync_presence (cluster, channel, user_id, instance, metadata, online_at, expires_at)
                 VALUES (\(configuration.clusterChannel), \(channel), \(userID), \(instanceID), \(metadataText)::jsonb, \(now),
@@ -152,7 +152,7 @@ final class ClusterTransport: Sendable {
         let connection = try await commandConnection()
         var left = false
         try await run(connection) { [configuration] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 DELETE FROM csop_sync_presence
                 WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND user_id = \(userID)
@@ -167,7 +167,7 @@ final class ClusterTransport: Sendable {
     private func users(channel: String, connection: PostgresConnection) async throws(CSOPError) -> [PresenceUser] {
         var users: [PresenceUser] = []
         try await run(connection) { [configuration] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 SELECT user_id, online_at, metadata::text FROM csop_sync_presence
                 WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND expires_at > now()
@@ -203,7 +203,7 @@ final class ClusterTransport: Sendable {
                 if now - lastRefresh >= Double(configuration.heartbeatInterval - configuration.sweepInterval / 2) {
                     lastRefresh = now
                     try await run(connection) { [configuration, instanceID] in
-                    try await connection.query(
+                    try await connection.queryUnlessClosed(
                         """
                         UPDATE csop_sync_presence
                         SET heartbeat_at = now(), expires_at = now() + \(configuration.rowLifetime)::float8 * interval '1 millisecond'
@@ -213,7 +213,7 @@ final class ClusterTransport: Sendable {
                 }
                 var expired: [(String, String)] = []
                 try await run(connection) { [configuration] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         """
                         DELETE FROM csop_sync_presence
                         WHERE cluster = \(configuration.clusterChannel) AND expires_at < now()
@@ -239,7 +239,7 @@ final class ClusterTransport: Sendable {
             var gone: [(String, String)] = []
             do throws(CSOPError) {
                 try await run(connection) { [configuration, instanceID] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         """
                         DELETE FROM csop_sync_presence
                         WHERE cluster = \(configuration.clusterChannel) AND instance = \(instanceID)
@@ -339,7 +339,7 @@ final class ClusterTransport: Sendable {
         // Two processes creating the table at once can collide; the loser retries.
         for attempt in 1...3 {
             do {
-                try await connection.query(
+                try await connection.queryUnlessClosed(
                     """
                     CREATE TABLE IF NOT EXISTS csop_sync_presence (
                         cluster text NOT NULL, channel text NOT NULL, user_id text NOT NULL, instance text NOT NULL,
@@ -424,7 +424,7 @@ final class ClusterTransport: Sendable {
             let frames = ClusterFrame.frames(origin: instanceID, lines: lines)
             do throws(CSOPError) {
                 try await run(connection) { [configuration] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         "SELECT count(pg_notify(\(configuration.clusterChannel), f)) FROM unnest(\(frames)::text[]) AS f",
                         logger: self.logger)
                     for try await _ in rows {}
