@@ -29,6 +29,8 @@ final class ClusterTransport: Sendable {
         var pending: [Pending] = []
         var startWaiters: [CheckedContinuation<Void, Never>] = []
         var tasks: [Task<Void, Never>] = []
+        /// Why the last connection attempt failed or the connection was lost, for NOT_CONNECTED.
+        var lastFailure: String?
     }
 
     static let maxBatchMessages = 512
@@ -91,7 +93,7 @@ final class ClusterTransport: Sendable {
             case .starting, .connected:
                 state.pending.append(Pending(message: message, completion: completion))
                 return nil
-            case .disconnected: return Self.notConnected
+            case .disconnected: return Self.notConnected(after: state.lastFailure)
             case .stopped: return CSOPError(.notInitialized, "the sync plugin is shutting down")
             }
         }
@@ -105,8 +107,12 @@ final class ClusterTransport: Sendable {
         try result.get()
     }
 
-    static let notConnected = CSOPError(
-        .notConnected, "the sync plugin is not connected to PostgreSQL (it is reconnecting); try again", retryable: true)
+    /// `NOT_CONNECTED`, saying why when it is known (a TLS problem, say: retrying will not fix it).
+    static func notConnected(after failure: String?) -> CSOPError {
+        let reason = failure.map { "; last error: \($0)" } ?? ""
+        return CSOPError(
+            .notConnected, "the sync plugin is not connected to PostgreSQL (it is reconnecting\(reason)); try again", retryable: true)
+    }
 
     // MARK: Presence
 
@@ -119,7 +125,7 @@ final class ClusterTransport: Sendable {
         let now = SyncClock.nowMilliseconds()
         var joined: PresenceUser?
         try await run(connection) { [configuration, instanceID] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 INSERT INTO csop_sync_presence (cluster, channel, user_id, instance, metadata, online_at, expires_at)
                 VALUES (\(configuration.clusterChannel), \(channel), \(userID), \(instanceID), \(metadataText)::jsonb, \(now),
@@ -146,7 +152,7 @@ final class ClusterTransport: Sendable {
         let connection = try await commandConnection()
         var left = false
         try await run(connection) { [configuration] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 DELETE FROM csop_sync_presence
                 WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND user_id = \(userID)
@@ -161,7 +167,7 @@ final class ClusterTransport: Sendable {
     private func users(channel: String, connection: PostgresConnection) async throws(CSOPError) -> [PresenceUser] {
         var users: [PresenceUser] = []
         try await run(connection) { [configuration] in
-            let rows = try await connection.query(
+            let rows = try await connection.queryUnlessClosed(
                 """
                 SELECT user_id, online_at, metadata::text FROM csop_sync_presence
                 WHERE cluster = \(configuration.clusterChannel) AND channel = \(channel) AND expires_at > now()
@@ -197,7 +203,7 @@ final class ClusterTransport: Sendable {
                 if now - lastRefresh >= Double(configuration.heartbeatInterval - configuration.sweepInterval / 2) {
                     lastRefresh = now
                     try await run(connection) { [configuration, instanceID] in
-                    try await connection.query(
+                    try await connection.queryUnlessClosed(
                         """
                         UPDATE csop_sync_presence
                         SET heartbeat_at = now(), expires_at = now() + \(configuration.rowLifetime)::float8 * interval '1 millisecond'
@@ -207,7 +213,7 @@ final class ClusterTransport: Sendable {
                 }
                 var expired: [(String, String)] = []
                 try await run(connection) { [configuration] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         """
                         DELETE FROM csop_sync_presence
                         WHERE cluster = \(configuration.clusterChannel) AND expires_at < now()
@@ -233,7 +239,7 @@ final class ClusterTransport: Sendable {
             var gone: [(String, String)] = []
             do throws(CSOPError) {
                 try await run(connection) { [configuration, instanceID] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         """
                         DELETE FROM csop_sync_presence
                         WHERE cluster = \(configuration.clusterChannel) AND instance = \(instanceID)
@@ -304,7 +310,9 @@ final class ClusterTransport: Sendable {
                 }
             } catch {
                 if !isStopped {
-                    log(.warning, "sync lost PostgreSQL at \(postgres) (\(PostgresURL.describe(error))); reconnecting")
+                    let reason = postgres.describe(connectionError: error)
+                    state.withLock { $0.lastFailure = reason }
+                    log(.warning, "sync lost PostgreSQL at \(postgres) (\(reason)); reconnecting")
                 }
             }
             markDisconnected()
@@ -331,7 +339,7 @@ final class ClusterTransport: Sendable {
         // Two processes creating the table at once can collide; the loser retries.
         for attempt in 1...3 {
             do {
-                try await connection.query(
+                try await connection.queryUnlessClosed(
                     """
                     CREATE TABLE IF NOT EXISTS csop_sync_presence (
                         cluster text NOT NULL, channel text NOT NULL, user_id text NOT NULL, instance text NOT NULL,
@@ -351,16 +359,17 @@ final class ClusterTransport: Sendable {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard state.phase != .stopped else { return [] }
             state.phase = .connected
+            state.lastFailure = nil
             defer { state.startWaiters = [] }
             return state.startWaiters
         }
         for waiter in waiters { waiter.resume() }
-        log(.info, "sync connected to \(postgres), listening on \(configuration.clusterChannel)")
+        log(.info, "sync connected to \(postgres) (\(postgres.tlsSummary)), listening on \(configuration.clusterChannel)")
         wakeContinuation.yield()
     }
 
     private func markDisconnected() {
-        let (pending, waiters, connections) = state.withLock { state in
+        let (pending, waiters, connections, failure) = state.withLock { state in
             if state.phase != .stopped { state.phase = .disconnected }
             defer {
                 state.pending = []
@@ -368,11 +377,14 @@ final class ClusterTransport: Sendable {
                 state.listen = nil
                 state.command = nil
             }
-            return (state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
+            return (
+                state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 },
+                Self.notConnected(after: state.lastFailure)
+            )
         }
         for connection in connections { connection.closeInBackground() }
         for waiter in waiters { waiter.resume() }
-        for item in pending { item.completion(.failure(Self.notConnected)) }
+        for item in pending { item.completion(.failure(failure)) }
     }
 
     /// The command connection, after the first connection attempt has concluded.
@@ -384,7 +396,7 @@ final class ClusterTransport: Sendable {
             case .stopped: return .failure(CSOPError(.notInitialized, "the sync plugin is shutting down"))
             default: break
             }
-            return .failure(Self.notConnected)
+            return .failure(Self.notConnected(after: state.lastFailure))
         }
         return try result.get()
     }
@@ -412,7 +424,7 @@ final class ClusterTransport: Sendable {
             let frames = ClusterFrame.frames(origin: instanceID, lines: lines)
             do throws(CSOPError) {
                 try await run(connection) { [configuration] in
-                    let rows = try await connection.query(
+                    let rows = try await connection.queryUnlessClosed(
                         "SELECT count(pg_notify(\(configuration.clusterChannel), f)) FROM unnest(\(frames)::text[]) AS f",
                         logger: self.logger)
                     for try await _ in rows {}
@@ -433,7 +445,7 @@ final class ClusterTransport: Sendable {
         do {
             try await body()
         } catch {
-            if connection.isClosed { throw Self.notConnected }
+            if connection.isClosed { throw Self.notConnected(after: state.withLock { $0.lastFailure }) }
             throw CSOPError(.executionFailed, "PostgreSQL failed: \(PostgresURL.describe(error))", retryable: true)
         }
     }

@@ -5,10 +5,11 @@ import Glibc
 /// The plugin's settings, read from the `[config]` section of its plugins.d file.
 ///
 /// Keys: `postgresUrl` (cluster mode; `CSOP_SYNC_POSTGRES_URL` supplies it when the key is
-/// absent), `heartbeatInterval` (ms, default 5000), `presenceExpiry` (ms, default twice the
-/// heartbeat), `maxPayloadBytes` (default 1 MiB), `reconnectMaxDelay` (ms, default 5000),
-/// `maxSubscriptions` (default 10000), `clusterChannel` (the PostgreSQL channel, default
-/// `csop_sync`), `connectTimeout` (ms, default 5000).
+/// absent; its TLS options and files are read here, see ``PostgresURL``), `heartbeatInterval`
+/// (ms, default 5000), `presenceExpiry` (ms, default twice the heartbeat), `maxPayloadBytes`
+/// (default 1 MiB), `reconnectMaxDelay` (ms, default 5000), `maxSubscriptions` (default
+/// 10000), `clusterChannel` (the PostgreSQL channel, default `csop_sync`), `connectTimeout`
+/// (ms, default 5000).
 struct SyncConfiguration: Sendable {
     static let allowedKeys: Set<String> = [
         "postgresUrl", "heartbeatInterval", "presenceExpiry", "maxPayloadBytes", "reconnectMaxDelay",

@@ -1,13 +1,16 @@
 public import CSOPCore
 public import NIOCore
+public import NIOSSL
 public import PostgresNIO
 
-/// A `postgres://user:password@host:port/database` URL, parsed the same way for every
-/// plugin that talks to PostgreSQL.
+/// A `postgres://user:password@host:port/database?sslmode=…` URL, parsed the same way for
+/// every plugin that talks to PostgreSQL.
 ///
 /// The user is required; the port defaults to 5432 and the database to the user's name (as
-/// the server does). The only query option is `sslmode`, and only `disable`, `allow` or
-/// `prefer`: connections are not encrypted yet, and an option we would ignore is refused.
+/// the server does). The query options are libpq's `sslmode` (default `prefer`),
+/// `sslrootcert`, `sslcert` and `sslkey` (see ``SSLMode``); any other option is refused rather
+/// than ignored. The files they name are read when the URL is parsed, so a missing or unusable
+/// file is an `INVALID_PAYLOAD` then, not a failure at the first connection.
 /// `description` leaves the password out so the URL can be logged.
 public struct PostgresURL: Sendable, CustomStringConvertible {
     public var host: String
@@ -15,10 +18,27 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
     public var username: String
     public var password: String?
     public var database: String?
+    /// How the connection is encrypted and the server's certificate checked.
+    public internal(set) var sslMode: SSLMode = .prefer
+    /// The PEM CA bundle the server's certificate chain is verified against: `sslrootcert`, or
+    /// `~/.postgresql/root.crt` when it exists and the mode verifies; nil when nothing is verified.
+    public internal(set) var sslRootCert: String?
+    /// The PEM client certificate (chain) presented to the server, with ``sslKey``.
+    public internal(set) var sslCert: String?
+    /// The unencrypted PEM private key of ``sslCert``.
+    public internal(set) var sslKey: String?
+    /// The TLS settings built from the options, nil for `sslmode=disable`.
+    public internal(set) var tlsConfiguration: TLSConfiguration?
+    /// What postgres-nio is given: the TLS context is made once, when the URL is parsed.
+    public internal(set) var tls: PostgresConnection.Configuration.TLS = .disable
 
-    /// - Parameter field: the config key (or variable) the URL came from, for messages.
-    /// - Throws: `INVALID_PAYLOAD` naming `field`; the message never repeats the URL.
-    public init(_ text: String, field: String) throws(CSOPError) {
+    /// - Parameters:
+    ///   - field: the config key (or variable) the URL came from, for messages.
+    ///   - homeDirectory: where `.postgresql/root.crt` is looked for (libpq's default
+    ///     `sslrootcert`); `$HOME`, else the user's home from the password database.
+    /// - Throws: `INVALID_PAYLOAD` naming `field` (and the option and file when one is wrong);
+    ///   the message never repeats the URL, its password or any key material.
+    public init(_ text: String, field: String, homeDirectory: String? = PostgresURL.homeDirectory()) throws(CSOPError) {
         var rest = Substring(text)
         if rest.hasPrefix("postgres://") {
             rest = rest.dropFirst("postgres://".count)
@@ -27,14 +47,9 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         } else {
             throw .invalidPayload("\(field) must start with postgres:// (postgres://user:password@host:5432/database)")
         }
+        var options: [String: String] = [:]
         if let query = rest.firstIndex(of: "?") {
-            for option in rest[rest.index(after: query)...].split(separator: "&") {
-                let pair = option.split(separator: "=", maxSplits: 1).map(String.init)
-                guard pair.first == "sslmode", pair.count == 2, ["disable", "allow", "prefer"].contains(pair[1]) else {
-                    throw .invalidPayload(
-                        "\(field): only sslmode=disable|allow|prefer is supported (connections are not encrypted), got \(option)")
-                }
-            }
+            options = try Self.parseOptions(rest[rest.index(after: query)...], field: field)
             rest = rest[..<query]
         }
         var hostPart = rest
@@ -67,6 +82,7 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         if hostPart.hasPrefix("["), hostPart.hasSuffix("]") { hostPart = hostPart.dropFirst().dropLast() }
         host = String(hostPart)
         if host.isEmpty { throw .invalidPayload("\(field) has no host name") }
+        try configureTLS(options, field: field, homeDirectory: homeDirectory)
     }
 
     public var description: String { "postgres://\(username)@\(host):\(port)/\(database ?? username)" }
@@ -74,16 +90,21 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
     /// `host:port/database`, for messages.
     public var endpoint: String { "\(host):\(port)/\(database ?? username)" }
 
-    /// A PostgresNIO configuration for this URL, without TLS.
+    /// The PostgresNIO configuration for this URL, TLS included (``tls``): the one helper the
+    /// cold tier and cluster sync both connect with. The TLS server name (SNI and the
+    /// `verify-full` check) is ``host``; for an IP address the check is against the
+    /// certificate's IP addresses and no SNI is sent.
     public func connectionConfiguration(connectTimeoutMilliseconds: Int64 = 5000) -> PostgresConnection.Configuration {
         var configuration = PostgresConnection.Configuration(
-            host: host, port: port, username: username, password: password, database: database ?? username, tls: .disable)
+            host: host, port: port, username: username, password: password, database: database ?? username, tls: tls)
         configuration.options.connectTimeout = .milliseconds(connectTimeoutMilliseconds)
         return configuration
     }
 
-    /// PostgreSQL's own message for `error` when there is one; never the query or its binds.
+    /// PostgreSQL's own message for `error` when there is one, or what went wrong with TLS in
+    /// words; never the query or its binds.
     public static func describe(_ error: any Error) -> String {
+        if let problem = tlsProblem(error, host: nil) { return "TLS/certificate problem: \(problem)" }
         if let error = error as? PSQLError {
             if let message = error.serverInfo?[.message] { return message }
             return "\(error.code)"
@@ -91,7 +112,7 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         return "\(error)"
     }
 
-    private static func decode(_ text: Substring) -> String {
+    static func decode(_ text: Substring) -> String {
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
         while let byte = iterator.next() {

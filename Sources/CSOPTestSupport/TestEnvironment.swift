@@ -23,6 +23,47 @@ public enum TestEnvironment {
         ProcessInfo.processInfo.environment["CSOP_TEST_POSTGRES_URL"] ?? "postgres://csop:csop@127.0.0.1:5432/csop_test"
     }
 
+    /// ``postgresURL`` with its host replaced (the port, user and database kept) and `query`
+    /// appended, e.g. `postgresURL(host: "localhost", query: "sslmode=verify-full&sslrootcert=…")`.
+    public static func postgresURL(host: String? = nil, query: String) -> String {
+        var url = Substring(postgresURL)
+        if let host, let at = url.lastIndex(of: "@") {
+            let rest = url[url.index(after: at)...]
+            let end = rest.firstIndex(where: { $0 == ":" || $0 == "/" || $0 == "?" }) ?? rest.endIndex
+            url = url[...at] + host + rest[end...]
+        }
+        return query.isEmpty ? String(url) : "\(url)\(url.contains("?") ? "&" : "?")\(query)"
+    }
+
+    /// The directory of the test PKI that `scripts/install-deps.sh` generates and the test
+    /// server uses (`CSOP_TEST_TLS_DIR`).
+    public static var postgresTLSDirectory: String {
+        ProcessInfo.processInfo.environment["CSOP_TEST_TLS_DIR"] ?? "/var/lib/postgresql/csop-test-tls"
+    }
+
+    /// The CA that signed the test server's certificate (for `localhost` and 127.0.0.1, not
+    /// 127.0.0.2) and the client certificate (`CSOP_TEST_POSTGRES_CA`).
+    public static var postgresCA: String { tlsFile("CSOP_TEST_POSTGRES_CA", "ca.crt") }
+
+    /// A CA that signed nothing the test server uses (`CSOP_TEST_POSTGRES_WRONG_CA`).
+    public static var postgresWrongCA: String { tlsFile("CSOP_TEST_POSTGRES_WRONG_CA", "wrong-ca.crt") }
+
+    /// A client certificate for user `csop`, signed by ``postgresCA`` (`CSOP_TEST_POSTGRES_CLIENT_CERT`).
+    public static var postgresClientCert: String { tlsFile("CSOP_TEST_POSTGRES_CLIENT_CERT", "client.crt") }
+
+    /// The unencrypted PEM key of ``postgresClientCert`` (`CSOP_TEST_POSTGRES_CLIENT_KEY`).
+    public static var postgresClientKey: String { tlsFile("CSOP_TEST_POSTGRES_CLIENT_KEY", "client.key") }
+
+    /// The TLS files the PostgreSQL TLS tests need that are missing; tests fail (never skip)
+    /// when this is not empty.
+    public static var missingPostgresTLSFiles: [String] {
+        [postgresCA, postgresWrongCA, postgresClientCert, postgresClientKey].filter { !FileManager.default.isReadableFile(atPath: $0) }
+    }
+
+    private static func tlsFile(_ variable: String, _ name: String) -> String {
+        ProcessInfo.processInfo.environment[variable] ?? "\(postgresTLSDirectory)/\(name)"
+    }
+
     /// Loads a host from a fresh plugins.d holding `entries`.
     public static func makeHost(
         _ entries: [PluginEntry], in directory: TemporaryDirectory, allowInsecurePermissions: Bool = false

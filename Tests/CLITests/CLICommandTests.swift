@@ -68,6 +68,27 @@ import Testing
         #expect(shipped.status == 0, "\(shipped.stdout)")
     }
 
+    /// The PostgreSQL URLs' TLS options and files are checked by `csop check`, which never
+    /// connects (the host does not resolve).
+    @Test func checkReportsBadTLSSettingsWithoutConnecting() throws {
+        let missing = directory.file("missing-ca.crt")
+        let plugins = try directory.writePlugins(
+            [
+                PluginEntry(
+                    "10-storage.conf", library: "libcsop-storage.so",
+                    config: [
+                        "path": .string(directory.file("store.sqlite")),
+                        "postgresUrl": .string("postgres://u:secret@db.invalid/x?sslmode=verify-full&sslrootcert=\(missing)"),
+                    ]),
+                PluginEntry("30-sync.conf", library: "libcsop-sync.so", config: ["postgresUrl": "postgres://u:secret@db.invalid/x?sslmode=sometimes"]),
+            ], directory: "tls-plugins.d")
+        let result = try ChildProcess.run(csop, ["check", "--plugins-dir", plugins], environment: pluginPath)
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("sslrootcert \(missing) cannot be read"), "\(result.stdout)")
+        #expect(result.stdout.contains("sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full"), "\(result.stdout)")
+        #expect(!result.stdout.contains("secret") && !result.stderr.contains("secret"))
+    }
+
     /// Outside the repository, with no plugins.d anywhere: the answer says what is missing and where it looked.
     @Test func aMissingPluginsDirectoryIsReportedWithWhereItLooked() async throws {
         let empty = directory.file("cwd")

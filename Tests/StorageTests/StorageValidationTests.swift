@@ -74,7 +74,8 @@ import Testing
         (#"{"postgresTable":"drop table;"}"#, "config.postgresTable must be letters"),
         (#"{"postgresUrl":"mysql://x@localhost/db"}"#, "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL) must start with postgres://"),
         (#"{"postgresUrl":"postgres://localhost/db"}"#, "must name a user"),
-        (#"{"postgresUrl":"postgres://u@localhost/db?sslmode=require"}"#, "only sslmode=disable"),
+        (#"{"postgresUrl":"postgres://u@localhost/db?sslmode=required"}"#, "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL): sslmode must be one of"),
+        (#"{"postgresUrl":"postgres://u@localhost/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"}"#, "sslrootcert /nonexistent/ca.pem cannot be read"),
     ])
     func badConfigFailsAtCreateNamingTheKey(config: String, message: String) throws {
         var object = try #require(try JSONValue(parsing: config).objectValue)

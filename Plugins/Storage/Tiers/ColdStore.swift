@@ -37,19 +37,21 @@ final class ColdStore: Sendable {
     let table: String
     /// `host:port/database`, for messages (never the password).
     let endpoint: String
+    private let url: PostgresURL
     private let configuration: PostgresConnection.Configuration
     private let state = Mutex(State())
     private let logger = Logger(label: "csop.storage.cold", factory: { _ in SwiftLogNoOpLogHandler() })
     private static let maxIdle = 4
 
-    /// - Throws: `INVALID_PAYLOAD` naming `config.postgresUrl` for a URL it cannot use.
-    /// Parses the cold tier's URL. - Throws: `INVALID_PAYLOAD` naming the config key.
+    /// Parses the cold tier's URL, reading the TLS files it names (so `csop check` validates
+    /// them too). - Throws: `INVALID_PAYLOAD` naming the config key (and the TLS option and file).
     static func parseURL(_ url: String) throws(CSOPError) -> PostgresURL {
         try PostgresURL(url, field: "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL)")
     }
 
     init(url: String, table: String) throws(CSOPError) {
         let url = try Self.parseURL(url)
+        self.url = url
         self.configuration = url.connectionConfiguration()
         self.table = table
         self.endpoint = url.endpoint
@@ -59,7 +61,7 @@ final class ColdStore: Sendable {
     func put(ref: String, key: String, bytes: [UInt8], callID: UInt64) async throws(Failure) {
         try await withConnection(callID: callID) { connection in
             let value = ByteBuffer(bytes: bytes)
-            _ = try await connection.query(
+            _ = try await connection.queryUnlessClosed(
                 "INSERT INTO \(unescaped: self.table) (ref, key, value) VALUES (\(ref), \(key), \(value))", logger: self.logger)
         }
     }
@@ -67,7 +69,7 @@ final class ColdStore: Sendable {
     /// The bytes of row `ref`, or nil when it is gone.
     func get(ref: String, callID: UInt64) async throws(Failure) -> [UInt8]? {
         try await withConnection(callID: callID) { connection in
-            let rows = try await connection.query("SELECT value FROM \(unescaped: self.table) WHERE ref = \(ref)", logger: self.logger)
+            let rows = try await connection.queryUnlessClosed("SELECT value FROM \(unescaped: self.table) WHERE ref = \(ref)", logger: self.logger)
             for try await row in rows {
                 var buffer = try row.decode(ByteBuffer.self)
                 return buffer.readBytes(length: buffer.readableBytes) ?? []
@@ -80,14 +82,14 @@ final class ColdStore: Sendable {
     func delete(refs: [String], callID: UInt64) async throws(Failure) {
         guard !refs.isEmpty else { return }
         try await withConnection(callID: callID) { connection in
-            _ = try await connection.query("DELETE FROM \(unescaped: self.table) WHERE ref = ANY(\(refs))", logger: self.logger)
+            _ = try await connection.queryUnlessClosed("DELETE FROM \(unescaped: self.table) WHERE ref = ANY(\(refs))", logger: self.logger)
         }
     }
 
     /// Every stored row for `key` (orphans included): for tests and repair.
     func rows(forKey key: String) async throws(Failure) -> [[UInt8]] {
         try await withConnection(callID: 0) { connection in
-            let rows = try await connection.query("SELECT value FROM \(unescaped: self.table) WHERE key = \(key)", logger: self.logger)
+            let rows = try await connection.queryUnlessClosed("SELECT value FROM \(unescaped: self.table) WHERE key = \(key)", logger: self.logger)
             var values: [[UInt8]] = []
             for try await row in rows {
                 var buffer = try row.decode(ByteBuffer.self)
@@ -100,7 +102,7 @@ final class ColdStore: Sendable {
     /// Drops the cold table: for tests that made their own.
     func dropTable() async throws(Failure) {
         try await withConnection(callID: 0) { connection in
-            _ = try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(self.table)"), logger: self.logger)
+            _ = try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(self.table)"), logger: self.logger)
         }
         state.withLock { $0.tableReady = false }
     }
@@ -153,7 +155,8 @@ final class ColdStore: Sendable {
                 connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
             } catch {
                 if Task.isCancelled { throw .cancelled }
-                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(PostgresURL.describe(error))")
+                // A TLS failure says so, with the sslmode used: retrying will not fix a wrong CA.
+                throw .unreachable("the cold tier (PostgreSQL at \(endpoint)) is unreachable: \(url.describe(connectionError: error))")
             }
         }
         state.withLock { $0.running[callID, default: []].append(connection) }
@@ -179,10 +182,10 @@ final class ColdStore: Sendable {
                 created_at TIMESTAMPTZ NOT NULL DEFAULT now())
             """
         do {
-            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+            try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: sql), logger: logger)
         } catch {
             // Two first uses at once can race on the catalog; the loser finds the table there.
-            try await connection.query(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(table) LIMIT 0"), logger: logger)
+            try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(table) LIMIT 0"), logger: logger)
         }
         state.withLock { $0.tableReady = true }
     }

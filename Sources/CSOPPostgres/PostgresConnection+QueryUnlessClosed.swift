@@ -1,0 +1,49 @@
+public import Logging
+public import PostgresNIO
+import Synchronization
+
+extension PostgresConnection {
+    /// Runs `query` like ``PostgresConnection/query(_:logger:file:line:)``, but throws
+    /// ``PostgresConnectionClosed`` when the connection is closed, or closes, before the query
+    /// is answered.
+    ///
+    /// postgres-nio never answers a query written to a connection whose channel has just
+    /// closed (the server went away, or a cancel closed it), so a plain `query` there waits
+    /// forever. The abandoned query stays suspended; nothing else is kept.
+    @discardableResult
+    public func queryUnlessClosed(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await withCheckedThrowingContinuation { continuation in
+            let outcome = QueryOutcome(continuation)
+            Task {
+                do {
+                    outcome.resume(.success(try await self.query(query, logger: logger)))
+                } catch {
+                    outcome.resume(.failure(error))
+                }
+            }
+            closeFuture.whenComplete { _ in outcome.resume(.failure(PostgresConnectionClosed())) }
+        }
+    }
+}
+
+/// The connection closed before a query was answered.
+public struct PostgresConnectionClosed: Error, CustomStringConvertible {
+    public var description: String { "the connection to PostgreSQL is closed" }
+}
+
+/// Resumes a query's continuation once: with its answer or with the connection's closing.
+private final class QueryOutcome: Sendable {
+    private let continuation: Mutex<CheckedContinuation<PostgresRowSequence, any Error>?>
+
+    init(_ continuation: CheckedContinuation<PostgresRowSequence, any Error>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(_ result: Result<PostgresRowSequence, any Error>) {
+        let pending = continuation.withLock { continuation in
+            defer { continuation = nil }
+            return continuation
+        }
+        pending?.resume(with: result)
+    }
+}

@@ -1,0 +1,177 @@
+import CSOPCore
+import CSOPPostgres
+import CSOPTestSupport
+import Foundation
+import NIOSSL
+import Testing
+
+/// Parsing of the PostgreSQL URL's TLS options. Valid certificate files come from the test
+/// PKI that scripts/install-deps.sh generates; without it these tests fail, never skip.
+@Suite struct PostgresURLTests {
+    let directory: TemporaryDirectory
+    /// A home directory with no `.postgresql/root.crt`.
+    let emptyHome: String
+
+    init() throws {
+        directory = try TemporaryDirectory("csop-pg-url")
+        emptyHome = directory.file("home")
+        try FileManager.default.createDirectory(atPath: emptyHome, withIntermediateDirectories: true)
+        #expect(TestEnvironment.missingPostgresTLSFiles.isEmpty, "the test PKI is missing: run scripts/install-deps.sh")
+    }
+
+    func parse(_ query: String, home: String? = nil) throws(CSOPError) -> PostgresURL {
+        try PostgresURL("postgres://u:secret@db.example:5433/app?\(query)", field: "config.postgresUrl", homeDirectory: home ?? emptyHome)
+    }
+
+    func expectInvalid(_ query: String, home: String? = nil, mentions parts: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            let url = try parse(query, home: home)
+            Issue.record("\(query) parsed as sslmode=\(url.sslMode)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.code == .invalidPayload, sourceLocation: sourceLocation)
+            #expect(error.message.hasPrefix("config.postgresUrl"), "\(error.message)", sourceLocation: sourceLocation)
+            #expect(!error.message.contains("secret"), "the message leaks the password", sourceLocation: sourceLocation)
+            for part in parts {
+                #expect(error.message.contains(part), "\"\(error.message)\" does not mention \(part)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test func defaultIsPreferWithoutCertificateChecks() throws {
+        let url = try PostgresURL("postgres://u:secret@db.example/app", field: "x", homeDirectory: emptyHome)
+        #expect(url.sslMode == .prefer)
+        #expect(url.tls.isAllowed && !url.tls.isEnforced)
+        #expect(url.tlsConfiguration?.certificateVerification == CertificateVerification.none)
+        #expect(url.sslRootCert == nil)
+        #expect(!url.description.contains("secret"))
+        #expect(url.connectionConfiguration().tls.isAllowed)
+    }
+
+    @Test func everySSLModeMapsOntoPostgresNIO() throws {
+        let disable = try parse("sslmode=disable")
+        #expect(!disable.tls.isAllowed)
+        #expect(disable.tlsConfiguration == nil)
+        #expect(!disable.connectionConfiguration().tls.isAllowed)
+
+        for mode in ["allow", "prefer"] {
+            let url = try parse("sslmode=\(mode)")
+            #expect(url.sslMode.rawValue == mode)
+            #expect(url.tls.isAllowed && !url.tls.isEnforced)
+            #expect(url.tlsConfiguration?.certificateVerification == CertificateVerification.none)
+        }
+
+        let require = try parse("sslmode=require")
+        #expect(require.tls.isEnforced)
+        #expect(require.tlsConfiguration?.certificateVerification == CertificateVerification.none)
+        #expect(require.sslRootCert == nil)
+
+        let ca = TestEnvironment.postgresCA
+        // As in libpq, require with a root certificate verifies the chain (as verify-ca).
+        let requireWithRoot = try parse("sslmode=require&sslrootcert=\(ca)")
+        #expect(requireWithRoot.tls.isEnforced)
+        #expect(requireWithRoot.tlsConfiguration?.certificateVerification == .noHostnameVerification)
+        #expect(requireWithRoot.sslRootCert == ca)
+
+        let verifyCA = try parse("sslmode=verify-ca&sslrootcert=\(ca)")
+        #expect(verifyCA.sslMode == .verifyCA)
+        #expect(verifyCA.tls.isEnforced)
+        #expect(verifyCA.tlsConfiguration?.certificateVerification == .noHostnameVerification)
+        if case .certificates(let roots)? = verifyCA.tlsConfiguration?.trustRoots {
+            #expect(roots.count == 1)
+        } else {
+            Issue.record("verify-ca does not trust sslrootcert's certificates")
+        }
+
+        let verifyFull = try parse("sslmode=verify-full&sslrootcert=\(ca)")
+        #expect(verifyFull.sslMode == .verifyFull)
+        #expect(verifyFull.tls.isEnforced)
+        #expect(verifyFull.tlsConfiguration?.certificateVerification == .fullVerification)
+        #expect(verifyFull.tlsSummary == "sslmode=verify-full, sslrootcert \(ca)")
+        #expect(verifyFull.host == "db.example" && verifyFull.port == 5433 && verifyFull.database == "app")
+    }
+
+    @Test func clientCertificateAndKeyAreLoaded() throws {
+        let url = try parse(
+            "sslmode=require&sslcert=\(TestEnvironment.postgresClientCert)&sslkey=\(TestEnvironment.postgresClientKey)")
+        #expect(url.tlsConfiguration?.certificateChain.count == 1)
+        #expect(url.tlsConfiguration?.privateKey != nil)
+        #expect(url.sslCert == TestEnvironment.postgresClientCert)
+        #expect(url.sslKey == TestEnvironment.postgresClientKey)
+        // prefer presents it too when the server offers TLS.
+        #expect(try parse("sslcert=\(TestEnvironment.postgresClientCert)&sslkey=\(TestEnvironment.postgresClientKey)")
+            .tlsConfiguration?.certificateChain.count == 1)
+    }
+
+    @Test func optionValuesArePercentDecoded() throws {
+        let encoded = TestEnvironment.postgresCA.replacingOccurrences(of: "/", with: "%2F")
+        let url = try parse("sslmode=verify-ca&sslrootcert=\(encoded)")
+        #expect(url.sslRootCert == TestEnvironment.postgresCA)
+    }
+
+    /// libpq's default sslrootcert, `~/.postgresql/root.crt`: used by the verifying modes when it exists.
+    @Test func theDefaultRootCertificateIsUsedWhenItExists() throws {
+        let home = directory.file("home-with-root")
+        try FileManager.default.createDirectory(atPath: "\(home)/.postgresql", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: TestEnvironment.postgresCA, toPath: "\(home)/.postgresql/root.crt")
+        let verifyFull = try parse("sslmode=verify-full", home: home)
+        #expect(verifyFull.sslRootCert == "\(home)/.postgresql/root.crt")
+        #expect(verifyFull.tlsConfiguration?.certificateVerification == .fullVerification)
+        let require = try parse("sslmode=require", home: home)
+        #expect(require.tlsConfiguration?.certificateVerification == .noHostnameVerification)
+        // No certificate check in prefer, so the file is not even read.
+        #expect(try parse("sslmode=prefer", home: home).sslRootCert == nil)
+
+        expectInvalid("sslmode=verify-full", mentions: ["sslmode=verify-full needs sslrootcert", "\(emptyHome)/.postgresql/root.crt does not exist"])
+        expectInvalid("sslmode=verify-ca", mentions: ["sslmode=verify-ca needs sslrootcert"])
+    }
+
+    @Test func badOptionsAreRefusedNamingTheOption() throws {
+        expectInvalid("sslmode=verify", mentions: ["sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full", "\"verify\""])
+        expectInvalid("sslmode=", mentions: ["option sslmode needs a value"])
+        expectInvalid("sslmode", mentions: ["option sslmode needs a value"])
+        // An unknown option is named, its value never repeated (it may be a password).
+        expectInvalid(
+            "sslmode=require&password=secret",
+            mentions: ["unknown option \"password\"", "the supported options are sslmode, sslrootcert, sslcert, sslkey"])
+        expectInvalid("sslcompression=1", mentions: ["unknown option \"sslcompression\""])
+        expectInvalid(
+            "sslmode=require&sslcert=\(TestEnvironment.postgresClientCert)",
+            mentions: ["sslcert and sslkey must be given together"])
+        expectInvalid("sslkey=\(TestEnvironment.postgresClientKey)", mentions: ["sslcert and sslkey must be given together"])
+        expectInvalid("sslmode=prefer&sslrootcert=\(TestEnvironment.postgresCA)", mentions: ["sslrootcert has no effect with sslmode=prefer"])
+        expectInvalid("sslmode=disable&sslrootcert=\(TestEnvironment.postgresCA)", mentions: ["sslrootcert has no effect with sslmode=disable"])
+    }
+
+    @Test func missingOrUnusableFilesAreConfigErrorsNamingOptionAndPath() throws {
+        let missing = directory.file("missing.crt")
+        expectInvalid("sslmode=verify-full&sslrootcert=\(missing)", mentions: ["sslrootcert \(missing) cannot be read", "No such file"])
+        expectInvalid("sslmode=require&sslrootcert=\(missing)", mentions: ["sslrootcert \(missing) cannot be read"])
+        expectInvalid(
+            "sslmode=require&sslcert=\(missing)&sslkey=\(TestEnvironment.postgresClientKey)",
+            mentions: ["sslcert \(missing) cannot be read"])
+        expectInvalid(
+            "sslmode=require&sslcert=\(TestEnvironment.postgresClientCert)&sslkey=\(missing)",
+            mentions: ["sslkey \(missing) cannot be read"])
+        expectInvalid("sslmode=verify-ca&sslrootcert=\(directory.path)", mentions: ["sslrootcert \(directory.path) cannot be read"])
+
+        let notPEM = directory.file("not.pem")
+        try "not a certificate\n".write(toFile: notPEM, atomically: true, encoding: .utf8)
+        expectInvalid("sslmode=verify-ca&sslrootcert=\(notPEM)", mentions: ["sslrootcert \(notPEM) holds no PEM certificate"])
+        // A certificate is no private key; the message names the file but never shows its bytes.
+        expectInvalid(
+            "sslmode=require&sslcert=\(TestEnvironment.postgresClientCert)&sslkey=\(TestEnvironment.postgresCA)",
+            mentions: ["sslkey \(TestEnvironment.postgresCA) is not an unencrypted PEM private key"])
+        // A key that does not belong to the certificate.
+        expectInvalid(
+            "sslmode=require&sslcert=\(TestEnvironment.postgresCA)&sslkey=\(TestEnvironment.postgresClientKey)",
+            mentions: ["the TLS settings cannot be used", "sslcert and sslkey"])
+    }
+
+    @Test func describeNamesTheTLSProblemAndMode() throws {
+        let url = try parse("sslmode=verify-full&sslrootcert=\(TestEnvironment.postgresCA)")
+        let message = url.describe(connectionError: NIOSSLError.handshakeFailed(.sslError([])))
+        #expect(message.hasPrefix("TLS/certificate problem (sslmode=verify-full, sslrootcert \(TestEnvironment.postgresCA))"))
+        #expect(url.describe(connectionError: NIOSSLExtraError.failedToValidateHostname).contains("not valid for the host name db.example"))
+        #expect(url.describe(connectionError: CancellationError()) == "\(CancellationError())")
+    }
+}
