@@ -70,7 +70,7 @@ import Testing
 
     /// The PostgreSQL URLs' TLS options and files are checked by `csop check`, which never
     /// connects (the host does not resolve).
-    @Test func checkReportsBadTLSSettingsWithoutConnecting() throws {
+    @Test func checkReportsBadTLSSettingsWithoutConnecting() async throws {
         let missing = directory.file("missing-ca.crt")
         let plugins = try directory.writePlugins(
             [
@@ -82,7 +82,7 @@ import Testing
                     ]),
                 PluginEntry("30-sync.conf", library: "libcsop-sync.so", config: ["postgresUrl": "postgres://u:secret@db.invalid/x?sslmode=sometimes"]),
             ], directory: "tls-plugins.d")
-        let result = try ChildProcess.run(csop, ["check", "--plugins-dir", plugins], environment: pluginPath)
+        let result = try await ChildProcess.run(csop, ["check", "--plugins-dir", plugins], environment: pluginPath)
         #expect(result.status == 1)
         #expect(result.stdout.contains("sslrootcert \(missing) cannot be read"), "\(result.stdout)")
         #expect(result.stdout.contains("sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full"), "\(result.stdout)")
