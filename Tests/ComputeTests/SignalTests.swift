@@ -31,20 +31,18 @@ import Testing
     func userSignalsDoNotCrashAHostRunningCompute(_ signal: Int32) async throws {
         let directory = try TemporaryDirectory("csop-compute-signals")
         let plugins = try directory.writePlugins([PluginEntry("30-compute.conf", library: "libcsop-compute.so", config: ["workers": 2])])
-        let run = try RunProcess(pluginsDirectory: plugins, environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
+        // Without Swift's backtracer a crash ends the process at once, with the crash's signal.
+        let run = try RunProcess(
+            pluginsDirectory: plugins, environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory, "SWIFT_BACKTRACE": "enable=no"])
         func task(_ id: String) async throws -> JSONValue? {
             try await run.call(id, "compute.execute", ["task": "custom", "data": ["fn": "return [1, 2, 3].map(x => x * 2)"]], timeout: 30)
         }
+        // JavaScriptCore is running, and no collection has suspended a thread yet: then its
+        // handler has no target thread, and a SIGUSR1 from outside crashed on it.
         #expect(try await task("before")?["data"] == ["result": [2, 4, 6]])
-        // Allocation makes JavaScriptCore collect, suspending threads with its own signal.
-        let churn = try await run.call(
-            "churn", "compute.execute", ["task": "custom", "data": ["fn": "let k = 0; for (let i = 0; i < 2e5; i++) k += [i, {i}].length; return k"]],
-            timeout: 30)
-        #expect(churn?["data"] == ["result": 400_000])
-
         run.kill(signal)
         // A default action ends the process at once; a handled signal leaves it serving.
-        if let status = await run.waitForExit(timeout: 5) {
+        if let status = await run.waitForExit(timeout: 10) {
             #expect(status != SIGSEGV, "the host crashed with SIGSEGV on signal \(signal)")
             #expect(status == signal, "the host ended with status \(status), not by signal \(signal)'s default action")
         } else {
