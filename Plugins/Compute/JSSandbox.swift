@@ -109,7 +109,9 @@ final class JSSandbox {
     }
 
     /// Runs `source` as the body of `function (data) { … }` with `data`, on a fresh function
-    /// object, and converts its result to JSON within the same watched call.
+    /// object. The function, its result's conversion to JSON, the description of what it threw
+    /// and the promise reactions it queued all run in one call to the prelude's `invoke`, so
+    /// the watchdog armed by `watch` covers every part.
     /// - Parameter maxResultBytes: the most UTF-8 bytes the result's JSON text may have.
     /// - Returns: the result as JSON bytes, and the console lines the run wrote.
     func run(source: String, data: JSONValue?, maxResultBytes: Int, watch: ExecutionWatch) -> Result<TaskOutput, Failure> {

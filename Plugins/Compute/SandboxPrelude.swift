@@ -74,10 +74,8 @@ enum SandboxPrelude {
             return Reflect.ownKeys(holder)[0];
         };
         const watchDefine = (define, o, k, d) => {
-            if (o === G) {
-                definedOnGlobal = true;
-                return define(o, k, d);
-            }
+            if (o === G) definedOnGlobal = true;
+            if (o === G || o === null || (typeof o !== 'object' && typeof o !== 'function')) return define(o, k, d);
             const key = toKey(k);
             const had = hasOwn(G, key);
             const result = define(o, key, d);

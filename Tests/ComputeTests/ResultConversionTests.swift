@@ -10,6 +10,37 @@ import Testing
     /// Getters that each spin for 1 ms: every one is short, but 3000 of them take 3 s.
     static let slowGetters = "const o = {get x() { const end = Date.now() + 1; while (Date.now() < end) {} return 1 }}; return new Array(3000).fill(o)"
 
+    /// The sandbox writes results itself (to count bytes as it goes); what it writes must be
+    /// what JSON.stringify writes.
+    @Test func conversionMatchesJSONStringify() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let fixtures = [
+            "{a: 1, b: 'two', c: [1, 2, {d: null}], e: {f: {g: true}}}",
+            "[1, , 3, undefined, function () {}, Symbol('s'), null]",
+            "({u: undefined, f() {}, s: Symbol('s'), n: null, z: -0, big: 1e21, small: 5e-7, frac: 0.1})",
+            "({2: 'two', b: 'b', 1: 'one', a: 'a', [Symbol('hidden')]: 1})",
+            "JSON.parse('{\"__proto__\": {\"x\": 1}, \"y\": 2}')",
+            "({date: new Date(0), bad: new Date(NaN), num: new Number(3), str: new String('s'), bool: new Boolean(false)})",
+            "({toJSON(key) { return {key, nested: {toJSON(k) { return 'inner ' + k }}} }})",
+            "[{toJSON(k) { return 'at ' + k }}, {toJSON(k) { return 'at ' + k }}]",
+            "({text: 'quote \" backslash \\\\ newline \\n tab \\t nul \\u0000 é 😀 lone \\ud800 end'})",
+            "(() => { class P { constructor() { this.x = 1; this.y = [2] } get z() { return 3 } }; return new P() })()",
+            "({map: new Map([[1, 2]]), set: new Set([1]), bytes: new Uint8Array([1, 2, 3]), error: new Error('e'), re: /x/g})",
+            "({get computed() { return [1, 2, 3] }, plain: 'p'})",
+            "new Proxy({a: 1, b: [2]}, {})",
+            "new Proxy([1, 2, 3], {get(t, k) { return k === 'length' ? 2 : t[k] }})",
+            "Object.create({inherited: 1}, {own: {value: 2, enumerable: true}, hidden: {value: 3, enumerable: false}})",
+            "[[[[[]]]], {}, [{}], '']",
+        ]
+        for fixture in fixtures {
+            // Index 0 in both, so toJSON gets the same key.
+            let value = try await h.custom("const v = (\(fixture)); return [v, JSON.stringify([v])]").get()
+            let pair = try #require(value["result"]?.arrayValue, "\(fixture)")
+            let written = try #require(pair.last?.stringValue, "\(fixture)")
+            #expect(pair.first == (try JSONValue(parsing: written)).arrayValue?.first, "\(fixture): \(written)")
+        }
+    }
+
     @Test func conversionRunsUnderTheTaskTimeout() async throws {
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let error = try #require(await h.custom(Self.slowGetters, timeout: 100).error)
