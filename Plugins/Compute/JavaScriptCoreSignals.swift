@@ -14,8 +14,8 @@ import Glibc
 /// Linux, not in the public headers) with a real-time signal nobody handles yet, the highest
 /// of SIGRTMIN…SIGRTMAX (signals no one sends by habit). The environment is left
 /// untouched (`setenv` is unsafe in a threaded host). SIGUSR1 then keeps its default action
-/// for the host to handle or not. SIGUSR2 is JavaScriptCore's too (its VM traps), but its
-/// handler ignores a delivery it did not ask for.
+/// for the host to handle or not, as SIGUSR2 does (this JavaScriptCore installs no handler for
+/// it: its VM traps poll).
 enum JavaScriptCoreSignals {
     /// What the set-up came to.
     enum Outcome: Sendable, Equatable, CustomStringConvertible {
