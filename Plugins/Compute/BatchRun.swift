@@ -2,7 +2,8 @@ import CSOPCore
 import Synchronization
 
 /// One `compute.batch`: feeds its tasks to the pool with at most `maxConcurrent` in flight
-/// and answers once every task has a result, in input order.
+/// and answers once every task has a result, in input order. The results it keeps are bounded
+/// by `maxOutputBytes` together: a task that finishes past it is rejected instead.
 final class BatchRun: Sendable {
     /// A batch entry: a job to run, or a task already rejected while parsing.
     enum Entry: Sendable {
@@ -22,6 +23,8 @@ final class BatchRun: Sendable {
         var running: [Int: ComputeJob] = [:]
         var stopped: CSOPError?
         var remaining: Int
+        /// JSON bytes of the results (and their console lines) kept so far.
+        var outputBytes = 0
     }
 
     private let entries: [Entry]
@@ -29,11 +32,12 @@ final class BatchRun: Sendable {
     private let maxConcurrent: Int
     private let failFast: Bool
     private let timeout: Double
+    private let maxOutputBytes: Int
     private let state: Mutex<State>
     private let reply: @Sendable ([UInt8]) -> Void
 
     init(
-        entries: [Entry], pool: WorkerPool, maxConcurrent: Int, failFast: Bool, timeout: Double,
+        entries: [Entry], pool: WorkerPool, maxConcurrent: Int, failFast: Bool, timeout: Double, maxOutputBytes: Int,
         reply: @escaping @Sendable ([UInt8]) -> Void
     ) {
         self.entries = entries
@@ -41,6 +45,7 @@ final class BatchRun: Sendable {
         self.maxConcurrent = maxConcurrent
         self.failFast = failFast
         self.timeout = timeout
+        self.maxOutputBytes = maxOutputBytes
         self.reply = reply
         state = Mutex(State(results: Array(repeating: nil, count: entries.count), remaining: entries.count))
     }
@@ -106,6 +111,18 @@ final class BatchRun: Sendable {
     private func settle(_ index: Int, _ result: Result<TaskOutput, CSOPError>, feeding: Bool = true) {
         let finished = state.withLock { state -> [Result<TaskOutput, CSOPError>]? in
             state.running[index] = nil
+            var result = result
+            if case .success(let output) = result {
+                if state.outputBytes + output.byteCount > maxOutputBytes {
+                    result = .failure(
+                        CSOPError(
+                            .resourceExhausted,
+                            "the batch's results together are larger than \(maxOutputBytes) bytes of JSON (config maxResultBytes), so this one was dropped; split the batch or return less data"
+                        ))
+                } else {
+                    state.outputBytes += output.byteCount
+                }
+            }
             state.results[index] = result
             state.remaining -= 1
             if case .failure = result, failFast, state.stopped == nil {

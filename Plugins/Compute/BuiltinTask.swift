@@ -83,13 +83,24 @@ enum BuiltinTask: Sendable {
         }
     }
 
-    func run() -> JSONValue {
+    /// The task's result.
+    /// - Throws: `EXECUTION_FAILED` when the result has no exact JSON form (a sum that overflows).
+    func run() throws(CSOPError) -> JSONValue {
         switch self {
         case .fibonacci(let n): .string(Natural.fibonacci(n).decimalString)
         case .factorial(let n): .string(Natural.factorial(n).decimalString)
         case .isPrime(let n): .bool(PrimeTest.isPrime(n))
         case .sha256(let bytes): .string(Self.hex(SHA256.hash(data: bytes)))
-        case .sum(let numbers): Self.sum(numbers)
+        case .sum(let numbers): try Self.sum(numbers)
+        }
+    }
+
+    /// ``run()`` as a task outcome.
+    func output() -> Result<TaskOutput, CSOPError> {
+        do throws(CSOPError) {
+            return .success(TaskOutput(try run()))
+        } catch {
+            return .failure(error)
         }
     }
 
@@ -104,25 +115,23 @@ enum BuiltinTask: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Integers add exactly while they fit in 64 bits; otherwise the sum is a double.
-    private static func sum(_ numbers: [JSONValue]) -> JSONValue {
-        var exact: Int64 = 0
-        var isExact = true
-        var total = 0.0
-        for number in numbers {
-            if isExact, case .int(let int) = number {
-                let (next, overflow) = exact.addingReportingOverflow(int)
-                if !overflow {
-                    exact = next
-                    continue
-                }
-            }
-            if isExact {
-                isExact = false
-                total = Double(exact)
-            }
-            total += number.doubleValue ?? 0
+    /// Integers add exactly, in 128 bits, so only the sum itself must fit in 64 bits to stay an
+    /// integer; from the first non-integer on, or when the sum does not fit, it is a double.
+    /// - Throws: `EXECUTION_FAILED` when the sum overflows a double (JSON has no Infinity).
+    private static func sum(_ numbers: [JSONValue]) throws(CSOPError) -> JSONValue {
+        var exact: Int128 = 0
+        var index = 0
+        while index < numbers.count, case .int(let int) = numbers[index] {
+            exact += Int128(int)
+            index += 1
         }
-        return isExact ? .int(exact) : .double(total)
+        if index == numbers.count, let int = Int64(exactly: exact) { return .int(int) }
+        var total = Double(exact)
+        for number in numbers[index...] { total += number.doubleValue ?? 0 }
+        guard total.isFinite else {
+            throw .executionFailed(
+                "the sum overflows: it goes beyond \(Double.greatestFiniteMagnitude), the largest number a JSON result can hold as a double; sum smaller numbers or fewer at a time")
+        }
+        return .double(total)
     }
 }

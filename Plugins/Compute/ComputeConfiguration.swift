@@ -13,16 +13,28 @@ struct ComputeConfiguration: Sendable {
     var memoryLimitMB: Int
     /// Console output kept per task, in UTF-16 code units (bytes for ASCII). Default 65536.
     var maxConsoleBytes: Int
+    /// The most UTF-8 bytes of JSON one answer carries: a task's result, or a batch's results
+    /// (with their console output) together. Default 16 MiB.
+    var maxResultBytes: Int
+    /// The most UTF-8 bytes of source all registered functions hold together. Default 64 MiB.
+    var maxRegisteredBytes: Int
 
-    static let keys: Set<String> = ["workers", "maxQueue", "timeout", "memoryLimitMB", "maxConsoleBytes"]
+    static let keys: Set<String> = [
+        "workers", "maxQueue", "timeout", "memoryLimitMB", "maxConsoleBytes", "maxResultBytes", "maxRegisteredBytes",
+    ]
     static let maxTimeout = 3_600_000.0
 
-    init(workers: Int? = nil, maxQueue: Int = 1024, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536) {
+    init(
+        workers: Int? = nil, maxQueue: Int = 1024, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536,
+        maxResultBytes: Int = 16 << 20, maxRegisteredBytes: Int = 64 << 20
+    ) {
         self.workers = workers ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         self.maxQueue = maxQueue
         self.timeout = timeout
         self.memoryLimitMB = memoryLimitMB
         self.maxConsoleBytes = maxConsoleBytes
+        self.maxResultBytes = maxResultBytes
+        self.maxRegisteredBytes = maxRegisteredBytes
     }
 
     /// - Throws: `INVALID_PAYLOAD` naming the bad `config.<key>` and its allowed range.
@@ -34,5 +46,7 @@ struct ComputeConfiguration: Sendable {
         if let value = try fields.number("timeout", in: 1...Self.maxTimeout) { timeout = value }
         if let value = try fields.int("memoryLimitMB", in: 16...1_048_576) { memoryLimitMB = Int(value) }
         if let value = try fields.int("maxConsoleBytes", in: 0...(64 << 20)) { maxConsoleBytes = Int(value) }
+        if let value = try fields.int("maxResultBytes", in: 64...(1 << 30)) { maxResultBytes = Int(value) }
+        if let value = try fields.int("maxRegisteredBytes", in: 1024...(16 << 30)) { maxRegisteredBytes = Int(value) }
     }
 }

@@ -18,21 +18,32 @@ import CSOPPluginKit
 /// Quick built-ins answer inline on the calling thread; everything else runs on the pool.
 ///
 /// Sandbox: only ECMAScript intrinsics plus a capturing `console`; the intrinsics are frozen,
+/// the legacy RegExp statics reset after every task, each call gets a fresh function object,
 /// and a task that adds globals gets its worker's context replaced afterwards, so nothing a
 /// task does is visible to the next (registered functions included: they keep no state).
+/// Everything a task runs (the function, its result's conversion to JSON, the promise
+/// reactions it queued) runs in one call under its timeout, cancellation and memory cap.
 ///
 /// Config keys (all optional): `workers` (1…256, default: cores), `maxQueue` (1…1000000,
 /// default 1024), `timeout` (default per-task ms, 1…3600000, default 30000; execution time
 /// only), `memoryLimitMB` (16…1048576, default 512: a script is stopped when process RSS has
 /// grown by nearly this much since it started — RSS is process-wide, so a concurrent bomb can
 /// also stop another long script; checks run every 10–100 ms while a script runs),
-/// `maxConsoleBytes` (0…64 MiB, default 65536 UTF-16 units of console output per task).
+/// `maxConsoleBytes` (0…64 MiB, default 65536 UTF-16 units of console output per task),
+/// `maxResultBytes` (64…1 GiB, default 16 MiB of JSON per answer: a task's result, or a
+/// batch's results together), `maxRegisteredBytes` (1 KiB…16 GiB, default 64 MiB of
+/// registered source in all).
 ///
 /// Errors: `INVALID_PAYLOAD` (bad field or out-of-range input; compile errors), `INVALID_TASK`
-/// (unknown task), `QUEUE_FULL` (retryable), `TIMEOUT` (script stopped at its deadline),
-/// `RESOURCE_EXHAUSTED` (memory cap), `EXECUTION_FAILED` (JS threw: message and line; or the
-/// result is not JSON), `CANCELLED` (batch task not started under failFast), `QUOTA_EXCEEDED`
-/// (more than 1000 registered tasks), `WORKER_CRASHED` (retryable: a worker's sandbox could not be set up).
+/// (unknown task), `QUEUE_FULL` (retryable), `TIMEOUT` (retryable: the task's limit or the
+/// router's ran out), `RESOURCE_EXHAUSTED` (memory cap, or a result past `maxResultBytes`),
+/// `EXECUTION_FAILED` (JS threw: message and line; the result is not JSON, nests deeper than
+/// 500 levels or holds NaN/Infinity; a sum overflows), `CANCELLED` (batch task not started
+/// under failFast), `QUOTA_EXCEEDED` (more than 1000 registered tasks or `maxRegisteredBytes`
+/// of source), `WORKER_CRASHED` (retryable: a worker's sandbox could not be set up).
+///
+/// Loading the plugin moves JavaScriptCore's thread suspend/resume signal off SIGUSR1 unless
+/// `JSC_SIGNAL_FOR_GC` is set (see ``JavaScriptCoreSignals``).
 final class ComputePlugin: CSOPPlugin {
     typealias Operation = ComputeService.Operation
 
@@ -49,6 +60,10 @@ final class ComputePlugin: CSOPPlugin {
         let settings = try ComputeConfiguration(config: config)
         service = ComputeService(settings: settings) { message in host.log(.error, message) }
         host.log(.info, "compute: \(settings.workers) workers, queue \(settings.maxQueue), timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB")
+        switch service.signalSetup {
+        case .moved, .chosenByEnvironment: host.log(.info, "compute: \(service.signalSetup)")
+        case .tooLate, .unavailable: host.log(.warning, "compute: \(service.signalSetup)")
+        }
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {

@@ -18,14 +18,24 @@ final class ComputeService: Sendable {
     static let maxRegistered = 1_000
     static let maxNameLength = 64
 
+    /// Registered sources by name, and their UTF-8 bytes together.
+    private struct Registry {
+        var sources: [String: String] = [:]
+        var bytes = 0
+    }
+
     let settings: ComputeConfiguration
     let pool: WorkerPool
-    private let registry = Mutex<[String: String]>([:])
+    /// What moving JavaScriptCore's signal off SIGUSR1 came to, for the log.
+    let signalSetup: JavaScriptCoreSignals.Outcome
+    private let registry = Mutex(Registry())
     private let cancellers = Mutex<[UInt64: @Sendable () -> Void]>([:])
     private let inlineCompleted = Atomic<Int>(0)
 
     init(settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.settings = settings
+        // Before the pool's threads start JavaScriptCore, which fixes its signal when it starts.
+        signalSetup = JavaScriptCoreSignals.setUp
         pool = WorkerPool(settings: settings, log: log)
     }
 
@@ -59,8 +69,12 @@ final class ComputeService: Sendable {
         let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout) ?? settings.timeout
         let work = try resolve(name, data: fields["data"], path: "payload.data")
         if case .builtin(let task) = work, task.isQuick {
-            inlineCompleted.add(1, ordering: .relaxed)
-            reply(.success(TaskOutput(task.run()).responseJSON))
+            let output = task.output()
+            switch output {
+            case .success: inlineCompleted.add(1, ordering: .relaxed)
+            case .failure: pool.stats.failed.add(1, ordering: .relaxed)
+            }
+            reply(output.map(\.responseJSON))
             return
         }
         let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
@@ -72,7 +86,7 @@ final class ComputeService: Sendable {
 
     /// Queues `job`, making it cancellable by `callID` first so a fast finish cannot race it.
     private func submit(_ job: ComputeJob, callID: UInt64) throws(CSOPError) {
-        cancellers.withLock { $0[callID] = { job.cancel(CSOPError(.timeout, "the call timed out and was cancelled")) } }
+        cancellers.withLock { $0[callID] = { job.cancel(CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)) } }
         do throws(CSOPError) {
             try pool.submit(job)
         } catch {
@@ -90,7 +104,7 @@ final class ComputeService: Sendable {
             return .script(source: source, data: fields["args"])
         }
         if let task = try BuiltinTask.parse(name: name, data: data, path: path) { return .builtin(task) }
-        if let source = registry.withLock({ $0[name] }) { return .script(source: source, data: data) }
+        if let source = registry.withLock({ $0.sources[name] }) { return .script(source: source, data: data) }
         throw CSOPError(.invalidTask, "unknown task \"\(name)\"; use a built-in (\(Self.builtinNames.joined(separator: ", "))) or a name registered with compute.register (see compute.tasks)")
     }
 
@@ -117,7 +131,10 @@ final class ComputeService: Sendable {
                 entries.append(.rejected(name: name, error: error))
             }
         }
-        let run = BatchRun(entries: entries, pool: pool, maxConcurrent: maxConcurrent, failFast: failFast, timeout: timeout) {
+        let run = BatchRun(
+            entries: entries, pool: pool, maxConcurrent: maxConcurrent, failFast: failFast, timeout: timeout,
+            maxOutputBytes: settings.maxResultBytes
+        ) {
             [self] bytes in
             _ = cancellers.withLock { $0.removeValue(forKey: callID) }
             reply(.success(bytes))
@@ -130,6 +147,8 @@ final class ComputeService: Sendable {
         let fields = try Fields(payload, path: "payload", allowed: ["name", "fn"])
         let name = try Self.validName(try fields.requiredString("name", maxLength: Self.maxNameLength))
         let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
+        // Checked again when the compiled function is added, under the lock; this spares the compile.
+        if case .failure(let error) = registry.withLock({ admit(name, source, into: $0) }) { throw error }
         let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
             [self] result in
             _ = cancellers.withLock { $0.removeValue(forKey: callID) }
@@ -138,17 +157,35 @@ final class ComputeService: Sendable {
                 reply(.failure(error))
             case .success:
                 let outcome = registry.withLock { registry -> Result<Bool, CSOPError> in
-                    let replaced = registry[name] != nil
-                    if !replaced, registry.count >= Self.maxRegistered {
-                        return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
+                    admit(name, source, into: registry).map { bytes in
+                        let replaced = registry.sources.updateValue(source, forKey: name) != nil
+                        registry.bytes = bytes
+                        return replaced
                     }
-                    registry[name] = source
-                    return .success(replaced)
                 }
                 reply(outcome.map { replaced in JSONValue.object(["name": .string(name), "replaced": .bool(replaced)]).serialized() })
             }
         }
         try submit(job, callID: callID)
+    }
+
+    /// Whether `source` may be registered as `name` beside what `registry` holds.
+    /// - Returns: the registry's UTF-8 bytes once it is.
+    /// Fails with `QUOTA_EXCEEDED` past ``maxRegistered`` functions or `maxRegisteredBytes`.
+    private func admit(_ name: String, _ source: String, into registry: Registry) -> Result<Int, CSOPError> {
+        let previous = registry.sources[name]
+        if previous == nil, registry.sources.count >= Self.maxRegistered {
+            return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
+        }
+        let bytes = registry.bytes - (previous?.utf8.count ?? 0) + source.utf8.count
+        guard bytes <= settings.maxRegisteredBytes else {
+            return .failure(
+                CSOPError(
+                    .quotaExceeded,
+                    "registering \(name) (\(source.utf8.count) bytes of source) would bring the registered functions to \(bytes) bytes, over the limit of \(settings.maxRegisteredBytes) (config maxRegisteredBytes); unregister some first or raise maxRegisteredBytes"
+                ))
+        }
+        return .success(bytes)
     }
 
     /// Registered names look like identifiers and may not shadow a built-in.
@@ -173,13 +210,17 @@ final class ComputeService: Sendable {
     private func unregister(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
         let fields = try Fields(payload, path: "payload", allowed: ["name"])
         let name = try fields.requiredString("name", maxLength: Self.maxNameLength)
-        let removed = registry.withLock { $0.removeValue(forKey: name) } != nil
+        let removed = registry.withLock { registry in
+            guard let source = registry.sources.removeValue(forKey: name) else { return false }
+            registry.bytes -= source.utf8.count
+            return true
+        }
         return ["name": .string(name), "removed": .bool(removed)]
     }
 
     private func tasks(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
         _ = try Fields(payload, path: "payload", allowed: [])
-        let registered = registry.withLock { $0.keys.sorted() }
+        let registered = registry.withLock { $0.sources.keys.sorted() }
         return ["builtin": .array(Self.builtinNames.map { .string($0) }), "registered": .array(registered.map { .string($0) })]
     }
 
@@ -199,7 +240,8 @@ final class ComputeService: Sendable {
             "recycled": int(s.recycled.load(ordering: .relaxed)),
             "memoryStops": int(s.memoryStops.load(ordering: .relaxed)),
             "cancelled": int(s.cancelled.load(ordering: .relaxed)),
-            "registered": int(registry.withLock { $0.count }),
+            "registered": int(registry.withLock { $0.sources.count }),
+            "registeredBytes": int(registry.withLock { $0.bytes }),
         ]
     }
 }

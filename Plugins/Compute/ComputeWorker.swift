@@ -55,7 +55,7 @@ final class ComputeWorker {
         let result: Result<TaskOutput, CSOPError>
         switch job.work {
         case .builtin(let task):
-            result = .success(TaskOutput(task.run()))
+            result = task.output()
         case .script(let source, let data):
             result = runScript(job, source: source, data: data)
         case .compile(let source):
@@ -73,7 +73,7 @@ final class ComputeWorker {
         let sandbox: JSSandbox
         do throws(CSOPError) { sandbox = try prepareSandbox() } catch { return .failure(error) }
         watch.begin(job)
-        let outcome = sandbox.run(source: source, data: data, watch: watch)
+        let outcome = sandbox.run(source: source, data: data, maxResultBytes: settings.maxResultBytes, watch: watch)
         watch.end()
         let stopReason = watch.stopReason
         if stopReason != nil || sandbox.isPolluted {
@@ -99,11 +99,12 @@ final class ComputeWorker {
                     ))
             case .timeout?, nil:
                 stats.timedOut.add(1, ordering: .relaxed)
+                // Retryable, as the router's TIMEOUT is: it ran out of time and may succeed with more.
                 return .failure(
                     CSOPError(
                         .timeout,
-                        "task \(job.taskName) ran longer than its timeout of \(Self.format(job.timeoutMilliseconds)) ms and was stopped; raise options.timeout or make it faster"
-                    ))
+                        "task \(job.taskName) ran longer than its timeout of \(Self.format(job.timeoutMilliseconds)) ms and was stopped; raise options.timeout or make it faster",
+                        retryable: true))
             }
         case .failure(.compile(let message)):
             return .failure(.invalidPayload("the JavaScript of task \(job.taskName) does not compile: \(message)"))
@@ -114,7 +115,20 @@ final class ComputeWorker {
             }
             return .failure(.executionFailed("task \(job.taskName) threw \(message)"))
         case .failure(.notSerializable(let message)):
+            if message.contains("Out of memory") {
+                stats.memoryStops.add(1, ordering: .relaxed)
+                return .failure(CSOPError(.resourceExhausted, "the result of task \(job.taskName) ran out of memory while it was converted to JSON: \(message)"))
+            }
             return .failure(.executionFailed("the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
+        case .failure(.tooLarge):
+            return .failure(
+                CSOPError(
+                    .resourceExhausted,
+                    "the result of task \(job.taskName) is larger than \(settings.maxResultBytes) bytes of JSON (config maxResultBytes); return less data or raise maxResultBytes"))
+        case .failure(.tooDeep):
+            return .failure(
+                .executionFailed(
+                    "the result of task \(job.taskName) nests arrays and objects deeper than \(JSSandbox.maxResultDepth) levels, more than an answer can carry (JSON in CSOP stops at \(JSONParser.maxDepth) levels); return flatter data"))
         }
     }
 

@@ -13,31 +13,57 @@ final class JSSandbox {
         case thrown(String)
         /// The result cannot be expressed as JSON.
         case notSerializable(String)
+        /// The result's JSON text is longer than the limit, in UTF-8 bytes.
+        case tooLarge
+        /// The result nests arrays and objects deeper than ``JSSandbox/maxResultDepth``.
+        case tooDeep
         /// The watchdog terminated the script.
         case terminated
     }
 
-    /// JSObjectMakeFunction compiles "(function anonymous(data\n) {\n" + body, so the body starts on line 3.
+    /// The deepest nesting of arrays and objects a result may have. The answer wraps a result in
+    /// up to four more levels (batch entry, results array, answer object, the CLI's response
+    /// line), and every JSON parser in CSOP refuses more than `JSONParser.maxDepth` (512) levels.
+    static let maxResultDepth = 500
+
+    /// The factory script puts the body on line 3, as JSObjectMakeFunction does
+    /// ("(function anonymous(data\n) {\n" + body).
     private static let bodyLineOffset = 2
 
     private let group: JSContextGroupRef
     private let context: JSGlobalContextRef
+    private let invoke: JSObjectRef
     private let after: JSObjectRef
-    private let promise: JSObjectRef
     private var compiled: [String: CachedFunction] = [:]
+    private var compiledBytes = 0
     private var useCounter: UInt64 = 0
     private let cacheCapacity: Int
+    private let cacheByteCapacity: Int
+    /// Compiled functions kept, and their source in UTF-16 bytes.
+    var cachedFunctionCount: Int { compiled.count }
+    var cachedSourceBytes: Int { compiledBytes }
     /// Set when the last task added globals; the owner must replace this sandbox.
     private(set) var isPolluted = false
 
     private struct CachedFunction {
-        let function: JSObjectRef
+        /// `function () { return function (data) { body } }`: each call makes a fresh function
+        /// object, so the cached one is never reachable from task code.
+        let factory: JSObjectRef
+        /// What the entry counts against `cacheByteCapacity`: the source in UTF-16.
+        let bytes: Int
         var lastUse: UInt64
     }
 
+    /// - Parameters:
+    ///   - cacheCapacity: compiled functions kept, least recently used dropped first.
+    ///   - cacheByteCapacity: their source, in UTF-16 bytes, kept at most (one larger
+    ///     function is still kept, alone).
     /// - Throws: `CSOPError` when the prelude fails (a JavaScriptCore incompatibility).
-    init(watch: ExecutionWatch, maxConsoleChars: Int, cacheCapacity: Int = 256) throws(CSOPError) {
+    init(watch: ExecutionWatch, maxConsoleChars: Int, cacheCapacity: Int = 256, cacheByteCapacity: Int = 32 << 20) throws(CSOPError) {
         self.cacheCapacity = cacheCapacity
+        self.cacheByteCapacity = cacheByteCapacity
+        // JavaScriptCore fixes its signal when it starts, which may be right here.
+        _ = JavaScriptCoreSignals.setUp
         let group = JSContextGroupCreate()!
         let context = JSGlobalContextCreateInGroup(group, nil)!
         self.group = group
@@ -45,19 +71,22 @@ final class JSSandbox {
         watch.install(on: group)
         var exception: JSValueRef?
         let factory = JSString(SandboxPrelude.source).withRef { JSEvaluateScript(context, $0, nil, nil, 1, &exception) }
-        var argument: JSValueRef? = JSValueMakeNumber(context, Double(maxConsoleChars))
+        var arguments: [JSValueRef?] = [
+            JSValueMakeNumber(context, Double(maxConsoleChars)), JSValueMakeNumber(context, Double(Self.maxResultDepth)),
+            JSValueMakeNumber(context, Double(Self.bodyLineOffset)), JSObjectMakeFunctionWithCallback(context, nil, runPromiseReactions),
+        ]
         if exception == nil, let factory, let factoryObject = JSValueToObject(context, factory, nil),
-            let made = JSObjectCallAsFunction(context, factoryObject, nil, 1, &argument, &exception),
-            exception == nil, let madeObject = JSValueToObject(context, made, nil)
+            let made = JSObjectCallAsFunction(context, factoryObject, nil, arguments.count, &arguments, &exception),
+            exception == nil, let madeObject = JSValueToObject(context, made, nil),
+            let invoke = Self.function(context, madeObject, JSString.invoke),
+            let after = Self.function(context, madeObject, JSString.after)
         {
-            after = madeObject
+            self.invoke = invoke
+            self.after = after
+            JSValueProtect(context, invoke)
             JSValueProtect(context, after)
-            let global = JSContextGetGlobalObject(context)
-            let constructor = JSString("Promise").withRef { JSObjectGetProperty(context, global, $0, nil) }
-            promise = JSValueToObject(context, constructor, nil)
-            JSValueProtect(context, promise)
         } else {
-            let reason = exception.map { Self.describe(context, $0) } ?? "unknown"
+            let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke and after functions"
             JSGlobalContextRelease(context)
             JSContextGroupRelease(group)
             throw CSOPError(.workerCrashed, "the worker's JavaScript sandbox could not be prepared: \(reason); another attempt may land on a healthy worker", retryable: true)
@@ -65,23 +94,34 @@ final class JSSandbox {
     }
 
     deinit {
-        for entry in compiled.values { JSValueUnprotect(context, entry.function) }
+        for entry in compiled.values { JSValueUnprotect(context, entry.factory) }
+        JSValueUnprotect(context, invoke)
         JSValueUnprotect(context, after)
-        JSValueUnprotect(context, promise)
         JSGlobalContextRelease(context)
         JSContextGroupRelease(group)
     }
 
-    /// Runs `source` as the body of `function (data) { … }` with `data`.
+    private static func function(_ context: JSContextRef, _ object: JSObjectRef, _ name: JSString) -> JSObjectRef? {
+        guard let value = name.withRef({ JSObjectGetProperty(context, object, $0, nil) }),
+            let function = JSValueToObject(context, value, nil), JSObjectIsFunction(context, function)
+        else { return nil }
+        return function
+    }
+
+    /// Runs `source` as the body of `function (data) { … }` with `data`, on a fresh function
+    /// object. The function, its result's conversion to JSON, the description of what it threw
+    /// and the promise reactions it queued all run in one call to the prelude's `invoke`, so
+    /// the watchdog armed by `watch` covers every part.
+    /// - Parameter maxResultBytes: the most UTF-8 bytes the result's JSON text may have.
     /// - Returns: the result as JSON bytes, and the console lines the run wrote.
-    func run(source: String, data: JSONValue?, watch: ExecutionWatch) -> Result<TaskOutput, Failure> {
-        let function: JSObjectRef
+    func run(source: String, data: JSONValue?, maxResultBytes: Int, watch: ExecutionWatch) -> Result<TaskOutput, Failure> {
+        let factory: JSObjectRef
         switch compile(source) {
-        case .success(let f): function = f
+        case .success(let f): factory = f
         case .failure(let failure): return .failure(failure)
         }
         var exception: JSValueRef?
-        var argument: JSValueRef?
+        let argument: JSValueRef?
         if let data {
             var bytes = data.serialized()
             bytes.append(0)
@@ -93,38 +133,42 @@ final class JSSandbox {
         } else {
             argument = JSValueMakeUndefined(context)
         }
-        let value = JSObjectCallAsFunction(context, function, nil, 1, &argument, &exception)
+        var arguments: [JSValueRef?] = [factory, argument, JSValueMakeNumber(context, Double(maxResultBytes))]
+        let value = JSObjectCallAsFunction(context, invoke, nil, 3, &arguments, &exception)
+        if watch.stopReason != nil { return .failure(.terminated) }
         var outcome: Result<TaskOutput, Failure>
-        if watch.stopReason != nil {
-            return .failure(.terminated)
-        } else if let exception {
-            outcome = .failure(.thrown(Self.describe(context, exception, lineOffset: Self.bodyLineOffset)))
+        if let exception {
+            outcome = .failure(.thrown(Self.describe(context, exception)))
         } else if let value {
-            outcome = serialize(value, watch: watch)
+            outcome = output(value, maxResultBytes: maxResultBytes)
         } else {
             outcome = .failure(.thrown("the function ended without a value"))
         }
-        if watch.stopReason != nil { return .failure(.terminated) }
         collectReport(into: &outcome)
+        if watch.stopReason != nil { return .failure(.terminated) }
         return outcome
     }
 
-    private func serialize(_ value: JSValueRef, watch: ExecutionWatch) -> Result<TaskOutput, Failure> {
-        if JSValueIsUndefined(context, value) { return .success(TaskOutput(resultJSON: Array("null".utf8))) }
-        if JSValueIsObject(context, value), JSValueIsInstanceOfConstructor(context, value, promise, nil) {
-            return .failure(.notSerializable("the result is a Promise; tasks run synchronously, so return the value itself"))
-        }
-        var exception: JSValueRef?
-        guard let json = JSValueCreateJSONString(context, value, 0, &exception) else {
-            if watch.stopReason != nil { return .failure(.terminated) }
-            if let exception {
-                return .failure(.notSerializable(Self.describe(context, exception)))
+    /// Reads what `invoke` returned: JSON text, or `[kind, message]`.
+    private func output(_ value: JSValueRef, maxResultBytes: Int) -> Result<TaskOutput, Failure> {
+        guard JSValueIsString(context, value), let json = JSValueToStringCopy(context, value, nil) else {
+            guard let object = JSValueToObject(context, value, nil),
+                let kind = JSObjectGetPropertyAtIndex(context, object, 0, nil),
+                let message = JSObjectGetPropertyAtIndex(context, object, 1, nil)
+            else { return .failure(.notSerializable("it could not be converted")) }
+            switch Self.string(context, kind) {
+            case "thrown": return .failure(.thrown(Self.string(context, message)))
+            case "size": return .failure(.tooLarge)
+            case "depth": return .failure(.tooDeep)
+            default: return .failure(.notSerializable(Self.string(context, message)))
             }
-            let kind = JSValueIsObject(context, value) ? "a function" : "a symbol"
-            return .failure(.notSerializable("the result is \(kind), which has no JSON form"))
         }
         defer { JSStringRelease(json) }
-        return .success(TaskOutput(resultJSON: JSString.utf8(json)))
+        // UTF-8 takes at least one byte per UTF-16 unit, so a longer string is too large already.
+        guard JSStringGetLength(json) <= maxResultBytes else { return .failure(.tooLarge) }
+        let bytes = JSString.utf8(json)
+        guard bytes.count <= maxResultBytes else { return .failure(.tooLarge) }
+        return .success(TaskOutput(resultJSON: bytes))
     }
 
     /// Reads `after()`: console lines, and whether globals were added.
@@ -141,30 +185,50 @@ final class JSSandbox {
         outcome = .success(output)
     }
 
-    /// The cached compiled function for `source`, compiling it on a miss.
+    /// The cached function factory for `source`, compiling it on a miss.
+    ///
+    /// The body is first compiled alone by JSObjectMakeFunction, which refuses anything that is
+    /// not exactly one function body (`}); (function () {` included); only then is it wrapped in
+    /// the factory, so the wrapper cannot be broken out of.
     func compile(_ source: String) -> Result<JSObjectRef, Failure> {
         useCounter &+= 1
         if let entry = compiled[source] {
             compiled[source]?.lastUse = useCounter
-            return .success(entry.function)
+            return .success(entry.factory)
         }
         var exception: JSValueRef?
-        let made = JSString(source).withRef { body in
+        let checked = JSString(source).withRef { body in
             JSString.data.withRef { parameter in
                 var parameters: JSStringRef? = parameter
                 return JSObjectMakeFunction(context, nil, 1, &parameters, body, nil, 1, &exception)
             }
         }
-        guard let function = made, exception == nil else {
+        guard checked != nil, exception == nil else {
             return .failure(.compile(exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"))
         }
-        if compiled.count >= cacheCapacity, let oldest = compiled.min(by: { $0.value.lastUse < $1.value.lastUse }) {
-            JSValueUnprotect(context, oldest.value.function)
+        let wrapped = JSString("(function () { return function (data\n) {\n" + source + "\n}; })")
+        let made = wrapped.withRef { JSEvaluateScript(context, $0, nil, nil, 1, &exception) }
+        guard let made, exception == nil, let factory = JSValueToObject(context, made, nil) else {
+            return .failure(.compile(exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"))
+        }
+        let bytes = source.utf16.count * 2
+        while !compiled.isEmpty, compiled.count >= cacheCapacity || compiledBytes + bytes > cacheByteCapacity,
+            let oldest = compiled.min(by: { $0.value.lastUse < $1.value.lastUse })
+        {
+            JSValueUnprotect(context, oldest.value.factory)
+            compiledBytes -= oldest.value.bytes
             compiled.removeValue(forKey: oldest.key)
         }
-        JSValueProtect(context, function)
-        compiled[source] = CachedFunction(function: function, lastUse: useCounter)
-        return .success(function)
+        JSValueProtect(context, factory)
+        compiled[source] = CachedFunction(factory: factory, bytes: bytes, lastUse: useCounter)
+        compiledBytes += bytes
+        return .success(factory)
+    }
+
+    private static func string(_ context: JSContextRef, _ value: JSValueRef) -> String {
+        guard let string = JSValueToStringCopy(context, value, nil) else { return "" }
+        defer { JSStringRelease(string) }
+        return JSString.string(string)
     }
 
     /// "Name: message (line N)" for a thrown value, without calling back into user code
@@ -184,4 +248,22 @@ final class JSSandbox {
         }
         return text
     }
+}
+
+/// Runs the promise reactions queued so far, for the prelude's `invoke`. JavaScriptCore would
+/// otherwise run them when the host's call returns and releases the API lock, each reaction in
+/// a VM entry of its own, and every entry restarts the watchdog's clock: a chain of short
+/// reactions would run forever. Run from inside `invoke`, they are part of its one watched call.
+/// Without JavaScriptCore's private functions this does nothing and they run as before.
+private func runPromiseReactions(
+    _ context: JSContextRef?, _ function: JSObjectRef?, _ this: JSObjectRef?, _ count: Int,
+    _ arguments: UnsafePointer<JSValueRef?>?, _ exception: UnsafeMutablePointer<JSValueRef?>?
+) -> JSValueRef? {
+    let api = JavaScriptCorePrivate.shared
+    // JavaScriptCore releases the API lock around a callback; draining needs it held.
+    guard let context, let lock = api.lock, let unlock = api.unlock, let drain = api.drainMicrotasks else { return nil }
+    lock(context)
+    drain(JSContextGetGroup(context))
+    unlock(context)
+    return nil
 }

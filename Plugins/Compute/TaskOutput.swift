@@ -6,6 +6,9 @@ struct TaskOutput: Sendable {
     var logs: [String] = []
     var logsTruncated = false
 
+    /// About how many bytes ``writeMembers(to:)`` writes: the result and the console lines.
+    var byteCount: Int { logs.reduce(resultJSON.count) { $0 + $1.utf8.count + 3 } }
+
     /// Writes `"result":…` and, when there was console output, `"logs":[…]` (and
     /// `"logsTruncated":true`), as members of an object being written.
     func writeMembers(to writer: inout JSONWriter) {

@@ -89,6 +89,25 @@ import Testing
         #expect(try await h.result("sum", ["numbers": [9_223_372_036_854_775_807, 1]]) == .double(9_223_372_036_854_775_808.0))
         let many = JSONValue.array((1...10_000).map { .int($0) })
         #expect(try await h.result("sum", ["numbers": many]) == 50_005_000)
+        // Integers stay exact while only the running total leaves 64 bits.
+        #expect(try await h.result("sum", ["numbers": [9_223_372_036_854_775_807, 1, -1]]) == 9_223_372_036_854_775_807)
+        let wide: JSONValue = [9_223_372_036_854_775_807, 9_223_372_036_854_775_807, -9_223_372_036_854_775_807, -9_223_372_036_854_775_806]
+        #expect(try await h.result("sum", ["numbers": wide]) == 1)
+        #expect(try await h.result("sum", ["numbers": [1e308, -1e308, 1e308]]) == 1e308)
+    }
+
+    @Test(arguments: [
+        [1e308, 1e308] as JSONValue, [-1.7976931348623157e308, -1e300, -1e300], [1.7976931348623157e308, 1.7976931348623157e308, -1e308],
+        .array(Array(repeating: 1e308, count: 5000)),
+    ])
+    func sumThatOverflowsIsExecutionFailed(_ numbers: JSONValue) async throws {
+        // Small inputs answer inline, large ones on the pool: both must refuse.
+        let error = try #require(await h.error("execute", ["task": "sum", "data": ["numbers": numbers]]))
+        #expect(error.code == .executionFailed)
+        #expect(error.message.contains("overflows"), "\(error.message)")
+        #expect(!error.retryable)
+        let batch = try await h.call("batch", ["tasks": [["task": "sum", "data": ["numbers": numbers]]]]).get()
+        #expect(batch["results"]?.arrayValue?.first?["error"]?["code"] == "EXECUTION_FAILED")
     }
 
     struct BadInput: Sendable, CustomTestStringConvertible {

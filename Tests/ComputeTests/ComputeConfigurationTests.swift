@@ -11,20 +11,27 @@ import Testing
         #expect(settings.timeout == 30_000)
         #expect(settings.memoryLimitMB == 512)
         #expect(settings.maxConsoleBytes == 65_536)
+        #expect(settings.maxResultBytes == 16 << 20)
+        #expect(settings.maxRegisteredBytes == 64 << 20)
     }
 
     @Test func explicitValues() throws {
-        let settings = try ComputeConfiguration(config: ["workers": 3, "maxQueue": 10, "timeout": 250, "memoryLimitMB": 64, "maxConsoleBytes": 0])
+        let settings = try ComputeConfiguration(config: ["workers": 3, "maxQueue": 10, "timeout": 250, "memoryLimitMB": 64, "maxConsoleBytes": 0,
+            "maxResultBytes": 4096, "maxRegisteredBytes": 1_048_576,
+        ])
         #expect(settings.workers == 3)
         #expect(settings.maxQueue == 10)
         #expect(settings.timeout == 250)
         #expect(settings.memoryLimitMB == 64)
         #expect(settings.maxConsoleBytes == 0)
+        #expect(settings.maxResultBytes == 4096)
+        #expect(settings.maxRegisteredBytes == 1 << 20)
     }
 
     @Test(arguments: [
         ["worker": 2] as JSONValue, ["workers": 0], ["workers": 2.5], ["workers": "2"], ["maxQueue": 0],
         ["timeout": 0], ["timeout": "fast"], ["memoryLimitMB": 1], ["maxConsoleBytes": -1],
+        ["maxResultBytes": 10], ["maxResultBytes": 2_147_483_648], ["maxRegisteredBytes": 0], ["maxRegisteredBytes": "64MiB"],
     ])
     func invalidConfigNamesTheKey(_ config: JSONValue) throws {
         #expect {

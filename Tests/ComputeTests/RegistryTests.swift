@@ -20,6 +20,28 @@ import Testing
         #expect(await h.error("execute", ["task": "double", "data": ["x": 1]])?.code == .invalidTask)
     }
 
+    @Test func registeredSourceIsBoundedInBytes() async throws {
+        let small = ComputeHarness(ComputeConfiguration(workers: 1, maxRegisteredBytes: 4096))
+        func body(_ size: Int) -> JSONValue { .string("return 1" + String(repeating: " ", count: size - 8)) }
+        #expect(try await small.call("register", ["name": "a", "fn": body(1500)]).get()["replaced"] == false)
+        #expect(try await small.call("register", ["name": "b", "fn": body(1500)]).get()["replaced"] == false)
+        let error = try #require(await small.error("register", ["name": "c", "fn": body(1500)]))
+        #expect(error.code == .quotaExceeded)
+        #expect(!error.retryable)
+        #expect(error.message.contains("maxRegisteredBytes"), "\(error.message)")
+        #expect(error.message.contains("4096"), "\(error.message)")
+        #expect(try await small.call("tasks", [:]).get()["registered"] == ["a", "b"])
+        // Replacing counts the new source instead of the old one.
+        #expect(await small.error("register", ["name": "b", "fn": body(2700)])?.code == .quotaExceeded)
+        #expect(try await small.call("register", ["name": "b", "fn": body(2500)]).get()["replaced"] == true)
+        #expect(try await small.stats()["registeredBytes"] == 4000)
+        // Unregistering frees its bytes.
+        #expect(try await small.call("unregister", ["name": "a"]).get()["removed"] == true)
+        #expect(try await small.call("register", ["name": "c", "fn": body(1500)]).get()["replaced"] == false)
+        #expect(try await small.stats()["registeredBytes"] == 4000)
+        #expect(try await small.result("c", .null) == 1)
+    }
+
     @Test func tasksListsBuiltins() async throws {
         let value = try await h.call("tasks", [:]).get()
         #expect(value["builtin"] == ["custom", "factorial", "fibonacci", "hash_sha256", "isPrime", "sum"])

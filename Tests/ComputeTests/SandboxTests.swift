@@ -76,6 +76,21 @@ import Testing
         #expect(check["result"] == [nil, nil, true, "[1]", "a", 2, 1, "function", nil, true, "object", nil, nil])
     }
 
+    /// Each worker's compiled functions are bounded by their source's size, not only by count.
+    @Test func compiledFunctionCacheIsBoundedInBytes() throws {
+        let watch = ExecutionWatch(memoryLimitBytes: 512 << 20)
+        let sandbox = try JSSandbox(watch: watch, maxConsoleChars: 0, cacheCapacity: 256, cacheByteCapacity: 10_000)
+        for i in 0..<50 {
+            // About 2020 bytes in UTF-16: four fit in 10000.
+            _ = try sandbox.compile("return \(i + 10) // " + String(repeating: "x", count: 1000)).get()
+            #expect(sandbox.cachedSourceBytes <= 10_000)
+        }
+        #expect(sandbox.cachedFunctionCount == 4)
+        // A function larger than the whole budget is still kept, alone.
+        _ = try sandbox.compile("return 1 // " + String(repeating: "y", count: 20_000)).get()
+        #expect(sandbox.cachedFunctionCount == 1)
+    }
+
     @Test func ordinaryObjectPatternsStillWork() async throws {
         let h = ComputeHarness()
         let value = try await h.custom(

@@ -20,6 +20,7 @@ import Testing
         let error = try #require(await h.custom("while (true) {}", timeout: 200).error)
         let elapsed = monotonicMilliseconds() - started
         #expect(error.code == .timeout)
+        #expect(error.retryable, "a task that ran out of time may succeed with more, as after the router's TIMEOUT")
         #expect(error.message.contains("200 ms"))
         // A lower bound only: upper bounds on time are flaky on shared machines. That it
         // stopped at its deadline shows in the TIMEOUT code and the timedOut count below.
@@ -54,6 +55,38 @@ import Testing
         #expect(stats["cancelled"] == 2)
         #expect(stats["busy"] == 0)
         #expect(try await h.custom("return 1").get()["result"] == 1)
+    }
+
+    /// Promise reactions a task leaves behind run before it answers, under its timeout: a chain
+    /// of short ones used to keep the worker busy forever (each ran in a fresh VM entry, which
+    /// restarts JavaScriptCore's watchdog).
+    @Test func promiseReactionsRunUnderTheTaskTimeout() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let chains = [
+            "Promise.resolve().then(function f() { Promise.resolve().then(f) }); return 1",
+            "(async () => { for (;;) await null })(); return 1",
+            "throw {toString() { Promise.resolve().then(function f() { Promise.resolve().then(f) }); return 'thrown' }}",
+        ]
+        for fn in chains {
+            let error = try #require(await h.custom(fn, timeout: 100).error, "\(fn)")
+            #expect(error.code == .timeout, "\(fn): \(error.message)")
+        }
+        let logged = try await h.custom("Promise.resolve(2).then(x => console.log('then', x)); (async () => { await null; console.log('awaited') })(); return 1").get()
+        #expect(logged == ["result": 1, "logs": ["then 2", "awaited"]])
+        let stats = try await h.stats()
+        #expect(stats["timedOut"] == 3)
+        #expect(stats["busy"] == 0)
+    }
+
+    @Test func promiseReactionsStopWhenTheCallIsCancelled() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let fn = "Promise.resolve().then(function f() { Promise.resolve().then(f) }); return 1"
+        let call = h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 600_000]])
+        try await Self.waitFor(h) { $0["busy"] == 1 }
+        h.service.cancel(callID: call.id)
+        #expect(await call.outcome.value.error?.code == .timeout)
+        #expect(try await h.stats()["cancelled"] == 1)
+        #expect(try await h.custom("return 'alive'").get()["result"] == "alive")
     }
 
     @Test func routerCancellationStopsAQueuedTaskBeforeItStarts() async throws {
