@@ -61,7 +61,7 @@ final class ComputePlugin: CSOPPlugin {
         service = ComputeService(settings: settings) { message in host.log(.error, message) }
         host.log(.info, "compute: \(settings.workers) workers, queue \(settings.maxQueue), timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB")
         switch service.signalSetup {
-        case .moved, .chosenByEnvironment: host.log(.info, "compute: \(service.signalSetup)")
+        case .moved, .movedEarlier, .chosenByEnvironment: host.log(.info, "compute: \(service.signalSetup)")
         case .tooLate, .unavailable: host.log(.warning, "compute: \(service.signalSetup)")
         }
     }

@@ -168,7 +168,29 @@ final class JSSandbox {
         guard JSStringGetLength(json) <= maxResultBytes else { return .failure(.tooLarge) }
         let bytes = JSString.utf8(json)
         guard bytes.count <= maxResultBytes else { return .failure(.tooLarge) }
+        if Self.mayHoldLoneSurrogate(bytes) {
+            do throws(JSONParseError) {
+                try bytes.withUnsafeBufferPointer { buffer throws(JSONParseError) in try JSONParser.validate(buffer) }
+            } catch {
+                return .failure(.notSerializable("it holds a string that is not Unicode (\(error.reason)); JSON readers refuse it"))
+            }
+        }
         return .success(TaskOutput(resultJSON: bytes))
+    }
+
+    /// Whether `json` has a `\uD800`–`\uDFFF` escape, which is how JSON.stringify writes a lone
+    /// UTF-16 surrogate (a pair it writes as the character itself). Such text is refused by
+    /// every reader that wants Unicode, the host's included, so it must become the task's error,
+    /// not the plugin's. A quick scan; the parser decides when it finds one.
+    static func mayHoldLoneSurrogate(_ json: [UInt8]) -> Bool {
+        guard json.count >= 6 else { return false }
+        for i in 0..<(json.count - 3) where json[i] == UInt8(ascii: "\\") && json[i + 1] == UInt8(ascii: "u") {
+            let d = json[i + 2] | 0x20, next = json[i + 3] | 0x20
+            if d == UInt8(ascii: "d"), (UInt8(ascii: "8")...UInt8(ascii: "9")).contains(next) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(next) {
+                return true
+            }
+        }
+        return false
     }
 
     /// Reads `after()`: console lines, and whether globals were added.

@@ -23,6 +23,9 @@ enum JavaScriptCoreSignals {
         case moved(signal: Int32)
         /// `JSC_SIGNAL_FOR_GC` is set: JavaScriptCore uses what it names.
         case chosenByEnvironment(String)
+        /// JavaScriptCore had started before, already off SIGUSR1 (another copy of this plugin
+        /// in the process, or the embedder, moved it).
+        case movedEarlier
         /// JavaScriptCore had started before the compute plugin loaded; its signal stays.
         case tooLate
         /// This JavaScriptCore cannot be configured, or no real-time signal is free.
@@ -34,6 +37,8 @@ enum JavaScriptCoreSignals {
                 "JavaScriptCore suspends threads with signal \(signal) (a real-time signal) instead of SIGUSR1"
             case .chosenByEnvironment(let value):
                 "JavaScriptCore suspends threads with JSC_SIGNAL_FOR_GC=\(value) from the environment"
+            case .movedEarlier:
+                "JavaScriptCore had started already, suspending threads with a signal other than SIGUSR1"
             case .tooLate:
                 "JavaScriptCore started before the compute plugin, so it still suspends threads with SIGUSR1 and a SIGUSR1 from outside crashes the process; set JSC_SIGNAL_FOR_GC to a free real-time signal"
             case .unavailable(let reason):
@@ -51,7 +56,11 @@ enum JavaScriptCoreSignals {
             return .unavailable("this JavaScriptCore does not export JSConfigureSignalForGC")
         }
         guard let signal = freeRealTimeSignal() else { return .unavailable("no real-time signal is free") }
-        return configureSignal(signal) ? .moved(signal: signal) : .tooLate
+        if configureSignal(signal) { return .moved(signal: signal) }
+        // Started already: its handler is installed on whichever signal it uses.
+        var current = sigaction()
+        let onSIGUSR1 = sigaction(SIGUSR1, nil, &current) == 0 && current.sa_flags & SA_SIGINFO != 0
+        return onSIGUSR1 ? .tooLate : .movedEarlier
     }
 
     /// The highest real-time signal whose action is still the default. (Whether a thread blocks

@@ -35,15 +35,9 @@ struct GlobalOptions: ParsableArguments {
     /// Sets up process-wide state (logging, signals) once, then loads the host.
     ///
     /// SIGPIPE is ignored so a closed stdout is an EPIPE the commands handle; SIGUSR1 and
-    /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end or crash a serving host, and
-    /// JavaScriptCore is given a real-time signal for its own thread suspension.
+    /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end a serving host. (The compute
+    /// plugin moves JavaScriptCore's own use of SIGUSR1 to a real-time signal when it loads.)
     func makeHost() async throws -> CSOPHost {
-        // JavaScriptCore (the compute plugin) suspends its threads with a signal, SIGUSR1 unless
-        // told otherwise: a stray `kill -USR1` then crashed the host inside it. Give it a
-        // real-time signal instead, before any plugin loads, unless the user chose one.
-        if getenv("JSC_SIGNAL_FOR_GC") == nil {
-            setenv("JSC_SIGNAL_FOR_GC", String(__libc_current_sigrtmin() + 6), 0)
-        }
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)

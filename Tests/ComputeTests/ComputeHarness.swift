@@ -1,4 +1,5 @@
 import CSOPCore
+import Foundation
 import Synchronization
 import Testing
 
@@ -9,11 +10,22 @@ final class ComputeHarness: Sendable {
     let service: ComputeService
     private let nextID = Atomic<UInt64>(1)
 
+    /// The largest `memoryLimitMB`, for tests that keep a script running until they stop it
+    /// another way: the cap counts the whole process's RSS growth, so other tests' allocations
+    /// would otherwise stop that script first.
+    static let noMemoryCap = 1_048_576
+
     init(_ settings: ComputeConfiguration = ComputeConfiguration(workers: 2)) {
         service = ComputeService(settings: settings)
     }
 
-    deinit { service.shutdown() }
+    /// Joining the workers waits for each to tear down its JavaScriptCore VM, which can take a
+    /// while on a loaded machine; a thread of its own keeps that wait off the cooperative pool
+    /// every other test runs on.
+    deinit {
+        let service = service
+        Thread { service.shutdown() }.start()
+    }
 
     /// Starts a call; returns its id and a task awaiting the outcome.
     func start(_ operation: String, _ payload: JSONValue) -> (id: UInt64, outcome: Task<Result<JSONValue, CSOPError>, Never>) {

@@ -23,7 +23,7 @@ import Testing
             "({date: new Date(0), bad: new Date(NaN), num: new Number(3), str: new String('s'), bool: new Boolean(false)})",
             "({toJSON(key) { return {key, nested: {toJSON(k) { return 'inner ' + k }}} }})",
             "[{toJSON(k) { return 'at ' + k }}, {toJSON(k) { return 'at ' + k }}]",
-            "({text: 'quote \" backslash \\\\ newline \\n tab \\t nul \\u0000 é 😀 lone \\ud800 end'})",
+            "({text: 'quote \" backslash \\\\ newline \\n tab \\t nul \\u0000 é 😀 pair \\ud83d\\ude00 end'})",
             "(() => { class P { constructor() { this.x = 1; this.y = [2] } get z() { return 3 } }; return new P() })()",
             "({map: new Map([[1, 2]]), set: new Set([1]), bytes: new Uint8Array([1, 2, 3]), error: new Error('e'), re: /x/g})",
             "({get computed() { return [1, 2, 3] }, plain: 'p'})",
@@ -41,8 +41,22 @@ import Testing
         }
     }
 
-    @Test func conversionRunsUnderTheTaskTimeout() async throws {
+    /// JSON.stringify writes a lone surrogate as `\ud800`, which no Unicode JSON reader takes
+    /// (the host's parser refuses it): that is the task's error, not a PLUGIN_FAULT.
+    @Test func loneSurrogatesAreTheTasksError() async throws {
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        for fn in ["return 'a\\ud800'", "return {k: ['\\udfff x']}", "return {['\\udbff']: 1}", "return 'x'.repeat(10) + '\\ud83d'"] {
+            let error = try #require(await h.custom(fn).error, "\(fn)")
+            #expect(error.code == .executionFailed, "\(fn): \(error)")
+            #expect(error.message.contains("lone UTF-16 surrogate"), "\(fn): \(error.message)")
+        }
+        // An escaped backslash before "ud800" is text, not an escape.
+        #expect(try await h.custom("return '\\\\ud800'").get()["result"] == "\\ud800")
+        #expect(try await h.custom("return '\\ud83d\\ude00'").get()["result"] == "😀")
+    }
+
+    @Test func conversionRunsUnderTheTaskTimeout() async throws {
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
         let error = try #require(await h.custom(Self.slowGetters, timeout: 100).error)
         #expect(error.code == .timeout)
         #expect(error.retryable)
@@ -53,7 +67,7 @@ import Testing
     }
 
     @Test func conversionStopsWhenTheCallIsCancelled() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
         let fn = Self.slowGetters.replacingOccurrences(of: "3000", with: "20000")
         let call = h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 600_000]])
         try await WorkerPoolTests.waitFor(h) { $0["busy"] == 1 }
@@ -79,7 +93,7 @@ import Testing
     }
 
     @Test func resultsLargerThanTheLimitAreResourceExhausted() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, maxResultBytes: 1 << 20))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap, maxResultBytes: 1 << 20))
         let large = [
             // A million getters: 8 MB of JSON.
             "return new Array(1e6).fill({get x() { return 1 }})",
@@ -103,7 +117,7 @@ import Testing
     }
 
     @Test func defaultResultLimitIs16MiB() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
         let error = try #require(await h.custom("return 'z'.repeat(16 << 20)").error)
         #expect(error.code == .resourceExhausted)
         #expect(error.message.contains("larger than 16777216 bytes"), "\(error.message)")
@@ -127,7 +141,7 @@ import Testing
 
     /// Issue 10: a proxy claiming a billion elements kept its worker busy forever.
     @Test func hugeProxyResultsAreAnsweredAndFreeTheirWorkers() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 2))
+        let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: ComputeHarness.noMemoryCap))
         let fn = "return new Proxy([], {get(t, k) { if (k === 'length') return 1e9; return 1 }})"
         let calls = (0..<2).map { _ in h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 3000]]) }
         for call in calls {

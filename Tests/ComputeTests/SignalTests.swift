@@ -12,14 +12,22 @@ import Testing
         // Any service starts the set-up; the environment of `swift test` does not set JSC_SIGNAL_FOR_GC.
         let h = ComputeHarness(ComputeConfiguration(workers: 1))
         #expect(try await h.custom("return 1").get()["result"] == 1)
-        guard case .moved(let signal) = h.service.signalSetup else {
-            Issue.record("the signal was not moved: \(h.service.signalSetup)")
-            return
-        }
-        #expect(signal >= __libc_current_sigrtmin() && signal <= __libc_current_sigrtmax())
         var action = sigaction()
-        #expect(sigaction(signal, nil, &action) == 0)
-        #expect(action.sa_flags & SA_SIGINFO != 0, "JavaScriptCore's handler is installed on signal \(signal)")
+        switch h.service.signalSetup {
+        case .moved(let signal):
+            #expect(signal >= __libc_current_sigrtmin() && signal <= __libc_current_sigrtmax())
+            #expect(sigaction(signal, nil, &action) == 0)
+            #expect(action.sa_flags & SA_SIGINFO != 0, "JavaScriptCore's handler is installed on signal \(signal)")
+        case .movedEarlier:
+            // This test process also dlopens libcsop-compute.so (the host tests): that copy of
+            // the plugin may have moved the signal first.
+            let handled = (__libc_current_sigrtmin()...__libc_current_sigrtmax()).filter {
+                sigaction($0, nil, &action) == 0 && action.sa_flags & SA_SIGINFO != 0
+            }
+            #expect(!handled.isEmpty, "no real-time signal has JavaScriptCore's handler")
+        default:
+            Issue.record("the signal was not moved: \(h.service.signalSetup)")
+        }
         #expect(sigaction(SIGUSR1, nil, &action) == 0)
         #expect(action.__sigaction_handler.sa_handler == nil, "SIGUSR1 keeps its default action")
     }
