@@ -2,7 +2,8 @@
 # Runs every test: installs system packages, starts PostgreSQL on loopback, builds the
 # package (plugins, csop, tests), runs the whole suite (the embedding example included), then
 # installs the build into a temporary prefix and runs it with the Swift toolchain hidden
-# (scripts/check-installed.sh). No test is skipped: the PostgreSQL tests fail if the server is
+# (scripts/check-installed.sh), and fuzzes every parser for CSOP_FUZZ_SECONDS (default 60) per
+# target (scripts/fuzz.sh). No test is skipped: the PostgreSQL tests fail if the server is
 # unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +14,4 @@ export CSOP_TEST_POSTGRES_URL="${CSOP_TEST_POSTGRES_URL:-postgres://csop:csop@12
 swift build --build-tests
 swift test --skip-build
 CSOP_CONFIGURATION=debug CSOP_SKIP_BUILD=1 scripts/check-installed.sh
+scripts/fuzz.sh "${CSOP_FUZZ_SECONDS:-60}"
