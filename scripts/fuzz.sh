@@ -41,7 +41,7 @@ for target in "${targets[@]}"; do
     echo "fuzz: $target for ${seconds} s" >&2
     status=0
     # A failed property is a fatalError: libFuzzer's handler reports it, Swift's backtracer need not.
-    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" \
+    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan-suppressions.txt" \
         "$binary" "$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$dir/crashes/" "$dir/corpus" >"$dir/log" 2>&1 || status=$?
     executions=$(awk '/stat::number_of_executed_units/ {print $2}' "$dir/log" | tail -1)
