@@ -39,11 +39,16 @@ for target in "${targets[@]}"; do
     cp Tests/Fuzz/corpus/"$target"/* "$dir/corpus/"
     if [ -d "Tests/Fuzz/regressions/$target" ]; then cp Tests/Fuzz/regressions/"$target"/* "$dir/corpus/" 2>/dev/null || true; fi
     echo "fuzz: $target for ${seconds} s" >&2
+    extra=()
+    # TOMLKit leaks on every parse (Tests/Fuzz/lsan-suppressions.txt), so libFuzzer would run a
+    # full leak check after each input: 30 inputs/s instead of 2,000. scripts/sanitize.sh address
+    # still checks CSOP's plugins.d code for leaks.
+    if [ "$target" = pluginsd ]; then extra=(-detect_leaks=0); fi
     status=0
     # A failed property is a fatalError: libFuzzer's handler reports it, Swift's backtracer need not.
     SWIFT_BACKTRACE=enable=no ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan-suppressions.txt" \
         "$binary" "$target" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        -artifact_prefix="$dir/crashes/" "$dir/corpus" >"$dir/log" 2>&1 || status=$?
+        -artifact_prefix="$dir/crashes/" "${extra[@]}" "$dir/corpus" >"$dir/log" 2>&1 || status=$?
     executions=$(awk '/stat::number_of_executed_units/ {print $2}' "$dir/log" | tail -1)
     executions="${executions:-0}"
     total=$((total + executions))

@@ -11,7 +11,7 @@ import SyncPlugin
 ///   the receiver's own echo;
 /// - decode → encode → decode: each origin's messages, packed again by `ClusterFrame.frames`
 ///   (frames under 8,000 bytes), come out of a fresh receiver the same and in order; so does
-///   each message made larger than one frame (chunked on scalar boundaries), for origins an
+///   a message made larger than one frame (chunked on scalar boundaries), for an origin an
 ///   instance can have (no spaces, not empty).
 enum ClusterFrameFuzzTarget {
     static let target = FuzzTarget(
@@ -44,13 +44,10 @@ enum ClusterFrameFuzzTarget {
         }
         var origins: [String] = []
         for message in delivered where !origins.contains(message.origin) { origins.append(message.origin) }
-        for origin in origins {
-            let messages = delivered.filter { $0.origin == origin }
-            roundTrip(messages, origin: origin)
-            if !origin.isEmpty && !origin.utf8.contains(0x20) {
-                // One per origin: each is a dozen kilobytes to pack and read back.
-                roundTrip([enlarged(messages[0])], origin: origin)
-            }
+        for origin in origins { roundTrip(delivered.filter { $0.origin == origin }, origin: origin) }
+        // One per input: it is a dozen kilobytes to pack and read back.
+        if let message = delivered.first(where: { !$0.origin.isEmpty && !$0.origin.utf8.contains(0x20) }) {
+            roundTrip([enlarged(message)], origin: message.origin)
         }
     }
 
@@ -103,12 +100,8 @@ enum ClusterFrameFuzzTarget {
 
     /// The message with its data repeated in an array until it needs chunk frames.
     static func enlarged(_ message: SyncMessage) -> SyncMessage {
-        var data: [UInt8] = [UInt8(ascii: "[")]
-        repeat {
-            if data.count > 1 { data.append(UInt8(ascii: ",")) }
-            data += message.data
-        } while data.count < 3 * ClusterFrame.budget / 2
-        data.append(UInt8(ascii: "]"))
+        let copies = 3 * ClusterFrame.budget / 2 / (message.data.count + 1) + 1
+        let data = [UInt8(ascii: "[")] + Array(repeating: message.data, count: copies).joined(separator: [UInt8(ascii: ",")]) + [UInt8(ascii: "]")]
         var large = message
         large.data = data
         return large

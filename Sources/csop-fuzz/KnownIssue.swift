@@ -20,18 +20,34 @@ enum KnownIssue {
         return error.reason == "number out of range"
     }
 
-    /// TOMLKit 0.6.0's toml++ 3.4.0 asserts (SIGABRT) on a table header whose key starts with a
-    /// non-ASCII character (`[é]`, `[[ é ]]`) in builds without NDEBUG — the debug builds that
-    /// `swift build` and the tests make — where a release build reports a parse error: a debug
-    /// `csop` dies on such a plugins.d entry instead of answering BAD_CONFIG.
-    static func tomlHeaderStartsWithNonASCII(_ text: String) -> Bool {
+    /// TOMLKit 0.6.0's toml++ 3.4.0 asserts (SIGABRT) on a table header whose first key
+    /// character cannot start a key (`[=]`, `[.a]`, `[é]`, `[[ + ]]`, `[` then a newline) in
+    /// builds without NDEBUG — the debug builds that `swift build` and the tests make — where a
+    /// release build reports a parse error: a debug `csop` dies on such a plugins.d entry
+    /// instead of answering BAD_CONFIG.
+    static func tomlHeaderStartsWithNonKeyCharacter(_ text: String) -> Bool {
         guard skipping else { return false }
-        for line in text.utf8.split(separator: 0x0A) {
-            var rest = line.drop { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
-            guard rest.first == UInt8(ascii: "[") else { continue }
-            rest = rest.dropFirst()
-            if rest.first == UInt8(ascii: "[") { rest = rest.dropFirst() }
-            if let first = rest.first(where: { $0 != 0x20 && $0 != 0x09 }), first >= 0x80 { return true }
+        let bytes = Array(text.utf8)
+        func canStartKey(_ byte: UInt8) -> Bool {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "\""), UInt8(ascii: "'"), UInt8(ascii: "]"):
+                true
+            default: false
+            }
+        }
+        var lineStart = 0
+        while lineStart < bytes.count {
+            var i = lineStart
+            while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 { i += 1 }
+            if i < bytes.count, bytes[i] == UInt8(ascii: "[") {
+                i += 1
+                if i < bytes.count, bytes[i] == UInt8(ascii: "[") { i += 1 }
+                while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 { i += 1 }
+                if i < bytes.count, !canStartKey(bytes[i]) { return true }
+            }
+            guard let newline = bytes[lineStart...].firstIndex(of: 0x0A) else { break }
+            lineStart = newline + 1
         }
         return false
     }
