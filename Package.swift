@@ -124,6 +124,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // libFuzzer's driver entry point, for csop-fuzz (linked only by -sanitize=fuzzer).
+        .systemLibrary(name: "CLibFuzzer"),
+        // The parsers' fuzz targets: libFuzzer's in a fuzz build (scripts/fuzz.sh), a corpus replayer in any other.
+        .executableTarget(
+            name: "csop-fuzz",
+            dependencies: ["CSOPCore", "CSOPHost", "CSOPPostgres", "SyncPlugin", "CLibFuzzer"],
+            swiftSettings: swiftSettings
+        ),
         // Top-level code with no Foundation import, embedding the host as the README shows.
         .executableTarget(name: "csop-embed-example", dependencies: ["CSOPHost"], path: "examples/embed", swiftSettings: swiftSettings),
         .target(name: "CSOPTestSupport", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI"], swiftSettings: swiftSettings),
@@ -133,6 +141,7 @@ let package = Package(
             dependencies: ["CSOPCore", "CSOPHost", "CSOPTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
         .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "FuzzTests", dependencies: ["CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "CSOPTestSupport"],
             swiftSettings: swiftSettings),

@@ -2,7 +2,8 @@
 # Runs every test: installs system packages, starts PostgreSQL on loopback (TLS on), builds the
 # package (plugins, csop, tests), runs the whole suite (the embedding example included), then
 # installs the build into a temporary prefix and runs it with the Swift toolchain hidden
-# (scripts/check-installed.sh). No test is skipped: the PostgreSQL tests fail if the server is
+# (scripts/check-installed.sh), and fuzzes every parser for CSOP_FUZZ_SECONDS (default 60) per
+# target (scripts/fuzz.sh). No test is skipped: the PostgreSQL tests fail if the server is
 # unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,4 @@ export CSOP_TEST_POSTGRES_CLIENT_KEY="${CSOP_TEST_POSTGRES_CLIENT_KEY:-$CSOP_TES
 swift build --build-tests
 swift test --skip-build
 CSOP_CONFIGURATION=debug CSOP_SKIP_BUILD=1 scripts/check-installed.sh
+scripts/fuzz.sh "${CSOP_FUZZ_SECONDS:-60}"

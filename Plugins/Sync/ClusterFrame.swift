@@ -4,12 +4,12 @@
 /// for one frame travels as chunk frames `C<origin> <seq> <part> <total>\n<bytes>`, all sent
 /// in one transaction so they arrive together and in order. Every frame stays under
 /// NOTIFY's 8,000-byte payload limit and is valid UTF-8 (chunks split between scalars).
-enum ClusterFrame {
+package enum ClusterFrame {
     /// Bytes per frame, leaving room under PostgreSQL's 8,000-byte limit.
-    static let budget = 7900
+    package static let budget = 7900
 
     /// Packs message lines into frames, in order.
-    static func frames(origin: String, lines: [(sequence: UInt64, bytes: [UInt8])]) -> [String] {
+    package static func frames(origin: String, lines: [(sequence: UInt64, bytes: [UInt8])]) -> [String] {
         var frames: [String] = []
         let header = Array("B\(origin)\n".utf8)
         var current: [UInt8] = []
@@ -57,20 +57,20 @@ enum ClusterFrame {
 
 /// Turns the frames one listener receives back into messages, dropping this instance's own
 /// echoes and any (origin, sequence) already delivered. Owned by the listen loop.
-struct ClusterReceiver {
+package struct ClusterReceiver {
     let ownOrigin: String
     let maxMessageBytes: Int
     private var lastSequence: [String: UInt64] = [:]
     private var partial: [String: (sequence: UInt64, next: Int, total: Int, bytes: [UInt8])] = [:]
     /// Frames that could not be read, for diagnostics.
-    private(set) var malformed = 0
+    package private(set) var malformed = 0
 
-    init(ownOrigin: String, maxMessageBytes: Int) {
+    package init(ownOrigin: String, maxMessageBytes: Int) {
         self.ownOrigin = ownOrigin
         self.maxMessageBytes = maxMessageBytes
     }
 
-    mutating func receive(_ payload: String) -> [SyncMessage] {
+    package mutating func receive(_ payload: String) -> [SyncMessage] {
         let bytes = Array(payload.utf8)
         guard let kind = bytes.first, let newline = bytes.firstIndex(of: 0x0A) else {
             malformed += 1

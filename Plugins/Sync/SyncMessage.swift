@@ -1,19 +1,27 @@
 import CSOPCore
 
 /// One broadcast as it travels: names are already validated, `data` is serialized JSON.
-struct SyncMessage: Sendable {
-    var channel: String
-    var event: String
-    var data: [UInt8]
+package struct SyncMessage: Sendable {
+    package var channel: String
+    package var event: String
+    package var data: [UInt8]
     /// Publisher's wall clock, milliseconds since the epoch.
-    var timestamp: Int64
+    package var timestamp: Int64
     /// Instance id of the publishing plugin.
-    var origin: String
+    package var origin: String
+
+    package init(channel: String, event: String, data: [UInt8], timestamp: Int64, origin: String) {
+        self.channel = channel
+        self.event = event
+        self.data = data
+        self.timestamp = timestamp
+        self.origin = origin
+    }
 
     /// The cluster wire form of the message body:
     /// `<seq> <channel> <event> <timestamp> <data JSON>`. Names never contain spaces and
     /// compact JSON never contains a raw newline, so lines can be packed into one frame.
-    func line(sequence: UInt64) -> [UInt8] {
+    package func line(sequence: UInt64) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(data.count + channel.utf8.count + event.utf8.count + 48)
         bytes.append(contentsOf: String(sequence).utf8)
@@ -29,7 +37,7 @@ struct SyncMessage: Sendable {
     }
 
     /// Parses a line written by ``line(sequence:)``; nil when it is malformed.
-    static func parse(line: ArraySlice<UInt8>, origin: String) -> (sequence: UInt64, message: SyncMessage)? {
+    package static func parse(line: ArraySlice<UInt8>, origin: String) -> (sequence: UInt64, message: SyncMessage)? {
         var fields: [ArraySlice<UInt8>] = []
         var start = line.startIndex
         var index = line.startIndex

@@ -1,7 +1,7 @@
 import CSOPCore
 
 /// The naming and size rules shared by every sync operation.
-enum SyncNames {
+package enum SyncNames {
     /// Channel and event names: 1–128 bytes of `[A-Za-z0-9_.:-]`.
     static let maxNameBytes = 128
     /// User ids: 1–128 bytes, no control characters.
@@ -12,7 +12,7 @@ enum SyncNames {
     /// Event names starting with this are sent by the plugin itself (presence).
     static let reservedEventPrefix = "presence."
 
-    static func isValidName(_ name: String) -> Bool {
+    package static func isValidName(_ name: String) -> Bool {
         let utf8 = name.utf8
         guard !utf8.isEmpty, utf8.count <= maxNameBytes else { return false }
         for byte in utf8 {
