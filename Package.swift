@@ -146,7 +146,7 @@ let package = Package(
             name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StorageTests", dependencies: ["CSOPCore", "CSOPPluginABI", "StoragePlugin", "CSOPTestSupport"],
+            name: "StorageTests", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI", "CSQLite", "StoragePlugin", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ComputeTests", dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPTestSupport"],

@@ -31,20 +31,45 @@ extension StoragePlugin {
         let item = try StorageRequest.save(call.payload)
         if item.json.count > Self.inlineValueLimit || Int64(item.json.count) > configuration.maxLocalSize {
             runLater(call) { () async throws(CSOPError) -> PluginReply in
-                let results = try await self.store([try self.prepare(item)], callID: call.id)
+                let results = try await self.store([try self.prepare(item)], call: call)
                 return .raw(results[0])
             }
             return
         }
         let prepared = try prepare(item)
-        if item.ifVersion == nil,
-            let version = try local.fastSaveLocal(key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, callID: call.id)
-        {
-            call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
-            return
+        let commit = { call.beginCommit() }
+        if item.ifVersion == nil {
+            let fast = try local.fastSaveLocal(
+                key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, callID: call.id, waiting: .never, commit: commit)
+            switch fast {
+            case .done(let version?):
+                return call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
+            case .done(nil): break  // The key is in the cold tier: the full write moves it.
+            case .wouldBlock: return saveWaiting(call, prepared)
+            }
         }
-        let result = try local.write([prepared.localWrite], callID: call.id)
-        let reply = Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
+        guard case .done(let result) = try local.write([prepared.localWrite], callID: call.id, waiting: .never, commit: commit) else {
+            return saveWaiting(call, prepared)
+        }
+        finishSave(call, prepared, result)
+    }
+
+    /// A small save whose database was busy: on the writer thread, waiting for the lock.
+    private func saveWaiting(_ call: PluginCall, _ prepared: PreparedSave) {
+        writerQueue.async {
+            do throws(CSOPError) {
+                let waiting = LocalStore.Waiting.upTo(milliseconds: LocalStore.busyWaitMilliseconds)
+                guard case .done(let result) = try self.local.write([prepared.localWrite], callID: call.id, waiting: waiting, commit: { call.beginCommit() })
+                else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
+                self.finishSave(call, prepared, result)
+            } catch {
+                call.fail(error)
+            }
+        }
+    }
+
+    private func finishSave(_ call: PluginCall, _ prepared: PreparedSave, _ result: LocalStore.WriteResult) {
+        let reply = Self.saveReply(key: prepared.item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
         if result.obsoleteColdRefs.isEmpty {
             call.succeed(rawJSON: reply)
         } else {
@@ -58,7 +83,8 @@ extension StoragePlugin {
     /// Saves every item atomically: cold values are uploaded first, then one SQLite
     /// transaction points the index at them, then the cold rows they replace are deleted.
     /// Returns each item's reply.
-    func store(_ items: [PreparedSave], callID: UInt64) async throws(CSOPError) -> [[UInt8]] {
+    func store(_ items: [PreparedSave], call: PluginCall) async throws(CSOPError) -> [[UInt8]] {
+        let callID = call.id
         var writes: [LocalStore.Write] = []
         var warnings: [String?] = []
         var uploaded: [String] = []
@@ -94,8 +120,14 @@ extension StoragePlugin {
         }
         let result: LocalStore.WriteResult
         do throws(CSOPError) {
-            if Task.isCancelled { throw CSOPError(.timeout, "the save was cancelled (timed out) before it was committed", retryable: true) }
-            result = try local.write(writes, callID: callID)
+            if Task.isCancelled { throw LocalStore.cancelledBeforeCommit }
+            let pending = writes
+            let attempt = try await waiting { () throws(CSOPError) in
+                try self.local.write(
+                    pending, callID: callID, waiting: .upTo(milliseconds: LocalStore.busyWaitMilliseconds), commit: { call.beginCommit() })
+            }
+            guard case .done(let written) = attempt else { throw CSOPError(.saveFailed, "the storage writer was busy", retryable: true) }
+            result = written
         } catch {
             await deleteCold(uploaded, callID: callID)
             throw error
@@ -189,13 +221,29 @@ extension StoragePlugin {
     func delete(_ call: PluginCall) throws(CSOPError) {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = try StorageRequest.key(fields)
-        let (deleted, coldRef) = try local.delete(key, callID: call.id)
+        switch try local.delete(key, callID: call.id, waiting: .never, commit: { call.beginCommit() }) {
+        case .done(let outcome): finishDelete(call, key, outcome)
+        case .wouldBlock:
+            writerQueue.async {
+                do throws(CSOPError) {
+                    let waiting = LocalStore.Waiting.upTo(milliseconds: LocalStore.busyWaitMilliseconds)
+                    guard case .done(let outcome) = try self.local.delete(key, callID: call.id, waiting: waiting, commit: { call.beginCommit() })
+                    else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
+                    self.finishDelete(call, key, outcome)
+                } catch {
+                    call.fail(error)
+                }
+            }
+        }
+    }
+
+    private func finishDelete(_ call: PluginCall, _ key: String, _ outcome: (deleted: Bool, coldRef: String?)) {
         var writer = JSONWriter()
-        writer.append(deleted ? "{\"deleted\":true,\"key\":" : "{\"deleted\":false,\"key\":")
+        writer.append(outcome.deleted ? "{\"deleted\":true,\"key\":" : "{\"deleted\":false,\"key\":")
         writer.writeString(key)
         writer.append("}")
         let reply = writer.bytes
-        guard let coldRef else { return call.succeed(rawJSON: reply) }
+        guard let coldRef = outcome.coldRef else { return call.succeed(rawJSON: reply) }
         runLater(call) { () async throws(CSOPError) -> PluginReply in
             await self.deleteCold([coldRef], callID: call.id)
             return .raw(reply)
@@ -234,7 +282,7 @@ extension StoragePlugin {
             var prepared: [PreparedSave] = []
             prepared.reserveCapacity(items.count)
             for item in items { prepared.append(try self.prepare(item)) }
-            let replies = try await self.store(prepared, callID: call.id)
+            let replies = try await self.store(prepared, call: call)
             var writer = JSONWriter(capacity: replies.count * 80 + 32)
             writer.append("{\"count\":")
             writer.writeInt(Int64(replies.count))

@@ -1,13 +1,20 @@
 import CSOPCore
 import CSOPPluginKit
+import Dispatch
 
 /// The `storage` capability: JSON values by key in a hot SQLite tier, with values larger than
 /// `maxLocalSize` in a cold PostgreSQL tier when one is configured.
 ///
 /// Threading: gets, deletes and saves of small local values complete inline on the calling
-/// thread (the fast path); cold-tier work, large values and batch operations run in tasks
-/// and complete later. `cancel(callID:)` interrupts the SQLite statement of that call and
+/// thread (the fast path) when the database is free; a write that would wait (another write
+/// holds the writer, another process holds the database lock) moves to the plugin's writer
+/// thread, so the caller's thread never blocks. Cold-tier work, large values and batch
+/// operations run in tasks and complete later; their SQLite writes run on the writer thread
+/// too. `cancel(callID:)` interrupts the SQLite statement (or lock wait) of that call and
 /// cancels its task, which closes its PostgreSQL connection.
+///
+/// Answers are true: every write asks the host (``PluginCall/beginCommit()``) right before it
+/// commits, and rolls back when the host has already answered `TIMEOUT`.
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
         case save, get, delete, list, saveMany, getMany, stats
@@ -26,6 +33,9 @@ final class StoragePlugin: CSOPPlugin {
     let host: PluginHost?
     /// Calls running in tasks (cold tier, large values, batches), so cancel reaches them.
     let calls = CallTaskRegistry()
+    /// Where writes that may wait for a lock run, one at a time, off every caller's thread
+    /// and off the concurrency pool.
+    let writerQueue = DispatchQueue(label: "csop.storage.writer")
 
     static func checkConfig(_ config: JSONValue) throws(CSOPError) {
         let configuration = try StorageConfiguration(config: config)
@@ -79,6 +89,20 @@ final class StoragePlugin: CSOPPlugin {
     /// Runs `work` in a task that ``cancel(callID:)`` can reach, then completes `call`.
     func runLater(_ call: PluginCall, _ work: @escaping @Sendable () async throws(CSOPError) -> PluginReply) {
         calls.complete(call, work)
+    }
+
+    /// Runs `work` on the writer thread and awaits it, from a call's task.
+    func waiting<T: Sendable>(_ work: @escaping @Sendable () throws(CSOPError) -> T) async throws(CSOPError) -> T {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, CSOPError>, Never>) in
+            writerQueue.async {
+                do throws(CSOPError) {
+                    continuation.resume(returning: .success(try work()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
     }
 
     func log(_ level: PluginHost.LogLevel, _ message: String) {

@@ -19,6 +19,8 @@ final class ClusterTransport: Sendable {
 
     private struct Pending {
         var message: SyncMessage
+        /// Asked right before the message is sent: false drops it (its call was answered).
+        var commit: @Sendable () -> Bool
         var completion: @Sendable (Result<Void, CSOPError>) -> Void
     }
 
@@ -87,11 +89,16 @@ final class ClusterTransport: Sendable {
 
     /// Queues a message; `completion` runs after it is committed (and delivered to this
     /// instance's subscribers) or failed.
-    func publish(_ message: SyncMessage, completion: @escaping @Sendable (Result<Void, CSOPError>) -> Void) {
+    /// - Parameter commit: asked right before the message goes out; when it says no (the
+    ///   caller was already answered `TIMEOUT`), the message is dropped, never sent.
+    func publish(
+        _ message: SyncMessage, commit: @escaping @Sendable () -> Bool = { true },
+        completion: @escaping @Sendable (Result<Void, CSOPError>) -> Void
+    ) {
         let failure = state.withLock { state -> CSOPError? in
             switch state.phase {
             case .starting, .connected:
-                state.pending.append(Pending(message: message, completion: completion))
+                state.pending.append(Pending(message: message, commit: commit, completion: completion))
                 return nil
             case .disconnected: return Self.notConnected(after: state.lastFailure)
             case .stopped: return CSOPError(.notInitialized, "the sync plugin is shutting down")
@@ -106,6 +113,9 @@ final class ClusterTransport: Sendable {
         }
         try result.get()
     }
+
+    /// A broadcast whose call timed out before it was sent: it never was.
+    static let droppedUnsent = CSOPError(.timeout, "the broadcast was cancelled (timed out) before it was sent; it was not delivered", retryable: true)
 
     /// `NOT_CONNECTED`, saying why when it is known (a TLS problem, say: retrying will not fix it).
     static func notConnected(after failure: String?) -> CSOPError {
@@ -416,7 +426,16 @@ final class ClusterTransport: Sendable {
                 return (batch, command)
             }
             guard let connection = taken.1 else { return }
-            let batch = taken.0
+            // The point of no return: a message whose call was answered meanwhile is dropped.
+            var batch: [Pending] = []
+            for item in taken.0 {
+                if item.commit() {
+                    batch.append(item)
+                } else {
+                    item.completion(.failure(Self.droppedUnsent))
+                }
+            }
+            if batch.isEmpty { continue }
             let lines = batch.map { item in
                 let sequence = nextSequence.wrappingAdd(1, ordering: .relaxed).oldValue
                 return (sequence: sequence, bytes: item.message.line(sequence: sequence))

@@ -48,10 +48,12 @@ final class SyncEngine: Sendable {
     var mode: String { cluster == nil ? "local" : "cluster" }
 
     /// Runs `operation` and completes exactly once.
-    func perform(_ operation: Operation, _ payload: JSONValue, complete: @escaping Completion) {
+    /// - Parameter commit: asked right before a broadcast is delivered or sent; when it says
+    ///   no (the host already answered the call `TIMEOUT`), the message never goes out.
+    func perform(_ operation: Operation, _ payload: JSONValue, commit: @escaping @Sendable () -> Bool = { true }, complete: @escaping Completion) {
         do throws(CSOPError) {
             switch operation {
-            case .broadcast: try broadcast(payload, complete: complete)
+            case .broadcast: try broadcast(payload, commit: commit, complete: complete)
             case .subscribe: try subscribe(payload, complete: complete)
             case .unsubscribe: complete(.success(try unsubscribe(payload)))
             case .presence: try presence(payload, complete: complete)
@@ -75,7 +77,7 @@ final class SyncEngine: Sendable {
         await cluster?.shutdown(goodbye: goodbye)
     }
 
-    private func broadcast(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+    private func broadcast(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["event", "data", "channel"])
         let channel = try SyncNames.channel(fields)
         let event = try fields.requiredString("event", nonEmpty: false)
@@ -94,11 +96,12 @@ final class SyncEngine: Sendable {
             "sent": true, "channel": .string(channel), "event": .string(event), "mode": .string(mode),
         ]
         guard let cluster else {
+            guard commit() else { return complete(.failure(ClusterTransport.droppedUnsent)) }
             registry.deliver(message)
             complete(.success(result))
             return
         }
-        cluster.publish(message) { complete($0.map { _ in result }) }
+        cluster.publish(message, commit: commit) { complete($0.map { _ in result }) }
     }
 
     private func subscribe(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {

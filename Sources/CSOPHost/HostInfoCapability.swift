@@ -21,10 +21,9 @@ final class HostInfoCapability: Capability, Sendable {
     }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
-        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
     ) {
-        completion(.success(operation == 0 ? RawJSON(info()) : RawJSON(["pong": true])))
+        attempt.complete(.success(operation == 0 ? RawJSON(info()) : RawJSON(["pong": true])))
     }
 
     func cancel(callID: UInt64) {}

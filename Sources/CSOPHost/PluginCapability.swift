@@ -64,10 +64,9 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     var runningCount: Int { running.load(ordering: .acquiring) }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
-        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
     ) {
-        let pending = PendingCall(owner: self, completion: completion)
+        let pending = PendingCall(owner: self, attempt: attempt)
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
         payload.withUnsafeBufferPointer { bytes in
@@ -78,7 +77,7 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
                     operation_index: UInt32(operation), reserved2: 0,
                     payload: bytes.baseAddress, payload_length: bytes.count,
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
-                    host_reserved: Unmanaged.passRetained(pending).toOpaque()))
+                    host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit))
             descriptor.pointee.invoke(instance, raw)
         }
     }
@@ -114,14 +113,14 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     }
 }
 
-/// One call in flight: the router's completion, reached through the call's `host_reserved`.
+/// One call in flight: the router's attempt, reached through the call's `host_reserved`.
 private final class PendingCall {
     let owner: PluginCapability
-    let completion: @Sendable (Result<RawJSON, CSOPError>) -> Void
+    let attempt: Attempt
 
-    init(owner: PluginCapability, completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void) {
+    init(owner: PluginCapability, attempt: Attempt) {
         self.owner = owner
-        self.completion = completion
+        self.attempt = attempt
     }
 }
 
@@ -141,7 +140,17 @@ private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointe
     let result = decodeOutcome(outcome, plugin: pending.owner.name)
     pending.owner.callFinished(call.pointee.call_id)
     CallRecords.shared.retire(record)
-    pending.completion(result)
+    pending.attempt.complete(result)
+}
+
+/// `csop_call.begin_commit`: 1 while the router still wants the call (it will now wait for
+/// the completion past the timeout), 0 once the call was answered. A call already completed
+/// (a contract violation) gets 0: there is nothing left to commit for.
+private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
+    guard let call else { return 0 }
+    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    guard let pending = csop_load_pointer(slot) else { return 0 }
+    return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().attempt.beginCommit() ? 1 : 0
 }
 
 /// The least `csop_outcome.struct_size` the host reads: every field of ABI version 1.

@@ -32,6 +32,23 @@ public final class PluginCall: Sendable {
     /// Whether the call was already completed.
     public var isCompleted: Bool { completed.load(ordering: .acquiring) }
 
+    /// Marks the point of no return: call it right before an effect that cannot be undone (a
+    /// COMMIT, a NOTIFY), at most once, before completing the call.
+    ///
+    /// - Returns: true when the call is still wanted: the host no longer abandons it at its
+    ///   timeout and answers with this call's outcome, so make the effect, then complete.
+    ///   False when the host has already answered the call (it timed out): do not make the
+    ///   effect (roll back), and complete with any error, which the host discards. A host
+    ///   older than this entry point always gets true (its timeout may still answer first).
+    public func beginCommit() -> Bool {
+        guard !isCompleted else { return false }
+        let size = Int(raw.pointee.struct_size)
+        guard size >= MemoryLayout<csop_call>.offset(of: \csop_call.begin_commit)! + MemoryLayout<csop_begin_commit_fn>.size,
+            let begin = raw.pointee.begin_commit
+        else { return true }
+        return begin(raw) != 0
+    }
+
     /// Completes with a result value.
     public func succeed(_ value: JSONValue) {
         succeed(rawJSON: value.serialized())

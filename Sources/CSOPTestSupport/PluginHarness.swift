@@ -21,6 +21,7 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
     private let descriptor: UnsafePointer<csop_plugin_descriptor>
     private let hostAPI: UnsafeMutablePointer<csop_host_api>
     private var instance: UnsafeMutableRawPointer?
+    private let commits = CommitLedger()
 
     /// The descriptor's domain name.
     public var name: String { String(cString: descriptor.pointee.name) }
@@ -68,7 +69,7 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
         let id = callID ?? Self.newCallID()
         let index = operationIndex(operation)
         return await withCheckedContinuation { (continuation: CheckedContinuation<Reply, Never>) in
-            let box = Unmanaged.passRetained(CallBox(continuation))
+            let box = Unmanaged.passRetained(CallBox(continuation, commits: commits))
             let name = strdup(operation)!
             let payload = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(rawPayload.count, 1))
             _ = payload.initialize(from: rawPayload)
@@ -83,6 +84,11 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
             call.pointee.payload_length = rawPayload.count
             call.pointee.timeout_ms = 30_000
             call.pointee.host_reserved = box.toOpaque()
+            call.pointee.begin_commit = { call in
+                guard let call else { return 0 }
+                let box = Unmanaged<CallBox>.fromOpaque(call.pointee.host_reserved).takeUnretainedValue()
+                return box.commits.beginCommit(call.pointee.call_id) ? 1 : 0
+            }
             call.pointee.complete = { call, outcome in
                 guard let call, let outcome else { return }
                 let box = Unmanaged<CallBox>.fromOpaque(call.pointee.host_reserved).takeRetainedValue()
@@ -102,10 +108,19 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
         }
     }
 
-    /// Tells the plugin the host abandoned `callID`.
-    public func cancel(_ callID: UInt64) {
+    /// Tells the plugin the host abandoned `callID`, as a router timeout does: from now on the
+    /// call's `begin_commit` answers 0, unless the plugin began committing already.
+    /// - Returns: false when the call had begun committing (a router would have waited for it
+    ///   instead of cancelling; the plugin is told anyway).
+    @discardableResult
+    public func cancel(_ callID: UInt64) -> Bool {
+        let abandoned = commits.abandon(callID)
         descriptor.pointee.cancel?(instance, callID)
+        return abandoned
     }
+
+    /// Calls that began committing (`begin_commit` answered 1), in order.
+    public var committedCalls: [UInt64] { commits.committed }
 
     public static func newCallID() -> UInt64 { nextCallID.add(1, ordering: .relaxed).newValue + 1_000_000 }
 
@@ -119,5 +134,33 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
 
 private final class CallBox {
     let continuation: CheckedContinuation<PluginHarness.Reply, Never>
-    init(_ continuation: CheckedContinuation<PluginHarness.Reply, Never>) { self.continuation = continuation }
+    let commits: CommitLedger
+    init(_ continuation: CheckedContinuation<PluginHarness.Reply, Never>, commits: CommitLedger) {
+        self.continuation = continuation
+        self.commits = commits
+    }
+}
+
+/// What the router decides about commits, for the harness: a call may begin committing until
+/// it is abandoned, and is not abandoned once committing.
+final class CommitLedger: Sendable {
+    private let state = Mutex<(abandoned: Set<UInt64>, committing: Set<UInt64>, order: [UInt64])>(([], [], []))
+
+    func beginCommit(_ id: UInt64) -> Bool {
+        state.withLock { state in
+            guard !state.abandoned.contains(id) else { return false }
+            if state.committing.insert(id).inserted { state.order.append(id) }
+            return true
+        }
+    }
+
+    func abandon(_ id: UInt64) -> Bool {
+        state.withLock { state in
+            guard !state.committing.contains(id) else { return false }
+            state.abandoned.insert(id)
+            return true
+        }
+    }
+
+    var committed: [UInt64] { state.withLock { $0.order } }
 }

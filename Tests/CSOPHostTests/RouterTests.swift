@@ -59,17 +59,16 @@ final class ScriptedCapability: Capability, Sendable {
     private let script = Mutex<[Result<RawJSON, CSOPError>?]>([])
     let invocations = Mutex<[UInt64]>([])
     let cancelled = Mutex<[UInt64]>([])
-    let held = Mutex<[@Sendable (Result<RawJSON, CSOPError>) -> Void]>([])
+    let held = Mutex<[Attempt]>([])
 
     init(_ outcomes: [Result<RawJSON, CSOPError>?]) { script.withLock { $0 = outcomes } }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
-        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
     ) {
         invocations.withLock { $0.append(callID) }
         let next = script.withLock { $0.isEmpty ? .success(.null) : $0.removeFirst() }
-        if let next { completion(next) } else { held.withLock { $0.append(completion) } }
+        if let next { attempt.complete(next) } else { held.withLock { $0.append(attempt) } }
     }
 
     func cancel(callID: UInt64) { cancelled.withLock { $0.append(callID) } }
@@ -93,11 +92,10 @@ final class BlockingCapability: Capability, Sendable {
     nonisolated(unsafe) var cancelledIDs: [UInt64] = []  // Guarded by `lock`.
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
-        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
     ) {
         lock.withLock { while !cancelledIDs.contains(callID) { lock.wait() } }
-        completion(.failure(CSOPError(.executionFailed, "interrupted")))
+        attempt.complete(.failure(CSOPError(.executionFailed, "interrupted")))
     }
 
     func cancel(callID: UInt64) {
@@ -216,8 +214,77 @@ final class BlockingCapability: Capability, Sendable {
         #expect(box.only?.error?.retryable == true)
         #expect(box.only?.error?.message.contains("250 ms") == true)
         #expect(capability.cancelled.withLock { $0 } == capability.invocations.withLock { $0 })
-        for late in capability.held.withLock({ $0 }) { late(.success(.null)) }
+        for late in capability.held.withLock({ $0 }) { late.complete(.success(.null)) }
         #expect(box.count == 1)
+    }
+
+    /// Issue 10: a TIMEOUT must be true. An attempt that began committing before its timeout
+    /// is not abandoned: the answer is its outcome, and it is neither cancelled nor retried.
+    @Test func aCommitBegunBeforeTheTimeoutIsAnsweredWithItsOutcome() {
+        let capability = ScriptedCapability([nil, .success(.null)])
+        let scheduler = ManualScheduler()
+        let box = ResponseBox()
+        router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(timeout: 100, retry: 3)), completion: box.callback())
+        let attempt = capability.held.withLock { $0[0] }
+        scheduler.advance(by: 50)
+        #expect(attempt.beginCommit())
+        scheduler.advance(by: 5_000)
+        #expect(box.count == 0)
+        #expect(capability.cancelled.withLock { $0.isEmpty })
+        attempt.complete(.success(RawJSON(["saved": true])))
+        #expect(box.only?.data == ["saved": true])
+        #expect(box.only?.duration == 5_050)
+        #expect(capability.invocations.withLock { $0.count } == 1)
+    }
+
+    /// Once the router answered TIMEOUT, a commit is refused: the plugin must not make the effect.
+    @Test func aCommitAfterTheTimeoutIsRefused() {
+        let capability = ScriptedCapability([nil])
+        let scheduler = ManualScheduler()
+        let box = ResponseBox()
+        router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(timeout: 100)), completion: box.callback())
+        let attempt = capability.held.withLock { $0[0] }
+        scheduler.advance(by: 100)
+        #expect(box.only?.error?.code == .timeout)
+        #expect(!attempt.beginCommit())
+        attempt.complete(.failure(CSOPError(.timeout, "rolled back")))
+        #expect(box.count == 1)
+    }
+
+    /// A commit that never finishes is answered after the grace, not retried, and says so.
+    @Test func aCommitThatNeverFinishesIsAnsweredAsUnknownAfterTheGrace() {
+        let capability = ScriptedCapability([nil, .success(.null)])
+        let scheduler = ManualScheduler()
+        let box = ResponseBox()
+        router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(timeout: 100, retry: 2)), completion: box.callback())
+        let attempt = capability.held.withLock { $0[0] }
+        #expect(attempt.beginCommit())
+        scheduler.advance(by: 100 + Router.commitGrace - 1)
+        #expect(box.count == 0)
+        scheduler.advance(by: 1)
+        let error = box.only?.error
+        #expect(error?.code == .timeout)
+        #expect(error?.retryable == false)
+        #expect(error?.message.contains("may or may not have happened") == true, "\(String(describing: error))")
+        #expect(capability.invocations.withLock { $0.count } == 1)
+        #expect(capability.cancelled.withLock { $0.isEmpty })
+        attempt.complete(.success(.null))
+        #expect(box.count == 1)
+    }
+
+    /// A commit that finishes in time changes nothing about a normal answer.
+    @Test func aCommitWithinTheTimeoutAnswersAsUsual() {
+        let capability = ScriptedCapability([nil])
+        let scheduler = ManualScheduler()
+        let box = ResponseBox()
+        router(capability, scheduler).dispatch(Request(action: "fake.run", options: RequestOptions(timeout: 100)), completion: box.callback())
+        let attempt = capability.held.withLock { $0[0] }
+        #expect(attempt.beginCommit())
+        attempt.complete(.failure(CSOPError(.executionFailed, "disk full")))
+        #expect(box.only?.error?.message == "disk full")
+        scheduler.advance(by: 100_000)
+        #expect(box.count == 1)
+        #expect(!attempt.beginCommit())
     }
 
     @Test func timedOutAttemptsAreRetriedAndEachIsCancelled() {

@@ -51,6 +51,35 @@ import Testing
         #expect(bEvents.matching(onChannel(channel)).count == count + 1)
     }
 
+    /// Issue 10: a broadcast whose call was answered (timed out) before it went out is never
+    /// sent, so `TIMEOUT` means "not delivered" — in cluster mode and in local mode.
+    @Test func aBroadcastAnsweredBeforeItWasSentIsNeverDelivered() async throws {
+        let (a, aEvents) = try makeEngine()
+        let (b, bEvents) = try makeEngine()
+        defer { Task { await a.shutdown(); await b.shutdown() } }
+        let channel = uniqueName("late")
+        _ = try await subscribe(a, channel)
+        _ = try await subscribe(b, channel)
+        let dropped = await withCheckedContinuation { continuation in
+            b.perform(.broadcast, ["channel": .string(channel), "event": "dropped"], commit: { false }) { continuation.resume(returning: $0) }
+        }
+        #expect(dropped.error?.code == .timeout, "\(dropped)")
+        _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "end"]).value)
+        _ = await aEvents.wait(for: 1, onChannel(channel, event: "end"))
+        _ = await bEvents.wait(for: 1, onChannel(channel, event: "end"))
+        #expect(aEvents.matching(onChannel(channel, event: "dropped")).isEmpty)
+        #expect(bEvents.matching(onChannel(channel, event: "dropped")).isEmpty)
+
+        let recorder = EventRecorder()
+        let local = SyncEngine(configuration: try SyncConfiguration(config: [:]), emit: recorder.emit)
+        _ = try #require(await local.perform(.subscribe, ["channel": "solo"]).value)
+        let refused = await withCheckedContinuation { continuation in
+            local.perform(.broadcast, ["channel": "solo", "event": "dropped"], commit: { false }) { continuation.resume(returning: $0) }
+        }
+        #expect(refused.error?.code == .timeout)
+        #expect(recorder.matching(onChannel("solo")).isEmpty)
+    }
+
     @Test func concurrentPublishersKeepTheirOwnOrder() async throws {
         let (a, aEvents) = try makeEngine()
         let (b, _) = try makeEngine()

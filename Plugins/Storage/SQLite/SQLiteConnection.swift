@@ -1,4 +1,5 @@
 import CSQLite
+import Glibc
 import Synchronization
 
 /// One `sqlite3*` handle with its prepared statements. Not thread-safe: whoever checked the
@@ -10,6 +11,11 @@ final class SQLiteConnection: @unchecked Sendable {  // Used by one thread at a 
     private var statements: [SQLiteStatement?]
     /// The call whose work runs on this connection now (0 when idle), for cancellation.
     let runningCallID = Atomic<UInt64>(0)
+    /// How long the running work may wait for another connection's lock, in milliseconds: 0
+    /// fails at once with SQLITE_BUSY (work on a caller's thread, which must never block).
+    let busyWaitMilliseconds = Atomic<Int>(0)
+    /// Set by ``interrupt(callID:)``: the busy handler stops waiting. Cleared by ``begin(callID:waitMilliseconds:)``.
+    private let interrupted = Atomic<Bool>(false)
 
     /// Opens (and with `create`, creates) the database at `path`.
     init(path: String, readOnly: Bool, create: Bool, busyTimeoutMilliseconds: Int32) throws(SQLiteError) {
@@ -27,7 +33,34 @@ final class SQLiteConnection: @unchecked Sendable {  // Used by one thread at a 
         self.path = path
         self.statements = Array(repeating: nil, count: StorageSQL.allCases.count)
         sqlite3_extended_result_codes(db, 1)
-        sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
+        busyWaitMilliseconds.store(Int(busyTimeoutMilliseconds), ordering: .relaxed)
+        // Unretained: the handler lives as long as the handle, which this object closes in deinit.
+        sqlite3_busy_handler(db, sqliteBusyHandler, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// Marks the start of `callID`'s work on this connection and how long it may wait for a lock.
+    func begin(callID: UInt64, waitMilliseconds: Int) {
+        interrupted.store(false, ordering: .relaxed)
+        busyWaitMilliseconds.store(waitMilliseconds, ordering: .relaxed)
+        runningCallID.store(callID, ordering: .releasing)
+    }
+
+    /// Marks the end of the running call's work.
+    func end() {
+        runningCallID.store(0, ordering: .releasing)
+    }
+
+    /// The busy handler's decision: wait a little more (true) or give up with SQLITE_BUSY.
+    /// It waits in short slices, so an interrupt ends the wait within a few milliseconds.
+    fileprivate func waitWhenBusy(attempt: Int32) -> Bool {
+        let budget = busyWaitMilliseconds.load(ordering: .relaxed)
+        guard budget > 0, !interrupted.load(ordering: .acquiring) else { return false }
+        // 1, 2, 4, then 5 ms slices: the total waited so far is about 5 × attempt.
+        let slice = attempt < 3 ? 1 << attempt : 5
+        let waited = attempt < 3 ? (1 << attempt) - 1 : 7 + 5 * (Int(attempt) - 3)
+        guard waited < budget else { return false }
+        usleep(UInt32(slice) * 1000)
+        return !interrupted.load(ordering: .acquiring)
     }
 
     deinit {
@@ -62,12 +95,19 @@ final class SQLiteConnection: @unchecked Sendable {  // Used by one thread at a 
         return statement
     }
 
-    /// Interrupts the running statement if it belongs to `callID`.
+    /// Interrupts the running statement, or its wait for a lock, if it belongs to `callID`.
     func interrupt(callID: UInt64) -> Bool {
         guard callID != 0, runningCallID.load(ordering: .acquiring) == callID else { return false }
+        interrupted.store(true, ordering: .releasing)
         sqlite3_interrupt(handle)
         return true
     }
 
     var isAutocommit: Bool { sqlite3_get_autocommit(handle) != 0 }
+}
+
+/// SQLite's busy handler for every connection: asks the connection whether to keep waiting.
+private func sqliteBusyHandler(context: UnsafeMutableRawPointer?, attempt: Int32) -> Int32 {
+    guard let context else { return 0 }
+    return Unmanaged<SQLiteConnection>.fromOpaque(context).takeUnretainedValue().waitWhenBusy(attempt: attempt) ? 1 : 0
 }

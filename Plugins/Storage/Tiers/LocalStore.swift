@@ -6,7 +6,39 @@ import Synchronization
 /// The hot tier and the key index of both tiers: one SQLite file in WAL mode. Writes go
 /// through one connection under a lock; reads check a connection out of a small pool, so
 /// they run concurrently with each other and with the writer.
+///
+/// Every write is one transaction (BEGIN IMMEDIATE … COMMIT) whose commit asks first
+/// (`commit`), so a write the host already answered as timed out is rolled back, never
+/// committed. A write with ``Waiting/never`` (on a caller's thread) never waits, for the
+/// writer lock or for another process's database lock: it answers ``WriteAttempt/wouldBlock``
+/// and the caller runs it again, waiting, on a thread of its own.
 final class LocalStore: Sendable {
+    /// How long a write may wait for the database.
+    enum Waiting: Sendable, Equatable {
+        /// Not at all: on a caller's thread, which other capabilities and the router need.
+        case never
+        /// For the writer lock, and up to this many milliseconds for another connection's
+        /// database lock (an interrupt ends the wait at once).
+        case upTo(milliseconds: Int)
+
+        var milliseconds: Int {
+            switch self {
+            case .never: 0
+            case .upTo(let milliseconds): milliseconds
+            }
+        }
+    }
+
+    /// A write's outcome when it may not wait.
+    enum WriteAttempt<T: Sendable>: Sendable {
+        case done(T)
+        /// The writer or the database was busy; nothing was written.
+        case wouldBlock
+    }
+
+    /// How long a waiting write waits for another process's database lock.
+    static let busyWaitMilliseconds = 5000
+
     enum Tier: Int64, Sendable { case local = 0, cloud = 1 }
 
     /// One key's row as a reader sees it.
@@ -63,6 +95,7 @@ final class LocalStore: Sendable {
     private let writer: Mutex<WriterState>
     private let writerConnection: SQLiteConnection
     private let readers = Mutex(ReaderPool())
+    private let earlyCancels = Mutex<[UInt64]>([])
 
     /// Opens or creates the database and checks that it is a readable storage file.
     /// - Throws: `EXECUTION_FAILED` naming `path` for a file that is not a usable database.
@@ -169,29 +202,33 @@ final class LocalStore: Sendable {
 
     // MARK: Writes
 
-    /// Saves a local value in one statement when nothing needs checking first. Returns nil
-    /// when the key is in the cold tier (use ``write(_:callID:)`` to move it).
-    func fastSaveLocal(key: String, size: Int64, bytes: [UInt8], flags: Int64, callID: UInt64) throws(CSOPError) -> Int64? {
-        guard maxBytes == nil else { return nil }
-        return try withWriter(callID: callID) { state throws(SQLiteError) in
-            let statement = try state.connection.statement(.fastSaveLocal)
-            defer { statement.reset() }
-            statement.bind(1, key)
-            statement.bind(2, size)
-            statement.bind(3, Int64(bytes.count))
-            statement.bind(4, flags)
-            statement.bind(blob: bytes, index: 5)
-            guard try statement.step() else { return nil }
-            let version = statement.int64(0)
-            _ = try statement.step()
-            return version
+    /// Saves a local value with one statement when nothing needs checking first. `.done(nil)`
+    /// when the key is in the cold tier (use ``write(_:callID:waiting:commit:)`` to move it).
+    func fastSaveLocal(
+        key: String, size: Int64, bytes: [UInt8], flags: Int64, callID: UInt64, waiting: Waiting, commit: () -> Bool
+    ) throws(CSOPError) -> WriteAttempt<Int64?> {
+        guard maxBytes == nil else { return .done(nil) }
+        return try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) -> Int64? in
+            try Self.sqlite { () throws(SQLiteError) -> Int64? in
+                let statement = try state.connection.statement(.fastSaveLocal)
+                defer { statement.reset() }
+                statement.bind(1, key)
+                statement.bind(2, size)
+                statement.bind(3, Int64(bytes.count))
+                statement.bind(4, flags)
+                statement.bind(blob: bytes, index: 5)
+                guard try statement.step() else { return nil }
+                let version = statement.int64(0)
+                _ = try statement.step()
+                return version
+            }
         }
     }
 
     /// Writes every item in one transaction: all or nothing.
     /// - Throws: `CONFLICT` when an `ifVersion` does not match, `QUOTA_EXCEEDED` past `maxBytes`.
-    func write(_ writes: [Write], callID: UInt64) throws(CSOPError) -> WriteResult {
-        try transaction(callID: callID) { state throws(CSOPError) in
+    func write(_ writes: [Write], callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<WriteResult> {
+        try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
             var delta: Int64 = 0
             var versions: [Int64] = []
             versions.reserveCapacity(writes.count)
@@ -237,11 +274,8 @@ final class LocalStore: Sendable {
     }
 
     /// Deletes `key`. Returns whether it existed and its cold row, if it had one.
-    func delete(_ key: String, callID: UInt64) throws(CSOPError) -> (deleted: Bool, coldRef: String?) {
-        if maxBytes == nil {
-            return try withWriter(callID: callID) { state throws(SQLiteError) in try Self.deleteRow(key, state.connection).result }
-        }
-        return try transaction(callID: callID) { state throws(CSOPError) in
+    func delete(_ key: String, callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<(deleted: Bool, coldRef: String?)> {
+        try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
             let (result, size) = try Self.sqlite { () throws(SQLiteError) in try Self.deleteRow(key, state.connection) }
             if state.totalBytes != nil { state.totalBytes! -= size }
             return result
@@ -261,11 +295,27 @@ final class LocalStore: Sendable {
 
     // MARK: Cancellation
 
-    /// Interrupts the SQLite statement running for `callID`, if any.
+    /// Interrupts the SQLite statement (or lock wait) running for `callID`; a write not
+    /// started yet (queued for the writer thread) is remembered and refused when it starts.
     func interrupt(callID: UInt64) {
         if writerConnection.interrupt(callID: callID) { return }
         let busy = readers.withLock { Array($0.busy.values) }
         for connection in busy where connection.interrupt(callID: callID) { return }
+        earlyCancels.withLock { cancels in
+            if cancels.count >= Self.earlyCancelLimit { cancels.removeFirst() }
+            cancels.append(callID)
+        }
+    }
+
+    /// Cancels remembered for writes that had not started (the oldest are forgotten first).
+    private static let earlyCancelLimit = 1024
+
+    private func takeEarlyCancel(_ callID: UInt64) -> Bool {
+        earlyCancels.withLock { cancels in
+            guard let index = cancels.firstIndex(of: callID) else { return false }
+            cancels.remove(at: index)
+            return true
+        }
     }
 
     // MARK: Plumbing
@@ -293,9 +343,9 @@ final class LocalStore: Sendable {
             connection = try openReader()
             readers.withLock { $0.busy[ObjectIdentifier(connection)] = connection }
         }
-        connection.runningCallID.store(callID, ordering: .releasing)
+        connection.begin(callID: callID, waitMilliseconds: Self.busyWaitMilliseconds)
         defer {
-            connection.runningCallID.store(0, ordering: .releasing)
+            connection.end()
             readers.withLock { pool in
                 pool.busy[ObjectIdentifier(connection)] = nil
                 if pool.idle.count < poolSize { pool.idle.append(connection) }
@@ -308,43 +358,46 @@ final class LocalStore: Sendable {
         }
     }
 
-    private func withWriter<T>(callID: UInt64, _ body: (inout WriterState) throws(SQLiteError) -> T) throws(CSOPError) -> T {
-        try writer.withLock { state throws(CSOPError) -> T in
-            state.connection.runningCallID.store(callID, ordering: .releasing)
-            defer { state.connection.runningCallID.store(0, ordering: .releasing) }
-            do throws(SQLiteError) {
-                return try body(&state)
-            } catch {
-                throw Self.map(error, writing: true)
-            }
-        }
-    }
-
-    /// Runs `body` inside BEGIN IMMEDIATE … COMMIT; any error rolls back.
-    private func transaction<T>(callID: UInt64, _ body: (inout WriterState) throws(CSOPError) -> T) throws(CSOPError) -> T {
-        try writer.withLock { state throws(CSOPError) -> T in
+    /// Runs `body` inside BEGIN IMMEDIATE … COMMIT; any error rolls back. Right before the
+    /// commit, `commit()` must say the write is still wanted; if not, it is rolled back and
+    /// answered `TIMEOUT` (the host already told the caller it did not happen).
+    private func transaction<T: Sendable>(
+        callID: UInt64, waiting: Waiting, commit: () -> Bool, _ body: (inout WriterState) throws(CSOPError) -> T
+    ) throws(CSOPError) -> WriteAttempt<T> {
+        func run(_ state: inout WriterState) throws(CSOPError) -> WriteAttempt<T> {
             let connection = state.connection
-            connection.runningCallID.store(callID, ordering: .releasing)
-            defer { connection.runningCallID.store(0, ordering: .releasing) }
+            connection.begin(callID: callID, waitMilliseconds: waiting.milliseconds)
+            defer { connection.end() }
+            if !earlyCancels.withLock({ $0.isEmpty }) && takeEarlyCancel(callID) { throw Self.cancelledBeforeCommit }
             do throws(SQLiteError) {
                 try Self.run(connection, .begin)
                 try refreshTotal(&state)
             } catch {
                 if !connection.isAutocommit { try? Self.run(connection, .rollback) }
+                if error.isBusy && waiting == .never { return .wouldBlock }
                 throw Self.map(error, writing: true)
             }
             let saved = state.totalBytes
             do throws(CSOPError) {
                 let result = try body(&state)
+                guard commit() else { throw Self.cancelledBeforeCommit }
                 try Self.sqlite { () throws(SQLiteError) in try Self.run(connection, .commit) }
-                return result
+                return .done(result)
             } catch {
                 state.totalBytes = saved
                 if !connection.isAutocommit { try? Self.run(connection, .rollback) }
                 throw error
             }
         }
+        if waiting == .never {
+            return try writer.withLockIfAvailable { state throws(CSOPError) in try run(&state) } ?? .wouldBlock
+        }
+        return try writer.withLock { state throws(CSOPError) in try run(&state) }
     }
+
+    /// A write the host abandoned (timed out) before it committed: rolled back, nothing saved.
+    static let cancelledBeforeCommit = CSOPError(
+        .timeout, "the write was cancelled (timed out) before it was committed; nothing was saved", retryable: true)
 
     /// With a quota, recomputes the total when another connection committed since we last looked.
     private func refreshTotal(_ state: inout WriterState) throws(SQLiteError) {

@@ -1,9 +1,11 @@
 import CSOPCore
 /// Something the router can send operations to: a loaded plugin, or a built-in.
 ///
-/// `invoke` may complete inline (before it returns) or later from any thread, exactly once.
-/// `cancel` asks the capability to stop a call the router abandoned; the capability still
-/// completes it, and the router ignores that completion.
+/// `invoke` may complete the attempt inline (before it returns) or later from any thread,
+/// exactly once. `cancel` asks the capability to stop a call the router abandoned; the
+/// capability still completes it, and the router ignores that completion. Before an effect
+/// that cannot be undone, a capability calls ``Attempt/beginCommit()`` and makes the effect
+/// only if it returns true.
 protocol Capability: AnyObject, Sendable {
     /// The domain it serves, e.g. `"storage"`.
     var name: String { get }
@@ -14,8 +16,7 @@ protocol Capability: AnyObject, Sendable {
     func operationIndex(_ operation: String) -> Int?
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double,
-        completion: @escaping @Sendable (Result<RawJSON, CSOPError>) -> Void)
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt)
 
     func cancel(callID: UInt64)
 }

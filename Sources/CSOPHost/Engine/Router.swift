@@ -6,7 +6,9 @@ import Synchronization
 ///
 /// Only failures marked retryable are retried, and never those whose code says the request
 /// itself is wrong (``Router/isNeverRetried(_:)``). A timed-out attempt is cancelled on its
-/// capability before the router moves on, so abandoned work does not keep running.
+/// capability before the router moves on, so abandoned work does not keep running — unless
+/// the capability had begun committing (``Attempt/beginCommit()``): then the answer waits
+/// for its outcome, so a `TIMEOUT` always means the effect did not happen.
 final class Router: Sendable {
     /// The documented rule: `INVALID_*`, `*_NOT_FOUND`, `CONFLICT` and `QUOTA_EXCEEDED` describe
     /// the request, not the moment, so retrying cannot help, whatever the plugin says. It holds
@@ -91,7 +93,12 @@ final class Router: Sendable {
         return (capability, index)
     }
 
-    private final class Job: Sendable {
+    /// How long past its timeout an attempt that began committing (``Attempt/beginCommit()``)
+    /// may take before it is answered as a `TIMEOUT` whose effect is unknown.
+    static let commitGrace: Double = 30_000
+
+    /// A request being routed, across its attempts.
+    final class Job: Sendable {
         let request: Request
         let capability: any Capability
         let operation: Int
@@ -112,58 +119,48 @@ final class Router: Sendable {
         }
     }
 
-    /// One attempt: finished by its completion or its timeout, whichever comes first.
-    private final class Attempt: Sendable {
-        struct State {
-            var finished = false
-            var timer: (any ScheduledTimer)?
-        }
-        let state = Mutex(State())
-
-        /// Marks the attempt finished; false if it already was. Cancels the timer.
-        func finish() -> Bool {
-            let (first, timer) = state.withLock { state in
-                defer {
-                    state.finished = true
-                    state.timer = nil
-                }
-                return (!state.finished, state.timer)
-            }
-            if first { timer?.cancel() }
-            return first
-        }
-    }
-
     private func attempt(_ job: Job, number: Int) {
         let callID = nextCallID.add(1, ordering: .relaxed).newValue
-        let attempt = Attempt()
-        let timeout = job.request.options.timeout
+        let attempt = Attempt(router: self, job: job, number: number, callID: callID)
         // Armed before invoking: a plugin that works inline (a SQLite read) must be
         // interruptible too, from the timer thread, while the caller is still inside invoke.
-        let timer = scheduler.schedule(after: timeout) { [self] in
-            guard attempt.finish() else { return }
-            job.capability.cancel(callID: callID)
-            let error = CSOPError(
-                .timeout,
-                "\(job.request.action) did not finish within \(Self.format(timeout)) ms (attempt \(number + 1) of \(job.request.options.retry + 1)) and was cancelled; raise options.timeout if it needs longer",
-                retryable: true)
-            settle(job, number: number, outcome: .failure(error))
-        }
-        attempt.state.withLock { $0.timer = timer }
-        job.capability.invoke(
-            callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: timeout
-        ) { [self] outcome in
-            guard attempt.finish() else { return }
-            settle(job, number: number, outcome: outcome)
-        }
+        attempt.arm(scheduler.schedule(after: job.request.options.timeout) { attempt.timedOut() })
+        job.capability.invoke(callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: job.request.options.timeout, attempt)
     }
 
-    private func settle(_ job: Job, number: Int, outcome: Result<RawJSON, CSOPError>) {
+    /// A timed-out attempt that had not begun committing: cancel it on its capability and
+    /// answer (or retry) `TIMEOUT`.
+    func abandon(_ attempt: Attempt) {
+        let job = attempt.job
+        job.capability.cancel(callID: attempt.callID)
+        let timeout = job.request.options.timeout
+        let error = CSOPError(
+            .timeout,
+            "\(job.request.action) did not finish within \(Self.format(timeout)) ms (attempt \(attempt.number + 1) of \(job.request.options.retry + 1)) and was cancelled; raise options.timeout if it needs longer",
+            retryable: true)
+        settle(attempt, outcome: .failure(error))
+    }
+
+    func scheduleCommitDeadline(_ attempt: Attempt) -> any ScheduledTimer {
+        scheduler.schedule(after: Self.commitGrace) { attempt.commitOverdue() }
+    }
+
+    func commitOverdueError(_ attempt: Attempt) -> CSOPError {
+        let job = attempt.job
+        return CSOPError(
+            .timeout,
+            "\(job.request.action) began committing within its \(Self.format(job.request.options.timeout)) ms timeout and has not finished \(Self.format(Self.commitGrace)) ms after it; its effect may or may not have happened: read the data back before you retry",
+            retryable: false)
+    }
+
+    func settle(_ attempt: Attempt, outcome: Result<RawJSON, CSOPError>) {
+        let job = attempt.job
+        let number = attempt.number
         if case .failure(let error) = outcome, error.retryable, !Self.isNeverRetried(error.code),
             number < job.request.options.retry, accepting.load(ordering: .acquiring)
         {
             let delay = backoff.delay(afterAttempt: number, random: random())
-            _ = scheduler.schedule(after: delay) { [self] in attempt(job, number: number + 1) }
+            _ = scheduler.schedule(after: delay) { [self] in self.attempt(job, number: number + 1) }
             return
         }
         var outcome = outcome

@@ -7,4 +7,9 @@ static inline void *csop_exchange_pointer(void *volatile *slot, void *value) {
     return __atomic_exchange_n(slot, value, __ATOMIC_ACQ_REL);
 }
 
+/** Atomically reads `*slot` (acquire). */
+static inline void *csop_load_pointer(void *volatile *slot) {
+    return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+}
+
 #endif

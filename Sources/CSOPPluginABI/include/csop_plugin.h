@@ -111,6 +111,12 @@ typedef struct csop_call csop_call;
  */
 typedef void (*csop_complete_fn)(const csop_call *call, const csop_outcome *outcome);
 
+/**
+ * Marks the point of no return of a call: see csop_call.begin_commit. Returns 1 when the call
+ * is still wanted, 0 when the host has already abandoned it.
+ */
+typedef int32_t (*csop_begin_commit_fn)(const csop_call *call);
+
 /** One operation request. Valid until `complete` is called for it. */
 struct csop_call {
     /** sizeof(csop_call) as the host compiled it. */
@@ -133,7 +139,31 @@ struct csop_call {
     csop_complete_fn complete;
     /** Owned by the host; do not touch. */
     void *host_reserved;
+
+    /* Added after the first release of ABI version 1: use the fields below only when
+     * `struct_size` covers them (CSOP_CALL_HAS_BEGIN_COMMIT), since an older host omits them. */
+
+    /**
+     * Call it right before an effect that cannot be undone (a COMMIT, a NOTIFY, a payment),
+     * at most once per call, before `complete` and never at the same time as it.
+     *
+     * Returns 1: the call is still wanted, and the host no longer abandons it: a timeout
+     * that passes from now on waits for the completion, whose outcome is the answer (a
+     * commit that never completes is answered TIMEOUT, not retryable, saying the effect may
+     * have happened). Make the effect, then complete.
+     * Returns 0: the host has already answered the call (it timed out and was cancelled), so
+     * the caller was told it did not happen: do not make the effect (roll back), and complete
+     * the call with any error (the host discards it).
+     *
+     * Without it, a timeout could answer TIMEOUT while the plugin commits anyway, and a
+     * client that retries writes twice.
+     */
+    csop_begin_commit_fn begin_commit;
 };
+
+/** Whether `call` (a `const csop_call *`) carries a usable `begin_commit`. */
+#define CSOP_CALL_HAS_BEGIN_COMMIT(call) \
+    ((call)->struct_size >= offsetof(csop_call, begin_commit) + sizeof(csop_begin_commit_fn) && (call)->begin_commit != NULL)
 
 /** Returned by csop_plugin_register. Static and immutable. */
 typedef struct csop_plugin_descriptor {

@@ -1,0 +1,96 @@
+import CSOPCore
+import Synchronization
+
+/// One attempt at a request, as the capability running it sees it: finish it exactly once
+/// with ``complete(_:)``, and call ``beginCommit()`` right before an effect that cannot be
+/// undone.
+///
+/// An attempt ends at its completion or at its timeout, whichever comes first, with one
+/// exception that keeps answers true: once the capability has begun committing, the timeout
+/// no longer abandons it. The answer is then the completion, however late, and if none comes
+/// within ``Router/commitGrace`` after the timeout, a non-retryable `TIMEOUT` that says the
+/// effect may have happened.
+final class Attempt: Sendable {
+    let callID: UInt64
+    /// Zero-based: the first try is attempt 0.
+    let number: Int
+    let job: Router.Job
+    private let router: Router
+
+    private struct State {
+        var finished = false
+        var committing = false
+        var timer: (any ScheduledTimer)?
+    }
+    private let state = Mutex(State())
+
+    init(router: Router, job: Router.Job, number: Int, callID: UInt64) {
+        self.router = router
+        self.job = job
+        self.number = number
+        self.callID = callID
+    }
+
+    /// Finishes the attempt with the capability's outcome; ignored if it already finished (it
+    /// timed out). Any thread, before or after `invoke` returns.
+    func complete(_ outcome: Result<RawJSON, CSOPError>) {
+        let (first, timer) = state.withLock { state in
+            defer {
+                state.finished = true
+                state.timer = nil
+            }
+            return (!state.finished, state.timer)
+        }
+        guard first else { return }
+        timer?.cancel()
+        router.settle(self, outcome: outcome)
+    }
+
+    /// Claims the attempt for an irreversible effect.
+    /// - Returns: true when it is still wanted (the timeout will wait for the completion from
+    ///   now on); false when it was already answered, so the effect must not happen.
+    func beginCommit() -> Bool {
+        state.withLock { state in
+            guard !state.finished else { return false }
+            state.committing = true
+            return true
+        }
+    }
+
+    /// Arms the attempt's timeout: `timer` is kept so a completion can cancel it.
+    func arm(_ timer: any ScheduledTimer) {
+        let stale = state.withLock { state -> Bool in
+            guard !state.finished else { return true }
+            state.timer = timer
+            return false
+        }
+        if stale { timer.cancel() }
+    }
+
+    /// The timeout passed: abandons the attempt unless it is committing, in which case it
+    /// waits ``Router/commitGrace`` more for the completion.
+    func timedOut() {
+        let committing = state.withLock { state -> Bool? in
+            guard !state.finished else { return nil }
+            state.timer = nil
+            if state.committing { return true }
+            state.finished = true
+            return false
+        }
+        switch committing {
+        case nil: return
+        case false?: router.abandon(self)
+        case true?: arm(router.scheduleCommitDeadline(self))
+        }
+    }
+
+    /// The commit grace passed too: answers that the outcome is unknown.
+    func commitOverdue() {
+        let first = state.withLock { state in
+            defer { state.finished = true }
+            return !state.finished
+        }
+        guard first else { return }
+        router.settle(self, outcome: .failure(router.commitOverdueError(self)))
+    }
+}
