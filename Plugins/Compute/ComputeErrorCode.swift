@@ -6,8 +6,6 @@ extension ErrorCode {
     static let invalidTask: ErrorCode = "INVALID_TASK"
     /// A worker's JavaScript engine could not be set up (retryable).
     static let workerCrashed: ErrorCode = "WORKER_CRASHED"
-    /// The pool's queue is full (retryable).
-    static let queueFull: ErrorCode = "QUEUE_FULL"
     /// The script went past its memory cap and was stopped.
     static let resourceExhausted: ErrorCode = "RESOURCE_EXHAUSTED"
     /// More registered functions than the plugin keeps (never retried).

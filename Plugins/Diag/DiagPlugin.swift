@@ -59,9 +59,10 @@ final class DiagPlugin: AsyncCSOPPlugin {
 
     private static let nullBytes: [UInt8] = Array("null".utf8)
 
-    /// `{ms}`: answers after ms milliseconds unless cancelled first.
+    /// `{ms, pad?}`: answers after ms milliseconds unless cancelled first; `pad` (anything) is
+    /// ignored, so tests can make a slow request of any size.
     private func sleep(_ payload: JSONValue) async throws(CSOPError) -> JSONValue {
-        let fields = try Fields(payload, path: "payload", allowed: ["ms"])
+        let fields = try Fields(payload, path: "payload", allowed: ["ms", "pad"])
         let ms = try fields.int("ms", in: 0...600_000) ?? 0
         do {
             try await Task.sleep(for: .milliseconds(ms))

@@ -29,4 +29,6 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let pluginFault: ErrorCode = "PLUGIN_FAULT"
     /// The work was called off before it ran (a batch under `failFast`).
     public static let cancelled: ErrorCode = "CANCELLED"
+    /// Too much is waiting already (the host's in-flight bytes, a plugin's queue); retryable.
+    public static let queueFull: ErrorCode = "QUEUE_FULL"
 }

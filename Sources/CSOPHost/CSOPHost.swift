@@ -71,7 +71,7 @@ public final class CSOPHost: Sendable {
         self.logger = configuration.logger
         self.router = Router(
             capabilities: [HostInfoCapability(plugins: loaded, failures: failures)] + loaded,
-            scheduler: scheduler, backoff: backoff,
+            scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes,
             missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
     }
 
@@ -130,6 +130,10 @@ public final class CSOPHost: Sendable {
 
     /// Requests dispatched and not yet answered.
     public var pendingCount: Int { router.pendingCount }
+
+    /// The payload bytes of those requests, and the most it holds (``HostConfiguration/maxInFlightBytes``).
+    public var inFlightBytes: Int { router.inFlightByteCount }
+    public var maxInFlightBytes: Int { router.maxInFlightBytes }
 
     /// Events pushed by plugins from now on, until the stream is dropped or the host shuts down.
     /// The stream buffers without bound; consume it.

@@ -19,6 +19,13 @@ public struct HostConfiguration: Sendable {
     public var allowInsecurePermissions: Bool
     /// Where the host and its plugins log.
     public var logger: Logger
+    /// The most payload bytes the host holds in requests not yet answered. A request that
+    /// would pass it is answered `QUEUE_FULL` (retryable); one larger than all of it,
+    /// `INVALID_PAYLOAD`. `csop run` reads no further line while its lines would pass it.
+    public var maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes
+
+    /// 512 MiB.
+    public static let defaultMaxInFlightBytes = 512 << 20
 
     /// - Parameters:
     ///   - pluginsDirectory: the plugins.d directory; nil looks it up as

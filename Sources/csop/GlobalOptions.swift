@@ -37,11 +37,14 @@ struct GlobalOptions: ParsableArguments {
     /// SIGPIPE is ignored so a closed stdout is an EPIPE the commands handle; SIGUSR1 and
     /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end a serving host. (The compute
     /// plugin moves JavaScriptCore's own use of SIGUSR1 to a real-time signal when it loads.)
-    func makeHost() async throws -> CSOPHost {
+    /// - Parameter adjust: a command's own settings (limits) applied to the configuration.
+    func makeHost(_ adjust: (inout HostConfiguration) -> Void = { _ in }) async throws -> CSOPHost {
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
-        return await CSOPHost.load(makeConfiguration())
+        var configuration = makeConfiguration()
+        adjust(&configuration)
+        return await CSOPHost.load(configuration)
     }
 }
 

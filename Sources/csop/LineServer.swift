@@ -19,6 +19,11 @@ final class LineServer: Sendable {
     private let inputFD: Int32
     private let done = ConditionLock()
     private let pending = Atomic<Int>(0)
+    /// Bytes of the lines in `pending`.
+    private let pendingBytes = Atomic<Int>(0)
+    private let maxPendingBytes: Int
+    /// Set while the reader waits for answers, so completions know to wake it.
+    private let readerWaiting = Atomic<Bool>(false)
     private let stopping = StopFlag()
     private let wakeRead: Int32
     private let wakeWrite: Int32
@@ -30,6 +35,7 @@ final class LineServer: Sendable {
         self.host = host
         self.maxInFlight = max(1, maxInFlight)
         self.maxLineBytes = max(1024, maxLineBytes)
+        self.maxPendingBytes = host.maxInFlightBytes
         self.inputFD = inputFD
         var fds: [Int32] = [0, 0]
         pipe(&fds)
@@ -140,18 +146,29 @@ final class LineServer: Sendable {
         var line = line
         if line.last == 0x0D { line.removeLast() }
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { return }
-        if pending.load(ordering: .acquiring) >= maxInFlight && !stopping.isSet {
+        // Backpressure: past maxInFlight lines, or past the host's byte budget (a line is at
+        // least its payload), stop reading until answers come back.
+        let size = line.count
+        func mustWait() -> Bool {
+            let count = pending.load(ordering: .acquiring)
+            return !stopping.isSet && (count >= maxInFlight || (count > 0 && pendingBytes.load(ordering: .acquiring) + size > maxPendingBytes))
+        }
+        if mustWait() {
             output.endBatch()
             done.withLock {
-                while pending.load(ordering: .acquiring) >= maxInFlight && !stopping.isSet { done.wait() }
+                readerWaiting.store(true, ordering: .sequentiallyConsistent)
+                while mustWait() { done.wait() }
+                readerWaiting.store(false, ordering: .relaxed)
             }
             output.beginBatch()
         }
         pending.add(1, ordering: .relaxed)
+        pendingBytes.add(size, ordering: .relaxed)
         host.dispatch(json: line, line: lineNumber) { [self] response in
             output.writeLine(response.serialized())
-            let left = pending.subtract(1, ordering: .acquiringAndReleasing).newValue
-            if left == 0 || left == maxInFlight - 1 {
+            pendingBytes.subtract(size, ordering: .sequentiallyConsistent)
+            let left = pending.subtract(1, ordering: .sequentiallyConsistent).newValue
+            if left == 0 || readerWaiting.load(ordering: .sequentiallyConsistent) {
                 done.withLock { done.broadcast() }
             }
         }

@@ -17,13 +17,21 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-line-bytes"), help: "The longest request line; a longer one is answered INVALID_PAYLOAD once and skipped.")
     var maxLineBytes: Int = LineServer.defaultMaxLineBytes
 
+    @Option(
+        name: .customLong("max-in-flight-bytes"),
+        help: "Bytes of request lines running at once; past it, stdin is not read until answers free room. The host refuses a payload larger than this.")
+    var maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes
+
     func validate() throws {
+        guard ((1 << 20)...(1 << 40)).contains(maxInFlightBytes) else {
+            throw ValidationError("--max-in-flight-bytes must be between 1048576 and 1099511627776")
+        }
         guard (1...1_000_000).contains(maxInFlight) else { throw ValidationError("--max-in-flight must be between 1 and 1000000") }
         guard (1024...(1 << 30)).contains(maxLineBytes) else { throw ValidationError("--max-line-bytes must be between 1024 and 1073741824") }
     }
 
     func run() async throws {
-        let host = try await global.makeHost()
+        let host = try await global.makeHost { $0.maxInFlightBytes = maxInFlightBytes }
         let server = LineServer(host: host, maxInFlight: maxInFlight, maxLineBytes: maxLineBytes)
         let signals = SignalWatcher(SignalWatcher.stopSignals) { server.stop() }
         defer { signals.cancel() }

@@ -34,6 +34,26 @@ import Testing
         #expect(lines.filter { $0["status"] == "ok" }.count == 2)
     }
 
+    /// Issue 10: memory is bounded by bytes, not only by counts. Lines whose payloads together
+    /// pass the host's byte budget wait to be read (backpressure), so none is refused.
+    @Test func theByteBudgetHoldsBackReadingInsteadOfRefusing() async throws {
+        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight-bytes", "1048576"], environment: environment)
+        let pad = String(repeating: "p", count: 400_000)
+        for i in 0..<12 {
+            try run.send(raw: #"{"id":"s\#(i)","action":"diag.sleep","payload":{"ms":30,"pad":"\#(pad)"},"options":{"timeout":120000}}"#)
+        }
+        // One payload larger than the whole budget is refused, never retried.
+        try run.send(raw: #"{"id":"huge","action":"diag.sleep","payload":{"ms":0,"pad":"\#(String(repeating: "h", count: 1_100_000))"}}"#)
+        let huge = await run.response("huge", timeout: 120)
+        #expect(huge?["error"]?["code"] == "INVALID_PAYLOAD", "\(String(describing: huge))")
+        #expect(huge?["error"]?["message"]?.stringValue?.contains("maxInFlightBytes") == true)
+        for i in 0..<12 {
+            let answer = await run.response("s\(i)", timeout: 120)
+            #expect(answer?["data"]?["slept"] == 30, "s\(i): \(String(describing: answer?["error"]))")
+        }
+        #expect(await run.finish() == 0)
+    }
+
     /// A stop signal stops reading at once: running work drains, lines already read are
     /// refused, and the process exits by itself.
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])

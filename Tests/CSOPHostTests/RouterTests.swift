@@ -287,6 +287,30 @@ final class BlockingCapability: Capability, Sendable {
         #expect(!attempt.beginCommit())
     }
 
+    /// Issue 10: the bytes held in requests not yet answered are bounded: past the budget a
+    /// request is `QUEUE_FULL` (retryable) until answers free room; one larger than all of it
+    /// is `INVALID_PAYLOAD`.
+    @Test func theInFlightByteBudgetRefusesWhatWouldPassIt() {
+        let capability = ScriptedCapability([nil, .success(.null)])
+        let router = Router(capabilities: [capability], scheduler: ManualScheduler(), maxInFlightBytes: 100)
+        let payload: JSONValue = ["pad": .string(String(repeating: "x", count: 50))]  // 60 bytes as JSON
+        let first = ResponseBox(), second = ResponseBox(), third = ResponseBox(), huge = ResponseBox()
+        router.dispatch(Request(action: "fake.run", payload: payload), completion: first.callback())
+        #expect(router.inFlightByteCount == 60)
+        router.dispatch(Request(action: "fake.run", payload: payload, options: RequestOptions(retry: 3)), completion: second.callback())
+        #expect(second.only?.error?.code == .queueFull)
+        #expect(second.only?.error?.retryable == true)
+        #expect(second.only?.error?.message.contains("budget of 100") == true)
+        router.dispatch(Request(action: "fake.run", payload: ["pad": .string(String(repeating: "x", count: 200))]), completion: huge.callback())
+        #expect(huge.only?.error?.code == .invalidPayload)
+        capability.held.withLock { $0[0] }.complete(.success(.null))
+        #expect(first.only?.isOK == true)
+        #expect(router.inFlightByteCount == 0)
+        router.dispatch(Request(action: "fake.run", payload: payload), completion: third.callback())
+        #expect(third.only?.isOK == true)
+        #expect(router.inFlightByteCount == 0)
+    }
+
     @Test func timedOutAttemptsAreRetriedAndEachIsCancelled() {
         let capability = ScriptedCapability([nil, nil, .success(RawJSON(.int(3)))])
         let scheduler = ManualScheduler()

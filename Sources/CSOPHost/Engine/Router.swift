@@ -26,6 +26,9 @@ final class Router: Sendable {
     private let nextCallID = Atomic<UInt64>(0)
     private let accepting = Atomic<Bool>(true)
     private let inFlight = Atomic<Int>(0)
+    private let inFlightBytes = Atomic<Int>(0)
+    /// The most payload bytes held in requests not yet answered.
+    let maxInFlightBytes: Int
 
     /// - Parameters:
     ///   - capabilities: what to route to, by domain; names must be unique.
@@ -36,6 +39,7 @@ final class Router: Sendable {
     init(
         capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
         backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes,
         missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
     ) {
         self.missingDomainHint = missingDomainHint
@@ -45,10 +49,14 @@ final class Router: Sendable {
         self.scheduler = scheduler
         self.backoff = backoff
         self.random = random
+        self.maxInFlightBytes = maxInFlightBytes
     }
 
     /// Requests dispatched and not yet answered.
     var pendingCount: Int { inFlight.load(ordering: .acquiring) }
+
+    /// Their payload bytes.
+    var inFlightByteCount: Int { inFlightBytes.load(ordering: .acquiring) }
 
     /// Refuses new requests with `NOT_INITIALIZED` from now on.
     func stopAccepting() { accepting.store(false, ordering: .releasing) }
@@ -66,11 +74,29 @@ final class Router: Sendable {
         } catch {
             return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
         }
+        let payload = request.payload.serialized()
+        if let refusal = admit(payload.count) {
+            return completion(Response(id: request.id, outcome: .failure(refusal), duration: scheduler.now() - start))
+        }
         inFlight.add(1, ordering: .relaxed)
-        let job = Job(
-            request: request, capability: resolved.0, operation: resolved.1, payload: request.payload.serialized(),
-            start: start, completion: completion)
+        let job = Job(request: request, capability: resolved.0, operation: resolved.1, payload: payload, start: start, completion: completion)
         attempt(job, number: 0)
+    }
+
+    /// Counts `size` payload bytes in flight, or says why not: the byte budget bounds the
+    /// memory that requests waiting for an answer hold, whatever their count.
+    private func admit(_ size: Int) -> CSOPError? {
+        guard size <= maxInFlightBytes else {
+            return .invalidPayload(
+                "the payload is \(size) bytes; this host holds at most \(maxInFlightBytes) bytes of requests at once (maxInFlightBytes): split the work or raise the budget")
+        }
+        let total = inFlightBytes.add(size, ordering: .relaxed).newValue
+        guard total > maxInFlightBytes else { return nil }
+        inFlightBytes.subtract(size, ordering: .relaxed)
+        return CSOPError(
+            .queueFull,
+            "the host holds \(total - size) bytes of requests not yet answered, and this one's \(size) would pass its budget of \(maxInFlightBytes) (maxInFlightBytes); retry when fewer are running",
+            retryable: true)
     }
 
     private func resolve(_ request: Request) throws(CSOPError) -> (any Capability, Int) {
@@ -169,6 +195,7 @@ final class Router: Sendable {
             outcome = .failure(error)
         }
         let response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
+        inFlightBytes.subtract(job.payload.count, ordering: .relaxed)
         inFlight.subtract(1, ordering: .releasing)
         job.completion(response)
     }
