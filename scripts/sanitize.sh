@@ -21,7 +21,7 @@ esac
 sanitizer="$1"
 
 scripts/install-deps.sh
-export CSOP_TEST_POSTGRES_URL="${CSOP_TEST_POSTGRES_URL:-postgres://csop:csop@127.0.0.1:5432/csop_test}"
+source scripts/test-env.sh
 # Reports go to stderr and stop the process that made them; the backtracer would only slow that down.
 export SWIFT_BACKTRACE=enable=no
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"

@@ -8,14 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CSOP_TEST_TLS_DIR="${CSOP_TEST_TLS_DIR:-/var/lib/postgresql/csop-test-tls}"
 scripts/install-deps.sh
-export CSOP_TEST_POSTGRES_URL="${CSOP_TEST_POSTGRES_URL:-postgres://csop:csop@127.0.0.1:5432/csop_test}"
-# The test PKI install-deps.sh made: the server's CA, an unrelated CA, and a client certificate.
-export CSOP_TEST_POSTGRES_CA="${CSOP_TEST_POSTGRES_CA:-$CSOP_TEST_TLS_DIR/ca.crt}"
-export CSOP_TEST_POSTGRES_WRONG_CA="${CSOP_TEST_POSTGRES_WRONG_CA:-$CSOP_TEST_TLS_DIR/wrong-ca.crt}"
-export CSOP_TEST_POSTGRES_CLIENT_CERT="${CSOP_TEST_POSTGRES_CLIENT_CERT:-$CSOP_TEST_TLS_DIR/client.crt}"
-export CSOP_TEST_POSTGRES_CLIENT_KEY="${CSOP_TEST_POSTGRES_CLIENT_KEY:-$CSOP_TEST_TLS_DIR/client.key}"
+source scripts/test-env.sh
 
 swift build --build-tests
 swift test --skip-build
