@@ -18,6 +18,12 @@ extension StoragePlugin {
     }
 
     static let keyFields: Set<String> = ["key"]
+
+    /// How long a write of `call` may wait for the database lock: its whole timeout (the
+    /// host's cancel at the timeout ends the wait at once).
+    static func lockWait(_ call: PluginCall) -> LocalStore.Waiting {
+        .upTo(milliseconds: max(1, Int(min(call.timeoutMilliseconds, 3_600_000))))
+    }
     static let listFields: Set<String> = ["prefix", "limit", "cursor"]
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
@@ -58,7 +64,7 @@ extension StoragePlugin {
     private func saveWaiting(_ call: PluginCall, _ prepared: PreparedSave) {
         writerQueue.async {
             do throws(CSOPError) {
-                let waiting = LocalStore.Waiting.upTo(milliseconds: LocalStore.busyWaitMilliseconds)
+                let waiting = Self.lockWait(call)
                 guard case .done(let result) = try self.local.write([prepared.localWrite], callID: call.id, waiting: waiting, commit: { call.beginCommit() })
                 else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
                 self.finishSave(call, prepared, result)
@@ -124,7 +130,7 @@ extension StoragePlugin {
             let pending = writes
             let attempt = try await waiting { () throws(CSOPError) in
                 try self.local.write(
-                    pending, callID: callID, waiting: .upTo(milliseconds: LocalStore.busyWaitMilliseconds), commit: { call.beginCommit() })
+                    pending, callID: callID, waiting: Self.lockWait(call), commit: { call.beginCommit() })
             }
             guard case .done(let written) = attempt else { throw CSOPError(.saveFailed, "the storage writer was busy", retryable: true) }
             result = written
@@ -226,7 +232,7 @@ extension StoragePlugin {
         case .wouldBlock:
             writerQueue.async {
                 do throws(CSOPError) {
-                    let waiting = LocalStore.Waiting.upTo(milliseconds: LocalStore.busyWaitMilliseconds)
+                    let waiting = Self.lockWait(call)
                     guard case .done(let outcome) = try self.local.delete(key, callID: call.id, waiting: waiting, commit: { call.beginCommit() })
                     else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
                     self.finishDelete(call, key, outcome)

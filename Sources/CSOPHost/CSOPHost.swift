@@ -1,5 +1,6 @@
 @_exported public import CSOPCore
 import CSOPPluginABI
+import Foundation
 import Logging
 import Synchronization
 
@@ -175,15 +176,23 @@ public final class CSOPHost: Sendable {
         while (router.pendingCount > 0 || capabilities.contains { $0.runningCount > 0 }) && monotonicMilliseconds() < deadline {
             try? await Task.sleep(for: .milliseconds(2))
         }
-        for capability in capabilities.reversed() {
-            if capability.runningCount > 0 {
-                let abandoned = capability.abandonedCalls
-                let never = abandoned.isEmpty ? "" : "; timed out and never completed: call \(abandoned.prefix(16).map(String.init).joined(separator: ", "))"
-                logger.warning(
-                    "plugin \(capability.name) still has \(capability.runningCount) calls running after the \(Int(gracePeriod)) ms shutdown grace period\(never); not destroying it")
-                continue
+        // A plugin's destroy may block (joining its threads, a goodbye to PostgreSQL): it runs
+        // on a thread of its own, never on the concurrency pool other tasks need.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let (capabilities, logger) = (self.capabilities, self.logger)
+            Thread.detachNewThread {
+                for capability in capabilities.reversed() {
+                    if capability.runningCount > 0 {
+                        let abandoned = capability.abandonedCalls
+                        let never = abandoned.isEmpty ? "" : "; timed out and never completed: call \(abandoned.prefix(16).map(String.init).joined(separator: ", "))"
+                        logger.warning(
+                            "plugin \(capability.name) still has \(capability.runningCount) calls running after the \(Int(gracePeriod)) ms shutdown grace period\(never); not destroying it")
+                        continue
+                    }
+                    capability.destroy()
+                }
+                continuation.resume()
             }
-            capability.destroy()
         }
         for continuation in streams.withLock({ $0.values }) { continuation.finish() }
     }

@@ -1,6 +1,6 @@
 import Foundation
 
-// Why the host links Foundation although it uses none of it: the storage, compute and sync
+// Why the host links Foundation although it uses little of it (a thread for shutdown): the storage, compute and sync
 // plugins do (through swift-crypto and postgres-nio). Loading Foundation with dlopen after an
 // async `main` has parked the main thread in dispatch_main() hands the main queue to a
 // CFRunLoop that never runs, so the program's next await on the main actor never resumes

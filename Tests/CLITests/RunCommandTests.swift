@@ -93,61 +93,49 @@ import Testing
         #expect(run.received.first?["data"] == ["slept": 400])
     }
 
-    @Test func dispatchExitsNonZeroOnAnErrorResponse() throws {
+    @Test func dispatchExitsNonZeroOnAnErrorResponse() async throws {
         let directory = try TemporaryDirectory("csop-dispatch")
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
-        let ok = try runCLI(["dispatch", "diag.echo", #"{"a":1}"#, "--plugins-dir", plugins])
+        let ok = try await runCLI(["dispatch", "diag.echo", #"{"a":1}"#, "--plugins-dir", plugins])
         #expect(ok.status == 0)
         #expect(try JSONValue(parsing: ok.stdout)["data"] == ["a": 1])
-        let bad = try runCLI(["dispatch", "diag.echo", "{not json", "--plugins-dir", plugins])
+        let bad = try await runCLI(["dispatch", "diag.echo", "{not json", "--plugins-dir", plugins])
         #expect(bad.status == 1)
         #expect(try JSONValue(parsing: bad.stdout)["error"]?["code"] == "INVALID_PAYLOAD")
-        let slow = try runCLI(["dispatch", "diag.sleep", #"{"ms":2000}"#, "--timeout", "20", "--plugins-dir", plugins])
+        let slow = try await runCLI(["dispatch", "diag.sleep", #"{"ms":2000}"#, "--timeout", "20", "--plugins-dir", plugins])
         #expect(slow.status == 1)
         #expect(try JSONValue(parsing: slow.stdout)["error"]?["code"] == "TIMEOUT")
     }
 
-    @Test func pluginsListsOperationsAndFailures() throws {
+    @Test func pluginsListsOperationsAndFailures() async throws {
         let directory = try TemporaryDirectory("csop-plugins")
         let plugins = try directory.writePlugins([
             PluginEntry("00-diag.conf", library: "libcsop-diag.so"),
             PluginEntry("10-missing.conf", library: "libnope.so"),
         ])
-        let result = try runCLI(["plugins", "--plugins-dir", plugins])
+        let result = try await runCLI(["plugins", "--plugins-dir", plugins])
         #expect(result.status == 2)
         #expect(result.stdout.contains("diag 1.0.0"))
         #expect(result.stdout.contains("diag.noop, diag.echo"))
         #expect(result.stdout.contains("FAILED \(plugins)/10-missing.conf: LIBRARY_NOT_FOUND"))
-        let json = try runCLI(["plugins", "--json", "--plugins-dir", plugins])
+        let json = try await runCLI(["plugins", "--json", "--plugins-dir", plugins])
         let info = try JSONValue(parsing: json.stdout)
         #expect(info["capabilities"]?.arrayValue?.count == 2)
         #expect(info["failures"]?.arrayValue?.first?["kind"] == "LIBRARY_NOT_FOUND")
     }
 
-    @Test func logsGoToStderrNotStdout() throws {
+    @Test func logsGoToStderrNotStdout() async throws {
         let directory = try TemporaryDirectory("csop-logs")
         let plugins = try directory.writePlugins([PluginEntry("10-missing.conf", library: "libnope.so")])
-        let result = try runCLI(["dispatch", "host.ping", "--log-level", "debug", "--plugins-dir", plugins])
+        let result = try await runCLI(["dispatch", "host.ping", "--log-level", "debug", "--plugins-dir", plugins])
         #expect(result.status == 0)
         #expect(try JSONValue(parsing: result.stdout)["data"] == ["pong": true])
         #expect(result.stderr.contains("libnope.so"))
     }
 
-    func runCLI(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.csopExecutable)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["CSOP_PLUGIN_PATH"] = TestEnvironment.buildDirectory
-        process.environment = env
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    func runCLI(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let result = try await ChildProcess.run(
+            TestEnvironment.csopExecutable, arguments, environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
+        return (result.status, result.stdout, result.stderr)
     }
 }

@@ -1,6 +1,7 @@
 import CSOPCore
 import CSOPHost
 import CSOPTestSupport
+import Synchronization
 import Testing
 
 /// The router's timeout and retry behaviour end to end through a dlopen'ed plugin.
@@ -27,10 +28,11 @@ import Testing
     @Test func retriesUntilTheFlakyOperationSucceeds() async throws {
         let directory = try TemporaryDirectory()
         let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
-        let response = await host.dispatch("diag.flaky", ["key": "k1", "failures": 2], options: RequestOptions(retry: 2))
+        // Timeouts far past what the test is about: a loaded machine may take seconds to start a task.
+        let response = await host.dispatch("diag.flaky", ["key": "k1", "failures": 2], options: RequestOptions(timeout: 120_000, retry: 2))
         #expect(response.data == ["attempts": 3])
         #expect(response.duration >= 100 * 0.5 + 200 * 0.5)
-        let exhausted = await host.dispatch("diag.flaky", ["key": "k2", "failures": 5], options: RequestOptions(retry: 1))
+        let exhausted = await host.dispatch("diag.flaky", ["key": "k2", "failures": 5], options: RequestOptions(timeout: 120_000, retry: 1))
         #expect(exhausted.error?.message == "flaky failure 2 of 5")
         await host.shutdown()
     }
@@ -38,9 +40,10 @@ import Testing
     @Test func pluginErrorsPassThroughWithTheirCodes() async throws {
         let directory = try TemporaryDirectory()
         let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
-        let response = await host.dispatch("diag.fail", ["code": "QUOTA_EXCEEDED", "message": "full", "retry": true], options: RequestOptions(retry: 3))
+        let patient = RequestOptions(timeout: 120_000, retry: 3)
+        let response = await host.dispatch("diag.fail", ["code": "QUOTA_EXCEEDED", "message": "full", "retry": true], options: patient)
         #expect(response.error == CSOPError(ErrorCode("QUOTA_EXCEEDED"), "full", retryable: false))
-        let bad = await host.dispatch("diag.sleep", ["ms": "soon"])
+        let bad = await host.dispatch("diag.sleep", ["ms": "soon"], options: patient)
         #expect(bad.error?.code == .invalidPayload)
         #expect(bad.error?.message.contains("payload.ms") == true)
         await host.shutdown()
@@ -49,10 +52,13 @@ import Testing
     @Test func shutdownDrainsRunningCallsAndThenRefusesNewOnes() async throws {
         let directory = try TemporaryDirectory()
         let host = try await TestEnvironment.makeHost([PluginEntry("00-diag.conf", library: "libcsop-diag.so")], in: directory)
-        async let slow = host.dispatch("diag.sleep", ["ms": 100])
-        try await Task.sleep(for: .milliseconds(20))
-        await host.shutdown()
-        #expect(await slow.isOK)
+        // Dispatched (admitted by the router) before shutdown starts, however slow the machine.
+        let slow = Mutex<Response?>(nil)
+        host.dispatch(Request(action: "diag.sleep", payload: ["ms": 100], options: RequestOptions(timeout: 120_000))) { response in
+            slow.withLock { $0 = response }
+        }
+        await host.shutdown(gracePeriod: 120_000)
+        #expect(slow.withLock { $0 }?.isOK == true, "\(String(describing: slow.withLock { $0 }))")
         #expect(await host.dispatch("diag.noop").error?.code == .notInitialized)
     }
 

@@ -219,7 +219,7 @@ import Testing
     }
 
     @Test func databaseRestartIsSurvived() async throws {
-        let server = try PrivatePostgres()
+        let server = try await PrivatePostgres.make()
         defer { server.destroy() }
         let (a, aEvents) = try makeEngine(url: server.url)
         let (b, _) = try makeEngine(url: server.url)
@@ -230,7 +230,7 @@ import Testing
         _ = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "before"]).value)
         _ = await aEvents.wait(for: 1, onChannel(channel, event: "before"))
 
-        try server.stop()
+        try await server.stop()
         // While the database is down, broadcasts fail retryably instead of vanishing.
         var failure: CSOPError?
         for _ in 0..<2000 where failure == nil {
@@ -239,7 +239,7 @@ import Testing
         }
         #expect(failure?.code == .notConnected)
         #expect(failure?.retryable == true)
-        try server.start()
+        try await server.start()
         try await expectDeliveryResumes(from: b, to: aEvents, channel: channel)
     }
 

@@ -100,7 +100,7 @@ import Testing
     }
 
     @Test func subscriptionsSurviveADatabaseRestart() async throws {
-        let server = try PrivatePostgres()
+        let server = try await PrivatePostgres.make()
         defer { server.destroy() }
         let suite = try MultiProcessTests(url: server.url)
         let a = try suite.start()
@@ -109,7 +109,7 @@ import Testing
         _ = try await suite.ok(a, "s", "sync.subscribe", ["channel": .string(channel)])
         _ = try await suite.ok(b, "w", "sync.broadcast", ["channel": .string(channel), "event": "before"])
         #expect(await suite.waitForEvents(a, channel, "before", count: 1).count == 1)
-        try server.restart()
+        try await server.restart()
         var delivered = false
         for i in 0..<400 where !delivered {
             let response = try await b.call("r\(i)", "sync.broadcast", ["channel": .string(channel), "event": "after"], timeout: 30)

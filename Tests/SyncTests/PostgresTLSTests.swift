@@ -102,12 +102,8 @@ import Testing
     }
 
     @Test func requireFailsAgainstAServerWithoutTLS() async throws {
-        // initdb and pg_ctl block for seconds: run them on a Dispatch thread, not on the
-        // cooperative pool (two threads here) that every other suite's tests share.
-        let server = try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try PrivatePostgres() }) }
-        }
-        defer { DispatchQueue.global().async { server.destroy() } }
+        let server = try await PrivatePostgres.make()
+        defer { server.destroy() }
         #expect(try await session(server.url).ssl == false)
         let message = try #require(await failure(server.url + "?sslmode=require"), "require connected without TLS")
         #expect(message.hasPrefix("TLS/certificate problem (sslmode=require)"), "\(message)")

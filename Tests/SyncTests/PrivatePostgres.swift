@@ -1,3 +1,4 @@
+import CSOPTestSupport
 import Foundation
 
 #if canImport(Glibc)
@@ -15,38 +16,51 @@ final class PrivatePostgres: Sendable {
 
     var url: String { "postgres://csop@127.0.0.1:\(port)/postgres" }
 
-    init() throws {
+    private init() throws {
         directory = "/tmp/csop-sync-pg-\(UUID().uuidString.prefix(8))"
         port = Int.random(in: 40_000...49_000)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try Self.run("/bin/chown", ["postgres", directory])
         try Self.run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(Self.binaries)/initdb", "-D", "\(directory)/data", "-A", "trust", "-U", "csop", "-N"])
-        try start()
+        try pgctlNow(["start", "-w", "-l", "\(directory)/log", "-o", serverOptions])
     }
 
     private var serverOptions: String {
         "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40"
     }
 
-    func start() throws {
-        try pgctl(["start", "-w", "-l", "\(directory)/log", "-o", serverOptions])
+    /// A new server, made on a thread of its own (initdb takes seconds; the concurrency pool's
+    /// few threads must stay free for the other tests).
+    static func make() async throws -> PrivatePostgres {
+        try await OwnThread.run { try PrivatePostgres() }
     }
 
-    func stop() throws {
-        try pgctl(["stop", "-w", "-m", "fast"])
+    func start() async throws {
+        try await pgctl(["start", "-w", "-l", "\(directory)/log", "-o", serverOptions])
     }
 
-    func restart() throws {
-        try pgctl(["restart", "-w", "-m", "fast", "-l", "\(directory)/log", "-o", serverOptions])
+    func stop() async throws {
+        try await pgctl(["stop", "-w", "-m", "fast"])
     }
 
-    /// Stops the server and removes its files.
+    func restart() async throws {
+        try await pgctl(["restart", "-w", "-m", "fast", "-l", "\(directory)/log", "-o", serverOptions])
+    }
+
+    private func pgctl(_ arguments: [String]) async throws {
+        try await OwnThread.run { try self.pgctlNow(arguments) }
+    }
+
+    /// Stops the server and removes its files, on a thread of its own (from a `defer`, it
+    /// must not hold a concurrency-pool thread for the seconds pg_ctl takes).
     func destroy() {
-        try? pgctl(["stop", "-w", "-m", "immediate"])
-        try? FileManager.default.removeItem(atPath: directory)
+        Thread.detachNewThread { [self] in
+            try? pgctlNow(["stop", "-w", "-m", "immediate"])
+            try? FileManager.default.removeItem(atPath: directory)
+        }
     }
 
-    private func pgctl(_ arguments: [String]) throws {
+    private func pgctlNow(_ arguments: [String]) throws {
         try Self.run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(Self.binaries)/pg_ctl", "-D", "\(directory)/data"] + arguments)
     }
 

@@ -36,8 +36,8 @@ final class LocalStore: Sendable {
         case wouldBlock
     }
 
-    /// How long a waiting write waits for another process's database lock.
-    static let busyWaitMilliseconds = 5000
+    /// How long a read waits for another connection's lock (rare in WAL mode: recovery).
+    static let readBusyWaitMilliseconds = 5000
 
     enum Tier: Int64, Sendable { case local = 0, cloud = 1 }
 
@@ -343,7 +343,7 @@ final class LocalStore: Sendable {
             connection = try openReader()
             readers.withLock { $0.busy[ObjectIdentifier(connection)] = connection }
         }
-        connection.begin(callID: callID, waitMilliseconds: Self.busyWaitMilliseconds)
+        connection.begin(callID: callID, waitMilliseconds: Self.readBusyWaitMilliseconds)
         defer {
             connection.end()
             readers.withLock { pool in
