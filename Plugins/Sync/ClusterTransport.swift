@@ -114,8 +114,8 @@ final class ClusterTransport: Sendable {
         try result.get()
     }
 
-    /// A broadcast whose call timed out before it was sent: it never was.
-    static let droppedUnsent = CSOPError(.timeout, "the broadcast was cancelled (timed out) before it was sent; it was not delivered", retryable: true)
+    /// A broadcast, join or leave whose call timed out before it took effect: it never did.
+    static let droppedUnsent = CSOPError(.timeout, "the call was cancelled (timed out) before it took effect; nothing was sent or changed", retryable: true)
 
     /// `NOT_CONNECTED`, saying why when it is known (a TLS problem, say: retrying will not fix it).
     static func notConnected(after failure: String?) -> CSOPError {
@@ -127,11 +127,14 @@ final class ClusterTransport: Sendable {
     // MARK: Presence
 
     /// Tracks a user (joining if new) and returns the channel's current users.
-    /// - Parameter metadataText: `metadata` serialized as JSON.
-    func track(channel: String, userID: String, metadata: JSONObject, metadataText: String) async throws(CSOPError)
-        -> [PresenceUser]
-    {
+    /// - Parameters:
+    ///   - metadataText: `metadata` serialized as JSON.
+    ///   - commit: asked right before the row is written; no (the call was answered) writes nothing.
+    func track(
+        channel: String, userID: String, metadata: JSONObject, metadataText: String, commit: @Sendable () -> Bool = { true }
+    ) async throws(CSOPError) -> [PresenceUser] {
         let connection = try await commandConnection()
+        guard commit() else { throw Self.droppedUnsent }
         let now = SyncClock.nowMilliseconds()
         var joined: PresenceUser?
         try await run(connection) { [configuration, instanceID] in
@@ -158,8 +161,10 @@ final class ClusterTransport: Sendable {
     }
 
     /// Removes a user; false when it was not present.
-    func leave(channel: String, userID: String) async throws(CSOPError) -> Bool {
+    /// - Parameter commit: asked right before the row is deleted; no (the call was answered) deletes nothing.
+    func leave(channel: String, userID: String, commit: @Sendable () -> Bool = { true }) async throws(CSOPError) -> Bool {
         let connection = try await commandConnection()
+        guard commit() else { throw Self.droppedUnsent }
         var left = false
         try await run(connection) { [configuration] in
             let rows = try await connection.queryUnlessClosed(

@@ -48,16 +48,17 @@ final class SyncEngine: Sendable {
     var mode: String { cluster == nil ? "local" : "cluster" }
 
     /// Runs `operation` and completes exactly once.
-    /// - Parameter commit: asked right before a broadcast is delivered or sent; when it says
-    ///   no (the host already answered the call `TIMEOUT`), the message never goes out.
+    /// - Parameter commit: asked right before a broadcast is delivered or sent, or a presence
+    ///   row written; when it says no (the host already answered the call `TIMEOUT`), nothing
+    ///   goes out or changes.
     func perform(_ operation: Operation, _ payload: JSONValue, commit: @escaping @Sendable () -> Bool = { true }, complete: @escaping Completion) {
         do throws(CSOPError) {
             switch operation {
             case .broadcast: try broadcast(payload, commit: commit, complete: complete)
             case .subscribe: try subscribe(payload, complete: complete)
             case .unsubscribe: complete(.success(try unsubscribe(payload)))
-            case .presence: try presence(payload, complete: complete)
-            case .leave: try leave(payload, complete: complete)
+            case .presence: try presence(payload, commit: commit, complete: complete)
+            case .leave: try leave(payload, commit: commit, complete: complete)
             }
         } catch {
             complete(.failure(error))
@@ -155,7 +156,7 @@ final class SyncEngine: Sendable {
         return ["unsubscribed": .bool(count > 0), "channel": .string(channel), "count": .int(Int64(count))]
     }
 
-    private func presence(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+    private func presence(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId", "metadata"])
         let channel = try SyncNames.channel(fields)
         let userID = try fields.string("userId", nonEmpty: false) ?? "user-\(SyncClock.randomHex())"
@@ -176,6 +177,7 @@ final class SyncEngine: Sendable {
             ]
         }
         guard let cluster else {
+            guard commit() else { return complete(.failure(ClusterTransport.droppedUnsent)) }
             let tracked = localPresence.track(channel: channel, userID: userID, metadata: metadata)
             if tracked.joined { registry.deliver(presenceMessage(channel, "presence.join", tracked.user.joinData)) }
             complete(.success(result(tracked.users)))
@@ -185,7 +187,7 @@ final class SyncEngine: Sendable {
             do throws(CSOPError) {
                 let users = try await cluster.track(
                     channel: channel, userID: userID, metadata: metadata,
-                    metadataText: String(decoding: metadataJSON, as: UTF8.self))
+                    metadataText: String(decoding: metadataJSON, as: UTF8.self), commit: commit)
                 complete(.success(result(users)))
             } catch {
                 complete(.failure(error))
@@ -193,7 +195,7 @@ final class SyncEngine: Sendable {
         }
     }
 
-    private func leave(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+    private func leave(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId"])
         let channel = try SyncNames.channel(fields)
         let userID = try fields.requiredString("userId", nonEmpty: false)
@@ -202,6 +204,7 @@ final class SyncEngine: Sendable {
             ["left": .bool(left), "channel": .string(channel), "userId": .string(userID)]
         }
         guard let cluster else {
+            guard commit() else { return complete(.failure(ClusterTransport.droppedUnsent)) }
             let left = localPresence.leave(channel: channel, userID: userID)
             if left {
                 registry.deliver(presenceMessage(channel, "presence.leave", PresenceUser.leaveData(userID: userID, reason: "left")))
@@ -211,7 +214,7 @@ final class SyncEngine: Sendable {
         }
         Task {
             do throws(CSOPError) {
-                complete(.success(result(try await cluster.leave(channel: channel, userID: userID))))
+                complete(.success(result(try await cluster.leave(channel: channel, userID: userID, commit: commit))))
             } catch {
                 complete(.failure(error))
             }

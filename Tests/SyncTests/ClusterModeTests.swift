@@ -78,6 +78,22 @@ import Testing
         }
         #expect(refused.error?.code == .timeout)
         #expect(recorder.matching(onChannel("solo")).isEmpty)
+
+        // Joins and leaves too, in both modes: nothing is written, nothing announced.
+        for engine in [a, local] {
+            let joined = await withCheckedContinuation { continuation in
+                engine.perform(.presence, ["channel": .string(channel), "userId": "ghost"], commit: { false }) { continuation.resume(returning: $0) }
+            }
+            #expect(joined.error?.code == .timeout, "\(joined)")
+            let users = try #require(await engine.perform(.presence, ["channel": .string(channel), "userId": "real"]).value)
+            #expect(users["users"]?.arrayValue?.contains { $0["userId"] == "ghost" } == false, "\(users)")
+            let left = await withCheckedContinuation { continuation in
+                engine.perform(.leave, ["channel": .string(channel), "userId": "real"], commit: { false }) { continuation.resume(returning: $0) }
+            }
+            #expect(left.error?.code == .timeout)
+            let still = try #require(await engine.perform(.presence, ["channel": .string(channel), "userId": "real"]).value)
+            #expect(still["users"]?.arrayValue?.contains { $0["userId"] == "real" } == true, "\(still)")
+        }
     }
 
     @Test func concurrentPublishersKeepTheirOwnOrder() async throws {
