@@ -18,13 +18,13 @@ extension StoragePlugin {
     }
 
     static let keyFields: Set<String> = ["key"]
+    static let listFields: Set<String> = ["prefix", "limit", "cursor"]
 
     /// How long a write of `call` may wait for the database lock: its whole timeout (the
     /// host's cancel at the timeout ends the wait at once).
     static func lockWait(_ call: PluginCall) -> LocalStore.Waiting {
         .upTo(milliseconds: max(1, Int(min(call.timeoutMilliseconds, 3_600_000))))
     }
-    static let listFields: Set<String> = ["prefix", "limit", "cursor"]
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
         let (bytes, flags) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
@@ -44,6 +44,7 @@ extension StoragePlugin {
         }
         let prepared = try prepare(item)
         let commit = { call.beginCommit() }
+        guard writesWaiting == 0 else { return saveWaiting(call, prepared) }
         if item.ifVersion == nil {
             let fast = try local.fastSaveLocal(
                 key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, callID: call.id, waiting: .never, commit: commit)
@@ -62,15 +63,9 @@ extension StoragePlugin {
 
     /// A small save whose database was busy: on the writer thread, waiting for the lock.
     private func saveWaiting(_ call: PluginCall, _ prepared: PreparedSave) {
-        writerQueue.async {
-            do throws(CSOPError) {
-                let waiting = Self.lockWait(call)
-                guard case .done(let result) = try self.local.write([prepared.localWrite], callID: call.id, waiting: waiting, commit: { call.beginCommit() })
-                else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
-                self.finishSave(call, prepared, result)
-            } catch {
-                call.fail(error)
-            }
+        onWriter(call) { () throws(CSOPError) in
+            let result = try self.local.write([prepared.localWrite], callID: call.id, waiting: Self.lockWait(call), commit: { call.beginCommit() })
+            self.finishSave(call, prepared, try result.waited())
         }
     }
 
@@ -128,12 +123,9 @@ extension StoragePlugin {
         do throws(CSOPError) {
             if Task.isCancelled { throw LocalStore.cancelledBeforeCommit }
             let pending = writes
-            let attempt = try await waiting { () throws(CSOPError) in
-                try self.local.write(
-                    pending, callID: callID, waiting: Self.lockWait(call), commit: { call.beginCommit() })
+            result = try await onWriter { () throws(CSOPError) in
+                try self.local.write(pending, callID: callID, waiting: Self.lockWait(call), commit: { call.beginCommit() }).waited()
             }
-            guard case .done(let written) = attempt else { throw CSOPError(.saveFailed, "the storage writer was busy", retryable: true) }
-            result = written
         } catch {
             await deleteCold(uploaded, callID: callID)
             throw error
@@ -227,19 +219,12 @@ extension StoragePlugin {
     func delete(_ call: PluginCall) throws(CSOPError) {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = try StorageRequest.key(fields)
-        switch try local.delete(key, callID: call.id, waiting: .never, commit: { call.beginCommit() }) {
-        case .done(let outcome): finishDelete(call, key, outcome)
-        case .wouldBlock:
-            writerQueue.async {
-                do throws(CSOPError) {
-                    let waiting = Self.lockWait(call)
-                    guard case .done(let outcome) = try self.local.delete(key, callID: call.id, waiting: waiting, commit: { call.beginCommit() })
-                    else { return call.fail(CSOPError(.saveFailed, "the storage writer was busy", retryable: true)) }
-                    self.finishDelete(call, key, outcome)
-                } catch {
-                    call.fail(error)
-                }
-            }
+        if writesWaiting == 0, case .done(let outcome) = try local.delete(key, callID: call.id, waiting: .never, commit: { call.beginCommit() }) {
+            return finishDelete(call, key, outcome)
+        }
+        onWriter(call) { () throws(CSOPError) in
+            let outcome = try self.local.delete(key, callID: call.id, waiting: Self.lockWait(call), commit: { call.beginCommit() })
+            self.finishDelete(call, key, try outcome.waited())
         }
     }
 

@@ -1,6 +1,7 @@
 import CSOPCore
 import CSOPPluginKit
 import Dispatch
+import Synchronization
 
 /// The `storage` capability: JSON values by key in a hot SQLite tier, with values larger than
 /// `maxLocalSize` in a cold PostgreSQL tier when one is configured.
@@ -36,6 +37,7 @@ final class StoragePlugin: CSOPPlugin {
     /// Where writes that may wait for a lock run, one at a time, off every caller's thread
     /// and off the concurrency pool.
     let writerQueue = DispatchQueue(label: "csop.storage.writer")
+    private let queuedWrites = Atomic<Int>(0)
 
     static func checkConfig(_ config: JSONValue) throws(CSOPError) {
         let configuration = try StorageConfiguration(config: config)
@@ -91,10 +93,29 @@ final class StoragePlugin: CSOPPlugin {
         calls.complete(call, work)
     }
 
+    /// Writes queued for or running on the writer thread. While there are any, new writes
+    /// queue behind them instead of trying inline, so writes commit in the order they came.
+    var writesWaiting: Int { queuedWrites.load(ordering: .acquiring) }
+
+    /// Runs `work` on the writer thread, where it may wait for locks; an error it throws fails `call`.
+    func onWriter(_ call: PluginCall, _ work: @escaping @Sendable () throws(CSOPError) -> Void) {
+        queuedWrites.add(1, ordering: .releasing)
+        writerQueue.async { [self] in
+            defer { queuedWrites.subtract(1, ordering: .releasing) }
+            do throws(CSOPError) {
+                try work()
+            } catch {
+                call.fail(error)
+            }
+        }
+    }
+
     /// Runs `work` on the writer thread and awaits it, from a call's task.
-    func waiting<T: Sendable>(_ work: @escaping @Sendable () throws(CSOPError) -> T) async throws(CSOPError) -> T {
+    func onWriter<T: Sendable>(_ work: @escaping @Sendable () throws(CSOPError) -> T) async throws(CSOPError) -> T {
+        queuedWrites.add(1, ordering: .releasing)
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, CSOPError>, Never>) in
-            writerQueue.async {
+            writerQueue.async { [self] in
+                defer { queuedWrites.subtract(1, ordering: .releasing) }
                 do throws(CSOPError) {
                     continuation.resume(returning: .success(try work()))
                 } catch {

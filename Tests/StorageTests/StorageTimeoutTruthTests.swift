@@ -77,6 +77,13 @@ import Testing
             patient.withLock { $0 = response }
         }
         #expect(patient.withLock { $0 } == nil, "the save was answered while the database was locked: \(String(describing: patient.withLock { $0 }))")
+        // Writes that wait commit in the order they came.
+        let ordered = Mutex<[Response]>([])
+        for value in 1...3 {
+            host.dispatch(Request(action: "storage.save", payload: ["key": "order", "data": .int(Int64(value))], options: RequestOptions(timeout: 60_000))) { response in
+                ordered.withLock { $0.append(response) }
+            }
+        }
         // Impatient: times out while waiting, so it must never be stored.
         let impatient = await host.dispatch("storage.save", ["key": "impatient", "data": 3], options: RequestOptions(timeout: 50))
         #expect(impatient.error?.code == .timeout, "\(impatient)")
@@ -95,6 +102,9 @@ import Testing
         }
         #expect(answer?.isOK == true, "\(String(describing: answer))")
         #expect(await host.dispatch("storage.get", ["key": "patient"]).data == 2)
+        for _ in 0..<12_000 where ordered.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(ordered.withLock { $0.map(\.isOK) } == [true, true, true])
+        #expect(await host.dispatch("storage.get", ["key": "order"]).data == 3)
         #expect(await host.dispatch("storage.get", ["key": "impatient"]).error?.code == ErrorCode("KEY_NOT_FOUND"))
         #expect(await host.dispatch("storage.get", ["key": "warm"]).data == 1)
         await host.shutdown()

@@ -34,6 +34,13 @@ final class LocalStore: Sendable {
         case done(T)
         /// The writer or the database was busy; nothing was written.
         case wouldBlock
+
+        /// The result of a write that was allowed to wait (``Waiting/upTo(milliseconds:)``),
+        /// which never answers `wouldBlock`.
+        func waited() throws(CSOPError) -> T {
+            guard case .done(let value) = self else { throw CSOPError(.saveFailed, "the storage database stayed busy; retry", retryable: true) }
+            return value
+        }
     }
 
     /// How long a read waits for another connection's lock (rare in WAL mode: recovery).
