@@ -43,11 +43,13 @@ import Testing
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: library)], in: directory)
         #expect(host.failures.isEmpty)
         #expect(host.plugins.first?.name == "hello")
-        #expect(host.plugins.first?.operations == ["greet", "echo", "fail"])
+        #expect(host.plugins.first?.operations == ["greet", "echo", "fail", "commit"])
         let greet = await host.dispatch("hello.greet", ["a": 1])
         #expect(greet.data == ["greeting": "hello from C", "payloadBytes": 7])
         let fail = await host.dispatch("hello.fail", [:], options: RequestOptions(retry: 3))
         #expect(fail.error == CSOPError(ErrorCode("HELLO_FAILED"), "hello.fail always fails"))
+        // begin_commit through the C ABI: the call is still wanted.
+        #expect(await host.dispatch("hello.commit").data == ["committed": 1])
         await host.shutdown()
     }
 

@@ -2,6 +2,7 @@
  *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}
  *   hello.echo   -> the payload, unchanged, and an event {"type":"hello.echoed"}
  *   hello.fail   -> error HELLO_FAILED (not retryable)
+ *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
  * Build: cc -shared -fPIC -I Sources/CSOPPluginABI/include hello.c -o libhello.so
  */
 #include <csop_plugin.h>
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const operations[] = {"greet", "echo", "fail"};
+static const char *const operations[] = {"greet", "echo", "fail", "commit"};
 
 static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
                       void **instance, csop_error *error) {
@@ -37,6 +38,14 @@ static void invoke(void *instance, const csop_call *call) {
         outcome.status = CSOP_STATUS_OK;
         outcome.data = call->payload;
         outcome.data_length = call->payload_length;
+    } else if (strcmp(call->operation, "commit") == 0) {
+        /* A host older than begin_commit cannot say: -1. Otherwise 1 (make the effect) or 0
+         * (the call was answered already: do not). */
+        int committed = CSOP_CALL_HAS_BEGIN_COMMIT(call) ? call->begin_commit(call) : -1;
+        int n = snprintf(buffer, sizeof buffer, "{\"committed\":%d}", committed);
+        outcome.status = CSOP_STATUS_OK;
+        outcome.data = (const uint8_t *)buffer;
+        outcome.data_length = (size_t)n;
     } else {
         static const char message[] = "hello.fail always fails";
         outcome.status = CSOP_STATUS_ERROR;
@@ -57,7 +66,7 @@ static const csop_plugin_descriptor descriptor = {
     .name = "hello",
     .version = "1.0.0",
     .operations = operations,
-    .operation_count = 3,
+    .operation_count = 4,
     .create = create,
     .invoke = invoke,
     .cancel = NULL,
