@@ -64,7 +64,7 @@ final class BatchRun: Sendable {
             if state.stopped == nil { state.stopped = CSOPError(.cancelled, "the batch was cancelled before this task started") }
             return Array(state.running.values)
         }
-        for job in running { job.cancel(CSOPError(.cancelled, "the batch was cancelled while this task ran")) }
+        for job in running { pool.cancel(job, CSOPError(.cancelled, "the batch was cancelled while this task ran")) }
         feed()
     }
 
@@ -109,6 +109,7 @@ final class BatchRun: Sendable {
     }
 
     private func settle(_ index: Int, _ result: Result<TaskOutput, CSOPError>, feeding: Bool = true) {
+        var withdrawn: (jobs: [ComputeJob], reason: CSOPError)?
         let finished = state.withLock { state -> [Result<TaskOutput, CSOPError>]? in
             state.running[index] = nil
             var result = result
@@ -127,10 +128,13 @@ final class BatchRun: Sendable {
             state.remaining -= 1
             if case .failure = result, failFast, state.stopped == nil {
                 state.stopped = CSOPError(.cancelled, "not started: an earlier task in the batch failed and options.failFast is true")
-                let reason = state.stopped!
-                for job in state.running.values { job.withdraw(reason) }
+                withdrawn = (Array(state.running.values), state.stopped!)
             }
             return state.remaining == 0 ? state.results.map { $0! } : nil
+        }
+        // Outside the lock: a job still queued fails at once, which settles it here again.
+        if let withdrawn {
+            for job in withdrawn.jobs { pool.withdraw(job, withdrawn.reason) }
         }
         if let finished {
             reply(Self.render(entries, finished))

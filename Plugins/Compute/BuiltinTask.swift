@@ -83,6 +83,15 @@ enum BuiltinTask: Sendable {
         }
     }
 
+    /// About how many bytes of JSON the task's data took (see ``ComputeJob/Work/inputBytes``).
+    var inputBytes: Int {
+        switch self {
+        case .fibonacci, .factorial, .isPrime: 32
+        case .sha256(let bytes): bytes.count + 16
+        case .sum(let numbers): JSONValue.array(numbers).approximateJSONBytes + 12
+        }
+    }
+
     /// The task's result.
     /// - Throws: `EXECUTION_FAILED` when the result has no exact JSON form (a sum that overflows).
     func run() throws(CSOPError) -> JSONValue {

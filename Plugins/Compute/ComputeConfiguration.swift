@@ -7,9 +7,14 @@ struct ComputeConfiguration: Sendable {
     var workers: Int
     /// Tasks that may wait for a worker before new ones get `QUEUE_FULL`. Default 1024.
     var maxQueue: Int
+    /// The most bytes of request (function source plus the JSON of its data, about) the tasks
+    /// waiting for a worker may carry together; past it new ones get `QUEUE_FULL`, and a task
+    /// carrying more alone gets `INVALID_PAYLOAD`. Default 256 MiB.
+    var maxQueueBytes: Int
     /// Default per-task execution time limit in ms (queue time not counted). Default 30000.
     var timeout: Double
-    /// Process RSS growth a running script may cause before it is stopped. Default 512.
+    /// The memory a running script's VM may hold before it is stopped (process RSS growth
+    /// where JavaScriptCore's VM cannot be measured; see ``ExecutionWatch``). Default 512.
     var memoryLimitMB: Int
     /// Console output kept per task, in UTF-16 code units (bytes for ASCII). Default 65536.
     var maxConsoleBytes: Int
@@ -20,16 +25,17 @@ struct ComputeConfiguration: Sendable {
     var maxRegisteredBytes: Int
 
     static let keys: Set<String> = [
-        "workers", "maxQueue", "timeout", "memoryLimitMB", "maxConsoleBytes", "maxResultBytes", "maxRegisteredBytes",
+        "workers", "maxQueue", "maxQueueBytes", "timeout", "memoryLimitMB", "maxConsoleBytes", "maxResultBytes", "maxRegisteredBytes",
     ]
     static let maxTimeout = 3_600_000.0
 
     init(
-        workers: Int? = nil, maxQueue: Int = 1024, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536,
+        workers: Int? = nil, maxQueue: Int = 1024, maxQueueBytes: Int = 256 << 20, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536,
         maxResultBytes: Int = 16 << 20, maxRegisteredBytes: Int = 64 << 20
     ) {
         self.workers = workers ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         self.maxQueue = maxQueue
+        self.maxQueueBytes = maxQueueBytes
         self.timeout = timeout
         self.memoryLimitMB = memoryLimitMB
         self.maxConsoleBytes = maxConsoleBytes
@@ -43,6 +49,7 @@ struct ComputeConfiguration: Sendable {
         self.init()
         if let value = try fields.int("workers", in: 1...256) { workers = Int(value) }
         if let value = try fields.int("maxQueue", in: 1...1_000_000) { maxQueue = Int(value) }
+        if let value = try fields.int("maxQueueBytes", in: (1 << 20)...(1 << 40)) { maxQueueBytes = Int(value) }
         if let value = try fields.number("timeout", in: 1...Self.maxTimeout) { timeout = value }
         if let value = try fields.int("memoryLimitMB", in: 16...1_048_576) { memoryLimitMB = Int(value) }
         if let value = try fields.int("maxConsoleBytes", in: 0...(64 << 20)) { maxConsoleBytes = Int(value) }

@@ -9,6 +9,17 @@ final class ComputeJob: Sendable {
         case script(source: String, data: JSONValue?)
         /// Only compiles a function body (for `compute.register`).
         case compile(source: String)
+
+        /// About how many bytes of request the task carries: its function's UTF-8 source plus
+        /// the JSON of its data (``JSONValue/approximateJSONBytes``). What a queued task counts
+        /// against `maxQueueBytes`.
+        var inputBytes: Int {
+            switch self {
+            case .builtin(let task): task.inputBytes
+            case .script(let source, let data): source.utf8.count + (data?.approximateJSONBytes ?? 0)
+            case .compile(let source): source.utf8.count
+            }
+        }
     }
 
     /// The task name the caller used, echoed in batch results.
@@ -16,6 +27,8 @@ final class ComputeJob: Sendable {
     let work: Work
     /// Execution time allowed, counted from when a worker starts the task.
     let timeoutMilliseconds: Double
+    /// ``Work/inputBytes``, taken once.
+    let inputBytes: Int
     /// 0 live, 1 withdrawn (must not start), 2 cancelled (must not start, stop if running).
     private let state = Atomic<Int>(0)
     private let cancelReason = Mutex<CSOPError?>(nil)
@@ -29,6 +42,7 @@ final class ComputeJob: Sendable {
         self.taskName = taskName
         self.work = work
         self.timeoutMilliseconds = timeoutMilliseconds
+        inputBytes = work.inputBytes
         self.completion = completion
     }
 

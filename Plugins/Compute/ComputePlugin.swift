@@ -25,17 +25,19 @@ import CSOPPluginKit
 /// reactions it queued) runs in one call under its timeout, cancellation and memory cap.
 ///
 /// Config keys (all optional): `workers` (1…256, default: cores), `maxQueue` (1…1000000,
-/// default 1024), `timeout` (default per-task ms, 1…3600000, default 30000; execution time
-/// only), `memoryLimitMB` (16…1048576, default 512: a script is stopped when process RSS has
-/// grown by nearly this much since it started — RSS is process-wide, so a concurrent bomb can
-/// also stop another long script; checks run every 10–100 ms while a script runs),
+/// default 1024), `maxQueueBytes` (1 MiB…1 TiB, default 256 MiB of function source and data
+/// waiting for a worker), `timeout` (default per-task ms, 1…3600000, default 30000; execution
+/// time only), `memoryLimitMB` (16…1048576, default 512: a script is stopped when its worker's
+/// JavaScriptCore VM holds nearly this much — see ``JavaScriptCoreHeap``, which also says when
+/// it counts process RSS growth instead; checks run every 10–100 ms while a script runs),
 /// `maxConsoleBytes` (0…64 MiB, default 65536 UTF-16 units of console output per task),
 /// `maxResultBytes` (64…1 GiB, default 16 MiB of JSON per answer: a task's result, or a
 /// batch's results together), `maxRegisteredBytes` (1 KiB…16 GiB, default 64 MiB of
 /// registered source in all).
 ///
-/// Errors: `INVALID_PAYLOAD` (bad field or out-of-range input; compile errors), `INVALID_TASK`
-/// (unknown task), `QUEUE_FULL` (retryable), `TIMEOUT` (retryable: the task's limit or the
+/// Errors: `INVALID_PAYLOAD` (bad field or out-of-range input; compile errors; a task carrying
+/// more than `maxQueueBytes` alone), `INVALID_TASK` (unknown task), `QUEUE_FULL` (retryable:
+/// `maxQueue` tasks or `maxQueueBytes` wait already), `TIMEOUT` (retryable: the task's limit or the
 /// router's ran out), `RESOURCE_EXHAUSTED` (memory cap, or a result past `maxResultBytes`),
 /// `EXECUTION_FAILED` (JS threw: message and line; the result is not JSON, nests deeper than
 /// 500 levels or holds NaN/Infinity; a sum overflows), `CANCELLED` (batch task not started
@@ -59,7 +61,13 @@ final class ComputePlugin: CSOPPlugin {
     init(config: JSONValue, host: PluginHost) throws(CSOPError) {
         let settings = try ComputeConfiguration(config: config)
         service = ComputeService(settings: settings) { message in host.log(.error, message) }
-        host.log(.info, "compute: \(settings.workers) workers, queue \(settings.maxQueue), timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB")
+        host.log(
+            .info,
+            "compute: \(settings.workers) workers, queue \(settings.maxQueue) tasks and \(settings.maxQueueBytes) bytes, timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB"
+        )
+        if case .unavailable(let reason) = JavaScriptCoreHeap.probe {
+            host.log(.warning, "compute: the memory cap counts process RSS growth, not each script's own VM: \(reason)")
+        }
         switch service.signalSetup {
         case .moved, .movedEarlier, .chosenByEnvironment: host.log(.info, "compute: \(service.signalSetup)")
         case .tooLate, .unavailable: host.log(.warning, "compute: \(service.signalSetup)")

@@ -86,7 +86,8 @@ final class ComputeService: Sendable {
 
     /// Queues `job`, making it cancellable by `callID` first so a fast finish cannot race it.
     private func submit(_ job: ComputeJob, callID: UInt64) throws(CSOPError) {
-        cancellers.withLock { $0[callID] = { job.cancel(CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)) } }
+        let pool = pool
+        cancellers.withLock { $0[callID] = { pool.cancel(job, CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)) } }
         do throws(CSOPError) {
             try pool.submit(job)
         } catch {
@@ -234,6 +235,8 @@ final class ComputeService: Sendable {
             "busy": int(s.busy.load(ordering: .relaxed)),
             "queued": int(pool.queued),
             "maxQueue": int(settings.maxQueue),
+            "queuedBytes": int(pool.queuedBytes),
+            "maxQueueBytes": int(settings.maxQueueBytes),
             "completed": int(s.completed.load(ordering: .relaxed) + inlineCompleted.load(ordering: .relaxed)),
             "failed": int(s.failed.load(ordering: .relaxed)),
             "timedOut": int(s.timedOut.load(ordering: .relaxed)),

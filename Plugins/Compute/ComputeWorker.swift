@@ -11,6 +11,8 @@ final class ComputeWorker {
     private let log: @Sendable (String) -> Void
     private let watch: ExecutionWatch
     private var sandbox: JSSandbox?
+    /// What the current sandbox's VM held when it was made; nil without a VM meter.
+    private var freshHeapBytes: UInt64?
 
     init(index: Int, queue: JobQueue, stats: PoolStatistics, settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.index = index
@@ -18,7 +20,7 @@ final class ComputeWorker {
         self.stats = stats
         self.settings = settings
         self.log = log
-        watch = ExecutionWatch(memoryLimitBytes: UInt64(settings.memoryLimitMB) << 20)
+        watch = ExecutionWatch(memoryLimitBytes: UInt64(settings.memoryLimitMB) << 20, stats: stats)
     }
 
     /// The thread body: prepares a sandbox, then serves jobs until the queue closes.
@@ -38,6 +40,7 @@ final class ComputeWorker {
         do throws(CSOPError) {
             let made = try JSSandbox(watch: watch, maxConsoleChars: settings.maxConsoleBytes)
             sandbox = made
+            freshHeapBytes = made.heapBytes()
             return made
         } catch {
             log("compute worker \(index): \(error.message)")
@@ -76,9 +79,10 @@ final class ComputeWorker {
         let outcome = sandbox.run(source: source, data: data, maxResultBytes: settings.maxResultBytes, watch: watch)
         watch.end()
         let stopReason = watch.stopReason
-        if stopReason != nil || sandbox.isPolluted {
-            // A terminated VM may be left inconsistent, and added globals would leak into the
-            // next task: start over with a fresh context group.
+        if stopReason != nil || sandbox.isPolluted || holdsGarbage {
+            // A terminated VM may be left inconsistent, added globals would leak into the next
+            // task, and garbage would count against its memory cap: start over with a fresh
+            // context group.
             self.sandbox = nil
             stats.recycled.add(1, ordering: .relaxed)
         }
@@ -92,10 +96,15 @@ final class ComputeWorker {
                 return .failure(job.cancellationError)
             case .memory?:
                 stats.memoryStops.add(1, ordering: .relaxed)
+                let used = watch.memoryAtStop >> 20
+                let what =
+                    watch.countsProcessMemory
+                    ? "the process grew by \(used) MiB while it ran (this JavaScriptCore's heap cannot be measured alone, so the cap counts process growth)"
+                    : "its JavaScript heap held \(used) MiB"
                 return .failure(
                     CSOPError(
                         .resourceExhausted,
-                        "task \(job.taskName) was stopped as it neared the memory cap of \(settings.memoryLimitMB) MiB (process growth while it ran; config memoryLimitMB); allocate less"
+                        "task \(job.taskName) was stopped near the memory cap of \(settings.memoryLimitMB) MiB (config memoryLimitMB): \(what); allocate less or raise memoryLimitMB"
                     ))
             case .timeout?, nil:
                 stats.timedOut.add(1, ordering: .relaxed)
@@ -130,6 +139,15 @@ final class ComputeWorker {
                 .executionFailed(
                     "the result of task \(job.taskName) nests arrays and objects deeper than \(JSSandbox.maxResultDepth) levels, more than an answer can carry (JSON in CSOP stops at \(JSONParser.maxDepth) levels); return flatter data"))
         }
+    }
+
+    /// Whether the VM holds more than an eighth of the memory cap beyond what it held fresh.
+    /// The cap counts everything in the VM, garbage that a finished task left included, so a
+    /// worker starts the next task in a fresh VM rather than charge it with that; only tasks
+    /// that allocated that much pay for the new one.
+    private var holdsGarbage: Bool {
+        guard let fresh = freshHeapBytes, let now = sandbox?.heapBytes() else { return false }
+        return now > fresh + (UInt64(settings.memoryLimitMB) << 17)
     }
 
     private func compileOnly(_ job: ComputeJob, source: String) -> Result<TaskOutput, CSOPError> {

@@ -32,6 +32,7 @@ final class JSSandbox {
 
     private let group: JSContextGroupRef
     private let context: JSGlobalContextRef
+    private let watch: ExecutionWatch
     private let invoke: JSObjectRef
     private let after: JSObjectRef
     private var compiled: [String: CachedFunction] = [:]
@@ -68,6 +69,7 @@ final class JSSandbox {
         let context = JSGlobalContextCreateInGroup(group, nil)!
         self.group = group
         self.context = context
+        self.watch = watch
         watch.install(on: group)
         var exception: JSValueRef?
         let factory = JSString(SandboxPrelude.source).withRef { JSEvaluateScript(context, $0, nil, nil, 1, &exception) }
@@ -87,6 +89,7 @@ final class JSSandbox {
             JSValueProtect(context, after)
         } else {
             let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke and after functions"
+            watch.uninstall(from: group)
             JSGlobalContextRelease(context)
             JSContextGroupRelease(group)
             throw CSOPError(.workerCrashed, "the worker's JavaScript sandbox could not be prepared: \(reason); another attempt may land on a healthy worker", retryable: true)
@@ -97,8 +100,20 @@ final class JSSandbox {
         for entry in compiled.values { JSValueUnprotect(context, entry.factory) }
         JSValueUnprotect(context, invoke)
         JSValueUnprotect(context, after)
+        watch.uninstall(from: group)
         JSGlobalContextRelease(context)
         JSContextGroupRelease(group)
+    }
+
+    /// The bytes this sandbox's VM holds (``JavaScriptCoreHeap``), read between tasks under the
+    /// API lock so a concurrent collection cannot be changing them; nil without a VM meter or
+    /// JavaScriptCore's lock functions.
+    func heapBytes() -> UInt64? {
+        let api = JavaScriptCorePrivate.shared
+        guard let lock = api.lock, let unlock = api.unlock else { return nil }
+        lock(context)
+        defer { unlock(context) }
+        return watch.heapBytes()
     }
 
     private static func function(_ context: JSContextRef, _ object: JSObjectRef, _ name: JSString) -> JSObjectRef? {

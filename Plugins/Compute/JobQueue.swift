@@ -2,16 +2,20 @@ import CSOPCore
 import Glibc
 import Synchronization
 
-/// A bounded FIFO of jobs that worker threads block on.
-final class JobQueue: @unchecked Sendable {  // All state but `pending` is guarded by `lock`.
+/// A FIFO of jobs that worker threads block on, bounded by count and by the bytes of request
+/// its jobs carry (``ComputeJob/inputBytes``).
+final class JobQueue: @unchecked Sendable {  // All state but `pending` and `pendingBytes` is guarded by `lock`.
     private let lock = ConditionLock()
     private var ring: [ComputeJob?]
     private var head = 0
     private var count = 0
+    private var bytes = 0
     private var closed = false
     private var waiting = 0
     /// `count`, readable without the lock, so a worker can spin briefly before sleeping.
     private let pending = Atomic<Int>(0)
+    /// `bytes`, readable without the lock, for `compute.stats`.
+    private let pendingBytes = Atomic<Int>(0)
     /// How long a worker that just finished a job keeps looking for the next one before it
     /// sleeps: a request/response client sends the next task within tens of microseconds,
     /// and catching it here saves a futex wake-up on both sides.
@@ -19,19 +23,31 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` is guard
 
     /// The most jobs that may wait at once.
     let capacity: Int
+    /// The most ``ComputeJob/inputBytes`` the waiting jobs may carry together.
+    let byteCapacity: Int
 
-    init(capacity: Int) {
+    init(capacity: Int, byteCapacity: Int) {
         self.capacity = capacity
+        self.byteCapacity = byteCapacity
         ring = Array(repeating: nil, count: capacity)
     }
 
     /// Jobs waiting for a worker.
     var queued: Int { pending.load(ordering: .relaxed) }
 
+    /// The ``ComputeJob/inputBytes`` of the jobs waiting for a worker.
+    var queuedBytes: Int { pendingBytes.load(ordering: .relaxed) }
+
     /// Appends a job, waking a worker.
-    /// - Throws: `QUEUE_FULL` (retryable) when `capacity` jobs are already waiting;
-    ///   `NOT_INITIALIZED` after ``close()``.
+    /// - Throws: `QUEUE_FULL` (retryable) when `capacity` jobs are already waiting, or when the
+    ///   job's bytes would take the waiting ones past `byteCapacity`; `INVALID_PAYLOAD` (not
+    ///   retryable) when the job alone carries more than `byteCapacity`; `NOT_INITIALIZED`
+    ///   after ``close()``.
     func push(_ job: ComputeJob) throws(CSOPError) {
+        guard job.inputBytes <= byteCapacity else {
+            throw .invalidPayload(
+                "task \(job.taskName) carries about \(job.inputBytes) bytes of function source and data, more than the compute queue may hold at all (\(byteCapacity) bytes, config maxQueueBytes); send less data per task or raise maxQueueBytes")
+        }
         lock.lock()
         if closed {
             lock.unlock()
@@ -43,9 +59,19 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` is guard
                 .queueFull, "the compute queue is full (\(capacity) tasks waiting, config maxQueue); retry later",
                 retryable: true)
         }
+        if bytes + job.inputBytes > byteCapacity {
+            let held = bytes
+            lock.unlock()
+            throw CSOPError(
+                .queueFull,
+                "the compute queue is full: its waiting tasks carry \(held) bytes, and this one's \(job.inputBytes) would pass the budget of \(byteCapacity) bytes (config maxQueueBytes); retry later",
+                retryable: true)
+        }
         ring[(head + count) % capacity] = job
         count += 1
+        bytes += job.inputBytes
         pending.store(count, ordering: .relaxed)
+        pendingBytes.store(bytes, ordering: .relaxed)
         let wake = waiting > 0
         lock.unlock()
         if wake { lock.signal() }
@@ -70,8 +96,27 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` is guard
         ring[head] = nil
         head = (head + 1) % capacity
         count -= 1
+        bytes -= job?.inputBytes ?? 0
         pending.store(count, ordering: .relaxed)
+        pendingBytes.store(bytes, ordering: .relaxed)
         return job
+    }
+
+    /// Takes `job` out of the queue if it is still waiting, releasing its bytes.
+    /// - Returns: whether it was waiting (false once a worker took it). O(queued jobs).
+    func remove(_ job: ComputeJob) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let position = (0..<count).first(where: { ring[(head + $0) % capacity] === job }) else { return false }
+        for i in position..<(count - 1) {
+            ring[(head + i) % capacity] = ring[(head + i + 1) % capacity]
+        }
+        ring[(head + count - 1) % capacity] = nil
+        count -= 1
+        bytes -= job.inputBytes
+        pending.store(count, ordering: .relaxed)
+        pendingBytes.store(bytes, ordering: .relaxed)
+        return true
     }
 
     /// Stops accepting jobs; workers drain what is queued, then ``pop()`` returns nil.

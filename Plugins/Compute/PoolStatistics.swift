@@ -11,4 +11,7 @@ final class PoolStatistics: Sendable {
     let recycled = Atomic<Int>(0)
     let memoryStops = Atomic<Int>(0)
     let cancelled = Atomic<Int>(0)
+    /// Times a watchdog measured a running script's memory (not in `compute.stats`; tests
+    /// wait on it to know a check happened).
+    let memoryChecks = Atomic<Int>(0)
 }

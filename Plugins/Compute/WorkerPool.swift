@@ -1,7 +1,7 @@
 import CSOPCore
 import Glibc
 
-/// N worker threads serving one bounded FIFO queue.
+/// N worker threads serving one FIFO queue bounded by count and bytes.
 final class WorkerPool: Sendable {
     let settings: ComputeConfiguration
     let stats = PoolStatistics()
@@ -11,7 +11,7 @@ final class WorkerPool: Sendable {
     /// Starts `settings.workers` threads with 8 MiB stacks (JavaScriptCore recursion needs room).
     init(settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.settings = settings
-        queue = JobQueue(capacity: settings.maxQueue)
+        queue = JobQueue(capacity: settings.maxQueue, byteCapacity: settings.maxQueueBytes)
         threads = ThreadList()
         for index in 0..<settings.workers {
             let worker = ComputeWorker(index: index, queue: queue, stats: stats, settings: settings, log: log)
@@ -20,12 +20,38 @@ final class WorkerPool: Sendable {
     }
 
     /// Queues a job for the next free worker.
-    /// - Throws: `QUEUE_FULL` (retryable) when `maxQueue` jobs are waiting.
+    /// - Throws: `QUEUE_FULL` (retryable) when `maxQueue` jobs are waiting or the job would
+    ///   take their bytes past `maxQueueBytes`; `INVALID_PAYLOAD` when the job alone carries
+    ///   more than `maxQueueBytes`.
     func submit(_ job: ComputeJob) throws(CSOPError) {
         try queue.push(job)
     }
 
+    /// Cancels `job` (see ``ComputeJob/cancel(_:)``). A job still waiting leaves the queue at
+    /// once, releasing its bytes, and fails with `reason` on this thread; a running script is
+    /// stopped by its worker's watchdog.
+    func cancel(_ job: ComputeJob, _ reason: CSOPError) {
+        job.cancel(reason)
+        dequeue(job)
+    }
+
+    /// Withdraws `job` (see ``ComputeJob/withdraw(_:)``): a job still waiting leaves the queue at
+    /// once and fails with `reason` on this thread; a running one finishes.
+    func withdraw(_ job: ComputeJob, _ reason: CSOPError) {
+        job.withdraw(reason)
+        dequeue(job)
+    }
+
+    private func dequeue(_ job: ComputeJob) {
+        guard queue.remove(job) else { return }
+        stats.cancelled.add(1, ordering: .relaxed)
+        job.finish(.failure(job.cancellationError))
+    }
+
     var queued: Int { queue.queued }
+
+    /// The ``ComputeJob/inputBytes`` of the jobs waiting for a worker.
+    var queuedBytes: Int { queue.queuedBytes }
 
     /// Lets the workers finish queued jobs, then joins their threads.
     func shutdown() {

@@ -96,7 +96,7 @@ import Testing
     }
 
     @Test func cancellingABatchStopsItsTasks() async throws {
-        let single = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let single = ComputeHarness(ComputeConfiguration(workers: 1))
         let tasks = JSONValue.array(Array(repeating: ["task": "custom", "data": ["fn": "for (;;) {}"]], count: 5))
         let call = single.start("batch", ["tasks": tasks, "options": ["timeout": 60_000]])
         try await WorkerPoolTests.waitFor(single) { $0["busy"] == 1 }

@@ -10,11 +10,6 @@ final class ComputeHarness: Sendable {
     let service: ComputeService
     private let nextID = Atomic<UInt64>(1)
 
-    /// The largest `memoryLimitMB`, for tests that keep a script running until they stop it
-    /// another way: the cap counts the whole process's RSS growth, so other tests' allocations
-    /// would otherwise stop that script first.
-    static let noMemoryCap = 1_048_576
-
     init(_ settings: ComputeConfiguration = ComputeConfiguration(workers: 2)) {
         service = ComputeService(settings: settings)
     }

@@ -30,7 +30,7 @@ import Testing
     }
 
     @Test func routerTimeoutStopsTheScript() async throws {
-        try await withHost(config: ["workers": 1, "memoryLimitMB": .int(Int64(ComputeHarness.noMemoryCap))]) { host in
+        try await withHost(config: ["workers": 1]) { host in
             // Once a task has run, the worker's sandbox is ready and the next task starts at once.
             #expect(await host.dispatch(Request(action: "compute.execute", payload: ["task": "custom", "data": ["fn": "return 1"]], options: Self.patient)).isOK)
             let response = await host.dispatch(

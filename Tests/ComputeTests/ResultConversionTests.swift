@@ -56,7 +56,7 @@ import Testing
     }
 
     @Test func conversionRunsUnderTheTaskTimeout() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let error = try #require(await h.custom(Self.slowGetters, timeout: 100).error)
         #expect(error.code == .timeout)
         #expect(error.retryable)
@@ -67,7 +67,7 @@ import Testing
     }
 
     @Test func conversionStopsWhenTheCallIsCancelled() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let fn = Self.slowGetters.replacingOccurrences(of: "3000", with: "20000")
         let call = h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 600_000]])
         try await WorkerPoolTests.waitFor(h) { $0["busy"] == 1 }
@@ -81,8 +81,7 @@ import Testing
 
     @Test func conversionRunsUnderTheMemoryCap() async throws {
         // Each toJSON keeps 100 kB alive: up to 2 GB over the whole array, all of it while
-        // converting. Only the cap stops it early: RSS is process-wide, so memory other tests
-        // free meanwhile can hide hundreds of MB of this task's growth.
+        // converting. Only the cap stops it early.
         let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: 16))
         let fn = "const keep = []; return new Array(20000).fill({toJSON() { keep.push(new Array(12500).fill(1)); return keep.length }})"
         let error = try #require(await h.custom(fn, timeout: 60_000).error)
@@ -93,7 +92,7 @@ import Testing
     }
 
     @Test func resultsLargerThanTheLimitAreResourceExhausted() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap, maxResultBytes: 1 << 20))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, maxResultBytes: 1 << 20))
         let large = [
             // A million getters: 8 MB of JSON.
             "return new Array(1e6).fill({get x() { return 1 }})",
@@ -117,7 +116,7 @@ import Testing
     }
 
     @Test func defaultResultLimitIs16MiB() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let error = try #require(await h.custom("return 'z'.repeat(16 << 20)").error)
         #expect(error.code == .resourceExhausted)
         #expect(error.message.contains("larger than 16777216 bytes"), "\(error.message)")
@@ -141,7 +140,7 @@ import Testing
 
     /// Issue 10: a proxy claiming a billion elements kept its worker busy forever.
     @Test func hugeProxyResultsAreAnsweredAndFreeTheirWorkers() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 2))
         let fn = "return new Proxy([], {get(t, k) { if (k === 'length') return 1e9; return 1 }})"
         let calls = (0..<2).map { _ in h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 3000]]) }
         for call in calls {

@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func runawayLoopIsStoppedAndTheWorkerRecovers() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let started = monotonicMilliseconds()
         let error = try #require(await h.custom("while (true) {}", timeout: 200).error)
         let elapsed = monotonicMilliseconds() - started
@@ -32,7 +32,7 @@ import Testing
     }
 
     @Test func hundredRunawaysLeaveFullParallelism() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 2))
         let runaway: JSONValue = ["task": "custom", "data": ["fn": "for (;;) {}"]]
         let batch = try await h.call("batch", ["tasks": .array(Array(repeating: runaway, count: 100)), "options": ["timeout": 15]]).get()
         #expect(batch["failed"] == 100)
@@ -61,7 +61,7 @@ import Testing
     /// of short ones used to keep the worker busy forever (each ran in a fresh VM entry, which
     /// restarts JavaScriptCore's watchdog).
     @Test func promiseReactionsRunUnderTheTaskTimeout() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let chains = [
             "Promise.resolve().then(function f() { Promise.resolve().then(f) }); return 1",
             "(async () => { for (;;) await null })(); return 1",
@@ -79,7 +79,7 @@ import Testing
     }
 
     @Test func promiseReactionsStopWhenTheCallIsCancelled() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let fn = "Promise.resolve().then(function f() { Promise.resolve().then(f) }); return 1"
         let call = h.start("execute", ["task": "custom", "data": ["fn": .string(fn)], "options": ["timeout": 600_000]])
         try await Self.waitFor(h) { $0["busy"] == 1 }
@@ -90,7 +90,7 @@ import Testing
     }
 
     @Test func routerCancellationStopsAQueuedTaskBeforeItStarts() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let blocker = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
         try await Self.waitFor(h) { $0["busy"] == 1 }
         let queued = h.start("execute", ["task": "custom", "data": ["fn": "console.log('ran'); return 1"]])
@@ -116,7 +116,7 @@ import Testing
     }
 
     @Test func fullQueueAnswersQueueFullRetryable() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, maxQueue: 2, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1, maxQueue: 2))
         let blocker = h.start("execute", ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 60_000]])
         try await Self.waitFor(h) { $0["busy"] == 1 }
         let waiting = (0..<2).map { i in h.start("execute", ["task": "custom", "data": ["fn": "return data", "args": .int(Int64(i))]]) }
@@ -135,7 +135,7 @@ import Testing
     }
 
     @Test func timeoutCountsExecutionNotQueueTime() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 1))
         let slow = h.start(
             "execute",
             ["task": "custom", "data": ["fn": "const end = Date.now() + 600; while (Date.now() < end) {} return 'slow'"], "options": ["timeout": 30_000]])
@@ -146,7 +146,7 @@ import Testing
     }
 
     @Test func tasksRunInParallelOnSeparateContexts() async throws {
-        let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: ComputeHarness.noMemoryCap))
+        let h = ComputeHarness(ComputeConfiguration(workers: 2))
         let heavy: JSONValue = ["task": "custom", "data": ["fn": "let s = 0; for (let i = 0; i < 2e6; i++) s += i; return s"]]
         let value = try await h.call("batch", ["tasks": .array(Array(repeating: heavy, count: 8))]).get()
         #expect(value["completed"] == 8)
