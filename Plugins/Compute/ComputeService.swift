@@ -29,7 +29,7 @@ final class ComputeService: Sendable {
     /// What moving JavaScriptCore's signal off SIGUSR1 came to, for the log.
     let signalSetup: JavaScriptCoreSignals.Outcome
     private let registry = Mutex(Registry())
-    private let cancellers = Mutex<[UInt64: @Sendable () -> Void]>([:])
+    private let cancellers = Cancellers()
     private let inlineCompleted = Atomic<Int>(0)
 
     init(settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -57,10 +57,13 @@ final class ComputeService: Sendable {
 
     /// Stops the work of an abandoned call: queued tasks never start, running scripts are terminated.
     func cancel(callID: UInt64) {
-        cancellers.withLock { $0.removeValue(forKey: callID) }?()
+        cancellers.cancel(callID)
     }
 
     func shutdown() { pool.shutdown() }
+
+    static let cancelled = CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)
+    static let cancelledBeforeStart = CSOPError(.timeout, "the call timed out and was cancelled before it started", retryable: true)
 
     private func execute(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["task", "data", "options"])
@@ -78,7 +81,7 @@ final class ComputeService: Sendable {
             return
         }
         let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
-            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            cancellers.remove(callID)
             reply(result.map(\.responseJSON))
         }
         try submit(job, callID: callID)
@@ -87,11 +90,11 @@ final class ComputeService: Sendable {
     /// Queues `job`, making it cancellable by `callID` first so a fast finish cannot race it.
     private func submit(_ job: ComputeJob, callID: UInt64) throws(CSOPError) {
         let pool = pool
-        cancellers.withLock { $0[callID] = { pool.cancel(job, CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)) } }
+        guard cancellers.register(callID, { pool.cancel(job, Self.cancelled) }) else { throw Self.cancelledBeforeStart }
         do throws(CSOPError) {
             try pool.submit(job)
         } catch {
-            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            cancellers.remove(callID)
             throw error
         }
     }
@@ -137,10 +140,10 @@ final class ComputeService: Sendable {
             maxOutputBytes: settings.maxResultBytes
         ) {
             [self] bytes in
-            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            cancellers.remove(callID)
             reply(.success(bytes))
         }
-        cancellers.withLock { $0[callID] = { run.cancelAll() } }
+        guard cancellers.register(callID, { run.cancelAll() }) else { return reply(.failure(Self.cancelledBeforeStart)) }
         run.start()
     }
 
@@ -152,7 +155,7 @@ final class ComputeService: Sendable {
         if case .failure(let error) = registry.withLock({ admit(name, source, into: $0) }) { throw error }
         let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
             [self] result in
-            _ = cancellers.withLock { $0.removeValue(forKey: callID) }
+            cancellers.remove(callID)
             switch result {
             case .failure(let error):
                 reply(.failure(error))

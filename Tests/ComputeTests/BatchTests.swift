@@ -105,4 +105,22 @@ import Testing
         #expect(value["failed"] == 5)
         #expect(value["results"]?.arrayValue?.allSatisfy { $0["error"]?["code"] == "CANCELLED" } == true)
     }
+
+    /// Issue 10: the host's timer can cancel a call while its payload is still being read, before
+    /// the plugin registered it; such a call must never start (it used to run to its own
+    /// timeout, unwatched).
+    @Test(arguments: ["execute", "batch"])
+    func aCancelThatArrivesFirstKeepsTheCallFromStarting(operation: String) async throws {
+        let single = ComputeHarness(ComputeConfiguration(workers: 1))
+        let spin: JSONValue = ["task": "custom", "data": ["fn": "for (;;) {}"], "options": ["timeout": 600_000]]
+        let payload: JSONValue = operation == "execute" ? spin : ["tasks": [["task": "custom", "data": ["fn": "for (;;) {}"]]], "options": ["timeout": 600_000]]
+        let id = single.newCallID()
+        single.service.cancel(callID: id)
+        let error = try #require(await single.start(operation, payload, id: id).outcome.value.error)
+        #expect(error.code == .timeout)
+        #expect(error.message.contains("before it started"), "\(error.message)")
+        // Nothing runs: the worker is free for the next task.
+        #expect(try await single.stats()["busy"] == 0)
+        #expect(try await single.custom("return 7").get()["result"] == 7)
+    }
 }
