@@ -29,6 +29,10 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/Tests/Fuzz/lsan-suppressi
 export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$PWD/Tests/Fuzz/tsan-suppressions.txt:second_deadlock_stack=1}"
 
 flags=(-Xswiftc "-sanitize=$sanitizer" --scratch-path "$scratch")
+# The plugins are shared libraries the host dlopens; they call into the sanitizer runtime that
+# is linked, statically, into each executable. ASan's runtime is exported from there; TSan's is
+# not unless the executable exports its symbols (else: "undefined symbol: __tsan_external_write").
+if [ "$sanitizer" = thread ]; then flags+=(-Xlinker --export-dynamic); fi
 start=$(date +%s)
 swift build --build-tests "${flags[@]}" 2>&1 | { grep -v "warning: Cannot export local symbol" >&2 || true; }
 built=$(date +%s)
