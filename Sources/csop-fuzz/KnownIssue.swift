@@ -44,20 +44,6 @@ enum KnownIssue {
         return false
     }
 
-    /// `ClusterReceiver.receive` traps on a payload whose first byte is a newline: it slices
-    /// `bytes[1..<newline]` with `newline == 0`. Anyone allowed to NOTIFY on the cluster channel
-    /// can stop every listening csop process.
-    static func clusterPayloadStartsWithNewline(_ payloads: [String]) -> Bool {
-        skipping && payloads.contains { $0.utf8.first == 0x0A }
-    }
-
-    /// `ClusterReceiver` delivers chunked messages whose data is valid but not compact JSON: a
-    /// raw newline in it splits the event line that `csop run` prints, and `ClusterFrame.frames`
-    /// (which packs lines separated by newlines) cannot send such a message back.
-    static func clusterDataHasRawNewline(_ messages: [SyncMessage]) -> Bool {
-        skipping && messages.contains { $0.data.contains(0x0A) }
-    }
-
     /// `PostgresURL` percent-decoding drops the two bytes after a `%` that does not start a valid
     /// escape (`pa%ss` → `pa%`) and reads `%+1` or `%-0` as escapes (Swift's integer parsing
     /// accepts a sign), so such a password or database name is silently changed.
