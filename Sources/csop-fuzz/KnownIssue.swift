@@ -43,32 +43,4 @@ enum KnownIssue {
         }
         return false
     }
-
-    /// `PostgresURL` percent-decoding drops the two bytes after a `%` that does not start a valid
-    /// escape (`pa%ss` → `pa%`) and reads `%+1` or `%-0` as escapes (Swift's integer parsing
-    /// accepts a sign), so such a password or database name is silently changed.
-    static func postgresURLHasBadPercentEscape(_ url: [UInt8], _ parts: URLParts) -> Bool {
-        guard skipping else { return false }
-        func isHex(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
-                || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte)
-        }
-        for range in [parts.user, parts.parserPassword, parts.database] {
-            guard let range else { continue }
-            let bytes = Array(url[range])
-            for i in bytes.indices where bytes[i] == UInt8(ascii: "%") {
-                guard i + 2 < bytes.count, isHex(bytes[i + 1]), isHex(bytes[i + 2]) else { return true }
-            }
-        }
-        return false
-    }
-
-    /// `PostgresURL` cuts the query at the first `?` before it looks for the user information,
-    /// and its sslmode error repeats the option it did not accept (`got …`): for a user or
-    /// password with a `?` in it, written as libpq accepts it (`postgres://app:Xk?9pLm@db/prod`),
-    /// the error prints what follows the `?` — the rest of the password, and the host.
-    static func postgresURLUserInfoHasQuestionMark(_ parts: URLParts) -> Bool {
-        guard skipping, let query = parts.query, let userInfo = parts.libpqUserInfo else { return false }
-        return userInfo.contains(query)
-    }
 }
