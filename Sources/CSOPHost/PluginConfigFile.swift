@@ -29,6 +29,10 @@ public struct PluginConfigFile: Sendable, Equatable {
     /// Parses the text of the file at `path`.
     /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
     public static func parse(_ text: String, path: String) throws(PluginConfigError) -> PluginConfigFile {
+        // Text on which TOMLKit would abort the process (a debug build's assert) is refused here.
+        if let problem = TOMLKitGuard.problem(in: text) {
+            throw PluginConfigError(file: path, line: problem.line, message: problem.message)
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -107,8 +111,9 @@ public struct PluginConfigFile: Sendable, Equatable {
 
     /// The line where `key` is first assigned or opened as a table, for messages.
     static func line(of key: String, in text: String) -> Int? {
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingWhitespace()
+        // Split the bytes: "\r\n" is one Character, which a split on "\n" would not cut.
+        for (number, raw) in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            let line = String(decoding: raw, as: UTF8.self).trimmingWhitespace()
             if line.hasPrefix("[") {
                 let name = line.drop { $0 == "[" }.prefix { $0 != "]" }.trimmingWhitespace()
                 if name == key || name.hasSuffix(".\(key)") { return number + 1 }

@@ -68,6 +68,71 @@ import Testing
         }
     }
 
+    /// The fuzzer's find: toml++ (inside TOMLKit) asserts — SIGABRT in a debug build — on a
+    /// table header whose first key character cannot start a key. Such headers are refused
+    /// before TOMLKit sees them, naming the line and what to write instead.
+    @Test(arguments: [
+        ("library = \"x.so\"\n[=]", 2, "found '='"), ("library = \"x.so\"\n[.a]", 2, "found '.'"),
+        ("library = \"x.so\"\n\n[ é ]\nk = 1", 3, "found a non-ASCII character: quote such a key"),
+        ("library = \"x.so\"\n[[ + ]]", 2, "found '+'"), ("library = \"x.so\"\n[\n", 2, "found the end of the line"),
+        ("library = \"x.so\"\r\n  [\r\n", 2, "found the end of the line"), ("[=]\nlibrary = \"x.so\"", 1, "found '='"),
+        ("\u{FEFF}[{]", 1, "found '{'"), ("library = \"x.so\" # [=]\n\t[\t=]", 2, "found '='"),
+        ("a = [\n  1,\n]\n[#]", 4, "found '#'"), ("a = \"\"\"\n[\"\"\"\"\"\n[=]", 3, "found '='"),
+    ])
+    func tableHeadersThatTOMLKitWouldAbortOnAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("a table header must start with a key") && error.message.contains(message)
+        }
+    }
+
+    /// A `[` that is not at the start of a statement is no table header, whatever follows it:
+    /// the guard never refuses valid TOML.
+    @Test func bracketsInsideValuesAreNotTableHeaders() throws {
+        let text = #"""
+            library = "x.so"
+            [config]
+            nested = [
+              [+1, 2],
+              [{ a = 1 }],
+              [ ],
+            ] # [=]
+            text = """
+            [=]
+              [é]
+            """
+            literal = '''
+            [.a]'''
+            quoted = "[=" # "
+            escaped = "\\" # [=]
+            continued = """a \
+              [=] b"""
+            ["config"."quoted key"]
+            x = 1
+            [ 'config' . 'literal.key' ]
+            y = 2
+            """#
+        let entry = try PluginConfigFile.parse(text, path: "f")
+        #expect(entry.config["nested"] == [[1, 2], [["a": 1]], []])
+        #expect(entry.config["text"] == "[=]\n  [é]\n")
+        #expect(entry.config["literal"] == "[.a]")
+        #expect(entry.config["continued"] == "a [=] b")
+        #expect(entry.config["quoted key"] == ["x": 1])
+        #expect(entry.config["literal.key"] == ["y": 2])
+    }
+
+    /// With CRLF line endings an error kept its line: "\r\n" is one Character, and the line
+    /// lookup split Characters on "\n".
+    @Test func crlfLineEndingsKeepTheErrorLine() {
+        #expect {
+            try PluginConfigFile.parse("library = \"x.so\"\r\nenabled = true\r\ncolour = 1\r\n", path: "f")
+        } throws: { error in
+            (error as? PluginConfigError)?.line == 3
+        }
+    }
+
     /// TOML as users know it: arrays, nested and inline tables, every integer form TOML allows.
     @Test func acceptsTOMLArraysNestedTablesAndIntegerForms() throws {
         let text = """

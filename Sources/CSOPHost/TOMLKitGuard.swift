@@ -1,0 +1,124 @@
+/// Finds the TOML that TOMLKit must not be handed: TOMLKit 0.6.0's toml++ 3.4.0 checks some
+/// of its own assumptions with `assert`, which aborts the process in builds without `NDEBUG`
+/// (the debug builds `swift build` and the tests make) where a release build reports a parse
+/// error. ``PluginConfigFile/parse(_:path:)`` asks first and answers those inputs with a
+/// ``PluginConfigError`` instead.
+///
+/// The one such input known (found by fuzzing): a table header whose first key character
+/// cannot start a key — `[=]`, `[.a]`, `[é]`, `[[ + ]]`, or `[` at the end of a line.
+/// toml++ asserts in `parse_key` before it checks that character. A `[` opens a table header
+/// only at the start of a top-level statement, so the scan follows TOML's strings, comments
+/// and arrays to know where statements start: a valid document is never refused.
+enum TOMLKitGuard {
+    /// The first table header toml++ would abort on, as its 1-based line and a message saying
+    /// what to fix; nil when there is none.
+    static func problem(in text: String) -> (line: Int, message: String)? {
+        let bytes = Array(text.utf8)
+        var index = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        var line = 1
+        // Open `[` and `{` of the value being read: a newline inside an array does not end it.
+        var depth = 0
+        var atStatementStart = true
+        var inHeader = false
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case 0x0A:
+                line += 1
+                if depth == 0 {
+                    atStatementStart = true
+                    inHeader = false
+                }
+            case 0x20, 0x09, 0x0D:
+                break
+            case UInt8(ascii: "#"):
+                while index + 1 < bytes.count, bytes[index + 1] != 0x0A { index += 1 }
+            case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                index = skipString(bytes, at: index, line: &line)
+                atStatementStart = false
+                continue
+            case UInt8(ascii: "[") where atStatementStart:
+                if let message = headerProblem(bytes, at: index) { return (line, message) }
+                atStatementStart = false
+                inHeader = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                if !inHeader { depth += 1 }
+                atStatementStart = false
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                if !inHeader { depth = max(0, depth - 1) }
+                atStatementStart = false
+            default:
+                atStatementStart = false
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// What is wrong with the table header opening at `start`, when toml++ would assert on it.
+    static func headerProblem(_ bytes: [UInt8], at start: Int) -> String? {
+        var index = start + 1
+        func skipBlanks() -> Bool {
+            let from = index
+            while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
+            return index > from
+        }
+        let spaced = skipBlanks()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "[") {
+            // `[ [` is an error toml++ reports itself.
+            if spaced { return nil }
+            index += 1
+            _ = skipBlanks()
+        }
+        guard index < bytes.count else { return nil }
+        let byte = bytes[index]
+        if isBareKeyByte(byte) || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") || byte == UInt8(ascii: "]") { return nil }
+        let found: String
+        switch byte {
+        case 0x0A, 0x0D: found = "the end of the line: write the header's name on the same line, [name] or [[name]]"
+        case 0x21...0x7E: found = "'\(Character(Unicode.Scalar(byte)))'"
+        case 0x80...: found = "a non-ASCII character: quote such a key, [\"é\"]"
+        default: found = "the control character U+\(String(byte, radix: 16, uppercase: true))"
+        }
+        return "a table header must start with a key, bare (A-Z, a-z, 0-9, _ and -) or quoted (\"a key\"); found \(found)"
+    }
+
+    static func isBareKeyByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "_"), UInt8(ascii: "-"):
+            true
+        default: false
+        }
+    }
+
+    /// The index after the string opening at `start` (basic or literal, one-line or
+    /// multi-line), or where an unterminated one-line string ends: the end of its line.
+    static func skipString(_ bytes: [UInt8], at start: Int, line: inout Int) -> Int {
+        let quote = bytes[start]
+        let basic = quote == UInt8(ascii: "\"")
+        let multiline = start + 2 < bytes.count && bytes[start + 1] == quote && bytes[start + 2] == quote
+        var index = start + (multiline ? 3 : 1)
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 0x0A {
+                if !multiline { return index }
+                line += 1
+            } else if basic && byte == UInt8(ascii: "\\") {
+                if index + 1 < bytes.count, bytes[index + 1] == 0x0A { line += 1 }
+                index += 2
+                continue
+            } else if byte == quote {
+                guard multiline else { return index + 1 }
+                var run = 0
+                while index + run < bytes.count, bytes[index + run] == quote { run += 1 }
+                // Up to two quotes before the closing three belong to the string.
+                if run >= 3 { return index + run }
+                index += run
+                continue
+            }
+            index += 1
+        }
+        return index
+    }
+}
