@@ -4,55 +4,100 @@
 /// error. ``PluginConfigFile/parse(_:path:)`` asks first and answers those inputs with a
 /// ``PluginConfigError`` instead.
 ///
-/// The one such input known (found by fuzzing): a table header whose first key character
-/// cannot start a key — `[=]`, `[.a]`, `[é]`, `[[ + ]]`, or `[` at the end of a line.
-/// toml++ asserts in `parse_key` before it checks that character. A `[` opens a table header
-/// only at the start of a top-level statement, so the scan follows TOML's strings, comments
-/// and arrays to know where statements start: a valid document is never refused.
+/// The inputs known (found by fuzzing):
+/// - a table header whose first key character cannot start a key — `[=]`, `[.a]`, `[é]`,
+///   `[[ + ]]`, or `[` at the end of a line: toml++ asserts in `parse_key` before it checks
+///   that character;
+/// - a value that starts as a date and a `T` not followed by a digit (`1979-05-27Tx:00`):
+///   toml++ picks the value's type from the characters it holds, then asserts in
+///   `parse_time` that the time starts with a digit.
+///
+/// A `[` opens a table header only at the start of a top-level statement, and a value comes
+/// only after `=` or in an array, so the scan follows TOML's strings, comments, arrays and
+/// inline tables to know where those are: a valid document is never refused.
 enum TOMLKitGuard {
-    /// The first table header toml++ would abort on, as its 1-based line and a message saying
-    /// what to fix; nil when there is none.
+    /// The first place toml++ would abort on, as its 1-based line and a message saying what
+    /// to fix; nil when there is none.
     static func problem(in text: String) -> (line: Int, message: String)? {
         let bytes = Array(text.utf8)
         var index = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
         var line = 1
-        // Open `[` and `{` of the value being read: a newline inside an array does not end it.
-        var depth = 0
+        // The open `[` and `{` of the value being read: a newline inside an array does not
+        // end it, and after a `,` comes a value in an array but a key in an inline table.
+        var containers: [UInt8] = []
         var atStatementStart = true
         var inHeader = false
+        // The last byte that is not blank, a line break or in a comment.
+        var previous: UInt8 = 0x0A
         while index < bytes.count {
             let byte = bytes[index]
             switch byte {
             case 0x0A:
                 line += 1
-                if depth == 0 {
+                if containers.isEmpty {
                     atStatementStart = true
                     inHeader = false
+                    previous = 0x0A
                 }
+                index += 1
+                continue
             case 0x20, 0x09, 0x0D:
-                break
+                index += 1
+                continue
             case UInt8(ascii: "#"):
                 while index + 1 < bytes.count, bytes[index + 1] != 0x0A { index += 1 }
+                index += 1
+                continue
             case UInt8(ascii: "\""), UInt8(ascii: "'"):
                 index = skipString(bytes, at: index, line: &line)
                 atStatementStart = false
+                previous = byte
                 continue
             case UInt8(ascii: "[") where atStatementStart:
                 if let message = headerProblem(bytes, at: index) { return (line, message) }
-                atStatementStart = false
                 inHeader = true
             case UInt8(ascii: "["), UInt8(ascii: "{"):
-                if !inHeader { depth += 1 }
-                atStatementStart = false
+                if !inHeader { containers.append(byte) }
             case UInt8(ascii: "]"), UInt8(ascii: "}"):
-                if !inHeader { depth = max(0, depth - 1) }
-                atStatementStart = false
+                if !inHeader, !containers.isEmpty { containers.removeLast() }
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                let startsToken = index == 0 || isTokenBoundary(bytes[index - 1])
+                let isValue =
+                    !inHeader
+                    && (previous == UInt8(ascii: "=")
+                        || (previous == UInt8(ascii: "[") || previous == UInt8(ascii: ",")) && containers.last == UInt8(ascii: "["))
+                if startsToken, isValue, startsDateThenTimeWithoutDigit(bytes, at: index) {
+                    return (
+                        line,
+                        "a value that starts as a date must go on with a time after its T (1979-05-27T07:32:00); quote anything else (\"1979-05-27T…\")"
+                    )
+                }
             default:
-                atStatementStart = false
+                break
             }
+            atStatementStart = false
+            previous = byte
             index += 1
         }
         return nil
+    }
+
+    static func isTokenBoundary(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: "="), UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "{"), UInt8(ascii: "}"),
+            UInt8(ascii: ","):
+            true
+        default: false
+        }
+    }
+
+    /// Whether `YYYY-MM-DD` and `T` (or `t`) start at `start`, followed by anything but a digit.
+    static func startsDateThenTimeWithoutDigit(_ bytes: [UInt8], at start: Int) -> Bool {
+        guard bytes.count - start > 11 else { return false }
+        func isDigit(_ offset: Int) -> Bool { bytes[start + offset] &- UInt8(ascii: "0") < 10 }
+        return isDigit(0) && isDigit(1) && isDigit(2) && isDigit(3) && bytes[start + 4] == UInt8(ascii: "-") && isDigit(5)
+            && isDigit(6) && bytes[start + 7] == UInt8(ascii: "-") && isDigit(8) && isDigit(9)
+            && (bytes[start + 10] == UInt8(ascii: "T") || bytes[start + 10] == UInt8(ascii: "t")) && !isDigit(11)
     }
 
     /// What is wrong with the table header opening at `start`, when toml++ would assert on it.

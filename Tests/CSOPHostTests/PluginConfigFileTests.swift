@@ -88,8 +88,25 @@ import Testing
         }
     }
 
-    /// A `[` that is not at the start of a statement is no table header, whatever follows it:
-    /// the guard never refuses valid TOML.
+    /// Found while fuzzing the fix above: toml++ also asserts when a value starts as a date
+    /// and its `T` is not followed by a digit (it picks the type from the characters the value
+    /// holds, then expects a time).
+    @Test(arguments: [
+        ("library = \"x.so\"\n[config]\nwhen = 1978-05-23Tq7:3br00Z", 3), ("library = \"x.so\"\n[config]\nwhen = 1978-05-23T_7:30:00Z", 3),
+        ("library = \"x.so\"\n[config]\nwhen = [\n  1,\n  1978-05-23t 07:30:00,\n]", 5), ("library = \"x.so\"\n[config]\nwhen = { a = 1978-05-23T:07:30 }", 3),
+        ("library = \"x.so\"\n[config]\nwhen=1978-05-23Tz", 3),
+    ])
+    func datesWithoutATimeAfterTheirTAreConfigErrors(_ text: String, _ line: Int) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("a value that starts as a date must go on with a time after its T")
+        }
+    }
+
+    /// A `[` that is not at the start of a statement is no table header, whatever follows it,
+    /// and a key may look like a date: the guard never refuses valid TOML.
     @Test func bracketsInsideValuesAreNotTableHeaders() throws {
         let text = #"""
             library = "x.so"
@@ -113,6 +130,9 @@ import Testing
             x = 1
             [ 'config' . 'literal.key' ]
             y = 2
+            [config.dates]
+            1978-05-23Tq = 3
+            inline = { a = 1, 1978-05-23Tq = 4 }
             """#
         let entry = try PluginConfigFile.parse(text, path: "f")
         #expect(entry.config["nested"] == [[1, 2], [["a": 1]], []])
@@ -121,6 +141,8 @@ import Testing
         #expect(entry.config["continued"] == "a [=] b")
         #expect(entry.config["quoted key"] == ["x": 1])
         #expect(entry.config["literal.key"] == ["y": 2])
+        #expect(entry.config["dates"]?["1978-05-23Tq"] == 3)
+        #expect(entry.config["dates"]?["inline"]?["1978-05-23Tq"] == 4)
     }
 
     /// With CRLF line endings an error kept its line: "\r\n" is one Character, and the line
