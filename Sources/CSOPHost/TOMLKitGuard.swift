@@ -10,7 +10,10 @@
 ///   that character;
 /// - a value that starts as a date and a `T` not followed by a digit (`1979-05-27Tx:00`):
 ///   toml++ picks the value's type from the characters it holds, then asserts in
-///   `parse_time` that the time starts with a digit.
+///   `parse_time` that the time starts with a digit;
+/// - an array element that starts with `}` or a Unicode line separator (U+0085, U+2028,
+///   U+2029): `parse_array` hands it to `parse_value`, which asserts that a value does not
+///   start with what ends one.
 ///
 /// A `[` opens a table header only at the start of a top-level statement, and a value comes
 /// only after `=` or in an array, so the scan follows TOML's strings, comments, arrays and
@@ -59,13 +62,21 @@ enum TOMLKitGuard {
             case UInt8(ascii: "["), UInt8(ascii: "{"):
                 if !inHeader { containers.append(byte) }
             case UInt8(ascii: "]"), UInt8(ascii: "}"):
+                if byte == UInt8(ascii: "}"), !inHeader, isArrayElementStart(previous, containers) {
+                    return (line, "an array holds a '}' where a value should be: remove it, or close the array with ']'")
+                }
                 if !inHeader, !containers.isEmpty { containers.removeLast() }
+            case 0xC2, 0xE2:
+                let separator =
+                    byte == 0xC2
+                    ? index + 1 < bytes.count && bytes[index + 1] == 0x85
+                    : index + 2 < bytes.count && bytes[index + 1] == 0x80 && (bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9)
+                if separator, !inHeader, isArrayElementStart(previous, containers) {
+                    return (line, "an array holds a Unicode line separator (U+0085, U+2028 or U+2029) where a value should be: remove it")
+                }
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
                 let startsToken = index == 0 || isTokenBoundary(bytes[index - 1])
-                let isValue =
-                    !inHeader
-                    && (previous == UInt8(ascii: "=")
-                        || (previous == UInt8(ascii: "[") || previous == UInt8(ascii: ",")) && containers.last == UInt8(ascii: "["))
+                let isValue = !inHeader && (previous == UInt8(ascii: "=") || isArrayElementStart(previous, containers))
                 if startsToken, isValue, startsDateThenTimeWithoutDigit(bytes, at: index) {
                     return (
                         line,
@@ -80,6 +91,11 @@ enum TOMLKitGuard {
             index += 1
         }
         return nil
+    }
+
+    /// Whether an array element comes next: just after the array's `[` or a `,` in it.
+    static func isArrayElementStart(_ previous: UInt8, _ containers: [UInt8]) -> Bool {
+        containers.last == UInt8(ascii: "[") && (previous == UInt8(ascii: "[") || previous == UInt8(ascii: ","))
     }
 
     static func isTokenBoundary(_ byte: UInt8) -> Bool {

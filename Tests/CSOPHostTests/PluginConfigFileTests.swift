@@ -105,6 +105,23 @@ import Testing
         }
     }
 
+    /// Found while fuzzing too: toml++ asserts when an array element starts with `}` or a
+    /// Unicode line separator (parse_value expects no value terminator there).
+    @Test(arguments: [
+        ("library = \"x.so\"\n[config]\nempty = [}", 3, "'}'"), ("library = \"x.so\"\n[config]\nlist = [\n  1,\n  } ]", 5, "'}'"),
+        ("library = \"x.so\"\n[config]\nlist = [\u{2028}1]", 3, "line separator"),
+        ("library = \"x.so\"\n[config]\nlist = [1, # c\n\u{85}]", 4, "line separator"),
+        ("library = \"x.so\"\n[config]\nlist = [[1], \u{2029}]", 3, "line separator"),
+    ])
+    func arrayElementsStartingWithAValueTerminatorAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("an array holds") && error.message.contains(message)
+        }
+    }
+
     /// A `[` that is not at the start of a statement is no table header, whatever follows it,
     /// and a key may look like a date: the guard never refuses valid TOML.
     @Test func bracketsInsideValuesAreNotTableHeaders() throws {
@@ -133,6 +150,8 @@ import Testing
             [config.dates]
             1978-05-23Tq = 3
             inline = { a = 1, 1978-05-23Tq = 4 }
+            tables = [{ a = [] }, {}]
+            text = ["}", "\u2028"]
             """#
         let entry = try PluginConfigFile.parse(text, path: "f")
         #expect(entry.config["nested"] == [[1, 2], [["a": 1]], []])
@@ -143,6 +162,8 @@ import Testing
         #expect(entry.config["literal.key"] == ["y": 2])
         #expect(entry.config["dates"]?["1978-05-23Tq"] == 3)
         #expect(entry.config["dates"]?["inline"]?["1978-05-23Tq"] == 4)
+        #expect(entry.config["dates"]?["tables"] == [["a": []], [:]])
+        #expect(entry.config["dates"]?["text"] == ["}", "\u{2028}"])
     }
 
     /// With CRLF line endings an error kept its line: "\r\n" is one Character, and the line
