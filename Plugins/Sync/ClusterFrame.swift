@@ -57,13 +57,25 @@ package enum ClusterFrame {
 
 /// Turns the frames one listener receives back into messages, dropping this instance's own
 /// echoes and any (origin, sequence) already delivered. Owned by the listen loop.
+///
+/// Anyone allowed to NOTIFY on the cluster channel can send anything: a payload that is not a
+/// well-formed frame, or a message line that is not `<seq> <channel> <event> <timestamp>
+/// <data>` with valid names and compact JSON data, is dropped and counted in ``malformed``
+/// (``lastProblem`` says why, without repeating the payload). Nothing a payload holds makes
+/// `receive` trap.
 package struct ClusterReceiver {
+    /// Unfinished chunked messages kept at once, one per origin: a real sender's chunks come
+    /// in one transaction, so more means someone is sending chunks that never finish.
+    package static let maxPartialMessages = 64
+
     let ownOrigin: String
     let maxMessageBytes: Int
     private var lastSequence: [String: UInt64] = [:]
     private var partial: [String: (sequence: UInt64, next: Int, total: Int, bytes: [UInt8])] = [:]
-    /// Frames that could not be read, for diagnostics.
+    /// Frames and message lines that could not be read, for diagnostics.
     package private(set) var malformed = 0
+    /// Why the last malformed frame or line was dropped, for the log.
+    package private(set) var lastProblem: String?
 
     package init(ownOrigin: String, maxMessageBytes: Int) {
         self.ownOrigin = ownOrigin
@@ -72,66 +84,77 @@ package struct ClusterReceiver {
 
     package mutating func receive(_ payload: String) -> [SyncMessage] {
         let bytes = Array(payload.utf8)
-        guard let kind = bytes.first, let newline = bytes.firstIndex(of: 0x0A) else {
-            malformed += 1
-            return []
+        guard let kind = bytes.first, kind == UInt8(ascii: "B") || kind == UInt8(ascii: "C") else {
+            return drop("a NOTIFY payload that is not a cluster frame (it starts with neither B nor C)")
         }
+        // bytes[0] is B or C, so the header line, if any, ends at 1 or later.
+        guard let newline = bytes.firstIndex(of: 0x0A) else { return drop("a cluster frame without a header line") }
         let header = bytes[1..<newline]
         let body = bytes[(newline + 1)...]
-        switch kind {
-        case UInt8(ascii: "B"):
+        if kind == UInt8(ascii: "B") {
             let origin = String(decoding: header, as: UTF8.self)
             if origin == ownOrigin { return [] }
             var messages: [SyncMessage] = []
             for line in body.split(separator: 0x0A, omittingEmptySubsequences: true) {
                 guard let (sequence, message) = SyncMessage.parse(line: line, origin: origin) else {
-                    malformed += 1
+                    _ = drop("a message line \(Self.from(origin)) that is not <seq> <channel> <event> <timestamp> <compact JSON>")
                     continue
                 }
                 if accept(origin, sequence) { messages.append(message) }
             }
             return messages
-        case UInt8(ascii: "C"):
-            let parts = header.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
-            guard parts.count == 4, let sequence = UInt64(parts[1]), let part = Int(parts[2]), let total = Int(parts[3]),
-                total > 0, part < total
-            else {
-                malformed += 1
-                return []
+        }
+        let parts = header.split(separator: 0x20).map { String(decoding: $0, as: UTF8.self) }
+        guard parts.count == 4, let sequence = UInt64(parts[1]), let part = Int(parts[2]), let total = Int(parts[3]),
+            total > 0, part >= 0, part < total
+        else {
+            return drop("a chunk frame whose header is not C<origin> <seq> <part> <total>")
+        }
+        let origin = parts[0]
+        if origin == ownOrigin { return [] }
+        if part == 0 {
+            if partial[origin] == nil, partial.count >= Self.maxPartialMessages, let evicted = partial.first {
+                partial[evicted.key] = nil
+                _ = drop("an unfinished chunked message \(Self.from(evicted.key)): more than \(Self.maxPartialMessages) at once")
             }
-            let origin = parts[0]
-            if origin == ownOrigin { return [] }
-            if part == 0 {
-                partial[origin] = (sequence, 0, total, [])
-            }
-            guard var state = partial[origin], state.sequence == sequence, state.next == part, state.total == total else {
-                partial[origin] = nil
-                malformed += 1
-                return []
-            }
-            state.bytes.append(contentsOf: body)
-            state.next += 1
-            if state.bytes.count > maxMessageBytes + 256 {
-                partial[origin] = nil
-                malformed += 1
-                return []
-            }
-            guard state.next == total else {
-                partial[origin] = state
-                return []
-            }
+            partial[origin] = (sequence, 0, total, [])
+        }
+        guard var state = partial[origin], state.sequence == sequence, state.next == part, state.total == total else {
             partial[origin] = nil
-            guard let (lineSequence, message) = SyncMessage.parse(line: state.bytes[...], origin: origin),
-                lineSequence == sequence
-            else {
-                malformed += 1
-                return []
-            }
-            return accept(origin, sequence) ? [message] : []
-        default:
-            malformed += 1
+            return drop("chunk \(part) of \(total) \(Self.from(origin)) out of order, or of another message")
+        }
+        state.bytes.append(contentsOf: body)
+        state.next += 1
+        if state.bytes.count > maxMessageBytes + 256 {
+            partial[origin] = nil
+            return drop("a chunked message \(Self.from(origin)) over the \(maxMessageBytes)-byte limit")
+        }
+        guard state.next == total else {
+            partial[origin] = state
             return []
         }
+        partial[origin] = nil
+        guard let (lineSequence, message) = SyncMessage.parse(line: state.bytes[...], origin: origin), lineSequence == sequence else {
+            return drop("a chunked message \(Self.from(origin)) that is not <seq> <channel> <event> <timestamp> <compact JSON>")
+        }
+        return accept(origin, sequence) ? [message] : []
+    }
+
+    private mutating func drop(_ problem: String) -> [SyncMessage] {
+        malformed += 1
+        lastProblem = problem
+        return []
+    }
+
+    /// "from <origin>" when the origin looks like an instance id; a payload's text is never
+    /// repeated otherwise (it could hold anything, control characters included).
+    static func from(_ origin: String) -> String {
+        let readable = (1...64).contains(origin.utf8.count) && origin.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: ".")
+        }
+        return readable ? "from origin \(origin)" : "from an origin that is not a readable instance id"
     }
 
     private mutating func accept(_ origin: String, _ sequence: UInt64) -> Bool {

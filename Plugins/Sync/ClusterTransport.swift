@@ -319,8 +319,16 @@ final class ClusterTransport: Sendable {
                     markConnected(command)
                     attempt = 0
                     var receiver = ClusterReceiver(ownOrigin: instanceID, maxMessageBytes: configuration.maxPayloadBytes)
+                    var droppedLog = DroppedFrameLog()
                     for try await notification in notifications {
+                        let malformed = receiver.malformed
                         for message in receiver.receive(notification.payload) { registry.deliver(message) }
+                        if receiver.malformed > malformed,
+                            let line = droppedLog.dropped(
+                                receiver.malformed - malformed, problem: receiver.lastProblem ?? "unreadable", at: .now)
+                        {
+                            log(.warning, line)
+                        }
                     }
                 }
             } catch {

@@ -36,7 +36,10 @@ package struct SyncMessage: Sendable {
         return bytes
     }
 
-    /// Parses a line written by ``line(sequence:)``; nil when it is malformed.
+    /// Parses a line written by ``line(sequence:)``; nil when it is malformed, and when its data
+    /// is valid JSON but not compact: white space outside strings (a raw newline above all)
+    /// would split the one-line event that `csop run` prints, and the frame encoder, which
+    /// packs lines separated by newlines, could not send it on.
     package static func parse(line: ArraySlice<UInt8>, origin: String) -> (sequence: UInt64, message: SyncMessage)? {
         var fields: [ArraySlice<UInt8>] = []
         var start = line.startIndex
@@ -59,7 +62,7 @@ package struct SyncMessage: Sendable {
         let valid = data.withUnsafeBufferPointer { buffer -> Bool in
             do throws(JSONParseError) {
                 try JSONParser.validate(buffer)
-                return true
+                return JSONParser.isCompact(buffer)
             } catch {
                 return false
             }

@@ -76,6 +76,10 @@ public struct Fields: Sendable {
         guard let number = value.doubleValue else {
             throw .invalidPayload("\(path).\(key) must be a number, got \(value.typeName)")
         }
+        // Only a `.number` beyond the doubles' range reads as infinite.
+        guard number.isFinite else {
+            throw .invalidPayload("\(path).\(key) is \(value.jsonString), beyond the range of a double (±1.7976931348623157e308)")
+        }
         if let range, !range.contains(number) {
             throw .invalidPayload(
                 "\(path).\(key) must be between \(Self.format(range.lowerBound)) and \(Self.format(range.upperBound)), got \(Self.format(number))")

@@ -53,6 +53,29 @@ public struct JSONParser: ~Copyable {
         if parser.index != bytes.count { throw parser.error("unexpected data after the JSON value") }
     }
 
+    /// Whether valid JSON `bytes` are compact: no white space outside strings, so no line
+    /// break at all (a string cannot hold a raw one). `bytes` must have passed ``validate(_:)``.
+    public static func isCompact(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var inString = false
+        var escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+            } else if byte == UInt8(ascii: "\"") {
+                inString = true
+            } else if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 {
+                return false
+            }
+        }
+        return true
+    }
+
     private func error(_ reason: String) -> JSONParseError { JSONParseError(reason: reason, offset: index) }
 
     private mutating func skipWhitespace() {
@@ -205,7 +228,9 @@ public struct JSONParser: ~Copyable {
         }
     }
 
-    /// Scans a number and reports whether it is an integer literal.
+    /// Scans a number and reports whether it is an integer literal. Every number is accepted,
+    /// by ``validate(_:)`` and by ``parse(_:)-(UnsafeBufferPointer<UInt8>)`` alike: those that
+    /// `.int` and `.double` cannot hold become `.number`.
     private mutating func scanNumber() throws(JSONParseError) -> (start: Int, isInteger: Bool) {
         let start = index
         var isInteger = true
@@ -249,14 +274,15 @@ public struct JSONParser: ~Copyable {
                 value = a
                 i += 1
             }
-            if !overflow { return .int(value) }
+            // `-0` is the double -0.0: an Int64 has no negative zero.
+            if !overflow { return value == 0 && negative ? .double(-0.0) : .int(value) }
         }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        guard let double = Double(text), double.isFinite else {
-            index = start
-            throw error("number out of range")
-        }
-        return .double(double)
+        let literal = UnsafeBufferPointer(rebasing: bytes[start..<index])
+        let text = String(decoding: literal, as: UTF8.self)
+        // Double(String) reads every JSON number, rounding to ±0 or ±infinity out of range.
+        let double = Double(text) ?? .nan
+        if JSONNumber.isExact(double, literal: literal) { return .double(double) }
+        return .number(JSONNumber(unchecked: text))
     }
 
     /// Advances past printable ASCII other than '"' and '\\', eight bytes at a time.

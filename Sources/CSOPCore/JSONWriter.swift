@@ -1,4 +1,7 @@
-/// Writes compact JSON into a byte buffer. Non-finite doubles are written as `null`.
+/// Writes compact JSON into a byte buffer. Numbers are written so that ``JSONParser`` reads
+/// them back as the same value (``JSONValue``): doubles in their shortest round-trip form,
+/// with `.0` on integral ones and the sign of `-0.0`; `.number` text verbatim. Non-finite
+/// doubles, which JSON cannot spell, are written as `null`.
 public struct JSONWriter {
     public var bytes: [UInt8]
 
@@ -13,6 +16,7 @@ public struct JSONWriter {
         case .bool(let b): b ? append("true") : append("false")
         case .int(let i): writeInt(i)
         case .double(let d): writeDouble(d)
+        case .number(let n): bytes.append(contentsOf: n.text.utf8)
         case .string(let s): writeString(s)
         case .array(let elements):
             bytes.append(UInt8(ascii: "["))
@@ -70,6 +74,8 @@ public struct JSONWriter {
     public mutating func writeDouble(_ value: Double) {
         guard value.isFinite else { return append("null") }
         if value == value.rounded(), abs(value) < 1e15 {
+            // Int64(-0.0) is 0: keep the sign, which the parser reads back as .double(-0.0).
+            if value.sign == .minus, value == 0 { bytes.append(UInt8(ascii: "-")) }
             writeInt(Int64(value))
             // Keep the value a double on the way back in.
             append(".0")

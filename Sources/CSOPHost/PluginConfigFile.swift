@@ -29,6 +29,10 @@ public struct PluginConfigFile: Sendable, Equatable {
     /// Parses the text of the file at `path`.
     /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
     public static func parse(_ text: String, path: String) throws(PluginConfigError) -> PluginConfigFile {
+        // Text on which TOMLKit would abort the process (a debug build's assert) is refused here.
+        if let problem = TOMLKitGuard.problem(in: text) {
+            throw PluginConfigError(file: path, line: problem.line, message: problem.message)
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -107,8 +111,9 @@ public struct PluginConfigFile: Sendable, Equatable {
 
     /// The line where `key` is first assigned or opened as a table, for messages.
     static func line(of key: String, in text: String) -> Int? {
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingWhitespace()
+        // Split the bytes: "\r\n" is one Character, which a split on "\n" would not cut.
+        for (number, raw) in text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            let line = String(decoding: raw, as: UTF8.self).trimmingWhitespace()
             if line.hasPrefix("[") {
                 let name = line.drop { $0 == "[" }.prefix { $0 != "]" }.trimmingWhitespace()
                 if name == key || name.hasSuffix(".\(key)") { return number + 1 }
@@ -120,7 +125,9 @@ public struct PluginConfigFile: Sendable, Equatable {
         return nil
     }
 
-    /// The text of an entry that ``parse(_:path:)`` reads back as the same values.
+    /// The text of an entry that ``parse(_:path:)`` reads back as the same values, except for
+    /// what TOML cannot hold: nulls are left out, non-finite doubles are written `inf` or `nan`
+    /// (which `parse` refuses), and a `.number` becomes its nearest double.
     public static func render(library: String, enabled: Bool = true, config: JSONObject = JSONObject()) -> String {
         var text = "library = \(quote(library))\nenabled = \(enabled)\n"
         if !config.isEmpty {
@@ -138,7 +145,12 @@ public struct PluginConfigFile: Sendable, Equatable {
         case .string(let text): quote(text)
         case .bool(let flag): String(flag)
         case .int(let number): String(number)
-        case .double(let number): number == number.rounded() && abs(number) < 1e15 ? "\(Int64(number)).0" : "\(number)"
+        // The JSON writer's spelling of a finite double is a TOML float too (`-0.0`, `1e+300`).
+        case .double(let number) where number.isFinite: value.jsonString
+        case .double(let number): "\(number)"
+        // TOML has no numbers beyond 64-bit integers and doubles: the nearest double, or the
+        // text as a string when that is infinite.
+        case .number(let number): number.doubleValue.isFinite ? JSONValue.double(number.doubleValue).jsonString : quote(number.text)
         case .array(let items): "[" + items.filter { !$0.isNull }.map(renderValue).joined(separator: ", ") + "]"
         case .object(let object):
             "{ " + object.members.filter { !$0.value.isNull }.map { "\(renderKey($0.key)) = \(renderValue($0.value))" }

@@ -62,18 +62,28 @@ extension PostgresURL {
         var options: [String: String] = [:]
         for option in query.split(separator: "&") {
             let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = decode(pair[0])
-            // Only the name is repeated: an unknown option may be a libpq `password=`.
+            let name = try decode(pair[0], part: "an option name", field: field)
+            // Only a name that looks like one is repeated, never a value: an unknown option may
+            // be a libpq `password=`, and a mistyped URL may have put its password here.
             guard supportedOptions.contains(name) else {
-                throw .invalidPayload(
-                    "\(field): unknown option \"\(name)\"; the supported options are \(supportedOptions.joined(separator: ", "))")
+                let unknown = Self.isWord(name) ? "unknown option \"\(name)\"" : "an unknown option"
+                throw .invalidPayload("\(field): \(unknown); the supported options are \(supportedOptions.joined(separator: ", "))")
             }
             guard pair.count == 2, !pair[1].isEmpty else {
                 throw .invalidPayload("\(field): option \(name) needs a value (\(name)=…)")
             }
-            options[name] = decode(pair[1])
+            options[name] = try decode(pair[1], part: "the value of option \(name)", field: field)
         }
         return options
+    }
+
+    /// Whether an option name or sslmode value may be repeated in a message: a short word of
+    /// letters, digits, `-` and `_`, as names and modes are — not text a password could be.
+    static func isWord(_ text: String) -> Bool {
+        (1...24).contains(text.utf8.count) && text.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+        }
     }
 
     /// Reads the TLS options and the files they name, and builds ``tls`` from them.
@@ -81,7 +91,8 @@ extension PostgresURL {
         if let mode = options["sslmode"] {
             guard let parsed = SSLMode(rawValue: mode) else {
                 throw .invalidPayload(
-                    "\(field): sslmode must be one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", ")); got \"\(mode)\"")
+                    "\(field): sslmode must be one of \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))"
+                        + (Self.isWord(mode) ? "; got \"\(mode)\"" : ""))
             }
             sslMode = parsed
         }

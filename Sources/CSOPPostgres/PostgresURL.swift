@@ -47,30 +47,34 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         } else {
             throw .invalidPayload("\(field) must start with postgres:// (postgres://user:password@host:5432/database)")
         }
-        var options: [String: String] = [:]
-        if let query = rest.firstIndex(of: "?") {
-            options = try Self.parseOptions(rest[rest.index(after: query)...], field: field)
-            rest = rest[..<query]
-        }
-        var hostPart = rest
-        if let slash = rest.firstIndex(of: "/") {
-            hostPart = rest[..<slash]
-            let name = Self.decode(rest[rest.index(after: slash)...])
-            database = name.isEmpty ? nil : name
-        }
-        if let at = hostPart.lastIndex(of: "@") {
-            let credentials = hostPart[..<at]
-            hostPart = hostPart[hostPart.index(after: at)...]
+        // As libpq reads it, the user information ends at an `@` before the first `/`, and
+        // a `?` in it is part of it (libpq takes the first `@`; the last one is taken here,
+        // so that a raw `@` in a password works too). Only then do the host, the path and the
+        // query follow — the query never starts inside the password.
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        if let at = rest[..<slash].lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
-                username = Self.decode(credentials[..<colon])
-                password = Self.decode(credentials[credentials.index(after: colon)...])
+                username = try Self.decode(credentials[..<colon], part: "the user name", field: field)
+                password = try Self.decode(credentials[credentials.index(after: colon)...], part: "the password", field: field)
             } else {
-                username = Self.decode(credentials)
+                username = try Self.decode(credentials, part: "the user name", field: field)
             }
         } else {
             username = ""
         }
+        // Without a user there is no telling where a password would end: nothing after it is read.
         if username.isEmpty { throw .invalidPayload("\(field) must name a user: postgres://user:password@host:5432/database") }
+        let hostEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        var hostPart = rest[..<hostEnd]
+        rest = rest[hostEnd...]
+        if rest.first == "/" {
+            let pathEnd = rest.firstIndex(of: "?") ?? rest.endIndex
+            let name = try Self.decode(rest.dropFirst()[..<pathEnd], part: "the database name", field: field)
+            database = name.isEmpty ? nil : name
+            rest = rest[pathEnd...]
+        }
         port = 5432
         if let colon = hostPart.lastIndex(of: ":"), !hostPart.hasSuffix("]") {
             guard let value = Int(hostPart[hostPart.index(after: colon)...]), (1...65535).contains(value) else {
@@ -82,6 +86,9 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         if hostPart.hasPrefix("["), hostPart.hasSuffix("]") { hostPart = hostPart.dropFirst().dropLast() }
         host = String(hostPart)
         if host.isEmpty { throw .invalidPayload("\(field) has no host name") }
+        // The options come last: an error about them repeats an option name or mode, which is
+        // only ever the query's once user, host and port have been read.
+        let options = rest.first == "?" ? try Self.parseOptions(rest.dropFirst(), field: field) : [:]
         try configureTLS(options, field: field, homeDirectory: homeDirectory)
     }
 
@@ -112,19 +119,42 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         return "\(error)"
     }
 
-    static func decode(_ text: Substring) -> String {
-        var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
-                let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
-            {
-                bytes.append(value)
-            } else {
-                bytes.append(byte)
+    /// RFC 3986 percent-decoding of one part of the URL, which must come out as UTF-8 text.
+    /// - Parameter part: what the text is, for messages ("the password"); the message never
+    ///   repeats the text.
+    /// - Throws: `INVALID_PAYLOAD` for a `%` not followed by two hex digits, which libpq
+    ///   refuses too, and for bytes that are not UTF-8.
+    static func decode(_ text: Substring, part: String, field: String) throws(CSOPError) -> String {
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+            default: nil
             }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        let utf8 = Array(text.utf8)
+        guard utf8.contains(UInt8(ascii: "%")) else { return String(text) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(utf8.count)
+        var i = 0
+        while i < utf8.count {
+            guard utf8[i] == UInt8(ascii: "%") else {
+                bytes.append(utf8[i])
+                i += 1
+                continue
+            }
+            guard i + 2 < utf8.count, let high = hex(utf8[i + 1]), let low = hex(utf8[i + 2]) else {
+                throw .invalidPayload(
+                    "\(field): \(part) has a % that does not start a percent-escape (% and two hex digits); write a literal % as %25")
+            }
+            bytes.append(high << 4 | low)
+            i += 3
+        }
+        guard let decoded = String(validating: bytes, as: UTF8.self) else {
+            throw .invalidPayload("\(field): \(part) is not UTF-8 text once percent-decoded; percent-encode the UTF-8 bytes of each character")
+        }
+        return decoded
     }
 }
 

@@ -19,7 +19,6 @@ enum PluginConfigFuzzTarget {
 
     static func check(_ bytes: [UInt8]) {
         let text = String(decoding: bytes, as: UTF8.self)
-        if KnownIssue.tomlHeaderStartsWithNonKeyCharacter(text) { return }
         let entry: PluginConfigFile
         do throws(PluginConfigError) {
             entry = try PluginConfigFile.parse(text, path: path)

@@ -5,11 +5,13 @@ import CSOPPostgres
 ///
 /// - an error is `INVALID_PAYLOAD`, names the field, and never reveals the password: the
 ///   message does not contain it, and does not change when the password's letters and digits
-///   change (wherever a reader puts the password: this parser, after the last `@` before the
-///   path, or libpq, up to the first `@`, so that a `?` in a password is part of it);
+///   change (wherever a reader puts the password: this parser, up to the last `@` before the
+///   first `/`, or libpq, up to the first `@`; for both a `?` in a password is part of it);
+/// - a user, password or database with a `%` not followed by two hex digits is refused (as
+///   libpq refuses it), and so is one that is not UTF-8 once decoded;
 /// - a parsed URL has a user, a host and a port in 1–65535; its `description` and `endpoint`
 ///   do not depend on the password; user, password and database are the percent-decoding of
-///   what the URL wrote (RFC 3986: a `%` not followed by two hex digits is kept as it is);
+///   what the URL wrote;
 /// - written back as a URL (percent-encoded) it parses to the same fields.
 enum PostgresURLFuzzTarget {
     static let target = FuzzTarget(
@@ -22,9 +24,15 @@ enum PostgresURLFuzzTarget {
         let text = String(decoding: bytes, as: UTF8.self)
         let utf8 = Array(text.utf8)
         let parts = URLParts(utf8)
-        if KnownIssue.postgresURLHasBadPercentEscape(utf8, parts) { return }
-        if KnownIssue.postgresURLUserInfoHasQuestionMark(parts) { return }
-        switch parse(text) {
+        let result = parse(text)
+        for range in [parts.user, parts.parserPassword, parts.database] {
+            guard let range else { continue }
+            let raw = Array(utf8[range])
+            if URLParts.hasInvalidEscape(raw) || String(validating: URLParts.percentDecodedBytes(raw), as: UTF8.self) == nil {
+                property(!result.isSuccess, "\(shown(raw)) has an invalid percent-escape or is not UTF-8 decoded, and was accepted")
+            }
+        }
+        switch result {
         case .failure(let error):
             property(error.code == .invalidPayload, "a URL error with code \(error.code)")
             property(error.message.hasPrefix(field), "the error does not name the field: \(error.message)")
@@ -115,8 +123,9 @@ enum PostgresURLFuzzTarget {
 
 /// Where the parts of a `postgres://` URL are, as byte ranges of its UTF-8.
 struct URLParts {
-    /// The user and password as this parser splits them: the query goes first, then the path
-    /// at the first `/`, and the user information ends at the last `@` before it.
+    /// The user and password as this parser splits them: the user information ends at the
+    /// last `@` before the first `/`; then the host ends at a `/` (the path, up to a `?`) or a
+    /// `?` (the query).
     var user: Range<Int>?
     var parserPassword: Range<Int>?
     var database: Range<Int>?
@@ -142,18 +151,24 @@ struct URLParts {
         } else {
             return
         }
-        let end = utf8[start...].firstIndex(of: UInt8(ascii: "?")) ?? utf8.count
-        query = end < utf8.count ? end : nil
-        let slash = utf8[start..<end].firstIndex(of: UInt8(ascii: "/"))
-        if let slash { database = (slash + 1)..<end }
-        let hostEnd = slash ?? end
-        if let at = utf8[start..<hostEnd].lastIndex(of: UInt8(ascii: "@")) {
+        let slash = utf8[start...].firstIndex(of: UInt8(ascii: "/")) ?? utf8.count
+        var hostStart = start
+        if let at = utf8[start..<slash].lastIndex(of: UInt8(ascii: "@")) {
             if let colon = utf8[start..<at].firstIndex(of: UInt8(ascii: ":")) {
                 user = start..<colon
                 parserPassword = (colon + 1)..<at
             } else {
                 user = start..<at
             }
+            hostStart = at + 1
+        }
+        let hostEnd = utf8[hostStart...].firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? utf8.count
+        if hostEnd < utf8.count, utf8[hostEnd] == UInt8(ascii: "/") {
+            let pathEnd = utf8[(hostEnd + 1)...].firstIndex(of: UInt8(ascii: "?")) ?? utf8.count
+            database = (hostEnd + 1)..<pathEnd
+            query = pathEnd < utf8.count ? pathEnd : nil
+        } else if hostEnd < utf8.count {
+            query = hostEnd
         }
         if let stop = utf8[start...].firstIndex(where: { $0 == UInt8(ascii: "@") || $0 == UInt8(ascii: "/") }),
             utf8[stop] == UInt8(ascii: "@")
@@ -163,20 +178,32 @@ struct URLParts {
         }
     }
 
-    /// RFC 3986 percent-decoding: `%` and two hex digits is a byte; anything else stays as it is.
-    static func percentDecoded(_ bytes: [UInt8]) -> String {
-        func hex(_ byte: UInt8) -> UInt8? {
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-            default: nil
-            }
+    /// Whether a `%` in `bytes` is not followed by two hex digits.
+    static func hasInvalidEscape(_ bytes: [UInt8]) -> Bool {
+        for i in bytes.indices where bytes[i] == UInt8(ascii: "%") {
+            guard i + 2 < bytes.count, hexValue(bytes[i + 1]) != nil, hexValue(bytes[i + 2]) != nil else { return true }
         }
+        return false
+    }
+
+    static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// RFC 3986 percent-decoding, as text (invalid UTF-8 replaced).
+    static func percentDecoded(_ bytes: [UInt8]) -> String { String(decoding: percentDecodedBytes(bytes), as: UTF8.self) }
+
+    /// RFC 3986 percent-decoding: `%` and two hex digits is a byte; anything else stays as it is.
+    static func percentDecodedBytes(_ bytes: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         var i = 0
         while i < bytes.count {
-            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hex(bytes[i + 1]), let low = hex(bytes[i + 2]) {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count, let high = hexValue(bytes[i + 1]), let low = hexValue(bytes[i + 2]) {
                 out.append(high << 4 | low)
                 i += 3
             } else {
@@ -184,14 +211,25 @@ struct URLParts {
                 i += 1
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
     }
 
     /// `utf8` with the letters and digits in `range` changed (each to the next, cyclically),
-    /// and everything else, the URL's punctuation included, left as it is.
+    /// and everything else, the URL's punctuation and the two characters after each `%`
+    /// included, left as it is: the percent-escapes are the password's structure, which
+    /// decides whether it is refused.
     static func scrambled(_ utf8: [UInt8], in range: Range<Int>) -> [UInt8] {
         var out = utf8
+        var skip = 0
         for i in range {
+            if skip > 0 {
+                skip -= 1
+                continue
+            }
+            if out[i] == UInt8(ascii: "%") {
+                skip = 2
+                continue
+            }
             switch out[i] {
             case UInt8(ascii: "z"): out[i] = UInt8(ascii: "a")
             case UInt8(ascii: "Z"): out[i] = UInt8(ascii: "A")

@@ -68,6 +68,114 @@ import Testing
         }
     }
 
+    /// The fuzzer's find: toml++ (inside TOMLKit) asserts — SIGABRT in a debug build — on a
+    /// table header whose first key character cannot start a key. Such headers are refused
+    /// before TOMLKit sees them, naming the line and what to write instead.
+    @Test(arguments: [
+        ("library = \"x.so\"\n[=]", 2, "found '='"), ("library = \"x.so\"\n[.a]", 2, "found '.'"),
+        ("library = \"x.so\"\n\n[ é ]\nk = 1", 3, "found a non-ASCII character: quote such a key"),
+        ("library = \"x.so\"\n[[ + ]]", 2, "found '+'"), ("library = \"x.so\"\n[\n", 2, "found the end of the line"),
+        ("library = \"x.so\"\r\n  [\r\n", 2, "found the end of the line"), ("[=]\nlibrary = \"x.so\"", 1, "found '='"),
+        ("\u{FEFF}[{]", 1, "found '{'"), ("library = \"x.so\" # [=]\n\t[\t=]", 2, "found '='"),
+        ("a = [\n  1,\n]\n[#]", 4, "found '#'"), ("a = \"\"\"\n[\"\"\"\"\"\n[=]", 3, "found '='"),
+    ])
+    func tableHeadersThatTOMLKitWouldAbortOnAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("a table header must start with a key") && error.message.contains(message)
+        }
+    }
+
+    /// Found while fuzzing the fix above: toml++ also asserts when a value starts as a date
+    /// and its `T` is not followed by a digit (it picks the type from the characters the value
+    /// holds, then expects a time).
+    @Test(arguments: [
+        ("library = \"x.so\"\n[config]\nwhen = 1978-05-23Tq7:3br00Z", 3), ("library = \"x.so\"\n[config]\nwhen = 1978-05-23T_7:30:00Z", 3),
+        ("library = \"x.so\"\n[config]\nwhen = [\n  1,\n  1978-05-23t 07:30:00,\n]", 5), ("library = \"x.so\"\n[config]\nwhen = { a = 1978-05-23T:07:30 }", 3),
+        ("library = \"x.so\"\n[config]\nwhen=1978-05-23Tz", 3),
+    ])
+    func datesWithoutATimeAfterTheirTAreConfigErrors(_ text: String, _ line: Int) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("a value that starts as a date must go on with a time after its T")
+        }
+    }
+
+    /// Found while fuzzing too: toml++ asserts when an array element starts with `}` or a
+    /// Unicode line separator (parse_value expects no value terminator there).
+    @Test(arguments: [
+        ("library = \"x.so\"\n[config]\nempty = [}", 3, "'}'"), ("library = \"x.so\"\n[config]\nlist = [\n  1,\n  } ]", 5, "'}'"),
+        ("library = \"x.so\"\n[config]\nlist = [\u{2028}1]", 3, "line separator"),
+        ("library = \"x.so\"\n[config]\nlist = [1, # c\n\u{85}]", 4, "line separator"),
+        ("library = \"x.so\"\n[config]\nlist = [[1], \u{2029}]", 3, "line separator"),
+    ])
+    func arrayElementsStartingWithAValueTerminatorAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("an array holds") && error.message.contains(message)
+        }
+    }
+
+    /// A `[` that is not at the start of a statement is no table header, whatever follows it,
+    /// and a key may look like a date: the guard never refuses valid TOML.
+    @Test func bracketsInsideValuesAreNotTableHeaders() throws {
+        let text = #"""
+            library = "x.so"
+            [config]
+            nested = [
+              [+1, 2],
+              [{ a = 1 }],
+              [ ],
+            ] # [=]
+            text = """
+            [=]
+              [é]
+            """
+            literal = '''
+            [.a]'''
+            quoted = "[=" # "
+            escaped = "\\" # [=]
+            continued = """a \
+              [=] b"""
+            ["config"."quoted key"]
+            x = 1
+            [ 'config' . 'literal.key' ]
+            y = 2
+            [config.dates]
+            1978-05-23Tq = 3
+            inline = { a = 1, 1978-05-23Tq = 4 }
+            tables = [{ a = [] }, {}]
+            text = ["}", "\u2028"]
+            """#
+        let entry = try PluginConfigFile.parse(text, path: "f")
+        #expect(entry.config["nested"] == [[1, 2], [["a": 1]], []])
+        #expect(entry.config["text"] == "[=]\n  [é]\n")
+        #expect(entry.config["literal"] == "[.a]")
+        #expect(entry.config["continued"] == "a [=] b")
+        #expect(entry.config["quoted key"] == ["x": 1])
+        #expect(entry.config["literal.key"] == ["y": 2])
+        #expect(entry.config["dates"]?["1978-05-23Tq"] == 3)
+        #expect(entry.config["dates"]?["inline"]?["1978-05-23Tq"] == 4)
+        #expect(entry.config["dates"]?["tables"] == [["a": []], [:]])
+        #expect(entry.config["dates"]?["text"] == ["}", "\u{2028}"])
+    }
+
+    /// With CRLF line endings an error kept its line: "\r\n" is one Character, and the line
+    /// lookup split Characters on "\n".
+    @Test func crlfLineEndingsKeepTheErrorLine() {
+        #expect {
+            try PluginConfigFile.parse("library = \"x.so\"\r\nenabled = true\r\ncolour = 1\r\n", path: "f")
+        } throws: { error in
+            (error as? PluginConfigError)?.line == 3
+        }
+    }
+
     /// TOML as users know it: arrays, nested and inline tables, every integer form TOML allows.
     @Test func acceptsTOMLArraysNestedTablesAndIntegerForms() throws {
         let text = """

@@ -30,6 +30,26 @@ import Testing
         }
     }
 
+    /// Numbers come back as the same numbers: -0 keeps its sign, integers beyond 64 bits and
+    /// numbers beyond a double's range or precision keep their digits, and doubles come back
+    /// as the same double (in their shortest form: 1.5e308 is written 1.5e+308).
+    @Test(arguments: [
+        ("-0", "-0.0"), ("1e-400", "1e-400"), ("18446744073709551616", "18446744073709551616"),
+        ("123456789012345678901234567890", "123456789012345678901234567890"), ("1.5e308", "1.5e+308"), ("5e-324", "5e-324"),
+        ("-1e400", "-1e400"), ("0.30000000000000001", "0.30000000000000001"), ("-0.0", "-0.0"),
+    ])
+    func numbersComeBackExactly(_ number: String, _ written: String) async throws {
+        let storage = try open()
+        let request = #"{"key":"n","data":{"value":\#(number),"list":[\#(number)]}}"#
+        let saved = await storage.call("save", rawPayload: Array(request.utf8))
+        #expect(saved.isOK, "\(saved.error?.description ?? "")")
+        let got = await storage.call("get", ["key": "n"])
+        #expect(got.raw == Array(#"{"value":\#(written),"list":[\#(written)]}"#.utf8))
+        let value = try #require(got.value)
+        #expect(value["value"] == (try JSONValue(parsing: number)))
+        #expect(value["value"]?.doubleValue?.bitPattern == Double(number)?.bitPattern)
+    }
+
     @Test func missingKeyIsKeyNotFoundAndNotRetryable() async throws {
         let storage = try open()
         let reply = await storage.call("get", ["key": "nope"])

@@ -49,4 +49,67 @@ import Testing
         }
         #expect(receiver.malformed == 7)
     }
+
+    /// The fuzzer's find: a payload starting with a newline trapped (`bytes[1..<0]`), so anyone
+    /// allowed to NOTIFY on the channel could stop every listener. Every short or odd payload
+    /// is dropped and counted instead.
+    @Test(arguments: ["\n", "\nB", "\n\n", "B", "C", "C\n", "C\n\n", "Co -1 0 1\nx", "Co 1 -1 1\nx", "Co 1 0 -1\nx",
+        "Co 1 0 0\nx", "Co 1 99999999999999999999 1\nx", "Co 1 0 1 9\nx", "Co  1 0 1\nx", "Bo\n1 ch ev 5", "Bo\n1 ch ev 5 ", "Bo\n ch ev 5 1",
+        "Bo\n1 ch ev -99999999999999999999 1", "é\n", "\u{0}\n"])
+    func malformedPayloadsAreDroppedNotTrapped(_ payload: String) {
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        #expect(receiver.receive(payload).isEmpty)
+        #expect(receiver.malformed >= 1)
+        #expect(receiver.lastProblem != nil)
+    }
+
+    /// The fuzzer's find: chunked data that is valid JSON but not compact was delivered, and a
+    /// raw newline in it split the event line `csop run` prints. Data must be compact JSON,
+    /// in chunks and in batches alike.
+    @Test(arguments: ["[1,\n2]", "[1, 2]", "{ \"a\":1}", "[1,\r2]", "[1,\t2]", " 1", "1 "])
+    func nonCompactDataIsDropped(_ data: String) {
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        #expect(receiver.receive("Co1 1 0 1\n1 news hello 5 \(data)").isEmpty)
+        #expect(receiver.malformed == 1)
+        if !data.contains("\n") {
+            #expect(receiver.receive("Bo1\n2 news hello 5 \(data)").isEmpty)
+            #expect(receiver.malformed == 2)
+        }
+        // Spaces inside strings are compact JSON.
+        let delivered = receiver.receive("Bo1\n3 news hello 5 [\"a b\",\"\\\" \"]")
+        #expect(delivered.map { String(decoding: $0.data, as: UTF8.self) } == [#"["a b","\" "]"#])
+    }
+
+    @Test func unfinishedChunkedMessagesAreBounded() {
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        for i in 0..<(ClusterReceiver.maxPartialMessages * 4) {
+            #expect(receiver.receive("Corigin\(i) 1 0 2\n[1,").isEmpty)
+        }
+        #expect(receiver.malformed == ClusterReceiver.maxPartialMessages * 3)
+        #expect(receiver.lastProblem?.contains("unfinished chunked message") == true)
+        // A message that finishes still gets through.
+        #expect(receiver.receive("Cfresh 1 0 2\n1 news hello 5 [1,").isEmpty)
+        #expect(receiver.receive("Cfresh 1 1 2\n2]").map(\.event) == ["hello"])
+    }
+
+    @Test func droppedFramesAreLoggedAtMostOncePerInterval() {
+        var log = DroppedFrameLog(interval: .seconds(60))
+        let start = ContinuousClock.now
+        let first = log.dropped(1, problem: "a cluster frame without a header line", at: start)
+        #expect(first?.contains("sync dropped a malformed cluster frame (the last: a cluster frame without a header line)") == true)
+        #expect(log.dropped(1, problem: "x", at: start + .seconds(1)) == nil)
+        #expect(log.dropped(2, problem: "y", at: start + .seconds(59)) == nil)
+        let next = log.dropped(1, problem: "z", at: start + .seconds(61))
+        #expect(next?.contains("sync dropped 4 malformed cluster frames (the last: z)") == true)
+        #expect(next?.contains("at most one report per 60 s") == true)
+    }
+
+    @Test func problemsNameOnlyReadableOrigins() {
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        _ = receiver.receive("Ba1b2\nnot a line")
+        #expect(receiver.lastProblem?.contains("from origin a1b2") == true)
+        _ = receiver.receive("B\u{1b}[31mred\nnot a line")
+        #expect(receiver.lastProblem?.contains("\u{1b}") == false)
+        #expect(receiver.lastProblem?.contains("not a readable instance id") == true)
+    }
 }

@@ -174,4 +174,87 @@ import Testing
         #expect(url.describe(connectionError: NIOSSLExtraError.failedToValidateHostname).contains("not valid for the host name db.example"))
         #expect(url.describe(connectionError: CancellationError()) == "\(CancellationError())")
     }
+
+    /// The fuzzer's find: a `%` that starts no escape dropped the two bytes after it
+    /// (`pa%ss` → `pa%`), and `%+1`/`%-0` were read as escapes. Such a user, password or
+    /// database is refused now, naming the part and never showing it.
+    @Test(arguments: [
+        ("postgres://app:Qxa%ss@db/prod", "the password"), ("postgres://app:Qx%+Aw@db/prod", "the password"),
+        ("postgres://app:Qx%-0w@db/prod", "the password"), ("postgres://app:Qx%@db/prod", "the password"),
+        ("postgres://app:Qx%4@db/prod", "the password"), ("postgres://app:Qx%FF@db/prod", "the password"),
+        ("postgres://Qx%zzp:pw@db/prod", "the user name"), ("postgres://Qx%zzp@db/prod", "the user name"),
+        ("postgres://app:pw@db/Qx%g0d", "the database name"), ("postgres://app:pw@db/prod?sslmode=Qx%1", "the value of option sslmode"),
+        ("postgres://app:pw@db/prod?Qx%mode=require", "an option name"),
+    ])
+    func invalidPercentEscapesAreRefusedNamingThePart(_ url: String, _ part: String) {
+        do {
+            let parsed = try PostgresURL(url, field: "config.postgresUrl", homeDirectory: emptyHome)
+            Issue.record("\(url) parsed, password \(parsed.password ?? "-")")
+        } catch {
+            #expect(error.code == .invalidPayload)
+            #expect(error.message.hasPrefix("config.postgresUrl: \(part) "), "\(error.message)")
+            #expect(error.message.contains("%25") || error.message.contains("UTF-8"), "\(error.message)")
+            #expect(!error.message.contains("Qx"), "\(error.message)")
+        }
+    }
+
+    @Test func validPercentEscapesDecode() throws {
+        let url = try PostgresURL("postgres://%61pp:p%40%3As%25s%C3%A9@db/pr%2Fod", field: "x", homeDirectory: emptyHome)
+        #expect(url.username == "app")
+        #expect(url.password == "p@:s%sé")
+        #expect(url.database == "pr/od")
+    }
+
+    /// The fuzzer's find: the query was cut at the first `?` before the user information was
+    /// found, so a password with a `?` (as libpq accepts it) became the query, and the sslmode
+    /// error printed the rest of it. The user information ends at the last `@` before the path.
+    @Test func aQuestionMarkInTheUserInformationIsPartOfIt() throws {
+        let url = try PostgresURL("postgres://app:Xk?9pLm2Qz@db.internal:5432/prod", field: "x", homeDirectory: emptyHome)
+        #expect(url.username == "app" && url.password == "Xk?9pLm2Qz")
+        #expect(url.host == "db.internal" && url.port == 5432 && url.database == "prod" && url.sslMode == .prefer)
+        let user = try PostgresURL("postgres://ap?p:hunter22@db/prod", field: "x", homeDirectory: emptyHome)
+        #expect(user.username == "ap?p" && user.password == "hunter22" && user.host == "db")
+        let noPath = try PostgresURL("postgres://app:p?w@db:6543?sslmode=disable", field: "x", homeDirectory: emptyHome)
+        #expect(noPath.password == "p?w" && noPath.host == "db" && noPath.port == 6543 && noPath.database == nil && noPath.sslMode == .disable)
+        let rawAt = try PostgresURL("postgres://app:p@ss@db/prod?sslmode=require", field: "x", homeDirectory: emptyHome)
+        #expect(rawAt.password == "p@ss" && rawAt.host == "db" && rawAt.sslMode == .require)
+        // A path in the query is the query's.
+        let rootInQuery = try PostgresURL(
+            "postgres://app:pw@db?sslmode=verify-ca&sslrootcert=\(TestEnvironment.postgresCA)", field: "x", homeDirectory: emptyHome)
+        #expect(rootInQuery.host == "db" && rootInQuery.database == nil && rootInQuery.sslRootCert == TestEnvironment.postgresCA)
+    }
+
+    /// Many malformed URLs around a distinctive password, wherever this parser or libpq would
+    /// read it: no error message contains any part of it.
+    @Test func noErrorMessageEverContainsThePassword() {
+        let passwords = [
+            "Zq7Wx9Kp", "Zq7?Wx9Kp", "Zq7?sslmode=Wx9Kp", "Zq7@Wx9Kp", "Zq7%zzWx9Kp", "Zq7&Wx9Kp=", "Zq7:Wx9Kp", "Zq7#Wx9Kp",
+            "Zq7/Wx9Kp", "Zq7%Wx9Kp", "Zq7?sslmode=requireWx9Kp", "Zq7?password=Wx9Kp", "Zq7%FFWx9Kp", "Zq7[Wx9Kp]", "Zq7 Wx9Kp",
+        ]
+        let prefixes = ["postgres://app:", "postgresql://app:", "postgres://a%zzp:", "mysql://app:", "postgres://:", "postgres://app:pw@h:"]
+        let suffixes = [
+            "@db/prod", "@db/prod?sslmode=bogus", "@db/prod?sslmode=bog%us", "@db:99999/prod", "@db:port/prod", "@/prod", "@db/prod?foo=1",
+            "@db/pr%zzod", "@db/prod?sslmode=verify-full", "@db/prod?sslcert=/nope", "@db/prod?sslmode=", "@db/prod?sslmode",
+            "@db?sslmode=bogus", "@db:0", "@[::1:5432/prod", "@db/prod?sslmode=disable&sslrootcert=/x", "@db/prod?&&=&", "",
+            "@db/prod?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", "?sslmode=bogus@db/prod", "@db/prod?%zz=1",
+        ]
+        var errors = 0
+        for password in passwords {
+            for prefix in prefixes {
+                for suffix in suffixes {
+                    let url = prefix + password + suffix
+                    do {
+                        _ = try PostgresURL(url, field: "config.postgresUrl", homeDirectory: emptyHome)
+                    } catch {
+                        errors += 1
+                        #expect(error.code == .invalidPayload)
+                        for piece in ["Zq7", "Wx9Kp"] {
+                            #expect(!error.message.contains(piece), "\(url): \(error.message)")
+                        }
+                    }
+                }
+            }
+        }
+        #expect(errors > 1000)
+    }
 }
