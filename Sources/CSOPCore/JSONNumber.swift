@@ -6,8 +6,8 @@
 /// ``JSONParser`` makes a ``JSONValue/number(_:)`` only for such numbers, and ``JSONWriter``
 /// writes the text back verbatim, so they travel through the host unchanged. A `JSONNumber`
 /// made from text that `.int` or `.double` can hold writes the same text but parses back as
-/// `.int` or `.double`; parse the text (``JSONValue/init(parsing:)-(String)``) to get the value
-/// the parser would make.
+/// `.int` or `.double`; parse the text (`JSONValue(parsing:)`) to get the value the parser
+/// would make.
 public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
     /// The number as written: RFC 8259 number syntax, ASCII.
     public let text: String

@@ -229,8 +229,8 @@ public struct JSONParser: ~Copyable {
     }
 
     /// Scans a number and reports whether it is an integer literal. Every number is accepted,
-    /// by ``validate(_:)`` and by ``parse(_:)-(UnsafeBufferPointer<UInt8>)`` alike: those that
-    /// `.int` and `.double` cannot hold become `.number`.
+    /// by `validate` and `parse` alike: those that `.int` and `.double` cannot hold become
+    /// `.number`.
     private mutating func scanNumber() throws(JSONParseError) -> (start: Int, isInteger: Bool) {
         let start = index
         var isInteger = true

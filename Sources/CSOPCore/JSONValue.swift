@@ -19,8 +19,8 @@ public enum JSONValue: Sendable, Hashable {
     case bool(Bool)
     /// An integer that fits in 64 bits.
     case int(Int64)
-    /// A number that a double holds exactly (see ``JSONNumber/isExact(_:literal:)``), and
-    /// `-0.0`.
+    /// A number that a double holds exactly: written back in its shortest form, it is the
+    /// same number (`-0.0` included).
     case double(Double)
     /// Any other number, as its text: see ``JSONNumber``.
     case number(JSONNumber)
