@@ -2,14 +2,15 @@ import CSOPCore
 
 extension JSONValue {
     /// About how many bytes this value's compact JSON text takes, found without writing it:
-    /// exact but for escapes in strings (each character counted once) and for non-integer
-    /// numbers (counted as 24 bytes, the longest a double takes).
+    /// exact but for escapes in strings (each character counted once) and for doubles
+    /// (counted as 24 bytes, the longest a double takes).
     var approximateJSONBytes: Int {
         switch self {
         case .null: 4
         case .bool(let value): value ? 4 : 5
         case .int(let value): Self.decimalLength(value)
         case .double: 24
+        case .number(let number): number.text.utf8.count
         case .string(let text): text.utf8.count + 2
         case .array(let elements):
             elements.reduce(max(elements.count + 1, 2)) { $0 + $1.approximateJSONBytes }
