@@ -60,8 +60,9 @@ extension PostgresURL {
 
     static func parseOptions(_ query: Substring, field: String) throws(CSOPError) -> [String: String] {
         var options: [String: String] = [:]
-        for option in query.split(separator: "&") {
-            let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+        // By Unicode scalar, as the URL itself (a combining mark must not hide a separator).
+        for option in query.unicodeScalars.split(separator: "&") {
+            let pair = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map { Substring($0) }
             let name = try decode(pair[0], part: "an option name", field: field)
             // Only a name that looks like one is repeated, never a value: an unknown option may
             // be a libpq `password=`, and a mistyped URL may have put its password here.

@@ -39,11 +39,14 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
     /// - Throws: `INVALID_PAYLOAD` naming `field` (and the option and file when one is wrong);
     ///   the message never repeats the URL, its password or any key material.
     public init(_ text: String, field: String, homeDirectory: String? = PostgresURL.homeDirectory()) throws(CSOPError) {
-        var rest = Substring(text)
-        if rest.hasPrefix("postgres://") {
-            rest = rest.dropFirst("postgres://".count)
-        } else if rest.hasPrefix("postgresql://") {
-            rest = rest.dropFirst("postgresql://".count)
+        // Scanned by Unicode scalar, never by Character: a combining mark after a separator
+        // (`:`, `@`, `/`) joins it into one Character and would hide it, moving a password
+        // into the user name.
+        var rest = Substring(text).unicodeScalars
+        if text.utf8.starts(with: "postgres://".utf8) {
+            rest = rest.dropFirst("postgres://".unicodeScalars.count)
+        } else if text.utf8.starts(with: "postgresql://".utf8) {
+            rest = rest.dropFirst("postgresql://".unicodeScalars.count)
         } else {
             throw .invalidPayload("\(field) must start with postgres:// (postgres://user:password@host:5432/database)")
         }
@@ -56,10 +59,10 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
-                username = try Self.decode(credentials[..<colon], part: "the user name", field: field)
-                password = try Self.decode(credentials[credentials.index(after: colon)...], part: "the password", field: field)
+                username = try Self.decode(Substring(credentials[..<colon]), part: "the user name", field: field)
+                password = try Self.decode(Substring(credentials[credentials.index(after: colon)...]), part: "the password", field: field)
             } else {
-                username = try Self.decode(credentials, part: "the user name", field: field)
+                username = try Self.decode(Substring(credentials), part: "the user name", field: field)
             }
         } else {
             username = ""
@@ -71,24 +74,24 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         rest = rest[hostEnd...]
         if rest.first == "/" {
             let pathEnd = rest.firstIndex(of: "?") ?? rest.endIndex
-            let name = try Self.decode(rest.dropFirst()[..<pathEnd], part: "the database name", field: field)
+            let name = try Self.decode(Substring(rest.dropFirst()[..<pathEnd]), part: "the database name", field: field)
             database = name.isEmpty ? nil : name
             rest = rest[pathEnd...]
         }
         port = 5432
-        if let colon = hostPart.lastIndex(of: ":"), !hostPart.hasSuffix("]") {
-            guard let value = Int(hostPart[hostPart.index(after: colon)...]), (1...65535).contains(value) else {
+        if let colon = hostPart.lastIndex(of: ":"), hostPart.last != "]" {
+            guard let value = Int(String(Substring(hostPart[hostPart.index(after: colon)...]))), (1...65535).contains(value) else {
                 throw .invalidPayload("\(field) has an invalid port; use a number from 1 to 65535")
             }
             port = value
             hostPart = hostPart[..<colon]
         }
-        if hostPart.hasPrefix("["), hostPart.hasSuffix("]") { hostPart = hostPart.dropFirst().dropLast() }
-        host = String(hostPart)
+        if hostPart.first == "[", hostPart.last == "]" { hostPart = hostPart.dropFirst().dropLast() }
+        host = String(Substring(hostPart))
         if host.isEmpty { throw .invalidPayload("\(field) has no host name") }
         // The options come last: an error about them repeats an option name or mode, which is
         // only ever the query's once user, host and port have been read.
-        let options = rest.first == "?" ? try Self.parseOptions(rest.dropFirst(), field: field) : [:]
+        let options = rest.first == "?" ? try Self.parseOptions(Substring(rest.dropFirst()), field: field) : [:]
         try configureTLS(options, field: field, homeDirectory: homeDirectory)
     }
 

@@ -208,6 +208,18 @@ import Testing
     /// The fuzzer's find: the query was cut at the first `?` before the user information was
     /// found, so a password with a `?` (as libpq accepts it) became the query, and the sslmode
     /// error printed the rest of it. The user information ends at the last `@` before the path.
+    /// Found by fuzzing (Tests/Fuzz/regressions/pgurl/combining-mark-after-colon): a combining
+    /// mark right after a separator joins it into one Character, which hid the `:` and moved
+    /// the password into the user name. The URL is scanned by Unicode scalar.
+    @Test func aCombiningMarkAfterASeparatorDoesNotHideIt() throws {
+        let url = try PostgresURL("postgres://app:\u{301}secret@db\u{301}x:5432/prod\u{301}?sslmode=disable", field: "x", homeDirectory: emptyHome)
+        #expect(url.username == "app")
+        #expect(url.password == "\u{301}secret")
+        #expect(url.host == "db\u{301}x" && url.port == 5432 && url.database == "prod\u{301}" && url.sslMode == .disable)
+        // The `&` still separates: what follows it is an option of its own (unknown here).
+        #expect(throws: CSOPError.self) { try PostgresURL("postgres://app:pw@db/prod?sslmode=disable&\u{301}", field: "x", homeDirectory: emptyHome) }
+    }
+
     @Test func aQuestionMarkInTheUserInformationIsPartOfIt() throws {
         let url = try PostgresURL("postgres://app:Xk?9pLm2Qz@db.internal:5432/prod", field: "x", homeDirectory: emptyHome)
         #expect(url.username == "app" && url.password == "Xk?9pLm2Qz")
