@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "csop", targets: ["csop"]),
         .executable(name: "csop-bench", targets: ["csop-bench"]),
+        .executable(name: "csop-serve", targets: ["csop-serve"]),
         .library(name: "CSOP", targets: ["CSOPHost"]),
         .library(name: "CSOPPluginKit", targets: ["CSOPPluginKit"]),
         .library(name: "csop-diag", type: .dynamic, targets: ["DiagExport"]),
@@ -28,6 +29,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // The network gateway (csop-serve) only: csop itself links none of these.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket", from: "1.6.2"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         // The C contract, nothing else.
@@ -102,8 +110,42 @@ let package = Package(
         .target(name: "StorageExport", dependencies: ["StoragePlugin"], path: "Plugins/Storage/Export", swiftSettings: swiftSettings),
         .target(name: "ComputeExport", dependencies: ["ComputePlugin"], path: "Plugins/Compute/Export", swiftSettings: swiftSettings),
         .target(name: "SyncExport", dependencies: ["SyncPlugin"], path: "Plugins/Sync/Export", swiftSettings: swiftSettings),
-        // Output helpers the two executables share.
-        .target(name: "CSOPCLISupport", swiftSettings: swiftSettings),
+        // What the executables share: output helpers, the options that load a host.
+        .target(
+            name: "CSOPCLISupport",
+            dependencies: [
+                "CSOPHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        // The network gateway: HTTP, WebSocket and SSE in front of a host, with tokens and limits.
+        .target(
+            name: "CSOPServe",
+            dependencies: [
+                "CSOPCore", "CSOPHost", "TOMLKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.embedInCode("Resources/csop.js")],
+            swiftSettings: swiftSettings),
+        // `csop serve` and `csop token` run this; kept apart so csop links no HTTP stack.
+        .executableTarget(
+            name: "csop-serve",
+            dependencies: [
+                "CSOPServe", "CSOPCLISupport", "CSOPCore", "CSOPHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
         // The CLI: links the host only; `csop bench` runs csop-bench from the same directory.
         .executableTarget(
             name: "csop",
@@ -142,6 +184,15 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FuzzTests", dependencies: ["CSOPTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPServe", "CSOPTestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "CSOPTestSupport"],
             swiftSettings: swiftSettings),

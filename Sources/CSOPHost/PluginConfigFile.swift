@@ -29,18 +29,7 @@ public struct PluginConfigFile: Sendable, Equatable {
     /// Parses the text of the file at `path`.
     /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
     public static func parse(_ text: String, path: String) throws(PluginConfigError) -> PluginConfigFile {
-        // Text on which TOMLKit would abort the process (a debug build's assert) is refused here.
-        if let problem = TOMLKitGuard.problem(in: text) {
-            throw PluginConfigError(file: path, line: problem.line, message: problem.message)
-        }
-        let table: TOMLTable
-        do {
-            table = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw PluginConfigError(file: path, line: error.source.begin.line, message: error.description)
-        } catch {
-            throw PluginConfigError(file: path, line: nil, message: "not a TOML document: \(error)")
-        }
+        let table = try table(text, path: path)
         func fail(_ key: String, _ message: String) -> PluginConfigError {
             PluginConfigError(file: path, line: Self.line(of: key, in: text), message: message)
         }
@@ -78,11 +67,37 @@ public struct PluginConfigFile: Sendable, Equatable {
         return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config)
     }
 
+    /// Parses any TOML document (csop serve's config file, say) into JSON, by the rules an
+    /// entry's `[config]` follows: the top-level keys become the object's members.
+    /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
+    public static func document(_ text: String, path: String) throws(PluginConfigError) -> JSONObject {
+        let table = try table(text, path: path)
+        do throws(PluginConfigError.Reason) {
+            return try json(table, at: "")
+        } catch {
+            throw PluginConfigError(file: path, line: Self.line(of: error.key, in: text), message: error.text)
+        }
+    }
+
+    private static func table(_ text: String, path: String) throws(PluginConfigError) -> TOMLTable {
+        // Text on which TOMLKit would abort the process (a debug build's assert) is refused here.
+        if let problem = TOMLKitGuard.problem(in: text) {
+            throw PluginConfigError(file: path, line: problem.line, message: problem.message)
+        }
+        do {
+            return try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw PluginConfigError(file: path, line: error.source.begin.line, message: error.description)
+        } catch {
+            throw PluginConfigError(file: path, line: nil, message: "not a TOML document: \(error)")
+        }
+    }
+
     private static func json(_ table: TOMLTable, at path: String) throws(PluginConfigError.Reason) -> JSONObject {
         var object = JSONObject()
         for key in table.keys {
             guard let value = table[key] else { continue }
-            object[key] = try json(value, at: "\(path).\(key)", key: key)
+            object[key] = try json(value, at: path.isEmpty ? key : "\(path).\(key)", key: key)
         }
         return object
     }

@@ -17,15 +17,21 @@ struct BenchCommand: ParsableCommand {
     var arguments: [String] = []
 
     func run() throws {
-        guard let directory = HostConfiguration.executableDirectory() else {
-            throw ValidationError("cannot tell where csop runs from (/proc/self/exe is unreadable)")
-        }
-        let bench = "\(directory)/csop-bench"
-        guard access(bench, X_OK) == 0 else {
-            throw ValidationError("\(bench) not found: build it with swift build -c release (it is installed beside csop)")
-        }
-        let argv = ([bench] + arguments).map { strdup($0) } + [nil]
-        execv(bench, argv)
-        throw ValidationError("cannot run \(bench): \(String(cString: strerror(errno)))")
+        try execSibling("csop-bench", arguments)
     }
+}
+
+/// Replaces this process with `name` from csop's own directory (csop-bench, csop-serve),
+/// passing `arguments`; returns only by throwing.
+func execSibling(_ name: String, _ arguments: [String]) throws -> Never {
+    guard let directory = HostConfiguration.executableDirectory() else {
+        throw ValidationError("cannot tell where csop runs from (/proc/self/exe is unreadable)")
+    }
+    let path = "\(directory)/\(name)"
+    guard access(path, X_OK) == 0 else {
+        throw ValidationError("\(path) not found: build it with swift build (-c release) or install it with scripts/install.sh (it is installed beside csop)")
+    }
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    execv(path, argv)
+    throw ValidationError("cannot run \(path): \(String(cString: strerror(errno)))")
 }

@@ -1,26 +1,28 @@
-import ArgumentParser
-import CSOPHost
+public import ArgumentParser
+public import CSOPHost
 import Glibc
-import Logging
+public import Logging
 
 /// Options every command that loads plugins takes.
-struct GlobalOptions: ParsableArguments {
+public struct GlobalOptions: ParsableArguments {
     @Option(
         name: .customLong("plugins-dir"),
         help: ArgumentHelp(
             "The plugins.d directory to load.",
             discussion: "Default: $CSOP_PLUGINS_DIR, else the first that exists of ./plugins.d, $XDG_CONFIG_HOME/csop/plugins.d (~/.config/csop/plugins.d) and the installed PREFIX/etc/csop/plugins.d.",
             valueName: "dir"))
-    var pluginsDirectory: String?
+    public var pluginsDirectory: String?
 
     @Option(name: .customLong("log-level"), help: "How much to log to stderr (never to stdout).")
-    var logLevel: LogLevel = .warning
+    public var logLevel: LogLevel = .warning
 
     @Flag(name: .customLong("allow-insecure-permissions"), help: "Load config files and libraries that others can write.")
-    var allowInsecurePermissions = false
+    public var allowInsecurePermissions = false
+
+    public init() {}
 
     /// The configuration these options describe; sets up logging (process-wide, once) first.
-    func makeConfiguration() -> HostConfiguration {
+    public func makeConfiguration() -> HostConfiguration {
         let level = logLevel.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -38,7 +40,7 @@ struct GlobalOptions: ParsableArguments {
     /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end a serving host. (The compute
     /// plugin moves JavaScriptCore's own use of SIGUSR1 to a real-time signal when it loads.)
     /// - Parameter adjust: a command's own settings (limits) applied to the configuration.
-    func makeHost(_ adjust: (inout HostConfiguration) -> Void = { _ in }) async throws -> CSOPHost {
+    public func makeHost(_ adjust: (inout HostConfiguration) -> Void = { _ in }) async throws -> CSOPHost {
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
@@ -49,8 +51,8 @@ struct GlobalOptions: ParsableArguments {
 }
 
 /// `--log-level` values: swift-log's levels.
-enum LogLevel: String, CaseIterable, ExpressibleByArgument {
+public enum LogLevel: String, CaseIterable, ExpressibleByArgument, Sendable {
     case trace, debug, info, notice, warning, error, critical
 
-    var level: Logger.Level { Logger.Level(rawValue: rawValue)! }
+    public var level: Logger.Level { Logger.Level(rawValue: rawValue)! }
 }

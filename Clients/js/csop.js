@@ -1,0 +1,1 @@
+// CSOP browser client: replaced by the client's source

@@ -1,0 +1,212 @@
+public import CSOPCore
+import Foundation
+import JWTKit
+import Synchronization
+
+/// Checks bearer tokens: JWTs signed with HS256 (a shared secret) or ES256/RS256 (keys from a
+/// JWKS file), with `sub`, `exp` (required), `nbf` and `aud` checked against a small clock
+/// skew, and the CSOP claim naming what the token may do:
+///
+/// ```json
+/// {"sub": "alice", "exp": 1767225600, "aud": "csop",
+///  "csop": {"actions": ["storage.*", "sync.*"], "tenant": "acme"}}
+/// ```
+/// `csop.actions` is a list of patterns (`*`, `domain.*`, `domain.operation`) or one string
+/// of them separated by commas; `csop.tenant` defaults to `sub`.
+///
+/// A refusal says why (expired, bad signature, wrong audience...) but never repeats the token
+/// or the secret. Verified tokens are remembered until they expire (at most 10,000 of them),
+/// so a client that sends the same token with every request pays for verification once.
+public final class Authenticator: Sendable {
+    private let keys: JWTKeyCollection
+    private let audience: String?
+    private let clockSkew: Double
+    private let cache = Mutex<[String: (principal: Principal, expires: Double)]>([:])
+    private static let cacheLimit = 10_000
+
+    /// Reads the secret file and the JWKS file of `configuration`.
+    /// - Throws: ``GatewayConfigurationError`` when a file cannot be read or holds no usable key.
+    public init(configuration: GatewayConfiguration) async throws(GatewayConfigurationError) {
+        let keys = JWTKeyCollection()
+        if let path = configuration.secretFile {
+            let secret = try Self.read(path, what: "the HS256 secret file")
+            let trimmed = secret.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.utf8.count >= 32 else {
+                throw GatewayConfigurationError(
+                    "the HS256 secret in \(path) is \(trimmed.utf8.count) bytes; use at least 32 random bytes (e.g. openssl rand -base64 48 > \(path))")
+            }
+            await keys.add(hmac: HMACKey(from: trimmed), digestAlgorithm: .sha256)
+        }
+        if let path = configuration.jwksFile {
+            let text = try Self.read(path, what: "the JWKS file")
+            do {
+                try await keys.add(jwksJSON: text)
+            } catch {
+                throw GatewayConfigurationError("\(path) is not a usable JWKS ({\"keys\": [...]} with ES256 or RS256 public keys): \(error)")
+            }
+        }
+        self.keys = keys
+        self.audience = configuration.audience
+        self.clockSkew = configuration.clockSkew
+    }
+
+    private static func read(_ path: String, what: String) throws(GatewayConfigurationError) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw GatewayConfigurationError("cannot read \(what) \(path)")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The principal a token stands for.
+    /// - Throws: `UNAUTHENTICATED` saying what is wrong with the token.
+    public func verify(_ token: String) async throws(CSOPError) -> Principal {
+        let now = Date().timeIntervalSince1970
+        if let hit = cache.withLock({ $0[token] }), hit.expires + clockSkew > now {
+            return hit.principal
+        }
+        guard token.utf8.count <= 16_384 else { throw Self.refusal("the token is longer than 16 KiB") }
+        let claims: TokenClaims
+        do {
+            claims = try await keys.verify(token, as: TokenClaims.self)
+        } catch let error as JWTError {
+            throw Self.refusal(Self.reason(error))
+        } catch let error as DecodingError {
+            throw Self.refusal(Self.reason(error))
+        } catch {
+            throw Self.refusal("the token could not be verified")
+        }
+        let expires = claims.exp.value.timeIntervalSince1970
+        guard expires + clockSkew > now else { throw Self.refusal("the token expired at \(Self.format(expires))") }
+        if let notBefore = claims.nbf?.value.timeIntervalSince1970, notBefore - clockSkew > now {
+            throw Self.refusal("the token is not valid before \(Self.format(notBefore))")
+        }
+        if let audience {
+            guard let aud = claims.aud, aud.value.contains(audience) else {
+                throw Self.refusal("the token's audience (aud) does not include \"\(audience)\"")
+            }
+        }
+        guard let csop = claims.csop else {
+            throw Self.refusal("the token has no csop claim; add \"csop\": {\"actions\": [\"storage.*\", ...]}")
+        }
+        let principal: Principal
+        do throws(CSOPError) {
+            principal = try Principal(subject: claims.sub.value, tenant: csop.tenant, actions: csop.actions)
+        } catch {
+            throw Self.refusal("its claims are not usable: \(error.message)")
+        }
+        cache.withLock { cache in
+            if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
+            cache[token] = (principal, expires)
+        }
+        return principal
+    }
+
+    /// Signs a token with the HS256 secret (for `csop token`).
+    public func sign(subject: String, tenant: String?, actions: [String], lifetime: Double, audience: String?) async throws -> String {
+        let now = Date()
+        let claims = TokenClaims(
+            sub: SubjectClaim(value: subject), exp: ExpirationClaim(value: now.addingTimeInterval(lifetime)),
+            nbf: nil, aud: audience.map { AudienceClaim(value: [$0]) }, iat: IssuedAtClaim(value: now),
+            csop: TokenClaims.CSOPClaim(actions: actions, tenant: tenant))
+        return try await keys.sign(claims)
+    }
+
+    private static func refusal(_ reason: String) -> CSOPError {
+        CSOPError(GatewayErrorCode.unauthenticated, "the bearer token was refused: \(reason)", retryable: false)
+    }
+
+    private static func format(_ seconds: Double) -> String {
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+
+    private static func reason(_ error: JWTError) -> String {
+        switch error.errorType {
+        case .malformedToken: "it is not a well-formed JWT (three base64url parts separated by dots)"
+        case .signatureVerificationFailed: "its signature does not verify with the server's keys"
+        case .unknownKID, .missingKIDHeader: "its key id (kid) names no key the server has"
+        case .unsupportedAlgorithm, .signingAlgorithmFailure, .noKeyProvided: "it is signed with an algorithm the server does not accept"
+        case .claimVerificationFailure: "a claim failed verification"
+        default: "it could not be verified"
+        }
+    }
+
+    private static func reason(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, let context):
+            let path = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: ".")
+            return "it lacks the \(path) claim"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? "its payload is not a JSON object of claims" : "its \(path) claim has the wrong type"
+        @unknown default:
+            return "its claims could not be read"
+        }
+    }
+}
+
+/// Who a verified token stands for: a subject, its tenant and the actions it may call.
+public struct Principal: Sendable, Hashable {
+    public var subject: String
+    public var tenant: String
+    public var actions: [String]
+
+    /// - Throws: `INVALID_PAYLOAD` for an empty or over-long subject or tenant, or a bad pattern.
+    public init(subject: String, tenant: String?, actions: [String]) throws(CSOPError) {
+        for (name, value) in [("sub", subject), ("csop.tenant", tenant ?? subject)] {
+            guard (1...128).contains(value.utf8.count), !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                throw .invalidPayload("\(name) must be 1–128 bytes without control characters")
+            }
+        }
+        for pattern in actions where !Self.isPattern(pattern) {
+            throw .invalidPayload("\"\(pattern.prefix(64))\" is not an action pattern; write *, domain.* or domain.operation")
+        }
+        self.subject = subject
+        self.tenant = tenant ?? subject
+        self.actions = actions
+    }
+
+    private static func isPattern(_ pattern: String) -> Bool {
+        if pattern == "*" { return true }
+        let parts = pattern.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return false }
+        func identifier(_ part: Substring) -> Bool {
+            !part.isEmpty && part.utf8.count <= 64 && part.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D }
+        }
+        return identifier(parts[0]) && (parts[1] == "*" || identifier(parts[1]))
+    }
+}
+
+/// The claims a CSOP token carries.
+struct TokenClaims: JWTPayload {
+    var sub: SubjectClaim
+    var exp: ExpirationClaim
+    var nbf: NotBeforeClaim?
+    var aud: AudienceClaim?
+    var iat: IssuedAtClaim?
+    var csop: CSOPClaim?
+
+    struct CSOPClaim: Codable, Sendable {
+        var actions: [String]
+        var tenant: String?
+
+        init(actions: [String], tenant: String?) {
+            self.actions = actions
+            self.tenant = tenant
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            if let list = try? container.decode([String].self, forKey: .actions) {
+                actions = list
+            } else {
+                actions = try container.decode(String.self, forKey: .actions).split(separator: ",")
+                    .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            }
+            tenant = try container.decodeIfPresent(String.self, forKey: .tenant)
+        }
+    }
+
+    /// Checked in ``Authenticator/verify(_:)`` instead, with the configured clock skew.
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}

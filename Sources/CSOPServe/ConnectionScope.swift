@@ -1,0 +1,140 @@
+import CSOPCore
+import CSOPHost
+import Synchronization
+
+/// What one long-lived connection (a WebSocket, an SSE stream) owns: its subscriptions and
+/// the presence it joined. They belong to the connection: its events go only to it, another
+/// connection cannot unsubscribe them, and ``close()`` undoes them all.
+///
+/// `sync.unsubscribe {channel}` here means this connection's subscriptions to that channel,
+/// not every subscriber's: the scope turns it into one unsubscribe per subscription it owns.
+final class ConnectionScope: Sendable {
+    private struct Owned {
+        /// Subscription id → channel.
+        var subscriptions: [String: String] = [:]
+        /// Presence joined: channel and user id.
+        var presence: Set<[String]> = []
+        var closed = false
+    }
+
+    let host: CSOPHost
+    let router: EventRouter
+    let caller: Caller?
+    let sink: any EventSink
+    private let owned = Mutex(Owned())
+
+    init(host: CSOPHost, router: EventRouter, caller: Caller?, sink: any EventSink) {
+        self.host = host
+        self.router = router
+        self.caller = caller
+        self.sink = sink
+    }
+
+    /// Runs `request` for this connection; `completion` gets the response once. A
+    /// subscribe's response reaches the sink itself, before the subscription's first event:
+    /// `completion` is then called with nil.
+    func dispatch(_ request: Request, completion: @escaping @Sendable (Response?) -> Void) {
+        switch request.action {
+        case "sync.subscribe":
+            router.subscribeStarted()
+            host.dispatch(request, caller: caller) { [self] response in
+                var id: String?
+                if case .object(let data)? = response.data, case .string(let subscription)? = data["subscription"] {
+                    let channel = data["channel"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
+                    let kept = owned.withLock { owned in
+                        guard !owned.closed else { return false }
+                        owned.subscriptions[subscription] = channel
+                        return true
+                    }
+                    if kept {
+                        id = subscription
+                    } else {
+                        unsubscribe([subscription])
+                    }
+                }
+                router.subscribeFinished(id: id, sink: sink, first: response.serialized())
+                completion(nil)
+            }
+        case "sync.unsubscribe":
+            unsubscribe(request, completion: completion)
+        case "sync.presence", "sync.leave":
+            host.dispatch(request, caller: caller) { [self] response in
+                if case .object(let data)? = response.data, case .string(let channel)? = data["channel"],
+                    case .string(let user)? = data["userId"]
+                {
+                    owned.withLock { owned in
+                        if request.action == "sync.leave" {
+                            owned.presence.remove([channel, user])
+                        } else if !owned.closed {
+                            owned.presence.insert([channel, user])
+                        }
+                    }
+                }
+                completion(response)
+            }
+        default:
+            host.dispatch(request, caller: caller, completion: completion)
+        }
+    }
+
+    private func unsubscribe(_ request: Request, completion: @escaping @Sendable (Response?) -> Void) {
+        let start = monotonicMilliseconds()
+        func answer(_ outcome: Result<JSONValue, CSOPError>) {
+            let result = outcome.map { RawJSON($0) }
+            completion(Response(id: request.id, outcome: result, duration: monotonicMilliseconds() - start))
+        }
+        guard case .object(let payload) = request.payload else {
+            return answer(.failure(.invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")))
+        }
+        let ids: [String]
+        let channel: String
+        switch (payload["subscription"], payload["channel"]) {
+        case (.string(let id)?, _):
+            guard let owner = owned.withLock({ $0.subscriptions[id] }) else {
+                return answer(
+                    .failure(
+                        CSOPError(
+                            "SUBSCRIPTION_FAILED",
+                            "no subscription \(id) on this connection; a connection can end only the subscriptions it made")))
+            }
+            ids = [id]
+            channel = owner
+        case (nil, .string(let name)?):
+            ids = owned.withLock { $0.subscriptions.filter { $0.value == name }.map(\.key) }
+            channel = name
+        default:
+            // The plugin words the error about the payload's shape.
+            return host.dispatch(request, caller: caller, completion: completion)
+        }
+        unsubscribe(ids)
+        answer(.success(.object(["unsubscribed": .bool(!ids.isEmpty), "channel": .string(channel), "count": .int(Int64(ids.count))])))
+    }
+
+    /// Ends subscriptions: no event of theirs is delivered from now on.
+    private func unsubscribe(_ ids: [String]) {
+        owned.withLock { owned in
+            for id in ids { owned.subscriptions.removeValue(forKey: id) }
+        }
+        for id in ids {
+            router.unregister(id)
+            host.dispatch(Request(action: "sync.unsubscribe", payload: .object(["subscription": .string(id)])), caller: caller) { _ in }
+        }
+    }
+
+    /// The connection ended: its subscriptions end and its presence leaves.
+    func close() {
+        let (subscriptions, presence) = owned.withLock { owned in
+            owned.closed = true
+            defer {
+                owned.subscriptions.removeAll()
+                owned.presence.removeAll()
+            }
+            return (Array(owned.subscriptions.keys), owned.presence)
+        }
+        unsubscribe(subscriptions)
+        for key in presence {
+            let payload: JSONObject = ["channel": .string(key[0]), "userId": .string(key[1])]
+            host.dispatch(Request(action: "sync.leave", payload: .object(payload)), caller: caller) { _ in }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+public import CSOPCore
+public import CSOPHost
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import HummingbirdWebSocket
+public import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+public import UnixSignals
+
+/// `csop serve`: a host on the network. HTTP (`POST /v1/dispatch`, `POST /v1/{domain}/{operation}`),
+/// WebSocket (`/v1/ws`), Server-Sent Events (`/v1/events`), `/healthz`, `/readyz` and the
+/// browser client at `/v1/csop.js`, with bearer tokens, CORS, TLS and limits from a
+/// ``GatewayConfiguration``.
+///
+/// ```swift
+/// let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: "plugins.d"))
+/// let gateway = try await Gateway(host: host, configuration: GatewayConfiguration())
+/// try await gateway.run()   // until SIGTERM or SIGINT
+/// ```
+/// Stopping (a signal, or ``run(onListening:)``'s task cancelled) stops accepting
+/// connections, lets running requests finish for up to `shutdownGrace` seconds, closes
+/// WebSockets with 1001 and ends event streams; the host is the caller's to shut down after.
+public struct Gateway: Sendable {
+    let services: GatewayServices
+    let logger: Logger
+
+    /// - Throws: ``GatewayConfigurationError`` for settings that cannot be used together
+    ///   (see ``GatewayConfiguration/validate()``) or unreadable key files.
+    public init(host: CSOPHost, configuration: GatewayConfiguration, logger: Logger = Logger(label: "csop.serve")) async throws(GatewayConfigurationError) {
+        try configuration.validate()
+        let authenticator = configuration.authEnabled ? try await Authenticator(configuration: configuration) : nil
+        self.services = GatewayServices(host: host, configuration: configuration, authenticator: authenticator)
+        self.logger = logger
+    }
+
+    /// Serves until SIGTERM/SIGINT or until the calling task is cancelled.
+    /// - Parameter onListening: called once with the bound port (useful with port 0).
+    public func run(gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint], onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        let configuration = services.configuration
+        let address = try configuration.address()
+        let listener = services.router.attach(to: services.host)
+        defer { services.host.removeEventListener(listener) }
+        let router = makeRouter()
+        let headerTimeout = TimeAmount.milliseconds(Int64(configuration.headerTimeout * 1000))
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [HeaderDeadlineHandler(timeout: headerTimeout)],
+            idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)))
+        let autoPing: AutoPingSetup =
+            configuration.pingInterval > 0 ? .enabled(timePeriod: .milliseconds(Int64(configuration.pingInterval * 1000))) : .disabled
+        let ws = WebSocketServerConfiguration(
+            maxFrameSize: configuration.maxFrameBytes, autoPing: autoPing, closeTimeout: .seconds(5), validateUTF8: true)
+        var server: HTTPServerBuilder = .http1WebSocketUpgrade(
+            webSocketRouter: router, configuration: HTTP1WebSocketUpgradeChannel.Configuration(http1: http1, ws: ws))
+        if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
+            let tls: TLSConfiguration
+            do {
+                tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            } catch {
+                throw GatewayConfigurationError("cannot use --tls-cert \(certificate) and --tls-key \(key): \(error)")
+            }
+            server = try .tls(server, tlsConfiguration: tls)
+        }
+        let app = Application(
+            router: router,
+            server: server,
+            configuration: ApplicationConfiguration(
+                address: .hostname(address.host, port: address.port), serverName: nil, backlog: 1024,
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? address.port) },
+            logger: logger)
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: app)], gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownGrace * 1000))
+        let group = ServiceGroup(configuration: groupConfiguration)
+        try await group.run()
+    }
+
+    func makeRouter() -> Router<GatewayContext> {
+        let router = Router(context: GatewayContext.self)
+        let routes = HTTPRoutes(services: services)
+        router.add(middleware: GatewayErrorMiddleware())
+        router.add(middleware: OriginMiddleware(allowed: services.configuration.corsOrigins))
+        if let directory = services.configuration.staticDirectory {
+            router.add(middleware: FileMiddleware(directory, searchForIndexHtml: true, logger: logger))
+        }
+        router.get("healthz") { _, _ in routes.healthz() }
+        router.get("readyz") { _, _ in await routes.readyz() }
+        router.get("v1/csop.js") { request, _ in routes.clientScript(request) }
+        router.post("v1/dispatch") { request, context in await routes.dispatch(request, context: context) }
+        router.post("v1/:domain/:operation") { request, context in await routes.dispatchAction(request, context: context) }
+        router.get("v1/events") { request, context in await routes.events(request, context: context) }
+        router.ws("v1/ws") { request, _ in
+            let offer = GatewayServices.subprotocolToken(request.headers)
+            return .upgrade(offer.offered ? [.secWebSocketProtocol: "csop"] : [:])
+        } onUpgrade: { [services] inbound, outbound, context in
+            let headers = context.request.headers
+            let token = GatewayServices.bearerToken(headers) ?? GatewayServices.subprotocolToken(headers).token
+            let session = WebSocketSession(gateway: services, handshakeToken: token, peer: context.requestContext.peer)
+            try await session.run(inbound: inbound, outbound: outbound, logger: context.logger)
+        }
+        return router
+    }
+}

@@ -1,0 +1,68 @@
+import CSOPCore
+import CSOPHost
+import HTTPTypes
+import Hummingbird
+
+/// What every route and connection of one gateway shares.
+final class GatewayServices: Sendable {
+    let host: CSOPHost
+    let configuration: GatewayConfiguration
+    /// Nil when auth is off: every caller is then the local owner.
+    let authenticator: Authenticator?
+    let rateLimiter: RateLimiter
+    let router: EventRouter
+
+    init(host: CSOPHost, configuration: GatewayConfiguration, authenticator: Authenticator?) {
+        self.host = host
+        self.configuration = configuration
+        self.authenticator = authenticator
+        self.rateLimiter = RateLimiter(rate: configuration.rateLimit, burst: configuration.rateBurst)
+        self.router = EventRouter()
+    }
+
+    /// The principal of an HTTP request's `Authorization: Bearer` token (or, for SSE, its
+    /// `token` query parameter); nil when auth is off.
+    /// - Throws: `UNAUTHENTICATED`, saying what is missing or wrong.
+    func authenticate(_ request: HummingbirdCore.Request, queryToken: Bool = false) async throws(CSOPError) -> Principal? {
+        guard let authenticator else { return nil }
+        guard let token = Self.bearerToken(request.headers) ?? (queryToken ? request.uri.queryParameters["token"].map(String.init) : nil) else {
+            throw CSOPError(
+                GatewayErrorCode.unauthenticated,
+                "this server needs a token: send Authorization: Bearer <token>\(queryToken ? " (or ?token= for EventSource)" : "")")
+        }
+        return try await authenticator.verify(token)
+    }
+
+    /// The token of an `Authorization: Bearer` header.
+    static func bearerToken(_ headers: HTTPFields) -> String? {
+        guard let value = headers[.authorization] else { return nil }
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return parts[1].trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The token of a `Sec-WebSocket-Protocol: csop, csop.bearer.<token>` offer.
+    static func subprotocolToken(_ headers: HTTPFields) -> (offered: Bool, token: String?) {
+        var offered = false
+        var token: String?
+        for value in headers[values: .secWebSocketProtocol] {
+            for item in value.split(separator: ",") {
+                let name = item.trimmingCharacters(in: .whitespaces)
+                if name == "csop" { offered = true }
+                if name.hasPrefix("csop.bearer.") { token = String(name.dropFirst("csop.bearer.".count)) }
+            }
+        }
+        return (offered, token)
+    }
+
+    /// The key rate limits count against: the token's tenant and subject, else the address.
+    static func rateKey(_ principal: Principal?, peer: String) -> String {
+        principal.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
+    }
+
+    static func rateLimited(_ wait: Double) -> CSOPError {
+        CSOPError(
+            GatewayErrorCode.rateLimited,
+            "too many requests for this token: retry in \(Int((wait * 1000).rounded(.up))) ms (the server's --rate-limit)", retryable: true)
+    }
+}

@@ -1,0 +1,85 @@
+import NIOCore
+import NIOHTTPTypes
+
+/// Cuts off a client that opens a request and then dribbles its header (slow loris): once
+/// the first byte of a request arrives, its whole head must arrive within `timeout`, or the
+/// connection is closed. An idle keep-alive connection (no request begun) is the idle
+/// timeout's business, not this one's.
+///
+/// It sits after the HTTP decoder, where it sees heads; a ``ByteWatcher`` it puts at the
+/// front of the pipeline tells it when bytes arrive. Both run on the channel's event loop.
+final class HeaderDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+    private var awaitingHead = true
+    private var watcher: ByteWatcher?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let watcher = ByteWatcher(owner: self, context: context)
+        self.watcher = watcher
+        try? context.pipeline.syncOperations.addHandler(watcher, position: .first)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        if let watcher {
+            watcher.owner = nil
+            context.pipeline.syncOperations.removeHandler(watcher).whenFailure { _ in }
+        }
+        watcher = nil
+    }
+
+    /// Bytes came in: if they begin a request, its head is now due.
+    fileprivate func bytesArrived(context: ChannelHandlerContext) {
+        guard awaitingHead, deadline == nil else { return }
+        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.awaitingHead else { return }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            awaitingHead = false
+            deadline?.cancel()
+            deadline = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            awaitingHead = true
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+/// Tells a ``HeaderDeadlineHandler`` that bytes arrived, and passes them on untouched.
+final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    fileprivate weak var owner: HeaderDeadlineHandler?
+    private let ownerContext: ChannelHandlerContext
+
+    fileprivate init(owner: HeaderDeadlineHandler, context: ChannelHandlerContext) {
+        self.owner = owner
+        self.ownerContext = context
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        owner?.bytesArrived(context: ownerContext)
+        context.fireChannelRead(data)
+    }
+}

@@ -1,0 +1,49 @@
+import CSOPCore
+import HTTPTypes
+import Hummingbird
+
+/// CORS, and the rule that keeps other web sites out: a request whose `Origin` is neither
+/// this server's own nor one of the allowed origins is refused with `FORBIDDEN` before it
+/// runs. Browsers send "simple" cross-site POSTs and WebSocket handshakes without asking
+/// first, so without this any page a user visits could drive a server on their machine
+/// (listening on loopback without auth). Requests without `Origin` (curl, programs) pass, and
+/// so do plain GETs of files (`/v1/csop.js`, the static directory, health): they change and
+/// reveal nothing. `/v1/events` and the WebSocket handshake are GETs that do, and are checked.
+struct OriginMiddleware: RouterMiddleware {
+    typealias Context = GatewayContext
+
+    let allowed: [String]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let origin = request.headers[.origin] else { return try await next(request, context) }
+        let path = request.uri.path
+        if request.method == .get || request.method == .head, !path.hasPrefix("/v1/events"), !path.hasPrefix("/v1/ws") {
+            return try await next(request, context)
+        }
+        let sameOrigin = request.head.authority.map { host in origin == "http://\(host)" || origin == "https://\(host)" } ?? false
+        let listed = allowed.contains("*") || allowed.contains(origin)
+        guard sameOrigin || listed else {
+            return HTTPRoutes.failure(
+                CSOPError(
+                    GatewayErrorCode.forbidden,
+                    "requests from the web origin \(origin.prefix(200)) are not allowed; list it with --cors-origin (or [cors] origins) to let its pages call this server"
+                ))
+        }
+        guard listed else { return try await next(request, context) }
+        if request.method == .options {
+            // A preflight.
+            var headers: HTTPFields = [:]
+            headers[.accessControlAllowOrigin] = origin
+            headers[.accessControlAllowMethods] = "GET, POST, OPTIONS"
+            headers[.accessControlAllowHeaders] = "Authorization, Content-Type, traceparent, tracestate"
+            headers[.accessControlMaxAge] = "600"
+            headers[.vary] = "Origin"
+            return Response(status: .noContent, headers: headers)
+        }
+        var response = try await next(request, context)
+        response.headers[.accessControlAllowOrigin] = origin
+        response.headers[.accessControlExposeHeaders] = "Retry-After"
+        response.headers[.vary] = "Origin"
+        return response
+    }
+}
