@@ -221,7 +221,10 @@ export class CSOP {
 
 export default CSOP;
 
-/** ws(s)://host:port/v1/ws for a module URL http(s)://host:port/…; null for other schemes. */
+/**
+ * ws(s)://host:port/v1/ws for a module URL http(s)://host:port/… (…/PREFIX/v1/ws for a module
+ * served at …/PREFIX/v1/csop.js); null for other schemes.
+ */
 export function defaultSocketURL(moduleURL: string): string | null;
 
 /** `url` (absolute or relative to `base`) as a ws: or wss: URL; null when it cannot be one. */

@@ -51,7 +51,8 @@ function randomSuffix() {
 
 /**
  * The WebSocket URL for a module loaded from `moduleURL`: http(s)://host:port/... becomes
- * ws(s)://host:port/v1/ws. Returns null for any other scheme (file:, data:, blob:).
+ * ws(s)://host:port/v1/ws; a module served at …/PREFIX/v1/csop.js (a server behind a proxy
+ * path) gives …/PREFIX/v1/ws. Returns null for any other scheme (file:, data:, blob:).
  */
 export function defaultSocketURL(moduleURL) {
     let url;
@@ -61,7 +62,8 @@ export function defaultSocketURL(moduleURL) {
         return null;
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
-    return `${url.protocol === 'https:' ? 'wss:' : 'ws:'}//${url.host}/v1/ws`;
+    const path = url.pathname.endsWith('/v1/csop.js') ? `${url.pathname.slice(0, -'csop.js'.length)}ws` : '/v1/ws';
+    return `${url.protocol === 'https:' ? 'wss:' : 'ws:'}//${url.host}${path}`;
 }
 
 /**

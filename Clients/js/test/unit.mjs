@@ -123,6 +123,8 @@ test('default and explicit socket URLs', () => {
     assert.equal(defaultSocketURL('http://127.0.0.1:8080/v1/csop.js'), 'ws://127.0.0.1:8080/v1/ws');
     assert.equal(defaultSocketURL('https://example.com/v1/csop.js?x=1'), 'wss://example.com/v1/ws');
     assert.equal(defaultSocketURL('file:///tmp/csop.js'), null);
+    assert.equal(defaultSocketURL('https://h/api/v1/csop.js'), 'wss://h/api/v1/ws');
+    assert.equal(defaultSocketURL('http://h:1/static/csop.js'), 'ws://h:1/v1/ws');
     assert.equal(resolveSocketURL('/v1/ws', 'https://h:9/page.html'), 'wss://h:9/v1/ws');
     assert.equal(resolveSocketURL('http://h:1/v1/ws'), 'ws://h:1/v1/ws');
     assert.equal(resolveSocketURL('ws://h/v1/ws'), 'ws://h/v1/ws');
@@ -420,6 +422,80 @@ test('close 4403 is final too', async () => {
     await tick(20);
     assert.equal(sockets.length, 1);
     assert.equal((await csop.dispatch('storage.get', {})).error.code, 'FORBIDDEN');
+});
+
+test('unsubscribe by channel drops every callback of the channel', async () => {
+    const { csop, ws } = await connected();
+    const got = [];
+    for (const name of ['a', 'b']) {
+        const p = csop.dispatch('sync.subscribe', { channel: 'room', callback: () => got.push(name) });
+        await tick();
+        ws.answer(ws.request('sync.subscribe'), { subscribed: true, channel: 'room', subscription: `room_${name}` });
+        await p;
+    }
+    ws.reply({ type: 'event', subscription: 'room_a', channel: 'room', event: 'e', data: 1 });
+    ws.reply({ type: 'event', subscription: 'room_b', channel: 'room', event: 'e', data: 1 });
+    const u = csop.dispatch('sync.unsubscribe', { channel: 'room' });
+    await tick();
+    ws.answer(ws.request('sync.unsubscribe'), { unsubscribed: true, channel: 'room', count: 2 });
+    await u;
+    ws.reply({ type: 'event', subscription: 'room_a', channel: 'room', event: 'e', data: 2 });
+    assert.deepEqual(got, ['a', 'b']);
+    csop.close();
+});
+
+test('a failed re-subscription is reported, and its unsubscribe answers in the page', async () => {
+    const { csop, sockets, ws } = await connected();
+    const errors = [];
+    csop.on('error', (e) => errors.push(e));
+    const p = csop.dispatch('sync.subscribe', { channel: 'gone', callback() {} });
+    await tick();
+    ws.answer(ws.request('sync.subscribe'), { subscribed: true, channel: 'gone', subscription: 'g1' });
+    await p;
+    ws.drop(1001);
+    await until(() => sockets.length === 2, 'a second socket');
+    const ws2 = sockets[1];
+    ws2.accept();
+    await until(() => ws2.request('sync.subscribe'), 're-subscription');
+    const resub = ws2.request('sync.subscribe');
+    resub.answered = true;
+    ws2.reply({ id: resub.id, status: 'error', error: { code: 'SUBSCRIPTION_FAILED', message: 'too many', retry: false }, duration: 1 });
+    ws2.answer(ws2.request('host.info'), {});
+    await tick();
+    assert.equal(errors[0].code, 'SUBSCRIPTION_FAILED');
+    assert.equal(errors[0].subscription, 'g1');
+    const u = await csop.dispatch('sync.unsubscribe', { subscription: 'g1' });
+    assert.deepEqual(u.data, { unsubscribed: true, channel: 'gone', count: 1 });
+    assert.equal(ws2.request('sync.unsubscribe'), undefined);
+    csop.close();
+});
+
+test('a token function is asked before every connection', async () => {
+    let asked = 0;
+    const { csop, sockets, ws } = await connected({ token: async () => `t${++asked}` });
+    assert.deepEqual(ws.protocols, ['csop', 'csop.bearer.t1']);
+    ws.drop(1006);
+    await until(() => sockets.length === 2, 'a second socket');
+    assert.deepEqual(sockets[1].protocols, ['csop', 'csop.bearer.t2']);
+    csop.close();
+});
+
+test('init after a refused token starts afresh', async () => {
+    const { FakeWebSocket, sockets } = makeFake();
+    const csop = new CSOP({ url: 'ws://server.test/v1/ws', WebSocket: FakeWebSocket });
+    csop.on('error', () => {});
+    const first = csop.init();
+    await until(() => sockets.length === 1, 'a socket');
+    sockets[0].accept();
+    sockets[0].drop(4401);
+    await assert.rejects(first, (e) => e.code === 'UNAUTHENTICATED');
+    const second = csop.init();
+    await until(() => sockets.length === 2, 'a second socket');
+    sockets[1].accept();
+    await handshake(sockets[1]);
+    await second;
+    assert.equal(csop.info().connected, true);
+    csop.close();
 });
 
 test('ids are unique across many requests', () => {
