@@ -170,6 +170,14 @@ function localOperation(capability, operation) {
     return (payload) => fn.call(capability, payload);
 }
 
+function describe(value) {
+    try {
+        return typeof value === 'string' ? JSON.stringify(value) : `a value of type ${value === null ? 'null' : typeof value}`;
+    } catch {
+        return 'an unreadable value';
+    }
+}
+
 function delay(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -249,7 +257,7 @@ export class CSOP {
         const parsed = parseAction(action);
         if (!parsed) {
             return errorResponse(id, 'INVALID_ACTION',
-                `action must be "domain.operation" (two identifiers joined by one dot), got ${JSON.stringify(String(action))}`,
+                `action must be "domain.operation" (two identifiers joined by one dot), got ${describe(action)}`,
                 false, now() - started);
         }
         if (options == null) options = {};

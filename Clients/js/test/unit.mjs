@@ -169,6 +169,8 @@ test('dispatch never throws: bad action, bad payload, before init', async () => 
     const bad = await csop.dispatch('nodot');
     assert.equal(bad.status, 'error');
     assert.equal(bad.error.code, 'INVALID_ACTION');
+    assert.equal((await csop.dispatch({ toString() { throw new Error('no'); } })).error.code, 'INVALID_ACTION');
+    assert.equal((await csop.dispatch(Symbol('x'))).error.code, 'INVALID_ACTION');
     assert.equal((await csop.dispatch('storage.get', 'x')).error.code, 'INVALID_PAYLOAD');
     assert.equal((await csop.dispatch('storage.get', { key: 'k' })).error.code, 'NOT_INITIALIZED');
     assert.equal((await csop.dispatch('storage.save', { key: 'k', data: 10n })).error.code, 'NOT_INITIALIZED');
