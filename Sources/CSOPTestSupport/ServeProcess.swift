@@ -1,0 +1,114 @@
+import Foundation
+import Synchronization
+
+/// A `csop serve` child process (the real executable, `csop-serve serve`), started on a
+/// loopback port and stopped by a signal.
+public final class ServeProcess: Sendable {
+    /// The port it listens on.
+    public let port: Int
+    private let process: Process
+    private let stderrLines: LockedBox<[String]>
+
+    /// Starts it with `arguments` (add `--listen 127.0.0.1:0` for a free port) and waits until
+    /// it says it listens.
+    /// - Throws: when it exits first or does not listen within `timeout` seconds, with its stderr.
+    public init(_ arguments: [String], timeout: Double = 60) async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "\(TestEnvironment.buildDirectory)/csop-serve")
+        process.arguments = ["serve"] + arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.standardError
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        self.process = process
+        let lines = LockedBox<[String]>([])
+        self.stderrLines = lines
+        let fd = stderr.fileHandleForReading.fileDescriptor
+        let port: Int? = try await OwnThread.run {
+            var found: Int?
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let deadline = Date().addingTimeInterval(timeout)
+            // Reads lines until the "listening on" one; a thread keeps draining after that.
+            while found == nil, Date() < deadline {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 200) >= 0 else { continue }
+                if poller.revents == 0 { continue }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if n <= 0 { break }
+                pending += buffer[0..<n]
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeFirst(newline + 1)
+                    lines.withLock { $0.append(line) }
+                    if let range = line.range(of: "listening on "), let colon = line[range.upperBound...].lastIndex(of: ":") {
+                        found = Int(line[line.index(after: colon)...].prefix { $0.isNumber })
+                    }
+                }
+            }
+            return found
+        }
+        guard let port else {
+            process.terminate()
+            process.waitUntilExit()
+            throw ServeProcessError(message: "csop serve did not start listening:\n" + lines.withLock { $0.joined(separator: "\n") })
+        }
+        self.port = port
+        Thread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var pending: [UInt8] = []
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if n <= 0 { break }
+                pending += buffer[0..<n]
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeFirst(newline + 1)
+                    lines.withLock { $0.append(line) }
+                }
+            }
+        }.start()
+    }
+
+    /// What it wrote to stderr so far.
+    public var stderr: String { stderrLines.withLock { $0.joined(separator: "\n") } }
+
+    public var isRunning: Bool { process.isRunning }
+
+    /// Sends `signal` (SIGTERM by default) and waits (up to `timeout` seconds, then SIGKILL) for it to exit.
+    /// - Returns: its exit status, or the signal that ended it.
+    @discardableResult
+    public func stop(signal: Int32 = 15, timeout: Double = 30) async throws -> (status: Int32, killed: Bool) {
+        let process = self.process
+        return try await OwnThread.run {
+            if process.isRunning { kill(process.processIdentifier, signal) }
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            let killed = process.isRunning
+            if killed {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            return (process.terminationStatus, killed)
+        }
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// A value behind a lock, shareable between threads (a `Mutex` cannot be captured).
+public final class LockedBox<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public func withLock<T>(_ body: (inout Value) -> T) -> T { mutex.withLock { body(&$0) } }
+}
+
+public struct ServeProcessError: Error, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,84 @@
+import CSOPCore
+import CSOPTestSupport
+import Foundation
+import Testing
+
+/// The browser client (Clients/js/csop.js, served at /v1/csop.js) in headless Chromium
+/// against a real `csop serve` process: the pages in Tests/Browser/pages report their checks
+/// to a collector. Fails, never skips, when Chromium is missing.
+@Suite(.serialized) struct BrowserTests {
+    /// Runs `pages` (page name → path and query) against one server and returns their reports.
+    private func run(
+        _ setup: ServeSetup, server: ServeProcess, collector: ReportCollector, page: String, path: String
+    ) async throws -> (JSONValue?, Chromium) {
+        let browser = try Chromium(url: "http://127.0.0.1:\(server.port)/\(path)&report=\(collector.url)")
+        let report = try await collector.report(page)
+        return (report, browser)
+    }
+
+    private func serve(_ setup: ServeSetup, port: Int = 0) async throws -> ServeProcess {
+        try await ServeProcess([
+            "--plugins-dir", setup.pluginsDirectory, "--listen", "127.0.0.1:\(port)", "--jwt-secret-file", setup.secretFile,
+            "--static-dir", browserPages,
+        ])
+    }
+
+    @Test func basicPage() async throws {
+        let setup = try ServeSetup(label: "csop-browser")
+        let server = try await serve(setup)
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("alice")
+        let (report, browser) = try await run(setup, server: server, collector: collector, page: "basic", path: "basic.html?token=\(token)&run=b1")
+        await browser.stop()
+        #expect(report != nil, "the page did not report; browser log:\n\(browser.log.suffix(4000))\nserver:\n\(server.stderr)")
+        if case .object(let object)? = report {
+            #expect(object["ok"] == .bool(true), "failed checks:\n\(failedChecks(report))")
+        }
+        let errors = browser.consoleLines.filter { $0.contains("Uncaught") || $0.contains("ERROR") }
+        #expect(errors.isEmpty, "console errors: \(errors)")
+        try await server.stop()
+        await collector.stop()
+    }
+
+    @Test func subscribeAndBroadcastBetweenTwoPages() async throws {
+        let setup = try ServeSetup(label: "csop-browser")
+        let server = try await serve(setup)
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("bob", actions: ["storage.*", "sync.*", "host.info"])
+        let subscriber = try Chromium(url: "http://127.0.0.1:\(server.port)/pubsub.html?role=sub&token=\(token)&run=p1&report=\(collector.url)")
+        let publisher = try Chromium(url: "http://127.0.0.1:\(server.port)/pubsub.html?role=pub&token=\(token)&run=p1&report=\(collector.url)")
+        let subReport = try await collector.report("pubsub-sub")
+        let pubReport = try await collector.report("pubsub-pub")
+        await subscriber.stop()
+        await publisher.stop()
+        #expect(subReport.flatMap { if case .object(let o) = $0 { o["ok"] } else { nil } } == .bool(true), "subscriber:\n\(failedChecks(subReport))\n\(subscriber.log.suffix(3000))")
+        #expect(pubReport.flatMap { if case .object(let o) = $0 { o["ok"] } else { nil } } == .bool(true), "publisher:\n\(failedChecks(pubReport))")
+        try await server.stop()
+        await collector.stop()
+    }
+
+    @Test func reconnectAndResubscribeAfterServerRestart() async throws {
+        let setup = try ServeSetup(label: "csop-browser")
+        var server = try await serve(setup)
+        let port = server.port
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("carol")
+        let browser = try Chromium(url: "http://127.0.0.1:\(port)/reconnect.html?token=\(token)&run=r1&broadcaster=self&report=\(collector.url)")
+        // Wait until the page has subscribed (it saves this key), then restart on the same port.
+        let http = HTTP(port: port)
+        var ready = false
+        for _ in 0..<600 where !ready {
+            let reply = try await http.post("/v1/dispatch", #"{"action":"storage.get","payload":{"key":"reconnect:r1:ready"}}"#, token: token)
+            ready = reply.status == .ok
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready, "the page never said it was ready:\n\(browser.log.suffix(3000))")
+        try await server.stop()
+        server = try await serve(setup, port: port)
+        let report = try await collector.report("reconnect")
+        await browser.stop()
+        #expect(report.flatMap { if case .object(let o) = $0 { o["ok"] } else { nil } } == .bool(true), "failed checks:\n\(failedChecks(report))\n\(browser.log.suffix(3000))")
+        try await server.stop()
+        await collector.stop()
+    }
+}
