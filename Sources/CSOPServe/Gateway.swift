@@ -9,6 +9,7 @@ public import Logging
 import NIOCore
 import NIOSSL
 import ServiceLifecycle
+import Synchronization
 public import UnixSignals
 
 /// `csop serve`: a host on the network. HTTP (`POST /v1/dispatch`, `POST /v1/{domain}/{operation}`),
@@ -27,6 +28,7 @@ public import UnixSignals
 public struct Gateway: Sendable {
     let services: GatewayServices
     let logger: Logger
+    private let running = RunningGroup()
 
     /// - Throws: ``GatewayConfigurationError`` for settings that cannot be used together
     ///   (see ``GatewayConfiguration/validate()``) or unreadable key files.
@@ -78,7 +80,15 @@ public struct Gateway: Sendable {
             services: [.init(service: app)], gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownGrace * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
+        running.set(group)
         try await group.run()
+    }
+
+    /// Stops the server as SIGTERM would: no new connections, running requests finish
+    /// (up to `shutdownGrace`), WebSockets close with 1001, event streams end; then
+    /// ``run(gracefulShutdownSignals:onListening:)`` returns.
+    public func stop() async {
+        await running.get()?.triggerGracefulShutdown()
     }
 
     func makeRouter() -> Router<GatewayContext> {
@@ -106,4 +116,11 @@ public struct Gateway: Sendable {
         }
         return router
     }
+}
+
+/// The service group of a running gateway, for ``Gateway/stop()``.
+final class RunningGroup: Sendable {
+    private let group = Mutex<ServiceGroup?>(nil)
+    func set(_ value: ServiceGroup) { group.withLock { $0 = value } }
+    func get() -> ServiceGroup? { group.withLock { $0 } }
 }

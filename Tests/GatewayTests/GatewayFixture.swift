@@ -59,7 +59,7 @@ func withGateway<T: Sendable>(
     guard let port = await iterator.next() else { throw ServeProcessError(message: "the gateway did not start") }
     do {
         let result = try await body(port, host)
-        server.cancel()
+        await gateway.stop()
         _ = await server.result
         await host.shutdown()
         return result

@@ -1,0 +1,187 @@
+import CSOPCore
+import CSOPHost
+import CSOPServe
+import CSOPTestSupport
+import HTTPTypes
+import Testing
+
+/// `POST /v1/dispatch`, `POST /v1/{domain}/{operation}`, health, the status table, limits
+/// and CORS, against a real gateway on loopback.
+@Suite struct HTTPGatewayTests {
+    @Test func dispatchTakesARequestLineAndAnswersTheResponseLine() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let http = HTTP(port: port)
+            let one = try await http.post("/v1/dispatch", #"{"id":"r1","action":"diag.echo","payload":{"a":[1,2.5,"x"]}}"#)
+            #expect(one.status == .ok)
+            #expect(one.headers[.contentType] == "application/json")
+            #expect(one.text.hasPrefix(#"{"id":"r1","status":"ok","data":{"a":[1,2.5,"x"]},"duration":"#))
+            #expect(!one.text.contains("\n"))
+
+            let batch = try await http.post(
+                "/v1/dispatch",
+                #"[{"id":"a","action":"diag.sleep","payload":{"ms":50}},{"id":"b","action":"nodot"},{"id":"c","action":"diag.noop"}]"#)
+            #expect(batch.status == .ok)
+            guard case .array(let items) = batch.json else { Issue.record("not an array: \(batch.text)"); return }
+            #expect(items.map { $0["id"] } == [.string("a"), .string("b"), .string("c")])
+            #expect(items.map { $0["status"] } == [.string("ok"), .string("error"), .string("ok")])
+
+            for (body, code) in [
+                ("[]", "INVALID_PAYLOAD"), ("{", "INVALID_PAYLOAD"), (#"{"action":"diag.noop","bogus":1}"#, "INVALID_PAYLOAD"),
+                ("42", "INVALID_PAYLOAD"), (#"{"payload":{}}"#, "INVALID_ACTION"),
+            ] {
+                let reply = try await http.post("/v1/dispatch", body)
+                #expect(reply.status == .badRequest, "\(body): \(reply.text)")
+                #expect(reply.code == code, "\(body): \(reply.text)")
+            }
+        }
+    }
+
+    @Test func statusFollowsTheErrorCode() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let http = HTTP(port: port)
+            let cases: [(String, HTTPResponse.Status)] = [
+                ("INVALID_KEY", .badRequest), ("KEY_NOT_FOUND", .notFound), ("CONFLICT", .conflict), ("QUOTA_EXCEEDED", .contentTooLarge),
+                ("QUEUE_FULL", .tooManyRequests), ("NOT_CONNECTED", .serviceUnavailable), ("NOT_INITIALIZED", .serviceUnavailable),
+                ("TIMEOUT", .gatewayTimeout), ("EXECUTION_FAILED", .internalServerError), ("FORBIDDEN", .forbidden),
+                ("UNAUTHENTICATED", .unauthorized), ("PLUGIN_FAULT", .internalServerError),
+            ]
+            for (code, status) in cases {
+                let reply = try await http.post("/v1/diag/fail", #"{"code":"\#(code)","message":"asked to"}"#)
+                #expect(reply.status == status, "\(code): \(reply.text)")
+                #expect(reply.code == code)
+                if status == .tooManyRequests || status == .serviceUnavailable {
+                    #expect(reply.headers[.retryAfter] != nil, "\(code) has no Retry-After")
+                }
+            }
+            // Real ones, not asked for.
+            #expect(try await http.post("/v1/storage/get", #"{"key":"missing"}"#).status == .notFound)
+            #expect(try await http.post("/v1/nosuch/op", "{}").code == "CAPABILITY_NOT_FOUND")
+            #expect(try await http.post("/v1/diag/nosuch", "{}").status == .notFound)
+            let slow = try await http.post("/v1/diag/sleep?timeout=20", #"{"ms":2000}"#)
+            #expect(slow.status == .gatewayTimeout, "\(slow.text)")
+            #expect(slow.code == "TIMEOUT")
+            let nowhere = try await http.get("/nowhere")
+            #expect(nowhere.status == .notFound)
+            #expect(nowhere.code == "ROUTE_NOT_FOUND")
+        }
+    }
+
+    @Test func actionRouteTakesThePayloadAndOptionsFromTheQuery() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let http = HTTP(port: port)
+            let saved = try await http.post("/v1/storage/save?timeout=2000&retry=1", #"{"key":"k1","data":{"n":1}}"#)
+            #expect(saved.status == .ok, "\(saved.text)")
+            let got = try await http.post("/v1/storage/get", #"{"key":"k1"}"#)
+            #expect(got.data == .object(["n": 1]))
+            // An empty body is an empty payload.
+            #expect(try await http.post("/v1/diag/noop", "").status == .ok)
+            for (query, fragment) in [("?bogus=1", "unknown query parameter"), ("?timeout=soon", "must be a number"), ("?timeout=0", "timeout")] {
+                let reply = try await http.post("/v1/diag/noop\(query)", "{}")
+                #expect(reply.status == .badRequest, "\(query): \(reply.text)")
+                #expect(reply.text.contains(fragment), "\(query): \(reply.text)")
+            }
+            let subscribe = try await http.post("/v1/sync/subscribe", #"{"channel":"c"}"#)
+            #expect(subscribe.status == .badRequest)
+            #expect(subscribe.text.contains("/v1/ws"))
+        }
+    }
+
+    @Test func bodiesOverTheLimitAreRefusedWith413() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.maxBodyBytes = 4096 }) { port, _ in
+            let http = HTTP(port: port)
+            let big = #"{"action":"diag.echo","payload":{"s":""# + String(repeating: "x", count: 8000) + #""}}"#
+            let reply = try await http.post("/v1/dispatch", big)
+            #expect(reply.status == .contentTooLarge)
+            #expect(reply.code == "PAYLOAD_TOO_LARGE")
+            #expect(reply.text.contains("4096"))
+            // The server still answers.
+            #expect(try await http.post("/v1/dispatch", #"{"action":"diag.noop"}"#).status == .ok)
+        }
+    }
+
+    @Test func healthAndReadiness() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let http = HTTP(port: port)
+            #expect(try await http.get("/healthz").status == .ok)
+            let ready = try await http.get("/readyz")
+            #expect(ready.status == .ok)
+            #expect(ready.text.contains(#""name":"storage""#) && ready.text.contains(#""state":"ready""#))
+        }
+        // A plugins.d entry that does not load: not ready, and the body says which.
+        try PluginEntry("50-broken.conf", library: "/nonexistent/libcsop-broken.so").text.write(
+            toFile: "\(setup.pluginsDirectory)/50-broken.conf", atomically: true, encoding: .utf8)
+        try await withGateway(setup) { port, _ in
+            let ready = try await HTTP(port: port).get("/readyz")
+            #expect(ready.status == .serviceUnavailable)
+            #expect(ready.text.contains("50-broken.conf") && ready.text.contains(#""state":"failed""#))
+            #expect(try await HTTP(port: port).get("/healthz").status == .ok)
+        }
+    }
+
+    @Test func corsAllowsListedOriginsAndOtherSitesAreRefused() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.corsOrigins = ["https://app.example"] }) { port, _ in
+            let http = HTTP(port: port)
+            let noop = #"{"action":"diag.noop"}"#
+            let allowed = try await http.post("/v1/dispatch", noop, headers: [.origin: "https://app.example"])
+            #expect(allowed.status == .ok)
+            #expect(allowed.headers[.accessControlAllowOrigin] == "https://app.example")
+            let preflight = try await http.request(
+                .options, "/v1/dispatch", headers: [.origin: "https://app.example", .accessControlRequestMethod: "POST"])
+            #expect(preflight.status == .noContent)
+            #expect(preflight.headers[.accessControlAllowHeaders]?.contains("Authorization") == true)
+            let other = try await http.post("/v1/dispatch", noop, headers: [.origin: "https://evil.example"])
+            #expect(other.status == .forbidden)
+            #expect(other.code == "FORBIDDEN")
+            #expect(other.headers[.accessControlAllowOrigin] == nil)
+            // Same origin, and programs without Origin, pass.
+            #expect(try await http.post("/v1/dispatch", noop, headers: [.origin: "http://127.0.0.1:\(port)", HTTPField.Name("Host")!: "127.0.0.1:\(port)"]).status == .ok)
+            #expect(try await http.post("/v1/dispatch", noop).status == .ok)
+            // The client module can be loaded from anywhere.
+            let script = try await http.get("/v1/csop.js", headers: [.origin: "https://evil.example"])
+            #expect(script.status == .ok)
+            #expect(script.headers[.contentType]?.hasPrefix("text/javascript") == true)
+            #expect(script.text.contains("export class CSOP"))
+        }
+        // No origins configured: a cross-site page gets nothing.
+        try await withGateway(setup) { port, _ in
+            let reply = try await HTTP(port: port).post("/v1/diag/noop", "{}", headers: [.origin: "https://app.example"])
+            #expect(reply.status == .forbidden)
+        }
+    }
+
+    @Test func rateLimitAnswers429WithRetryAfter() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.rateLimit = 0.5; $0.rateBurst = 3 }) { port, _ in
+            let http = HTTP(port: port)
+            var statuses: [HTTPResponse.Status] = []
+            for _ in 0..<5 { statuses.append(try await http.post("/v1/diag/noop", "{}").status) }
+            #expect(statuses.prefix(3).allSatisfy { $0 == .ok })
+            let limited = try await http.post("/v1/diag/noop", "{}")
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "RATE_LIMITED")
+            #expect(Int(limited.headers[.retryAfter] ?? "") ?? 0 >= 1)
+            // A batch counts each request.
+            let batch = try await http.post("/v1/dispatch", #"[{"action":"diag.noop"},{"action":"diag.noop"}]"#)
+            #expect(batch.status == .tooManyRequests)
+        }
+    }
+
+    @Test func statusMapCoversEveryRow() {
+        let table: [(String?, HTTPResponse.Status)] = [
+            (nil, .ok), ("INVALID_ACTION", .badRequest), ("INVALID_TASK", .badRequest), ("UNAUTHENTICATED", .unauthorized),
+            ("FORBIDDEN", .forbidden), ("KEY_NOT_FOUND", .notFound), ("ROUTE_NOT_FOUND", .notFound), ("CONFLICT", .conflict),
+            ("PAYLOAD_TOO_LARGE", .contentTooLarge), ("QUEUE_FULL", .tooManyRequests), ("RATE_LIMITED", .tooManyRequests),
+            ("NOT_CONNECTED", .serviceUnavailable), ("NOT_INITIALIZED", .serviceUnavailable), ("TIMEOUT", .gatewayTimeout),
+            ("CANCELLED", .internalServerError), ("SAVE_FAILED", .internalServerError),
+        ]
+        for (code, status) in table {
+            #expect(HTTPStatusMap.status(for: code.map { ErrorCode($0) }) == status, "\(code ?? "ok")")
+        }
+    }
+}
