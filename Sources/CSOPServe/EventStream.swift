@@ -36,9 +36,13 @@ struct EventStream {
                     scope.close()
                     outbox.close()
                 }
-                try await withGracefulShutdownHandler {
-                    try await Self.pump(outbox, first: true, into: &writer)
-                } onGracefulShutdown: {
+                try await withTaskCancellationHandler {
+                    try await withGracefulShutdownHandler {
+                        try await Self.pump(outbox, first: true, into: &writer)
+                    } onGracefulShutdown: {
+                        outbox.close()
+                    }
+                } onCancel: {
                     outbox.close()
                 }
                 try await writer.finish(nil)

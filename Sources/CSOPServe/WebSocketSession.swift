@@ -54,7 +54,13 @@ struct WebSocketSession {
         let scope = ConnectionScope(host: gateway.host, router: gateway.router, caller: principal?.caller, sink: outbox)
         let gate = InFlightGate(limit: gateway.configuration.maxInFlightPerConnection)
         let rateKey = principal.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
-        let writer = Task { await Self.write(outbox, to: outbound, logger: logger) }
+        let writer = Task {
+            await withTaskCancellationHandler {
+                await Self.write(outbox, to: outbound, logger: logger)
+            } onCancel: {
+                outbox.close()
+            }
+        }
         defer {
             scope.close()
             outbox.close()
@@ -72,7 +78,7 @@ struct WebSocketSession {
             logger.debug("WebSocket read ended: \(error)")
         }
         // The client stopped sending: answer what is running, then end.
-        while gate.running > 0 { try? await Task.sleep(for: .milliseconds(5)) }
+        while gate.running > 0, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
         outbox.close()
         await writer.value
     }

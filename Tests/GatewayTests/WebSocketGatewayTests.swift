@@ -1,0 +1,198 @@
+import CSOPCore
+import CSOPHost
+import CSOPServe
+import CSOPTestSupport
+import Foundation
+import HTTPTypes
+import Logging
+import NIOCore
+import Testing
+import NIOWebSocket
+import WSClient
+
+/// A WebSocket client session for tests: frames sent, frames received (as JSON), the close code.
+struct WSResult: Sendable {
+    var frames: [JSONValue]
+    var closeCode: Int?
+    var subprotocol: String?
+}
+
+/// Connects to `/v1/ws`, runs `script` with the connection, and returns what arrived.
+func webSocket(
+    port: Int, headers: HTTPFields = [:], maxFrame: Int = 1 << 22,
+    _ script: @escaping @Sendable (WebSocketOutboundWriter, _ inbox: WSInbox) async throws -> Void
+) async throws -> WSResult {
+    let inbox = WSInbox()
+    var configuration = WebSocketClientConfiguration()
+    configuration.additionalHeaders = headers
+    configuration.maxFrameSize = maxFrame
+    let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/ws", configuration: configuration, logger: Logger(label: "test-ws")) {
+        inbound, outbound, _ in
+        let reader = Task {
+            for try await message in inbound.messages(maxSize: 1 << 24) {
+                if case .text(let text) = message { inbox.add((try? JSONValue(parsing: Array(text.utf8))) ?? .string(text)) }
+            }
+        }
+        try await script(outbound, inbox)
+        _ = await reader.result
+    }
+    return WSResult(frames: inbox.all, closeCode: close.map { Int(UInt16(webSocketErrorCode: $0.closeCode)) })
+}
+
+/// Frames a test's WebSocket received, and a way to wait for one.
+final class WSInbox: Sendable {
+    private let frames = LockedBox<[JSONValue]>([])
+    func add(_ frame: JSONValue) { frames.withLock { $0.append(frame) } }
+    var all: [JSONValue] { frames.withLock { $0 } }
+
+    /// Waits (up to 30 s) for a frame that `match` accepts.
+    @discardableResult
+    func wait(_ match: (JSONValue) -> Bool) async throws -> JSONValue? {
+        for _ in 0..<3000 {
+            if let frame = all.first(where: match) { return frame }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return nil
+    }
+
+    func response(_ id: String) async throws -> JSONValue? { try await wait { $0["id"] == .string(id) } }
+}
+
+extension WebSocketOutboundWriter {
+    func send(_ text: String) async throws { try await write(.text(text)) }
+}
+
+@Suite struct WebSocketGatewayTests {
+    @Test func requestsAnsweredByIdInAnyOrderAndEventsFlow() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let result = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"id":"slow","action":"diag.sleep","payload":{"ms":300}}"#)
+                try await out.send(#"{"id":"fast","action":"diag.echo","payload":{"x":1}}"#)
+                try await out.send(#"{"id":"sub","action":"sync.subscribe","payload":{"channel":"news"}}"#)
+                let sub = try await inbox.response("sub")
+                #expect(sub?["status"] == .string("ok"))
+                try await out.send(#"{"id":"pub","action":"sync.broadcast","payload":{"channel":"news","event":"hello","data":{"n":7}}}"#)
+                let event = try await inbox.wait { $0["type"] == .string("event") }
+                #expect(event?["event"] == .string("hello"))
+                #expect(event?["data"] == .object(["n": 7]))
+                #expect(event?["subscription"] == sub?["data"]?["subscription"])
+                try await inbox.response("slow")
+                try await out.send("not json")
+                try await out.send(#"{"id":"bad","action":"nodot"}"#)
+                try await inbox.response("bad")
+                try await out.write(.binary(ByteBuffer(string: "{}")))
+                try await inbox.wait { ($0["error"]?["message"]).map { "\($0)".contains("binary") } ?? false }
+                try await out.close(.normalClosure, reason: nil)
+            }
+            let ids = result.frames.compactMap { frame -> String? in if case .string(let id)? = frame["id"] { id } else { nil } }
+            #expect(ids.firstIndex(of: "fast")! < ids.firstIndex(of: "slow")!, "responses come as they finish: \(ids)")
+            #expect(result.frames.contains { $0["error"]?["message"].map { "\($0)".contains("not valid JSON") } ?? false })
+        }
+    }
+
+    @Test func subscriptionsBelongToTheConnectionAndEndWithIt() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, host in
+            let subscription = LockedBox<String?>(nil)
+            _ = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"id":"s","action":"sync.subscribe","payload":{"channel":"room"}}"#)
+                if case .string(let id)? = try await inbox.response("s")?["data"]?["subscription"] { subscription.withLock { $0 = id } }
+                // Another connection can neither end it nor see its events.
+                let other = try await webSocket(port: port) { out2, inbox2 in
+                    let id = subscription.withLock { $0 } ?? ""
+                    try await out2.send(#"{"id":"u","action":"sync.unsubscribe","payload":{"subscription":"\#(id)"}}"#)
+                    try await inbox2.response("u")
+                    try await out2.send(#"{"id":"b","action":"sync.broadcast","payload":{"channel":"room","event":"e"}}"#)
+                    try await inbox2.response("b")
+                    try await out2.close(.normalClosure, reason: nil)
+                }
+                #expect(other.frames.first { $0["id"] == .string("u") }?["error"]?["code"] == .string("SUBSCRIPTION_FAILED"))
+                #expect(!other.frames.contains { $0["type"] == .string("event") })
+                #expect(try await inbox.wait { $0["type"] == .string("event") } != nil, "the subscriber still gets the event")
+                try await out.close(.normalClosure, reason: nil)
+            }
+            // Closed: the plugin no longer has the subscription.
+            let id = try #require(subscription.withLock { $0 })
+            var gone = false
+            for _ in 0..<200 where !gone {
+                let response = await host.dispatch("sync.unsubscribe", ["subscription": .string(id)])
+                gone = response.error?.code.rawValue == "SUBSCRIPTION_FAILED"
+                if !gone { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(gone, "subscription \(id) outlived its connection")
+        }
+    }
+
+    @Test func framesOverTheLimitCloseWith1009() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.maxFrameBytes = 4096 }) { port, _ in
+            let result = try await webSocket(port: port) { out, _ in
+                try await out.send(#"{"action":"diag.echo","payload":{"s":""# + String(repeating: "y", count: 10_000) + #""}}"#)
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(result.closeCode == 1009)
+        }
+    }
+
+    @Test func aConnectionAtItsInFlightLimitIsNotRead() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.maxInFlightPerConnection = 2 }) { port, host in
+            let most = LockedBox(0)
+            _ = try await webSocket(port: port) { out, inbox in
+                for i in 0..<8 { try await out.send(#"{"id":"s\#(i)","action":"diag.sleep","payload":{"ms":100}}"#) }
+                for _ in 0..<200 {
+                    let pending = host.pendingCount
+                    most.withLock { $0 = max($0, pending) }
+                    if inbox.all.count == 8 { break }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                #expect(inbox.all.count == 8)
+                try await out.close(.normalClosure, reason: nil)
+            }
+            #expect(most.withLock { $0 } <= 2)
+            #expect(most.withLock { $0 } >= 1)
+        }
+    }
+
+    @Test func serverSentEventsDeliverOneSubscription() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, host in
+            let socket = try RawSocket(port: port)
+            socket.send("GET /v1/events?channel=feed&events=tick HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            let head = try await socket.read(until: "event: subscribed", timeout: 10)
+            #expect(head.text.contains("200 OK") && head.text.contains("text/event-stream"), "\(head.text)")
+            _ = await host.dispatch("sync.broadcast", ["channel": "feed", "event": "other"])
+            _ = await host.dispatch("sync.broadcast", ["channel": "feed", "event": "tick", "data": ["n": 1]])
+            let event = try await socket.read(until: "\"tick\"", timeout: 10)
+            #expect(event.text.contains(#"data: {"type":"event""#) && event.text.contains(#""event":"tick""#), "\(event.text)")
+            #expect(!event.text.contains("\"other\""))
+            // A bad channel is an error response, not a stream.
+            let bad = try await HTTP(port: port).get("/v1/events?channel=no%20spaces")
+            #expect(bad.status == .badRequest || bad.status == .internalServerError, "\(bad.text)")
+            #expect(bad.code == "CHANNEL_ERROR")
+        }
+    }
+
+    @Test func aSlowLorisIsCutOffAndAnIdleKeepAliveIsNot() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.headerTimeout = 0.5 }) { port, _ in
+            let slow = try RawSocket(port: port)
+            slow.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\r\n")
+            var closed = false
+            for _ in 0..<40 where !closed {
+                slow.send("X-Drip: 1\r\n")
+                closed = try await slow.read(until: nil, timeout: 0.1).closed
+            }
+            #expect(closed, "a header dribbled for 4 s was not cut off")
+            // A connection that finished a request and waits quietly keeps working.
+            let idle = try RawSocket(port: port)
+            idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try await idle.read(until: "\"ok\"", timeout: 5).text.contains("200 OK"))
+            try await Task.sleep(for: .milliseconds(1200))
+            idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let again = try await idle.read(until: "\"ok\"", timeout: 5)
+            #expect(again.text.contains("200 OK"), "\(again)")
+        }
+    }
+}
