@@ -90,12 +90,18 @@ import Testing
             [PluginEntry("10-storage.conf", library: "libcsop-storage.so", config: ["path": .string(directory.file("s.sqlite"))])],
             in: directory)
         let a = try caller("storage.*", subject: "a"), b = try caller("storage.*", subject: "b")
-        #expect(await host.dispatch("storage.save", ["key": "k", "data": "of a"], caller: a).isOK)
-        #expect(await host.dispatch("storage.get", ["key": "k"], caller: a).data == "of a")
-        #expect(await host.dispatch("storage.get", ["key": "k"], caller: b).error?.code == keyNotFound)
-        #expect(await host.dispatch("storage.get", ["key": "k"]).error?.code == keyNotFound)
-        #expect(await host.dispatch("storage.list", caller: b).data?["keys"] == [])
-        #expect(await host.dispatch("compute.execute", caller: a).error?.code == .forbidden)
+        // Generous timeouts: a loaded machine may take seconds to start a task.
+        func call(_ action: String, _ payload: JSONValue = [:], _ caller: Caller?) async -> Response {
+            await host.dispatch(action, payload, options: RequestOptions(timeout: 120_000), caller: caller)
+        }
+        #expect(await call("storage.save", ["key": "k", "data": "of a"], a).isOK)
+        #expect(await call("storage.get", ["key": "k"], a).data == "of a")
+        #expect(await call("storage.get", ["key": "k"], b).error?.code == keyNotFound)
+        #expect(await call("storage.get", ["key": "k"], nil).error?.code == keyNotFound)
+        let listed = await call("storage.list", [:], b)
+        #expect(listed.data?["keys"] == [], "\(listed)")
+        #expect(await call("storage.list", [:], a).data?["keys"] == ["k"])
+        #expect(await call("compute.execute", [:], a).error?.code == .forbidden)
         await host.shutdown()
     }
 
