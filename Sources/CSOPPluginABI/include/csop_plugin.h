@@ -15,8 +15,8 @@
  *  - Every pointer the host passes to a plugin (config, payload, operation name, the
  *    caller's tenant, subject and actions, the host API table) is owned by the host. Config,
  *    payload and caller bytes are valid only until the call that received them returns;
- *    copy what you need to keep. The csop_host_api table
- *    stays valid until `destroy` returns.
+ *    copy what you need to keep. The csop_host_api table stays valid until `destroy`
+ *    returns.
  *  - Every pointer a plugin passes to the host (a completion's data or error, an event, a
  *    log message) is owned by the plugin. The host copies it before the host function
  *    returns, so the plugin may free or reuse it right after.
