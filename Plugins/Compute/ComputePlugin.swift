@@ -75,7 +75,9 @@ final class ComputePlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
-        service.handle(operation, payload: call.payload, callID: call.id) { result in call.complete(rawJSON: result) }
+        service.handle(operation, payload: call.payload, callID: call.id, tenant: call.caller?.tenant) { result in
+            call.complete(rawJSON: result)
+        }
     }
 
     func cancel(callID: UInt64) { service.cancel(callID: callID) }

@@ -18,10 +18,22 @@ final class ComputeService: Sendable {
     static let maxRegistered = 1_000
     static let maxNameLength = 64
 
-    /// Registered sources by name, and their UTF-8 bytes together.
+    /// A registered function's name in its owner's scope: a tenant's functions are seen by
+    /// that tenant only, the local owner's (`tenant` nil) by the owner only.
+    struct RegisteredName: Hashable, Sendable {
+        var tenant: String?
+        var name: String
+    }
+
+    /// Registered sources by scoped name, and their UTF-8 bytes together. The count and byte
+    /// limits hold for all scopes together: they bound the plugin's memory.
     private struct Registry {
-        var sources: [String: String] = [:]
+        var sources: [RegisteredName: String] = [:]
         var bytes = 0
+
+        func names(of tenant: String?) -> [String] {
+            sources.keys.filter { $0.tenant == tenant }.map(\.name).sorted()
+        }
     }
 
     let settings: ComputeConfiguration
@@ -40,15 +52,17 @@ final class ComputeService: Sendable {
     }
 
     /// Runs `operation`; `callID` names it for ``cancel(callID:)``.
-    func handle(_ operation: Operation, payload: JSONValue, callID: UInt64, reply: @escaping Reply) {
+    /// - Parameter tenant: whose registered functions the call sees (its caller's tenant; nil
+    ///   for the local owner). Built-in tasks are everyone's.
+    func handle(_ operation: Operation, payload: JSONValue, callID: UInt64, tenant: String? = nil, reply: @escaping Reply) {
         do throws(CSOPError) {
             switch operation {
-            case .execute: try execute(payload, callID: callID, reply: reply)
-            case .batch: try batch(payload, callID: callID, reply: reply)
-            case .register: try register(payload, callID: callID, reply: reply)
-            case .unregister: reply(.success(try unregister(payload).serialized()))
-            case .tasks: reply(.success(try tasks(payload).serialized()))
-            case .stats: reply(.success(try stats(payload).serialized()))
+            case .execute: try execute(payload, callID: callID, tenant: tenant, reply: reply)
+            case .batch: try batch(payload, callID: callID, tenant: tenant, reply: reply)
+            case .register: try register(payload, callID: callID, tenant: tenant, reply: reply)
+            case .unregister: reply(.success(try unregister(payload, tenant: tenant).serialized()))
+            case .tasks: reply(.success(try tasks(payload, tenant: tenant).serialized()))
+            case .stats: reply(.success(try stats(payload, tenant: tenant).serialized()))
             }
         } catch {
             reply(.failure(error))
@@ -65,12 +79,12 @@ final class ComputeService: Sendable {
     static let cancelled = CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)
     static let cancelledBeforeStart = CSOPError(.timeout, "the call timed out and was cancelled before it started", retryable: true)
 
-    private func execute(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+    private func execute(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["task", "data", "options"])
         let name = try fields.requiredString("task", maxLength: Self.maxNameLength)
         let options = try fields.nested("options", allowed: ["timeout"])
         let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout) ?? settings.timeout
-        let work = try resolve(name, data: fields["data"], path: "payload.data")
+        let work = try resolve(name, data: fields["data"], path: "payload.data", tenant: tenant)
         if case .builtin(let task) = work, task.isQuick {
             let output = task.output()
             switch output {
@@ -101,20 +115,20 @@ final class ComputeService: Sendable {
 
     /// What `{task, data}` runs.
     /// - Throws: `INVALID_TASK` for an unknown name, `INVALID_PAYLOAD` for bad data.
-    private func resolve(_ name: String, data: JSONValue?, path: String) throws(CSOPError) -> ComputeJob.Work {
+    private func resolve(_ name: String, data: JSONValue?, path: String, tenant: String?) throws(CSOPError) -> ComputeJob.Work {
         if name == "custom" {
             let fields = try Fields(data, path: path, allowed: ["fn", "args"], allowNull: false)
             let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
             return .script(source: source, data: fields["args"])
         }
         if let task = try BuiltinTask.parse(name: name, data: data, path: path) { return .builtin(task) }
-        if let source = registry.withLock({ $0.sources[name] }) { return .script(source: source, data: data) }
+        if let source = registry.withLock({ $0.sources[RegisteredName(tenant: tenant, name: name)] }) { return .script(source: source, data: data) }
         throw CSOPError(.invalidTask, "unknown task \"\(name)\"; use a built-in (\(Self.builtinNames.joined(separator: ", "))) or a name registered with compute.register (see compute.tasks)")
     }
 
     static let builtinNames = ["custom"] + BuiltinTask.names
 
-    private func batch(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+    private func batch(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["tasks", "options"])
         guard let tasks = try fields.array("tasks", maxCount: Self.maxBatchTasks) else {
             throw .invalidPayload("payload.tasks is required (an array of {task, data})")
@@ -130,7 +144,7 @@ final class ComputeService: Sendable {
             let item = try Fields(task, path: "payload.tasks[\(i)]", allowed: ["task", "data"], allowNull: false)
             let name = try item.requiredString("task", maxLength: Self.maxNameLength)
             do throws(CSOPError) {
-                entries.append(.job(name: name, work: try resolve(name, data: item["data"], path: "payload.tasks[\(i)].data")))
+                entries.append(.job(name: name, work: try resolve(name, data: item["data"], path: "payload.tasks[\(i)].data", tenant: tenant)))
             } catch {
                 entries.append(.rejected(name: name, error: error))
             }
@@ -147,12 +161,13 @@ final class ComputeService: Sendable {
         run.start()
     }
 
-    private func register(_ payload: JSONValue, callID: UInt64, reply: @escaping Reply) throws(CSOPError) {
+    private func register(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["name", "fn"])
         let name = try Self.validName(try fields.requiredString("name", maxLength: Self.maxNameLength))
+        let key = RegisteredName(tenant: tenant, name: name)
         let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
         // Checked again when the compiled function is added, under the lock; this spares the compile.
-        if case .failure(let error) = registry.withLock({ admit(name, source, into: $0) }) { throw error }
+        if case .failure(let error) = registry.withLock({ admit(key, source, into: $0) }) { throw error }
         let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
             [self] result in
             cancellers.remove(callID)
@@ -161,8 +176,8 @@ final class ComputeService: Sendable {
                 reply(.failure(error))
             case .success:
                 let outcome = registry.withLock { registry -> Result<Bool, CSOPError> in
-                    admit(name, source, into: registry).map { bytes in
-                        let replaced = registry.sources.updateValue(source, forKey: name) != nil
+                    admit(key, source, into: registry).map { bytes in
+                        let replaced = registry.sources.updateValue(source, forKey: key) != nil
                         registry.bytes = bytes
                         return replaced
                     }
@@ -176,8 +191,9 @@ final class ComputeService: Sendable {
     /// Whether `source` may be registered as `name` beside what `registry` holds.
     /// - Returns: the registry's UTF-8 bytes once it is.
     /// Fails with `QUOTA_EXCEEDED` past ``maxRegistered`` functions or `maxRegisteredBytes`.
-    private func admit(_ name: String, _ source: String, into registry: Registry) -> Result<Int, CSOPError> {
-        let previous = registry.sources[name]
+    private func admit(_ key: RegisteredName, _ source: String, into registry: Registry) -> Result<Int, CSOPError> {
+        let name = key.name
+        let previous = registry.sources[key]
         if previous == nil, registry.sources.count >= Self.maxRegistered {
             return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
         }
@@ -211,24 +227,26 @@ final class ComputeService: Sendable {
         return name
     }
 
-    private func unregister(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+    private func unregister(_ payload: JSONValue, tenant: String?) throws(CSOPError) -> JSONValue {
         let fields = try Fields(payload, path: "payload", allowed: ["name"])
         let name = try fields.requiredString("name", maxLength: Self.maxNameLength)
         let removed = registry.withLock { registry in
-            guard let source = registry.sources.removeValue(forKey: name) else { return false }
+            guard let source = registry.sources.removeValue(forKey: RegisteredName(tenant: tenant, name: name)) else { return false }
             registry.bytes -= source.utf8.count
             return true
         }
         return ["name": .string(name), "removed": .bool(removed)]
     }
 
-    private func tasks(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+    private func tasks(_ payload: JSONValue, tenant: String?) throws(CSOPError) -> JSONValue {
         _ = try Fields(payload, path: "payload", allowed: [])
-        let registered = registry.withLock { $0.sources.keys.sorted() }
+        let registered = registry.withLock { $0.names(of: tenant) }
         return ["builtin": .array(Self.builtinNames.map { .string($0) }), "registered": .array(registered.map { .string($0) })]
     }
 
-    private func stats(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+    /// The pool's figures are the plugin's; `registered` and `registeredBytes` count the
+    /// caller's own functions only.
+    private func stats(_ payload: JSONValue, tenant: String?) throws(CSOPError) -> JSONValue {
         _ = try Fields(payload, path: "payload", allowed: [])
         let s = pool.stats
         func int(_ value: Int) -> JSONValue { .int(Int64(value)) }
@@ -246,8 +264,9 @@ final class ComputeService: Sendable {
             "recycled": int(s.recycled.load(ordering: .relaxed)),
             "memoryStops": int(s.memoryStops.load(ordering: .relaxed)),
             "cancelled": int(s.cancelled.load(ordering: .relaxed)),
-            "registered": int(registry.withLock { $0.sources.count }),
-            "registeredBytes": int(registry.withLock { $0.bytes }),
+            "registered": int(registry.withLock { $0.names(of: tenant).count }),
+            "registeredBytes": int(
+                registry.withLock { registry in registry.sources.reduce(0) { $0 + ($1.key.tenant == tenant ? $1.value.utf8.count : 0) } }),
         ]
     }
 }

@@ -33,8 +33,8 @@ extension StoragePlugin {
 
     // MARK: save
 
-    func save(_ call: PluginCall) throws(CSOPError) {
-        let item = try StorageRequest.save(call.payload)
+    func save(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
+        let item = space.stored(try StorageRequest.save(call.payload))
         if item.json.count > Self.inlineValueLimit || Int64(item.json.count) > configuration.maxLocalSize {
             runLater(call) { () async throws(CSOPError) -> PluginReply in
                 let results = try await self.store([try self.prepare(item)], call: call)
@@ -98,7 +98,9 @@ extension StoragePlugin {
                 if let cold {
                     let ref = Self.newColdRef()
                     do throws(ColdStore.Failure) {
-                        try await cold.put(ref: ref, key: prepared.item.key, bytes: prepared.bytes, callID: callID)
+                        try await cold.put(
+                            ref: ref, key: StorageNamespace.userKey(prepared.item.key), tenant: StorageNamespace.tenant(ofStored: prepared.item.key),
+                            bytes: prepared.bytes, callID: callID)
                         uploaded.append(ref)
                         write.tier = .cloud
                         write.coldRef = ref
@@ -106,7 +108,7 @@ extension StoragePlugin {
                     } catch {
                         if case .unreachable(let reason) = error {
                             warning = "the value is \(limit), but it was stored locally: \(reason)"
-                            log(.warning, "storage: '\(prepared.item.key)' kept local: \(reason)")
+                            log(.warning, "storage: '\(StorageNamespace.userKey(prepared.item.key))' kept local: \(reason)")
                         } else {
                             await deleteCold(uploaded, callID: callID)
                             throw error.error
@@ -155,7 +157,9 @@ extension StoragePlugin {
         return String(repeating: "0", count: 16 - hex.count) + hex + String(repeating: "0", count: 16 - lowHex.count) + lowHex
     }
 
-    static func saveReply(key: String, cloud: Bool, size: Int64, version: Int64, warning: String?) -> [UInt8] {
+    /// - Parameter key: the stored key; the reply names the user's.
+    static func saveReply(key stored: String, cloud: Bool, size: Int64, version: Int64, warning: String?) -> [UInt8] {
+        let key = StorageNamespace.userKey(stored)
         var writer = JSONWriter(capacity: 96 + key.utf8.count)
         writer.append("{\"key\":")
         writer.writeString(key)
@@ -173,9 +177,9 @@ extension StoragePlugin {
 
     // MARK: get
 
-    func get(_ call: PluginCall) throws(CSOPError) {
+    func get(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
-        let key = try StorageRequest.key(fields)
+        let key = space.storedKey(try StorageRequest.key(fields))
         guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
         if row.tier == .local {
             call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, key: key))
@@ -187,14 +191,15 @@ extension StoragePlugin {
         }
     }
 
-    /// The JSON of a key's row, fetching it from the cold tier when the index placed it
-    /// there and following a concurrent move; nil when the key was deleted meanwhile.
+    /// The JSON of a key's row (`key` as stored), fetching it from the cold tier when the index
+    /// placed it there and following a concurrent move; nil when the key was deleted meanwhile.
     func resolveValue(_ key: String, first: LocalStore.Row, callID: UInt64) async throws(CSOPError) -> [UInt8]? {
         var row = first
         for _ in 0..<5 {
             if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, key: key) }
             guard let cold else {
-                throw CSOPError(.notConnected, "'\(key)' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
+                throw CSOPError(
+                    .notConnected, "'\(StorageNamespace.userKey(key))' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
             }
             let bytes: [UInt8]?
             do throws(ColdStore.Failure) {
@@ -207,18 +212,19 @@ extension StoragePlugin {
             guard let next = try local.read(key, callID: callID) else { return nil }
             row = next
         }
-        throw CSOPError(.executionFailed, "'\(key)' kept moving between tiers while being read; retry", retryable: true)
+        throw CSOPError(.executionFailed, "'\(StorageNamespace.userKey(key))' kept moving between tiers while being read; retry", retryable: true)
     }
 
+    /// - Parameter key: the stored key; the message names the user's.
     static func notFound(_ key: String) -> CSOPError {
-        CSOPError(.keyNotFound, "no value is stored under '\(key)'")
+        CSOPError(.keyNotFound, "no value is stored under '\(StorageNamespace.userKey(key))'")
     }
 
     // MARK: delete
 
-    func delete(_ call: PluginCall) throws(CSOPError) {
+    func delete(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
-        let key = try StorageRequest.key(fields)
+        let key = space.storedKey(try StorageRequest.key(fields))
         if writesWaiting == 0, case .done(let outcome) = try local.delete(key, callID: call.id, waiting: .never, commit: { call.beginCommit() }) {
             return finishDelete(call, key, outcome)
         }
@@ -231,7 +237,7 @@ extension StoragePlugin {
     private func finishDelete(_ call: PluginCall, _ key: String, _ outcome: (deleted: Bool, coldRef: String?)) {
         var writer = JSONWriter()
         writer.append(outcome.deleted ? "{\"deleted\":true,\"key\":" : "{\"deleted\":false,\"key\":")
-        writer.writeString(key)
+        writer.writeString(StorageNamespace.userKey(key))
         writer.append("}")
         let reply = writer.bytes
         guard let coldRef = outcome.coldRef else { return call.succeed(rawJSON: reply) }
@@ -243,13 +249,15 @@ extension StoragePlugin {
 
     // MARK: list
 
-    func list(_ call: PluginCall) throws(CSOPError) {
+    func list(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.listFields, allowNull: false)
         let prefix = try fields.string("prefix", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let cursor = try fields.string("cursor", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes)
         let limit = try fields.int("limit", in: 1...StorageLimits.maxListLimit) ?? StorageLimits.defaultListLimit
         runLater(call) { () async throws(CSOPError) -> PluginReply in
-            var keys = try self.local.list(prefix: prefix, after: cursor, limit: limit + 1, callID: call.id)
+            var keys = try self.local.list(
+                range: space.range(startingWith: prefix), after: cursor.map(space.storedKey), limit: limit + 1, callID: call.id
+            ).map(StorageNamespace.userKey)
             let more = keys.count > Int(limit)
             if more { keys.removeLast() }
             var writer = JSONWriter(capacity: keys.count * 24 + 32)
@@ -267,8 +275,8 @@ extension StoragePlugin {
 
     // MARK: saveMany / getMany
 
-    func saveMany(_ call: PluginCall) throws(CSOPError) {
-        let items = try StorageRequest.saveMany(call.payload)
+    func saveMany(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
+        let items = try StorageRequest.saveMany(call.payload).map(space.stored)
         runLater(call) { () async throws(CSOPError) -> PluginReply in
             var prepared: [PreparedSave] = []
             prepared.reserveCapacity(items.count)
@@ -287,7 +295,7 @@ extension StoragePlugin {
         }
     }
 
-    func getMany(_ call: PluginCall) throws(CSOPError) {
+    func getMany(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         let keys = try StorageRequest.keys(call.payload)
         runLater(call) { () async throws(CSOPError) -> PluginReply in
             var writer = JSONWriter(capacity: keys.count * 64 + 32)
@@ -296,11 +304,12 @@ extension StoragePlugin {
             var first = true
             for key in keys {
                 if Task.isCancelled { throw CSOPError(.timeout, "getMany was cancelled (timed out)", retryable: true) }
-                guard let row = try self.local.read(key, callID: call.id) else {
+                let stored = space.storedKey(key)
+                guard let row = try self.local.read(stored, callID: call.id) else {
                     missing.append(key)
                     continue
                 }
-                guard let json = try await self.resolveValue(key, first: row, callID: call.id) else {
+                guard let json = try await self.resolveValue(stored, first: row, callID: call.id) else {
                     missing.append(key)
                     continue
                 }
@@ -319,10 +328,10 @@ extension StoragePlugin {
 
     // MARK: stats
 
-    func stats(_ call: PluginCall) throws(CSOPError) {
+    func stats(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         _ = try Fields(call.payload, path: "payload", allowed: [])
         runLater(call) { () async throws(CSOPError) -> PluginReply in
-            let (local, cloud) = try self.local.stats(callID: call.id)
+            let (local, cloud) = try self.local.stats(range: space.range, callID: call.id)
             func tier(_ stats: LocalStore.TierStats) -> JSONValue {
                 ["count": .int(stats.count), "bytes": .int(stats.bytes), "storedBytes": .int(stats.storedBytes)]
             }

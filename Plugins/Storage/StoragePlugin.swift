@@ -61,16 +61,19 @@ final class StoragePlugin: CSOPPlugin {
         host?.log(.info, "storage: hot tier at \(configuration.path); cold tier \(cold.map { "PostgreSQL at \($0.endpoint), table \($0.table)" } ?? "not configured")")
     }
 
+    /// Every operation sees only the keys of the call's namespace: the owner's, or its
+    /// caller's tenant's (``StorageNamespace``).
     func invoke(_ operation: Operation, _ call: PluginCall) {
+        let space = StorageNamespace(call.caller)
         do throws(CSOPError) {
             switch operation {
-            case .save: try save(call)
-            case .get: try get(call)
-            case .delete: try delete(call)
-            case .list: try list(call)
-            case .saveMany: try saveMany(call)
-            case .getMany: try getMany(call)
-            case .stats: try stats(call)
+            case .save: try save(call, space)
+            case .get: try get(call, space)
+            case .delete: try delete(call, space)
+            case .list: try list(call, space)
+            case .saveMany: try saveMany(call, space)
+            case .getMany: try getMany(call, space)
+            case .stats: try stats(call, space)
             }
         } catch {
             call.fail(error)

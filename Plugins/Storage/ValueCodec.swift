@@ -5,7 +5,9 @@ import Foundation
 
 /// Turns a value's compact JSON into the bytes a tier stores and back: zlib deflate when
 /// `compress` helps, then AES-256-GCM (nonce, ciphertext, tag) with the storage key as
-/// authenticated data, so a row copied under another key does not decrypt.
+/// authenticated data, so a row copied under another key does not decrypt. The key is the
+/// stored one (``StorageNamespace``): a tenant's value does not decrypt under another tenant's
+/// key of the same name; messages name the user's key.
 struct ValueCodec: Sendable {
     static let compressedFlag: Int64 = 1
     static let encryptedFlag: Int64 = 2
@@ -35,7 +37,7 @@ struct ValueCodec: Sendable {
                 guard let combined = sealed.combined else { throw CSOPError.executionFailed("AES-GCM produced no combined box") }
                 bytes = Array(combined)
             } catch {
-                throw .executionFailed("encrypting the value of '\(key)' failed")
+                throw .executionFailed("encrypting the value of '\(StorageNamespace.userKey(key))' failed")
             }
             flags |= Self.encryptedFlag
         }
@@ -50,7 +52,7 @@ struct ValueCodec: Sendable {
             guard let encryptionKey else {
                 throw CSOPError(
                     .decryptionFailed,
-                    "'\(key)' was saved encrypted; configure the same encryptionKey (config or CSOP_STORAGE_ENCRYPTION_KEY) to read it")
+                    "'\(StorageNamespace.userKey(key))' was saved encrypted; configure the same encryptionKey (config or CSOP_STORAGE_ENCRYPTION_KEY) to read it")
             }
             do {
                 let box = try AES.GCM.SealedBox(combined: bytes)
@@ -58,12 +60,12 @@ struct ValueCodec: Sendable {
             } catch {
                 throw CSOPError(
                     .decryptionFailed,
-                    "'\(key)' could not be decrypted: the configured encryptionKey is not the one it was saved with (or the data is damaged)")
+                    "'\(StorageNamespace.userKey(key))' could not be decrypted: the configured encryptionKey is not the one it was saved with (or the data is damaged)")
             }
         }
         if flags & Self.compressedFlag != 0 {
             guard let inflated = Self.inflate(bytes) else {
-                throw .executionFailed("the stored value of '\(key)' is damaged: its compressed data does not inflate")
+                throw .executionFailed("the stored value of '\(StorageNamespace.userKey(key))' is damaged: its compressed data does not inflate")
             }
             bytes = inflated
         }

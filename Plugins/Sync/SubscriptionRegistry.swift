@@ -50,12 +50,14 @@ final class SubscriptionRegistry: Sendable {
         return try result.get()
     }
 
-    /// Removes one subscription; returns its channel, or nil when the id is unknown. Waits
-    /// for a delivery running on another thread, so no event follows the return.
-    func unsubscribe(id: String) -> String? {
+    /// Removes one subscription whose channel passes `owned`; returns its channel, or nil when
+    /// the id is unknown or its channel is not `owned` (another tenant's). Waits for a
+    /// delivery running on another thread, so no event follows the return.
+    func unsubscribe(id: String, if owned: (String) -> Bool = { _ in true }) -> String? {
         gate.whileNoOtherThreadDelivers {
             state.withLock { state in
-                guard let channel = state.channelOfID.removeValue(forKey: id) else { return nil }
+                guard let channel = state.channelOfID[id], owned(channel) else { return nil }
+                state.channelOfID[id] = nil
                 state.byChannel[channel]?.removeAll { $0.id == id }
                 if state.byChannel[channel]?.isEmpty == true { state.byChannel[channel] = nil }
                 return channel
@@ -98,7 +100,7 @@ final class SubscriptionRegistry: Sendable {
     private static func eventSuffix(_ message: SyncMessage) -> JSONWriter {
         var writer = JSONWriter(capacity: message.data.count + 96)
         writer.append(",\"channel\":")
-        writer.writeString(message.channel)
+        writer.writeString(SyncScope.visibleChannel(message.channel))
         writer.append(",\"event\":")
         writer.writeString(message.event)
         writer.append(",\"data\":")

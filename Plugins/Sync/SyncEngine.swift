@@ -48,27 +48,35 @@ final class SyncEngine: Sendable {
     var mode: String { cluster == nil ? "local" : "cluster" }
 
     /// Runs `operation` and completes exactly once.
-    /// - Parameter commit: asked right before a broadcast is delivered or sent, or a presence
-    ///   row written; when it says no (the host already answered the call `TIMEOUT`), nothing
-    ///   goes out or changes.
-    func perform(_ operation: Operation, _ payload: JSONValue, commit: @escaping @Sendable () -> Bool = { true }, complete: @escaping Completion) {
+    /// - Parameters:
+    ///   - caller: who the call runs for (nil: the local owner). Its tenant's channels,
+    ///     subscriptions and presence are apart from everyone else's (``SyncScope``), and its
+    ///     presence user is its subject.
+    ///   - commit: asked right before a broadcast is delivered or sent, or a presence row
+    ///     written; when it says no (the host already answered the call `TIMEOUT`), nothing goes
+    ///     out or changes.
+    func perform(
+        _ operation: Operation, _ payload: JSONValue, caller: Caller? = nil, commit: @escaping @Sendable () -> Bool = { true },
+        complete: @escaping Completion
+    ) {
+        let scope = SyncScope(caller)
         do throws(CSOPError) {
             switch operation {
-            case .broadcast: try broadcast(payload, commit: commit, complete: complete)
-            case .subscribe: try subscribe(payload, complete: complete)
-            case .unsubscribe: complete(.success(try unsubscribe(payload)))
-            case .presence: try presence(payload, commit: commit, complete: complete)
-            case .leave: try leave(payload, commit: commit, complete: complete)
+            case .broadcast: try broadcast(payload, scope, commit: commit, complete: complete)
+            case .subscribe: try subscribe(payload, scope, complete: complete)
+            case .unsubscribe: complete(.success(try unsubscribe(payload, scope)))
+            case .presence: try presence(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
+            case .leave: try leave(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
             }
         } catch {
             complete(.failure(error))
         }
     }
 
-    /// Async form of ``perform(_:_:complete:)`` for tests and tools.
-    func perform(_ operation: Operation, _ payload: JSONValue) async -> Result<JSONValue, CSOPError> {
+    /// Async form of ``perform(_:_:caller:commit:complete:)`` for tests and tools.
+    func perform(_ operation: Operation, _ payload: JSONValue, caller: Caller? = nil) async -> Result<JSONValue, CSOPError> {
         await withCheckedContinuation { continuation in
-            perform(operation, payload) { continuation.resume(returning: $0) }
+            perform(operation, payload, caller: caller) { continuation.resume(returning: $0) }
         }
     }
 
@@ -78,7 +86,9 @@ final class SyncEngine: Sendable {
         await cluster?.shutdown(goodbye: goodbye)
     }
 
-    private func broadcast(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
+    private func broadcast(
+        _ payload: JSONValue, _ scope: SyncScope, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion
+    ) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["event", "data", "channel"])
         let channel = try SyncNames.channel(fields)
         let event = try fields.requiredString("event", nonEmpty: false)
@@ -92,7 +102,7 @@ final class SyncEngine: Sendable {
                 "payload.data is \(data.count) bytes as JSON; the limit is \(configuration.maxPayloadBytes) (config maxPayloadBytes)")
         }
         let message = SyncMessage(
-            channel: channel, event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
+            channel: scope.keptChannel(channel), event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
         let result: JSONValue = [
             "sent": true, "channel": .string(channel), "event": .string(event), "mode": .string(mode),
         ]
@@ -105,7 +115,7 @@ final class SyncEngine: Sendable {
         cluster.publish(message, commit: commit) { complete($0.map { _ in result }) }
     }
 
-    private func subscribe(_ payload: JSONValue, complete: @escaping Completion) throws(CSOPError) {
+    private func subscribe(_ payload: JSONValue, _ scope: SyncScope, complete: @escaping Completion) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["channel", "events"])
         let channel = try SyncNames.channel(fields)
         var events: Set<String>?
@@ -121,7 +131,7 @@ final class SyncEngine: Sendable {
             }
             events = names
         }
-        let id = try registry.subscribe(channel: channel, events: events)
+        let id = try registry.subscribe(channel: scope.keptChannel(channel), events: events)
         let result: JSONValue = ["subscribed": true, "channel": .string(channel), "subscription": .string(id)]
         if let cluster, cluster.isStarting {
             // The first LISTEN is still being set up; answer once messages can flow.
@@ -134,32 +144,37 @@ final class SyncEngine: Sendable {
         }
     }
 
-    private func unsubscribe(_ payload: JSONValue) throws(CSOPError) -> JSONValue {
+    private func unsubscribe(_ payload: JSONValue, _ scope: SyncScope) throws(CSOPError) -> JSONValue {
         let fields = try Fields(payload, path: "payload", allowed: ["subscription", "channel"])
         let subscription = try fields.string("subscription", maxLength: 64)
         if subscription != nil && fields.has("channel") {
             throw .invalidPayload("give either payload.subscription or payload.channel, not both")
         }
         if let subscription {
-            guard let channel = registry.unsubscribe(id: subscription) else {
+            // Another tenant's subscription is not found, as an unknown one.
+            guard let kept = registry.unsubscribe(id: subscription, if: scope.owns) else {
                 throw CSOPError(
                     .subscriptionFailed,
                     "payload.subscription names no active subscription; use the id sync.subscribe returned")
             }
-            return ["unsubscribed": true, "channel": .string(channel), "count": 1]
+            return ["unsubscribed": true, "channel": .string(SyncScope.visibleChannel(kept)), "count": 1]
         }
         guard fields.has("channel") else {
             throw .invalidPayload("payload.subscription or payload.channel is required")
         }
         let channel = try SyncNames.channel(fields, required: true)
-        let count = registry.unsubscribe(channel: channel)
+        let count = registry.unsubscribe(channel: scope.keptChannel(channel))
         return ["unsubscribed": .bool(count > 0), "channel": .string(channel), "count": .int(Int64(count))]
     }
 
-    private func presence(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
+    private func presence(
+        _ payload: JSONValue, _ scope: SyncScope, subject: String?, commit: @escaping @Sendable () -> Bool,
+        complete: @escaping Completion
+    ) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId", "metadata"])
-        let channel = try SyncNames.channel(fields)
-        let userID = try fields.string("userId", nonEmpty: false) ?? "user-\(SyncClock.randomHex())"
+        let visible = try SyncNames.channel(fields)
+        let channel = scope.keptChannel(visible)
+        let userID = try Self.userID(fields, subject: subject) ?? "user-\(SyncClock.randomHex())"
         try SyncNames.userID(userID, field: "payload.userId")
         let metadata = try fields.nested("metadata").object
         for key in ["userId", "onlineAt"] where metadata[key] != nil {
@@ -172,7 +187,7 @@ final class SyncEngine: Sendable {
         }
         func result(_ users: [PresenceUser]) -> JSONValue {
             [
-                "channel": .string(channel), "userId": .string(userID), "online": .int(Int64(users.count)),
+                "channel": .string(visible), "userId": .string(userID), "online": .int(Int64(users.count)),
                 "users": .array(users.map(\.json)),
             ]
         }
@@ -195,13 +210,18 @@ final class SyncEngine: Sendable {
         }
     }
 
-    private func leave(_ payload: JSONValue, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion) throws(CSOPError) {
+    private func leave(
+        _ payload: JSONValue, _ scope: SyncScope, subject: String?, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion
+    ) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["channel", "userId"])
-        let channel = try SyncNames.channel(fields)
-        let userID = try fields.requiredString("userId", nonEmpty: false)
+        let visible = try SyncNames.channel(fields)
+        let channel = scope.keptChannel(visible)
+        guard let userID = try Self.userID(fields, subject: subject) else {
+            throw .invalidPayload("payload.userId is required (a string)")
+        }
         try SyncNames.userID(userID, field: "payload.userId")
         func result(_ left: Bool) -> JSONValue {
-            ["left": .bool(left), "channel": .string(channel), "userId": .string(userID)]
+            ["left": .bool(left), "channel": .string(visible), "userId": .string(userID)]
         }
         guard let cluster else {
             guard commit() else { return complete(.failure(ClusterTransport.droppedUnsent)) }
@@ -219,6 +239,17 @@ final class SyncEngine: Sendable {
                 complete(.failure(error))
             }
         }
+    }
+
+    /// The presence user a call names: for a caller, its subject (a payload `userId` naming
+    /// anyone else is `FORBIDDEN`); for the owner, the payload's `userId`, if any.
+    private static func userID(_ fields: Fields, subject: String?) throws(CSOPError) -> String? {
+        let given = try fields.string("userId", nonEmpty: false)
+        guard let subject else { return given }
+        if let given, given != subject {
+            throw CSOPError(.forbidden, "payload.userId must be the caller's own subject; omit it to use the subject")
+        }
+        return subject
     }
 
     private func presenceMessage(_ channel: String, _ event: String, _ data: [UInt8]) -> SyncMessage {

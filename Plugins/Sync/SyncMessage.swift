@@ -58,7 +58,7 @@ package struct SyncMessage: Sendable {
         else { return nil }
         let channel = String(decoding: fields[1], as: UTF8.self)
         let event = String(decoding: fields[2], as: UTF8.self)
-        guard SyncNames.isValidName(channel), SyncNames.isValidName(event) else { return nil }
+        guard SyncScope.isValidKeptChannel(channel), SyncNames.isValidName(event) else { return nil }
         let valid = data.withUnsafeBufferPointer { buffer -> Bool in
             do throws(JSONParseError) {
                 try JSONParser.validate(buffer)

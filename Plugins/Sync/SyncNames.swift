@@ -28,6 +28,10 @@ package enum SyncNames {
         return true
     }
 
+    /// Whether `name` is a channel name as the plugin keeps it: a channel name, or a tenant's
+    /// (``SyncScope``). What a cluster frame may carry.
+    package static func isValidKeptChannel(_ name: String) -> Bool { SyncScope.isValidKeptChannel(name) }
+
     /// Reads a channel name (default `"default"`).
     /// - Throws: `CHANNEL_ERROR` for a non-string, empty, over-long or badly spelled name.
     static func channel(_ fields: Fields, required: Bool = false) throws(CSOPError) -> String {

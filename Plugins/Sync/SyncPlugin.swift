@@ -26,7 +26,7 @@ final class SyncPlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
-        engine.perform(operation, call.payload, commit: { call.beginCommit() }) { result in call.complete(result) }
+        engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in call.complete(result) }
     }
 
     func shutdown() {

@@ -1,7 +1,7 @@
 /// A stable, machine-readable error code. The protocol's codes are static members; each
 /// plugin declares its own (`extension ErrorCode { static let keyNotFound: ErrorCode =
 /// "KEY_NOT_FOUND" }`) in its module. The router never retries `INVALID_*`, `*_NOT_FOUND`,
-/// `CONFLICT` or `QUOTA_EXCEEDED`, whichever plugin reports them.
+/// `CONFLICT`, `QUOTA_EXCEEDED`, `FORBIDDEN` or `UNAUTHENTICATED`, whichever plugin reports them.
 public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConvertible, ExpressibleByStringLiteral {
     public let rawValue: String
 
@@ -31,4 +31,11 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let cancelled: ErrorCode = "CANCELLED"
     /// Too much is waiting already (the host's in-flight bytes, a plugin's queue); retryable.
     public static let queueFull: ErrorCode = "QUEUE_FULL"
+    /// The caller's token does not allow the action (or a field the action names, such as
+    /// another user's presence); never retried.
+    public static let forbidden: ErrorCode = "FORBIDDEN"
+    /// No valid credentials (a front end's missing or bad token, an unusable caller); never retried.
+    public static let unauthenticated: ErrorCode = "UNAUTHENTICATED"
+    /// The caller sent too many requests; retryable after a while.
+    public static let rateLimited: ErrorCode = "RATE_LIMITED"
 }

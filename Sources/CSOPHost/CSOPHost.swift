@@ -100,9 +100,9 @@ public final class CSOPHost: Sendable {
     /// Runs `action` with `payload` and `options`.
     public func dispatch(
         _ action: String, _ payload: JSONValue = .object(JSONObject()), options: RequestOptions = RequestOptions(),
-        id: String? = nil
+        id: String? = nil, caller: Caller? = nil
     ) async -> Response {
-        await dispatch(Request(id: id, action: action, payload: payload, options: options))
+        await dispatch(Request(id: id, action: action, payload: payload, options: options, caller: caller))
     }
 
     /// Runs a request and calls `completion` once, possibly before returning (the fastest path).
@@ -112,8 +112,13 @@ public final class CSOPHost: Sendable {
 
     /// Runs a request given as JSON text (one `csop run` line): malformed input gets an
     /// error response naming the problem.
-    /// - Parameter line: the input line the text came from, named in parse errors.
-    public func dispatch(json bytes: [UInt8], line: Int? = nil, completion: @escaping @Sendable (Response) -> Void) {
+    /// - Parameters:
+    ///   - line: the input line the text came from, named in parse errors.
+    ///   - caller: who the request runs for (set by an authenticating front end after checking
+    ///     a token); nil for the local owner. The JSON cannot name one.
+    public func dispatch(
+        json bytes: [UInt8], line: Int? = nil, caller: Caller? = nil, completion: @escaping @Sendable (Response) -> Void
+    ) {
         let value: JSONValue
         do throws(JSONParseError) {
             value = try JSONValue(parsing: bytes)
@@ -122,7 +127,8 @@ public final class CSOPHost: Sendable {
             return completion(Response(id: Request.generateID(), outcome: .failure(failure), duration: 0))
         }
         switch Request.decode(value) {
-        case .success(let request):
+        case .success(var request):
+            request.caller = caller
             router.dispatch(request, completion: completion)
         case .failure(let failure):
             completion(Response(id: failure.id ?? Request.generateID(), outcome: .failure(failure.error), duration: 0))

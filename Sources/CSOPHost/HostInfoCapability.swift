@@ -21,7 +21,7 @@ final class HostInfoCapability: Capability, Sendable {
     }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
         attempt.complete(.success(operation == 0 ? RawJSON(info()) : RawJSON(["pong": true])))
     }

@@ -64,7 +64,7 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     var runningCount: Int { running.load(ordering: .acquiring) }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
         let pending = PendingCall(owner: self, attempt: attempt)
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
@@ -77,8 +77,23 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
                     operation_index: UInt32(operation), reserved2: 0,
                     payload: bytes.baseAddress, payload_length: bytes.count,
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
-                    host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit))
-            descriptor.pointee.invoke(instance, raw)
+                    host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit,
+                    tenant: nil, tenant_length: 0, subject: nil, subject_length: 0, actions: nil, actions_length: 0))
+            guard let caller else { return descriptor.pointee.invoke(instance, raw) }
+            // Valid only during invoke (csop_plugin.h), like the payload: the plugin copies what it keeps.
+            caller.tenant.withCString { tenant in
+                caller.subject.withCString { subject in
+                    caller.actions.description.withCString { actions in
+                        raw.pointee.tenant = tenant
+                        raw.pointee.tenant_length = strlen(tenant)
+                        raw.pointee.subject = subject
+                        raw.pointee.subject_length = strlen(subject)
+                        raw.pointee.actions = actions
+                        raw.pointee.actions_length = strlen(actions)
+                        descriptor.pointee.invoke(instance, raw)
+                    }
+                }
+            }
         }
     }
 

@@ -15,18 +15,55 @@ public final class PluginCall: Sendable {
     public let payload: JSONValue
     /// Milliseconds the host gives this attempt.
     public let timeoutMilliseconds: Double
+    /// Who the request runs for: nil for the local owner (everything allowed, no tenant), and
+    /// nil when the host is older than the caller fields (its `csop_call` is too small).
+    /// Keep each ``Caller/tenant``'s data apart; the host has already checked that its
+    /// actions allow this call.
+    public let caller: Caller?
 
     // The csop_call is owned by the host and valid until completed.
     private nonisolated(unsafe) let raw: UnsafePointer<csop_call>
     private let completed = Atomic<Bool>(false)
 
-    init(raw: UnsafePointer<csop_call>, payload: JSONValue) {
+    init(raw: UnsafePointer<csop_call>, payload: JSONValue, caller: Caller?) {
         self.raw = raw
         self.id = raw.pointee.call_id
         self.operation = String(cString: raw.pointee.operation)
         self.operationIndex = Int(raw.pointee.operation_index)
         self.payload = payload
         self.timeoutMilliseconds = raw.pointee.timeout_ms
+        self.caller = caller
+    }
+
+    /// The caller the host put in `raw` (csop_plugin.h, `CSOP_CALL_HAS_CALLER`): nil for the
+    /// owner or an older host's smaller struct.
+    /// - Throws: `UNAUTHENTICATED` when the fields are there but do not make a valid caller
+    ///   (a subject or tenant missing, too long or with control characters, bad patterns):
+    ///   such a call must fail, never run as the owner.
+    static func caller(of raw: UnsafePointer<csop_call>) throws(CSOPError) -> Caller? {
+        let end = MemoryLayout<csop_call>.offset(of: \csop_call.actions_length)! + MemoryLayout<Int>.size
+        guard Int(raw.pointee.struct_size) >= end, let tenantBytes = raw.pointee.tenant else { return nil }
+        func text(_ pointer: UnsafePointer<CChar>?, _ length: Int) -> String? {
+            guard let pointer else { return nil }
+            return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                String(validating: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+            }
+        }
+        guard let tenant = text(tenantBytes, raw.pointee.tenant_length),
+            let subject = text(raw.pointee.subject, raw.pointee.subject_length),
+            let patterns = text(raw.pointee.actions, raw.pointee.actions_length)
+        else {
+            throw CSOPError(.unauthenticated, "the host passed a caller whose tenant, subject or actions are missing or not UTF-8")
+        }
+        let actions: ActionPatterns
+        do throws(CSOPError) {
+            actions = try ActionPatterns(parsing: patterns)
+        } catch {
+            throw CSOPError(.unauthenticated, "the host passed a caller with unusable actions: \(error.message)")
+        }
+        let caller = Caller(subject: subject, tenant: tenant, actions: actions)
+        try caller.validate()
+        return caller
     }
 
     /// Whether the call was already completed.

@@ -214,18 +214,25 @@ private func pluginCheckConfig(
 private func pluginInvoke(instance: UnsafeMutableRawPointer?, call: UnsafePointer<csop_call>?) {
     guard let instance, let call else { return }
     let plugin = Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue()
+    let caller: Caller?
+    do throws(CSOPError) {
+        caller = try PluginCall.caller(of: call)
+    } catch {
+        PluginCall(raw: call, payload: .null, caller: nil).fail(error)
+        return
+    }
     let payload: JSONValue
     if let bytes = call.pointee.payload, call.pointee.payload_length > 0 {
         do {
             payload = try JSONParser.parse(UnsafeBufferPointer(start: bytes, count: call.pointee.payload_length))
         } catch {
-            PluginCall(raw: call, payload: .null).fail(.invalidPayload("payload is not valid JSON: \(error)"))
+            PluginCall(raw: call, payload: .null, caller: caller).fail(.invalidPayload("payload is not valid JSON: \(error)"))
             return
         }
     } else {
         payload = .object(JSONObject())
     }
-    plugin.invoke(PluginCall(raw: call, payload: payload), index: Int(call.pointee.operation_index))
+    plugin.invoke(PluginCall(raw: call, payload: payload, caller: caller), index: Int(call.pointee.operation_index))
 }
 
 private func pluginCancel(instance: UnsafeMutableRawPointer?, callID: UInt64) {

@@ -60,12 +60,23 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
     }
 
     /// Runs `operation` with a payload (an object in normal use) and waits for its completion.
-    public func call(_ operation: String, _ payload: JSONValue, callID: UInt64? = nil) async -> Reply {
-        await call(operation, rawPayload: payload.serialized(), callID: callID)
+    /// - Parameters:
+    ///   - caller: who the call runs for, in the `csop_call` caller fields; nil for the owner.
+    ///   - callStructSize: the `struct_size` the call claims (tests of older hosts, e.g. the
+    ///     offset of `tenant` for a host without the caller fields).
+    public func call(
+        _ operation: String, _ payload: JSONValue, callID: UInt64? = nil, caller: Caller? = nil, callStructSize: UInt32? = nil
+    ) async -> Reply {
+        await call(operation, rawPayload: payload.serialized(), callID: callID, caller: caller, callStructSize: callStructSize)
     }
 
+    /// The `struct_size` of a `csop_call` from a host older than the caller fields.
+    public static let callSizeWithoutCaller = UInt32(MemoryLayout<csop_call>.offset(of: \csop_call.tenant)!)
+
     /// Runs `operation` with raw payload bytes; an unknown name is sent as operation number 999.
-    public func call(_ operation: String, rawPayload: [UInt8], callID: UInt64? = nil) async -> Reply {
+    public func call(
+        _ operation: String, rawPayload: [UInt8], callID: UInt64? = nil, caller: Caller? = nil, callStructSize: UInt32? = nil
+    ) async -> Reply {
         let id = callID ?? Self.newCallID()
         let index = operationIndex(operation)
         return await withCheckedContinuation { (continuation: CheckedContinuation<Reply, Never>) in
@@ -75,7 +86,7 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
             _ = payload.initialize(from: rawPayload)
             let call = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
             call.initialize(to: csop_call())
-            call.pointee.struct_size = UInt32(MemoryLayout<csop_call>.size)
+            call.pointee.struct_size = callStructSize ?? UInt32(MemoryLayout<csop_call>.size)
             call.pointee.call_id = id
             call.pointee.operation = UnsafePointer(name)
             call.pointee.operation_length = operation.utf8.count
@@ -103,8 +114,19 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
                 mutableCall.deallocate()
                 box.continuation.resume(returning: reply)
             }
+            // The caller's strings, like the payload, are valid only during invoke.
+            let callerStrings = caller.map { [strdup($0.tenant)!, strdup($0.subject)!, strdup($0.actions.description)!] } ?? []
+            if callerStrings.count == 3 {
+                call.pointee.tenant = UnsafePointer(callerStrings[0])
+                call.pointee.tenant_length = strlen(callerStrings[0])
+                call.pointee.subject = UnsafePointer(callerStrings[1])
+                call.pointee.subject_length = strlen(callerStrings[1])
+                call.pointee.actions = UnsafePointer(callerStrings[2])
+                call.pointee.actions_length = strlen(callerStrings[2])
+            }
             descriptor.pointee.invoke(instance, call)
             payload.deallocate()
+            for string in callerStrings { free(string) }
         }
     }
 

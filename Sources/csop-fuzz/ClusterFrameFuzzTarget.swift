@@ -36,7 +36,7 @@ enum ClusterFrameFuzzTarget {
             property(receiver.malformed >= before, "the malformed count went down")
             for message in messages {
                 property(message.origin != ownOrigin, "the receiver delivered its own echo")
-                property(SyncNames.isValidName(message.channel), "delivered an invalid channel name \(shown(message.channel))")
+                property(SyncNames.isValidKeptChannel(message.channel), "delivered an invalid channel name \(shown(message.channel))")
                 property(SyncNames.isValidName(message.event), "delivered an invalid event name \(shown(message.event))")
                 property(JSONFuzzTarget.validate(message.data).isSuccess, "delivered data that is not JSON: \(shown(message.data))")
                 property(

@@ -43,13 +43,17 @@ import Testing
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: library)], in: directory)
         #expect(host.failures.isEmpty)
         #expect(host.plugins.first?.name == "hello")
-        #expect(host.plugins.first?.operations == ["greet", "echo", "fail", "commit"])
+        #expect(host.plugins.first?.operations == ["greet", "echo", "fail", "commit", "whoami"])
         let greet = await host.dispatch("hello.greet", ["a": 1])
         #expect(greet.data == ["greeting": "hello from C", "payloadBytes": 7])
         let fail = await host.dispatch("hello.fail", [:], options: RequestOptions(retry: 3))
         #expect(fail.error == CSOPError(ErrorCode("HELLO_FAILED"), "hello.fail always fails"))
         // begin_commit through the C ABI: the call is still wanted.
         #expect(await host.dispatch("hello.commit").data == ["committed": 1])
+        // The caller fields through the C ABI (CSOP_CALL_HAS_CALLER); none for the owner.
+        let caller = Caller(subject: "alice", tenant: "acme", actions: try ActionPatterns(parsing: "hello.*,sync.get"))
+        #expect(await host.dispatch("hello.whoami", caller: caller).data == ["tenant": "acme", "subject": "alice", "actions": "hello.*,sync.get"])
+        #expect(await host.dispatch("hello.whoami").data == ["owner": true])
         await host.shutdown()
     }
 

@@ -58,15 +58,17 @@ final class ScriptedCapability: Capability, Sendable {
     let operations = ["run", "other"]
     private let script = Mutex<[Result<RawJSON, CSOPError>?]>([])
     let invocations = Mutex<[UInt64]>([])
+    let callers = Mutex<[Caller?]>([])
     let cancelled = Mutex<[UInt64]>([])
     let held = Mutex<[Attempt]>([])
 
     init(_ outcomes: [Result<RawJSON, CSOPError>?]) { script.withLock { $0 = outcomes } }
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
         invocations.withLock { $0.append(callID) }
+        callers.withLock { $0.append(caller) }
         let next = script.withLock { $0.isEmpty ? .success(.null) : $0.removeFirst() }
         if let next { attempt.complete(next) } else { held.withLock { $0.append(attempt) } }
     }
@@ -92,7 +94,7 @@ final class BlockingCapability: Capability, Sendable {
     nonisolated(unsafe) var cancelledIDs: [UInt64] = []  // Guarded by `lock`.
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
         lock.withLock { while !cancelledIDs.contains(callID) { lock.wait() } }
         attempt.complete(.failure(CSOPError(.executionFailed, "interrupted")))
@@ -173,7 +175,7 @@ final class BlockingCapability: Capability, Sendable {
     }
 
     /// The documented rule holds for any plugin's codes, not a fixed list.
-    @Test(arguments: ["USER_NOT_FOUND", "INVALID_COUPON", "CONFLICT", "QUOTA_EXCEEDED", "KEY_NOT_FOUND"])
+    @Test(arguments: ["USER_NOT_FOUND", "INVALID_COUPON", "CONFLICT", "QUOTA_EXCEEDED", "KEY_NOT_FOUND", "FORBIDDEN", "UNAUTHENTICATED"])
     func neverRetriesCodesTheRuleNames(code: String) {
         let capability = ScriptedCapability([.failure(CSOPError(ErrorCode(code), "no", retryable: true)), .success(.null)])
         let box = ResponseBox()

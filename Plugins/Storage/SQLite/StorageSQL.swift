@@ -12,8 +12,7 @@ enum StorageSQL: Int, CaseIterable {
     case readForWrite
     case upsert
     case delete
-    case listAll
-    case listPrefix
+    case listRange
     case stats
     case totalSize
     case dataVersion
@@ -57,12 +56,12 @@ enum StorageSQL: Int, CaseIterable {
                 value = excluded.value, cold_ref = excluded.cold_ref
             """
         case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size"
-        case .listAll: "SELECT key FROM csop_storage WHERE key > ?1 ORDER BY key LIMIT ?2"
-        case .listPrefix:
+        // Every list, stats and quota total reads one namespace's range (StorageNamespace).
+        case .listRange:
             "SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
         case .stats:
-            "SELECT tier, count(*), total(size), total(stored) FROM csop_storage GROUP BY tier"
-        case .totalSize: "SELECT total(size) FROM csop_storage"
+            "SELECT tier, count(*), total(size), total(stored) FROM csop_storage WHERE key >= ?1 AND key < ?2 GROUP BY tier"
+        case .totalSize: "SELECT total(size) FROM csop_storage WHERE key >= ?1 AND key < ?2"
         case .dataVersion: "PRAGMA data_version"
         }
     }

@@ -57,12 +57,15 @@ final class ColdStore: Sendable {
         self.endpoint = url.endpoint
     }
 
-    /// Stores `bytes` as row `ref`.
-    func put(ref: String, key: String, bytes: [UInt8], callID: UInt64) async throws(Failure) {
+    /// Stores `bytes` as row `ref`, for the user's `key` of `tenant` (nil: the owner). Rows are
+    /// read only by `ref`, which only the tenant's own index rows hold; `key` and `tenant` are
+    /// there for repair and audits.
+    func put(ref: String, key: String, tenant: String?, bytes: [UInt8], callID: UInt64) async throws(Failure) {
         try await withConnection(callID: callID) { connection in
             let value = ByteBuffer(bytes: bytes)
             _ = try await connection.queryUnlessClosed(
-                "INSERT INTO \(unescaped: self.table) (ref, key, value) VALUES (\(ref), \(key), \(value))", logger: self.logger)
+                "INSERT INTO \(unescaped: self.table) (ref, key, tenant, value) VALUES (\(ref), \(key), \(tenant), \(value))",
+                logger: self.logger)
         }
     }
 
@@ -86,10 +89,12 @@ final class ColdStore: Sendable {
         }
     }
 
-    /// Every stored row for `key` (orphans included): for tests and repair.
-    func rows(forKey key: String) async throws(Failure) -> [[UInt8]] {
+    /// Every stored row for the user's `key` of `tenant` (nil: the owner), orphans included:
+    /// for tests and repair.
+    func rows(forKey key: String, tenant: String? = nil) async throws(Failure) -> [[UInt8]] {
         try await withConnection(callID: 0) { connection in
-            let rows = try await connection.queryUnlessClosed("SELECT value FROM \(unescaped: self.table) WHERE key = \(key)", logger: self.logger)
+            let rows = try await connection.queryUnlessClosed(
+                "SELECT value FROM \(unescaped: self.table) WHERE key = \(key) AND tenant IS NOT DISTINCT FROM \(tenant)", logger: self.logger)
             var values: [[UInt8]] = []
             for try await row in rows {
                 var buffer = try row.decode(ByteBuffer.self)
@@ -176,16 +181,24 @@ final class ColdStore: Sendable {
 
     private func ensureTable(_ connection: PostgresConnection) async throws {
         if state.withLock({ $0.tableReady }) { return }
+        // `tenant` (NULL for the owner) came after the first release: a table made before it gains the column.
         let sql = """
             CREATE TABLE IF NOT EXISTS \(table) (
                 ref TEXT PRIMARY KEY, key TEXT NOT NULL, value BYTEA NOT NULL,
-                created_at TIMESTAMPTZ NOT NULL DEFAULT now())
+                created_at TIMESTAMPTZ NOT NULL DEFAULT now(), tenant TEXT)
             """
         do {
             try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: sql), logger: logger)
         } catch {
             // Two first uses at once can race on the catalog; the loser finds the table there.
             try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: "SELECT 1 FROM \(table) LIMIT 0"), logger: logger)
+        }
+        do {
+            try await connection.queryUnlessClosed(
+                PostgresQuery(unsafeSQL: "ALTER TABLE \(table) ADD COLUMN IF NOT EXISTS tenant TEXT"), logger: logger)
+        } catch {
+            // Two first uses at once can race here too; the loser finds the column there.
+            try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: "SELECT tenant FROM \(table) LIMIT 0"), logger: logger)
         }
         state.withLock { $0.tableReady = true }
     }

@@ -86,10 +86,15 @@ final class LocalStore: Sendable {
 
     private struct WriterState {
         let connection: SQLiteConnection
-        /// Sum of `size` over all keys, tracked only with a quota; nil when unknown.
-        var totalBytes: Int64?
+        /// Sum of `size` over the keys of each namespace (by its ``StorageNamespace/prefix``),
+        /// tracked only with a quota, for the namespaces written since another connection last
+        /// committed; a namespace missing is counted again when it is written.
+        var totalBytes: [[UInt8]: Int64] = [:]
         var dataVersion: Int64 = -1
     }
+
+    /// The most namespaces whose totals the writer keeps; past it they are counted again.
+    private static let maxTrackedNamespaces = 4096
 
     private struct ReaderPool {
         var idle: [SQLiteConnection] = []
@@ -153,25 +158,15 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Up to `limit` keys after `cursor` (exclusive), in byte order, starting with `prefix`.
-    func list(prefix: String?, after cursor: String?, limit: Int64, callID: UInt64) throws(CSOPError) -> [String] {
+    /// Up to `limit` stored keys in `range` (``StorageNamespace/range(startingWith:)``) after
+    /// `cursor` (a stored key, exclusive), in byte order.
+    func list(range: (lower: [UInt8], upper: [UInt8]), after cursor: String?, limit: Int64, callID: UInt64) throws(CSOPError) -> [String] {
         try withReader(callID: callID) { connection throws(SQLiteError) in
-            let statement: SQLiteStatement
-            if let prefix, !prefix.isEmpty {
-                statement = try connection.statement(.listPrefix)
-                statement.bind(1, cursor ?? "")
-                statement.bind(2, prefix)
-                if let upper = Self.prefixUpperBound(prefix) {
-                    statement.bindTextBytes(3, upper)
-                } else {
-                    statement.bindTextBytes(3, [0xFF])
-                }
-                statement.bind(4, limit)
-            } else {
-                statement = try connection.statement(.listAll)
-                statement.bind(1, cursor ?? "")
-                statement.bind(2, limit)
-            }
+            let statement = try connection.statement(.listRange)
+            statement.bind(1, cursor ?? "")
+            statement.bindTextBytes(2, range.lower)
+            statement.bindTextBytes(3, range.upper)
+            statement.bind(4, limit)
             defer { statement.reset() }
             var keys: [String] = []
             keys.reserveCapacity(Int(min(limit, 1024)))
@@ -180,10 +175,12 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Key counts and bytes per tier.
-    func stats(callID: UInt64) throws(CSOPError) -> (local: TierStats, cloud: TierStats) {
+    /// Key counts and bytes per tier, of the stored keys in `range` (one namespace).
+    func stats(range: (lower: [UInt8], upper: [UInt8]), callID: UInt64) throws(CSOPError) -> (local: TierStats, cloud: TierStats) {
         try withReader(callID: callID) { connection throws(SQLiteError) in
             let statement = try connection.statement(.stats)
+            statement.bindTextBytes(1, range.lower)
+            statement.bindTextBytes(2, range.upper)
             defer { statement.reset() }
             var local = TierStats(), cloud = TierStats()
             while try statement.step() {
@@ -195,8 +192,11 @@ final class LocalStore: Sendable {
     }
 
     /// The smallest byte string greater than every string starting with `prefix`.
-    static func prefixUpperBound(_ prefix: String) -> [UInt8]? {
-        var bytes = Array(prefix.utf8)
+    static func prefixUpperBound(_ prefix: String) -> [UInt8]? { prefixUpperBound(Array(prefix.utf8)) }
+
+    /// The smallest byte string greater than every string starting with `prefix`.
+    static func prefixUpperBound(_ prefix: [UInt8]) -> [UInt8]? {
+        var bytes = prefix
         while let last = bytes.last {
             if last < 0xFF {
                 bytes[bytes.count - 1] = last + 1
@@ -232,11 +232,23 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Writes every item in one transaction: all or nothing.
+    /// Writes every item in one transaction: all or nothing. With `maxBytes`, each namespace
+    /// (``StorageNamespace``) is held to it on its own: a tenant's keys count against that
+    /// tenant's quota only, the owner's against the owner's.
     /// - Throws: `CONFLICT` when an `ifVersion` does not match, `QUOTA_EXCEEDED` past `maxBytes`.
     func write(_ writes: [Write], callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<WriteResult> {
         try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
-            var delta: Int64 = 0
+            var deltas: [[UInt8]: Int64] = [:]
+            var totals: [[UInt8]: Int64] = [:]
+            if maxBytes != nil {
+                // Counted before this transaction's own rows change them.
+                for item in writes {
+                    let namespace = StorageNamespace.prefix(ofStored: item.key)
+                    if totals[namespace] == nil {
+                        totals[namespace] = try Self.sqlite { () throws(SQLiteError) in try self.total(of: namespace, &state) }
+                    }
+                }
+            }
             var versions: [Int64] = []
             versions.reserveCapacity(writes.count)
             var obsolete: [String] = []
@@ -254,9 +266,9 @@ final class LocalStore: Sendable {
                 current.reset()
                 if let expected = item.ifVersion, expected != oldVersion {
                     let now = existing ? "is at version \(oldVersion)" : "does not exist"
-                    throw CSOPError(.conflict, "'\(item.key)' \(now), not ifVersion \(expected); read it again and retry")
+                    throw CSOPError(.conflict, "'\(StorageNamespace.userKey(item.key))' \(now), not ifVersion \(expected); read it again and retry")
                 }
-                delta += item.size - oldSize
+                deltas[StorageNamespace.prefix(ofStored: item.key), default: 0] += item.size - oldSize
                 upsert.bind(1, item.key)
                 upsert.bind(2, item.tier.rawValue)
                 upsert.bind(3, oldVersion + 1)
@@ -270,12 +282,18 @@ final class LocalStore: Sendable {
                 if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
                 versions.append(oldVersion + 1)
             }
-            if let maxBytes, let total = state.totalBytes, delta > 0, total + delta > maxBytes {
-                throw CSOPError(
-                    .quotaExceeded,
-                    "saving would bring storage to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
+            if let maxBytes {
+                for (namespace, delta) in deltas {
+                    let total = totals[namespace] ?? 0
+                    if delta > 0, total + delta > maxBytes {
+                        let whose = namespace.isEmpty ? "storage" : "this tenant's storage"
+                        throw CSOPError(
+                            .quotaExceeded,
+                            "saving would bring \(whose) to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
+                    }
+                }
+                for (namespace, delta) in deltas { state.totalBytes[namespace] = (totals[namespace] ?? 0) + delta }
             }
-            if state.totalBytes != nil { state.totalBytes! += delta }
             return WriteResult(versions: versions, obsoleteColdRefs: obsolete)
         }
     }
@@ -284,7 +302,7 @@ final class LocalStore: Sendable {
     func delete(_ key: String, callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<(deleted: Bool, coldRef: String?)> {
         try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
             let (result, size) = try Self.sqlite { () throws(SQLiteError) in try Self.deleteRow(key, state.connection) }
-            if state.totalBytes != nil { state.totalBytes! -= size }
+            state.totalBytes[StorageNamespace.prefix(ofStored: key)]? -= size
             return result
         }
     }
@@ -406,19 +424,32 @@ final class LocalStore: Sendable {
     static let cancelledBeforeCommit = CSOPError(
         .timeout, "the write was cancelled (timed out) before it was committed; nothing was saved", retryable: true)
 
-    /// With a quota, recomputes the total when another connection committed since we last looked.
+    /// With a quota, forgets the totals when another connection committed since we last looked.
     private func refreshTotal(_ state: inout WriterState) throws(SQLiteError) {
         guard maxBytes != nil else { return }
         let versionStatement = try state.connection.statement(.dataVersion)
         defer { versionStatement.reset() }
         _ = try versionStatement.step()
         let version = versionStatement.int64(0)
-        if state.totalBytes != nil && version == state.dataVersion { return }
-        let total = try state.connection.statement(.totalSize)
-        defer { total.reset() }
-        _ = try total.step()
-        state.totalBytes = total.int64(0)
+        if version == state.dataVersion { return }
+        state.totalBytes = [:]
         state.dataVersion = version
+    }
+
+    /// The bytes the namespace with stored-key `prefix` holds, counted when not known.
+    private func total(of prefix: [UInt8], _ state: inout WriterState) throws(SQLiteError) -> Int64 {
+        if let known = state.totalBytes[prefix] { return known }
+        let range: (lower: [UInt8], upper: [UInt8]) =
+            prefix.isEmpty ? StorageNamespace.owner.range : (prefix, Array(prefix.dropLast()) + [0x01])
+        let statement = try state.connection.statement(.totalSize)
+        defer { statement.reset() }
+        statement.bindTextBytes(1, range.lower)
+        statement.bindTextBytes(2, range.upper)
+        _ = try statement.step()
+        let total = statement.int64(0)
+        if state.totalBytes.count >= Self.maxTrackedNamespaces { state.totalBytes = [:] }
+        state.totalBytes[prefix] = total
+        return total
     }
 
     private static func run(_ connection: SQLiteConnection, _ query: StorageSQL) throws(SQLiteError) {

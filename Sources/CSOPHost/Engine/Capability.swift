@@ -5,7 +5,9 @@ import CSOPCore
 /// exactly once. `cancel` asks the capability to stop a call the router abandoned; the
 /// capability still completes it, and the router ignores that completion. Before an effect
 /// that cannot be undone, a capability calls ``Attempt/beginCommit()`` and makes the effect
-/// only if it returns true.
+/// only if it returns true. `caller` is who the request runs for (nil: the local owner);
+/// the router has already checked that it may call the action, and a capability keeps each
+/// caller's tenant apart in what it stores and shows.
 protocol Capability: AnyObject, Sendable {
     /// The domain it serves, e.g. `"storage"`.
     var name: String { get }
@@ -16,7 +18,7 @@ protocol Capability: AnyObject, Sendable {
     func operationIndex(_ operation: String) -> Int?
 
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, _ attempt: Attempt)
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt)
 
     func cancel(callID: UInt64)
 }

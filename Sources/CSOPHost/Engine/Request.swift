@@ -7,15 +7,24 @@ public struct Request: Sendable {
     public var action: String
     public var payload: JSONValue
     public var options: RequestOptions
+    /// Who the request runs for: nil for the local owner (everything allowed, no tenant).
+    /// Never read from JSON (``decode(_:)`` leaves it nil, so a client cannot claim one); an
+    /// authenticating front end sets it after checking a token.
+    public var caller: Caller?
 
     public static let maxIDLength = 256
 
     /// Creates a request; an id (`csop_` and 16 random hex digits) is generated when nil.
-    public init(id: String? = nil, action: String, payload: JSONValue = .object(JSONObject()), options: RequestOptions = RequestOptions()) {
+    /// - Parameter caller: who it runs for; nil (the default) for the local owner.
+    public init(
+        id: String? = nil, action: String, payload: JSONValue = .object(JSONObject()), options: RequestOptions = RequestOptions(),
+        caller: Caller? = nil
+    ) {
         self.id = id ?? Request.generateID()
         self.action = action
         self.payload = payload
         self.options = options
+        self.caller = caller
     }
 
     /// Reads a request from its JSON form.

@@ -10,12 +10,14 @@ import Synchronization
 /// the capability had begun committing (``Attempt/beginCommit()``): then the answer waits
 /// for its outcome, so a `TIMEOUT` always means the effect did not happen.
 final class Router: Sendable {
-    /// The documented rule: `INVALID_*`, `*_NOT_FOUND`, `CONFLICT` and `QUOTA_EXCEEDED` describe
-    /// the request, not the moment, so retrying cannot help, whatever the plugin says. It holds
-    /// for every plugin's codes, a third party's `USER_NOT_FOUND` included.
+    /// The documented rule: `INVALID_*`, `*_NOT_FOUND`, `CONFLICT`, `QUOTA_EXCEEDED`, `FORBIDDEN`
+    /// and `UNAUTHENTICATED` describe the request (or who sent it), not the moment, so retrying
+    /// cannot help, whatever the plugin says. It holds for every plugin's codes, a third party's
+    /// `USER_NOT_FOUND` included.
     static func isNeverRetried(_ code: ErrorCode) -> Bool {
         let raw = code.rawValue
         return raw.hasPrefix("INVALID_") || raw.hasSuffix("_NOT_FOUND") || raw == "CONFLICT" || raw == "QUOTA_EXCEEDED"
+            || raw == "FORBIDDEN" || raw == "UNAUTHENTICATED"
     }
 
     private let capabilities: [String: any Capability]
@@ -101,6 +103,14 @@ final class Router: Sendable {
 
     private func resolve(_ request: Request) throws(CSOPError) -> (any Capability, Int) {
         let action = try Action(request.action)
+        if let caller = request.caller {
+            // Before the capability is looked up: a forbidden domain does not reveal whether it is loaded.
+            try caller.validate()
+            guard caller.allows(request.action) else {
+                let allowed = caller.actions.patterns.isEmpty ? "nothing" : caller.actions.patterns.joined(separator: ", ")
+                throw CSOPError(.forbidden, "\(request.action) is not allowed: the token allows only \(allowed)")
+            }
+        }
         guard case .object = request.payload else {
             throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
         }
@@ -151,7 +161,9 @@ final class Router: Sendable {
         // Armed before invoking: a plugin that works inline (a SQLite read) must be
         // interruptible too, from the timer thread, while the caller is still inside invoke.
         attempt.arm(scheduler.schedule(after: job.request.options.timeout) { attempt.timedOut() })
-        job.capability.invoke(callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: job.request.options.timeout, attempt)
+        job.capability.invoke(
+            callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: job.request.options.timeout,
+            caller: job.request.caller, attempt)
     }
 
     /// A timed-out attempt that had not begun committing: cancel it on its capability and

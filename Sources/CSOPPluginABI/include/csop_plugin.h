@@ -12,10 +12,11 @@
  * Data crosses the boundary as UTF-8 JSON bytes (never NUL-terminated unless said so).
  *
  * Ownership rules, in one place:
- *  - Every pointer the host passes to a plugin (config, payload, operation name, the host
- *    API table) is owned by the host. Config and payload bytes are valid only until the
- *    call that received them returns; copy what you need to keep. The csop_host_api table
- *    stays valid until `destroy` returns.
+ *  - Every pointer the host passes to a plugin (config, payload, operation name, the
+ *    caller's tenant, subject and actions, the host API table) is owned by the host. Config,
+ *    payload and caller bytes are valid only until the call that received them returns;
+ *    copy what you need to keep. The csop_host_api table stays valid until `destroy`
+ *    returns.
  *  - Every pointer a plugin passes to the host (a completion's data or error, an event, a
  *    log message) is owned by the plugin. The host copies it before the host function
  *    returns, so the plugin may free or reuse it right after.
@@ -159,11 +160,39 @@ struct csop_call {
      * client that retries writes twice.
      */
     csop_begin_commit_fn begin_commit;
+
+    /* Added after the first release of ABI version 1, after `begin_commit`: use the fields
+     * below only when `struct_size` covers them (CSOP_CALL_HAS_CALLER), since an older host
+     * omits them; a plugin then serves the call as the local owner's. */
+
+    /**
+     * Who the request runs for, when it came through an authenticating front end (a gateway
+     * that checked a token). `tenant == NULL` means the local owner (`csop run`, embedding):
+     * everything is allowed and there is no tenant, and `subject` and `actions` are NULL too.
+     * Otherwise all three are set: `tenant` is whose data the call may see (keep every
+     * tenant's keys, functions, channels and presence apart), `subject` who is calling (the
+     * token's `sub`; 1-128 bytes, no control characters, as is `tenant`), and `actions` the
+     * comma-separated action patterns the token allows (`*`, `domain.*`, `domain.operation`;
+     * the host has already refused the call if they do not allow it).
+     *
+     * Each is `*_length` UTF-8 bytes and also NUL-terminated. Owned by the host and valid only
+     * during `invoke`, like the payload: copy what you keep for later work.
+     */
+    const char *tenant;
+    size_t tenant_length;
+    const char *subject;
+    size_t subject_length;
+    const char *actions;
+    size_t actions_length;
 };
 
 /** Whether `call` (a `const csop_call *`) carries a usable `begin_commit`. */
 #define CSOP_CALL_HAS_BEGIN_COMMIT(call) \
     ((call)->struct_size >= offsetof(csop_call, begin_commit) + sizeof(csop_begin_commit_fn) && (call)->begin_commit != NULL)
+
+/** Whether `call` (a `const csop_call *`) carries the caller fields; `tenant` may still be NULL (the local owner). */
+#define CSOP_CALL_HAS_CALLER(call) \
+    ((call)->struct_size >= offsetof(csop_call, actions_length) + sizeof(size_t))
 
 /** Returned by csop_plugin_register. Static and immutable. */
 typedef struct csop_plugin_descriptor {

@@ -3,6 +3,8 @@
  *   hello.echo   -> the payload, unchanged, and an event {"type":"hello.echoed"}
  *   hello.fail   -> error HELLO_FAILED (not retryable)
  *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
+ *   hello.whoami -> {"tenant":…,"subject":…,"actions":…} from the call's caller fields, or
+ *                   {"owner":true} for the local owner (tests pass names that need no escaping)
  * Build: cc -shared -fPIC -I Sources/CSOPPluginABI/include hello.c -o libhello.so
  */
 #include <csop_plugin.h>
@@ -10,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const operations[] = {"greet", "echo", "fail", "commit"};
+static const char *const operations[] = {"greet", "echo", "fail", "commit", "whoami"};
 
 static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
                       void **instance, csop_error *error) {
@@ -25,7 +27,7 @@ static void invoke(void *instance, const csop_call *call) {
     const csop_host_api *host = instance;
     csop_outcome outcome = {0};
     outcome.struct_size = sizeof outcome;
-    char buffer[128];
+    char buffer[512];
     if (strcmp(call->operation, "greet") == 0) {
         int n = snprintf(buffer, sizeof buffer, "{\"greeting\":\"hello from C\",\"payloadBytes\":%zu}",
                          call->payload_length);
@@ -43,6 +45,15 @@ static void invoke(void *instance, const csop_call *call) {
          * (the call was answered already: do not). */
         int committed = CSOP_CALL_HAS_BEGIN_COMMIT(call) ? call->begin_commit(call) : -1;
         int n = snprintf(buffer, sizeof buffer, "{\"committed\":%d}", committed);
+        outcome.status = CSOP_STATUS_OK;
+        outcome.data = (const uint8_t *)buffer;
+        outcome.data_length = (size_t)n;
+    } else if (strcmp(call->operation, "whoami") == 0) {
+        /* A host older than the caller fields, or no caller: the local owner. */
+        int n = CSOP_CALL_HAS_CALLER(call) && call->tenant != NULL
+                    ? snprintf(buffer, sizeof buffer, "{\"tenant\":\"%s\",\"subject\":\"%s\",\"actions\":\"%s\"}",
+                               call->tenant, call->subject, call->actions)
+                    : snprintf(buffer, sizeof buffer, "{\"owner\":true}");
         outcome.status = CSOP_STATUS_OK;
         outcome.data = (const uint8_t *)buffer;
         outcome.data_length = (size_t)n;
@@ -66,7 +77,7 @@ static const csop_plugin_descriptor descriptor = {
     .name = "hello",
     .version = "1.0.0",
     .operations = operations,
-    .operation_count = 4,
+    .operation_count = 5,
     .create = create,
     .invoke = invoke,
     .cancel = NULL,
