@@ -21,7 +21,7 @@ public final class Authenticator: Sendable {
     private let keys: JWTKeyCollection
     private let audience: String?
     private let clockSkew: Double
-    private let cache = Mutex<[String: (principal: Principal, expires: Double)]>([:])
+    private let cache = Mutex<[String: (caller: Caller, expires: Double)]>([:])
     private static let cacheLimit = 10_000
 
     /// Reads the secret file and the JWKS file of `configuration`.
@@ -57,12 +57,12 @@ public final class Authenticator: Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// The principal a token stands for.
+    /// The caller a token stands for: its subject, tenant and allowed actions.
     /// - Throws: `UNAUTHENTICATED` saying what is wrong with the token.
-    public func verify(_ token: String) async throws(CSOPError) -> Principal {
+    public func verify(_ token: String) async throws(CSOPError) -> Caller {
         let now = Date().timeIntervalSince1970
         if let hit = cache.withLock({ $0[token] }), hit.expires + clockSkew > now {
-            return hit.principal
+            return hit.caller
         }
         guard token.utf8.count <= 16_384 else { throw Self.refusal("the token is longer than 16 KiB") }
         let claims: TokenClaims
@@ -88,17 +88,17 @@ public final class Authenticator: Sendable {
         guard let csop = claims.csop else {
             throw Self.refusal("the token has no csop claim; add \"csop\": {\"actions\": [\"storage.*\", ...]}")
         }
-        let principal: Principal
+        let caller: Caller
         do throws(CSOPError) {
-            principal = try Principal(subject: claims.sub.value, tenant: csop.tenant, actions: csop.actions)
+            caller = try Self.caller(subject: claims.sub.value, tenant: csop.tenant, actions: csop.actions)
         } catch {
             throw Self.refusal("its claims are not usable: \(error.message)")
         }
         cache.withLock { cache in
             if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
-            cache[token] = (principal, expires)
+            cache[token] = (caller, expires)
         }
-        return principal
+        return caller
     }
 
     /// Signs a token with the HS256 secret (for `csop token`).
@@ -109,6 +109,15 @@ public final class Authenticator: Sendable {
             nbf: nil, aud: audience.map { AudienceClaim(value: [$0]) }, iat: IssuedAtClaim(value: now),
             csop: TokenClaims.CSOPClaim(actions: actions, tenant: tenant))
         return try await keys.sign(claims)
+    }
+
+    /// A caller from a token's claims (or `csop token`'s options), checked.
+    /// - Throws: `INVALID_PAYLOAD` naming the bad subject, tenant or pattern.
+    public static func caller(subject: String, tenant: String?, actions: [String]) throws(CSOPError) -> Caller {
+        guard !actions.isEmpty else { throw .invalidPayload("csop.actions is empty: the token would allow nothing") }
+        let caller = Caller(subject: subject, tenant: tenant, actions: try ActionPatterns(actions))
+        try caller.validate()
+        return caller
     }
 
     private static func refusal(_ reason: String) -> CSOPError {
@@ -142,38 +151,6 @@ public final class Authenticator: Sendable {
         @unknown default:
             return "its claims could not be read"
         }
-    }
-}
-
-/// Who a verified token stands for: a subject, its tenant and the actions it may call.
-public struct Principal: Sendable, Hashable {
-    public var subject: String
-    public var tenant: String
-    public var actions: [String]
-
-    /// - Throws: `INVALID_PAYLOAD` for an empty or over-long subject or tenant, or a bad pattern.
-    public init(subject: String, tenant: String?, actions: [String]) throws(CSOPError) {
-        for (name, value) in [("sub", subject), ("csop.tenant", tenant ?? subject)] {
-            guard (1...128).contains(value.utf8.count), !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
-                throw .invalidPayload("\(name) must be 1–128 bytes without control characters")
-            }
-        }
-        for pattern in actions where !Self.isPattern(pattern) {
-            throw .invalidPayload("\"\(pattern.prefix(64))\" is not an action pattern; write *, domain.* or domain.operation")
-        }
-        self.subject = subject
-        self.tenant = tenant ?? subject
-        self.actions = actions
-    }
-
-    private static func isPattern(_ pattern: String) -> Bool {
-        if pattern == "*" { return true }
-        let parts = pattern.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return false }
-        func identifier(_ part: Substring) -> Bool {
-            !part.isEmpty && part.utf8.count <= 64 && part.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D }
-        }
-        return identifier(parts[0]) && (parts[1] == "*" || identifier(parts[1]))
     }
 }
 

@@ -30,14 +30,17 @@ final class ConnectionScope: Sendable {
         self.sink = sink
     }
 
-    /// Runs `request` for this connection; `completion` gets the response once. A
-    /// subscribe's response reaches the sink itself, before the subscription's first event:
+    /// Runs `request` for this connection; `completion` gets the response once. A successful
+    /// subscribe's response goes to the sink itself, before the subscription's first event:
     /// `completion` is then called with nil.
     func dispatch(_ request: Request, completion: @escaping @Sendable (Response?) -> Void) {
+        var scoped = request
+        scoped.caller = caller
+        let request = scoped
         switch request.action {
         case "sync.subscribe":
             router.subscribeStarted()
-            host.dispatch(request, caller: caller) { [self] response in
+            host.dispatch(request) { [self] response in
                 var id: String?
                 if case .object(let data)? = response.data, case .string(let subscription)? = data["subscription"] {
                     let channel = data["channel"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
@@ -52,13 +55,18 @@ final class ConnectionScope: Sendable {
                         unsubscribe([subscription])
                     }
                 }
-                router.subscribeFinished(id: id, sink: sink, first: response.serialized())
-                completion(nil)
+                if let id {
+                    router.subscribeFinished(id: id, sink: sink, first: response.serialized())
+                    completion(nil)
+                } else {
+                    router.subscribeFinished(id: nil, sink: nil, first: nil)
+                    completion(response)
+                }
             }
         case "sync.unsubscribe":
             unsubscribe(request, completion: completion)
         case "sync.presence", "sync.leave":
-            host.dispatch(request, caller: caller) { [self] response in
+            host.dispatch(request) { [self] response in
                 if case .object(let data)? = response.data, case .string(let channel)? = data["channel"],
                     case .string(let user)? = data["userId"]
                 {
@@ -73,7 +81,7 @@ final class ConnectionScope: Sendable {
                 completion(response)
             }
         default:
-            host.dispatch(request, caller: caller, completion: completion)
+            host.dispatch(request, completion: completion)
         }
     }
 
@@ -104,7 +112,7 @@ final class ConnectionScope: Sendable {
             channel = name
         default:
             // The plugin words the error about the payload's shape.
-            return host.dispatch(request, caller: caller, completion: completion)
+            return host.dispatch(request, completion: completion)
         }
         unsubscribe(ids)
         answer(.success(.object(["unsubscribed": .bool(!ids.isEmpty), "channel": .string(channel), "count": .int(Int64(ids.count))])))
@@ -117,7 +125,7 @@ final class ConnectionScope: Sendable {
         }
         for id in ids {
             router.unregister(id)
-            host.dispatch(Request(action: "sync.unsubscribe", payload: .object(["subscription": .string(id)])), caller: caller) { _ in }
+            host.dispatch(Request(action: "sync.unsubscribe", payload: .object(["subscription": .string(id)]), caller: caller)) { _ in }
         }
     }
 
@@ -134,7 +142,7 @@ final class ConnectionScope: Sendable {
         unsubscribe(subscriptions)
         for key in presence {
             let payload: JSONObject = ["channel": .string(key[0]), "userId": .string(key[1])]
-            host.dispatch(Request(action: "sync.leave", payload: .object(payload)), caller: caller) { _ in }
+            host.dispatch(Request(action: "sync.leave", payload: .object(payload), caller: caller)) { _ in }
         }
     }
 }

@@ -57,12 +57,12 @@ final class EventRouter: Sendable {
     }
 
     /// Its answer came. When it succeeded, `id` becomes `sink`'s: `first` (the response) is
-    /// delivered, then the events held for `id`, then every later one.
-    func subscribeFinished(id: String?, sink: any EventSink, first: [UInt8]) {
+    /// delivered, then the events held for `id`, then every later one. A failed one passes nils.
+    func subscribeFinished(id: String?, sink: (any EventSink)?, first: [UInt8]?) {
         state.withLock { state in
-            sink.deliver(first)
             state.subscribing -= 1
-            if let id {
+            if let id, let sink, let first {
+                sink.deliver(first)
                 state.owners[id] = sink
                 if let held = state.early.removeValue(forKey: id) {
                     state.earlyCount -= held.count

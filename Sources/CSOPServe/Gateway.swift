@@ -55,10 +55,10 @@ public struct Gateway: Sendable {
             configuration.pingInterval > 0 ? .enabled(timePeriod: .milliseconds(Int64(configuration.pingInterval * 1000))) : .disabled
         let ws = WebSocketServerConfiguration(
             maxFrameSize: configuration.maxFrameBytes, autoPing: autoPing, closeTimeout: .seconds(5), validateUTF8: true)
-        var server: HTTPServerBuilder = .http1WebSocketUpgrade(
-            webSocketRouter: router, configuration: HTTP1WebSocketUpgradeChannel.Configuration(http1: http1, ws: ws))
+        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: http1, ws: ws)
+        let webSocketResponder = router.buildResponder()
+        var tls: TLSConfiguration?
         if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
-            let tls: TLSConfiguration
             do {
                 tls = TLSConfiguration.makeServerConfiguration(
                     certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
@@ -66,7 +66,13 @@ public struct Gateway: Sendable {
             } catch {
                 throw GatewayConfigurationError("cannot use --tls-cert \(certificate) and --tls-key \(key): \(error)")
             }
-            server = try .tls(server, tlsConfiguration: tls)
+        }
+        let server = HTTPServerBuilder { [tls] responder in
+            let guarded = FirstHeadDeadlineChannel(
+                base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration),
+                timeout: headerTimeout)
+            guard let tls else { return guarded }
+            return try TLSChannel(guarded, tlsConfiguration: tls)
         }
         let app = Application(
             router: router,

@@ -20,10 +20,10 @@ final class GatewayServices: Sendable {
         self.router = EventRouter()
     }
 
-    /// The principal of an HTTP request's `Authorization: Bearer` token (or, for SSE, its
+    /// The caller of an HTTP request's `Authorization: Bearer` token (or, for SSE, its
     /// `token` query parameter); nil when auth is off.
     /// - Throws: `UNAUTHENTICATED`, saying what is missing or wrong.
-    func authenticate(_ request: HummingbirdCore.Request, queryToken: Bool = false) async throws(CSOPError) -> Principal? {
+    func authenticate(_ request: HummingbirdCore.Request, queryToken: Bool = false) async throws(CSOPError) -> Caller? {
         guard let authenticator else { return nil }
         guard let token = Self.bearerToken(request.headers) ?? (queryToken ? request.uri.queryParameters["token"].map(String.init) : nil) else {
             throw CSOPError(
@@ -56,8 +56,8 @@ final class GatewayServices: Sendable {
     }
 
     /// The key rate limits count against: the token's tenant and subject, else the address.
-    static func rateKey(_ principal: Principal?, peer: String) -> String {
-        principal.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
+    static func rateKey(_ caller: Caller?, peer: String) -> String {
+        caller.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
     }
 
     static func rateLimited(_ wait: Double) -> CSOPError {

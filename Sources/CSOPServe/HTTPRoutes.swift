@@ -52,9 +52,9 @@ struct HTTPRoutes: Sendable {
     /// of requests → an array of responses in the same order (status 200; each carries its own
     /// outcome).
     func dispatch(_ request: HTTPRequestValue, context: GatewayContext) async -> HTTPReply {
-        let principal: Principal?
+        let caller: Caller?
         do throws(CSOPError) {
-            principal = try await services.authenticate(request)
+            caller = try await services.authenticate(request)
         } catch {
             return Self.failure(error)
         }
@@ -70,8 +70,7 @@ struct HTTPRoutes: Sendable {
         } catch {
             return Self.failure(.invalidPayload("the body is not valid JSON: \(error)"))
         }
-        let rateKey = GatewayServices.rateKey(principal, peer: context.peer)
-        let caller = principal?.caller
+        let rateKey = GatewayServices.rateKey(caller, peer: context.peer)
         guard case .array(let items) = value else {
             if let wait = services.rateLimiter.take(rateKey) { return Self.rateLimited(wait) }
             let response = await dispatch(value, caller: caller)
@@ -101,9 +100,9 @@ struct HTTPRoutes: Sendable {
 
     /// `POST /v1/{domain}/{operation}?timeout=&retry=`: the body is the payload (empty: `{}`).
     func dispatchAction(_ request: HTTPRequestValue, context: GatewayContext) async -> HTTPReply {
-        let principal: Principal?
+        let caller: Caller?
         do throws(CSOPError) {
-            principal = try await services.authenticate(request)
+            caller = try await services.authenticate(request)
         } catch {
             return Self.failure(error)
         }
@@ -132,17 +131,17 @@ struct HTTPRoutes: Sendable {
                 return Self.failure(.invalidPayload("the body (the payload) is not valid JSON: \(error)"))
             }
         }
-        if let wait = services.rateLimiter.take(GatewayServices.rateKey(principal, peer: context.peer)) {
+        if let wait = services.rateLimiter.take(GatewayServices.rateKey(caller, peer: context.peer)) {
             return Self.rateLimited(wait)
         }
         let requestValue: JSONValue = .object(["action": .string(action), "payload": payload, "options": .object(options)])
-        return Self.reply(await dispatch(requestValue, caller: principal?.caller))
+        return Self.reply(await dispatch(requestValue, caller: caller))
     }
 
     /// Runs one request given as JSON. A subscription needs a connection to deliver to, so
     /// `sync.subscribe` over plain HTTP is refused with a pointer to the WebSocket and SSE.
     private func dispatch(_ value: JSONValue, caller: Caller?) async -> CSOPResponse {
-        let request: CSOPRequest
+        var request: CSOPRequest
         switch CSOPRequest.decode(value) {
         case .success(let decoded): request = decoded
         case .failure(let failure):
@@ -154,8 +153,10 @@ struct HTTPRoutes: Sendable {
                 "sync.subscribe needs a connection to deliver events to: use the WebSocket at /v1/ws, or GET /v1/events?channel=... (Server-Sent Events)")
             return CSOPResponse(id: request.id, outcome: .failure(error), duration: 0)
         }
+        request.caller = caller
+        let admitted = request
         return await withUnsafeContinuation { continuation in
-            services.host.dispatch(request, caller: caller) { continuation.resume(returning: $0) }
+            services.host.dispatch(admitted) { continuation.resume(returning: $0) }
         }
     }
 
@@ -183,9 +184,9 @@ struct HTTPRoutes: Sendable {
 
     /// `GET /v1/events?channel=...&events=a,b`: Server-Sent Events of one sync subscription.
     func events(_ request: HTTPRequestValue, context: GatewayContext) async -> HTTPReply {
-        let principal: Principal?
+        let caller: Caller?
         do throws(CSOPError) {
-            principal = try await services.authenticate(request, queryToken: true)
+            caller = try await services.authenticate(request, queryToken: true)
         } catch {
             return Self.failure(error)
         }
@@ -200,10 +201,10 @@ struct HTTPRoutes: Sendable {
                 return Self.failure(.invalidPayload("unknown query parameter \"\(key)\"; /v1/events takes channel, events and token"))
             }
         }
-        if let wait = services.rateLimiter.take(GatewayServices.rateKey(principal, peer: context.peer)) {
+        if let wait = services.rateLimiter.take(GatewayServices.rateKey(caller, peer: context.peer)) {
             return Self.rateLimited(wait)
         }
-        return await EventStream(services: services, caller: principal?.caller).start(payload: payload)
+        return await EventStream(services: services, caller: caller).start(payload: payload)
     }
 
     // MARK: - Replies

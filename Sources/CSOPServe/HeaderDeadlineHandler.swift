@@ -1,3 +1,5 @@
+import HummingbirdCore
+import Logging
 import NIOCore
 import NIOHTTPTypes
 
@@ -81,5 +83,84 @@ final class ByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         owner?.bytesArrived(context: ownerContext)
         context.fireChannelRead(data)
+    }
+}
+
+/// The deadline for a connection's first request head, which arrives before Hummingbird
+/// adds per-request handlers (it must first tell an upgrade from a plain request): from the
+/// moment the connection opens, the bytes up to the first blank line must arrive within
+/// `timeout`. It sits right after TLS, sees plaintext, and removes itself once the head is in.
+final class FirstHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+    /// The last bytes seen, to find "\r\n\r\n" across reads.
+    private var tail: [UInt8] = []
+    private var done = false
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil, !done else { return }
+        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+            guard let self, !self.done else { return }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        if !done {
+            tail += buffer.readableBytesView
+            if tail.count >= 4, tail.indices.dropLast(3).contains(where: { tail[$0] == 13 && tail[$0 + 1] == 10 && tail[$0 + 2] == 13 && tail[$0 + 3] == 10 }) {
+                done = true
+                deadline?.cancel()
+                deadline = nil
+            } else if tail.count > 3 {
+                tail.removeFirst(tail.count - 3)
+            }
+        }
+        context.fireChannelRead(data)
+        if done {
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+}
+
+/// A server child channel (Hummingbird's) with a ``FirstHeadDeadline`` added before its own handlers.
+struct FirstHeadDeadlineChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+
+    let base: Base
+    let timeout: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(FirstHeadDeadline(timeout: timeout))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
     }
 }

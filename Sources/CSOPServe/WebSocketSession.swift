@@ -31,29 +31,29 @@ struct WebSocketSession {
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger: Logger) async throws {
         let outbox = Outbox(maxEventBytes: Self.maxEventBytes)
-        var principal: Principal?
+        var caller: Caller?
         if let handshakeToken {
             do throws(CSOPError) {
-                principal = try await gateway.authenticator?.verify(handshakeToken)
+                caller = try await gateway.authenticator?.verify(handshakeToken)
             } catch {
                 return try await refuse(error, outbound: outbound)
             }
         }
         var iterator = inbound.messages(maxSize: gateway.configuration.maxFrameBytes).makeAsyncIterator()
-        if gateway.authenticator != nil, principal == nil {
+        if gateway.authenticator != nil, caller == nil {
             // No token in the handshake: the first message must carry one.
             guard let first = try await iterator.next() else { return }
             do throws(CSOPError) {
                 let token = try Self.authToken(in: first)
-                principal = try await gateway.authenticator?.verify(token)
+                caller = try await gateway.authenticator?.verify(token)
             } catch {
                 return try await refuse(error, outbound: outbound)
             }
             try await outbound.write(.text(#"{"type":"auth","status":"ok"}"#))
         }
-        let scope = ConnectionScope(host: gateway.host, router: gateway.router, caller: principal?.caller, sink: outbox)
+        let scope = ConnectionScope(host: gateway.host, router: gateway.router, caller: caller, sink: outbox)
         let gate = InFlightGate(limit: gateway.configuration.maxInFlightPerConnection)
-        let rateKey = principal.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
+        let rateKey = GatewayServices.rateKey(caller, peer: peer)
         let writer = Task {
             await withTaskCancellationHandler {
                 await Self.write(outbox, to: outbound, logger: logger)

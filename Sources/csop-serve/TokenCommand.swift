@@ -30,7 +30,7 @@ struct TokenCommand: AsyncParsableCommand {
         }
         let patterns = actions.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         do throws(CSOPError) {
-            _ = try Principal(subject: sub, tenant: tenant, actions: patterns)
+            _ = try Authenticator.caller(subject: sub, tenant: tenant, actions: patterns)
         } catch {
             throw ValidationError(error.message)
         }
