@@ -108,43 +108,56 @@ struct GatewayBench: BenchSuite {
         guard sample.status.hasPrefix("HTTP/1.1 200") else {
             throw BenchError(message: "the gateway answered \(sample.status): \(String(decoding: sample.body.prefix(200), as: UTF8.self))")
         }
-        let bare = try await BareServers.http(response: sample.body)
-
         let secretFile = "\(context.workDirectory)/hs256.secret"
         try Self.randomSecret().write(toFile: secretFile, atomically: true, encoding: .utf8)
-        let authGateway = try await Self.startGateway(host) { $0.secretFile = secretFile }
         var authConfiguration = GatewayConfiguration()
         authConfiguration.secretFile = secretFile
         let token = try await Authenticator(configuration: authConfiguration).sign(
             subject: "bench", tenant: nil, actions: ["*"], lifetime: 3600, audience: nil)
         let authHeaders = ["Authorization": "Bearer \(token)"]
 
+        let bare = try await BareServers.http(response: sample.body)
+        let authGateway: RunningServer
+        do {
+            authGateway = try await Self.startGateway(host) { $0.secretFile = secretFile }
+        } catch {
+            await bare.stop()
+            throw error
+        }
+
         func url(_ port: Int) -> String { "http://127.0.0.1:\(port)/v1/dispatch" }
         do {
             _ = try await wrk.run(url: url(bare.port), body: body, seconds: 1)
             _ = try await wrk.run(url: url(gateway.port), body: body, seconds: 1)
             _ = try await wrk.run(url: url(authGateway.port), body: body, headers: authHeaders, seconds: 1)
-            let bareBefore = try await wrk.run(url: url(bare.port), body: body, seconds: seconds)
-            let open = try await wrk.run(url: url(gateway.port), body: body, seconds: seconds)
-            let authed = try await wrk.run(url: url(authGateway.port), body: body, headers: authHeaders, seconds: seconds)
-            let bareAfter = try await wrk.run(url: url(bare.port), body: body, seconds: seconds)
+            // Alternating runs, best of each kind: load from elsewhere only ever slows a run down.
+            var bareRuns: [WrkDriver.Result] = []
+            var openRuns: [WrkDriver.Result] = []
+            var authRuns: [WrkDriver.Result] = []
+            for _ in 0..<(context.quick ? 1 : 2) {
+                bareRuns.append(try await wrk.run(url: url(bare.port), body: body, seconds: seconds))
+                openRuns.append(try await wrk.run(url: url(gateway.port), body: body, seconds: seconds))
+                authRuns.append(try await wrk.run(url: url(authGateway.port), body: body, headers: authHeaders, seconds: seconds))
+            }
             await authGateway.stop()
             await bare.stop()
-            let bareThroughput = (bareBefore.throughput + bareAfter.throughput) / 2
-            let grouped = BenchFormat.grouped
-            let setup = "wrk -t2 -c64 -d\(seconds)s on the same 2 cores; gateway in this process (same event loops as the bare route), rate limit off"
+            let best = { (runs: [WrkDriver.Result]) in runs.max(by: { $0.throughput < $1.throughput })! }
+            let (bareBest, open, authed) = (best(bareRuns), best(openRuns), best(authRuns))
+            let all = { (runs: [WrkDriver.Result]) in runs.map { BenchFormat.grouped($0.throughput) }.joined(separator: " and ") }
+            let setup =
+                "best of \(openRuns.count) alternating wrk -t2 -c64 -d\(seconds)s runs on the same 2 cores; gateway in this process (same event loops as the bare route), rate limit off"
             return [
                 BenchRow(
                     suite: name, name: title, stats: open.latency, throughput: open.throughput,
-                    baseline: "bare Hummingbird route, same answer bytes (mean of before/after)", baselineStats: bareBefore.latency,
-                    baselineThroughput: bareThroughput, targets: [.minThroughput(40_000), .minRatio(0.7)],
-                    note: [
-                        open.problems, "\(setup), auth off; bare before \(grouped(bareBefore.throughput))/s, after \(grouped(bareAfter.throughput))/s",
-                    ].compactMap { $0 }.joined(separator: "; ")),
+                    baseline: "bare Hummingbird route, same answer bytes", baselineStats: bareBest.latency,
+                    baselineThroughput: bareBest.throughput, targets: [.minThroughput(40_000), .minRatio(0.7)],
+                    note: [open.problems, "\(setup), auth off; runs: gateway \(all(openRuns))/s, bare \(all(bareRuns))/s"]
+                        .compactMap { $0 }.joined(separator: "; ")),
                 BenchRow(
                     suite: name, name: authTitle, stats: authed.latency, throughput: authed.throughput,
                     baseline: "the same without auth", baselineStats: open.latency, baselineThroughput: open.throughput,
-                    note: [authed.problems, "one token for every request (verified once, then cached)"].compactMap { $0 }.joined(separator: "; ")),
+                    note: [authed.problems, "one token for every request (verified once, then cached); runs: \(all(authRuns))/s"]
+                        .compactMap { $0 }.joined(separator: "; ")),
             ]
         } catch {
             await authGateway.stop()
