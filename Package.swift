@@ -160,9 +160,15 @@ let package = Package(
         .executableTarget(
             name: "csop-bench",
             dependencies: [
-                "CSOPCore", "CSOPHost", "CSOPCLISupport", "CSQLite", "CJavaScriptCore",
+                "CSOPCore", "CSOPHost", "CSOPCLISupport", "CSQLite", "CJavaScriptCore", "CSOPServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -38,7 +38,12 @@ final class GatewayServices: Sendable {
         guard let value = headers[.authorization] else { return nil }
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        return parts[1].trimmingCharacters(in: .whitespaces)
+        // Not Foundation's trimmingCharacters: on Linux it goes through NSString, which cost
+        // ~15% of an authenticated request's CPU (csop bench, gateway suite).
+        var token = parts[1].utf8[...]
+        while let first = token.first, first == 0x20 || first == 0x09 { token = token.dropFirst() }
+        while let last = token.last, last == 0x20 || last == 0x09 { token = token.dropLast() }
+        return String(Substring(token))
     }
 
     /// The token of a `Sec-WebSocket-Protocol: csop, csop.bearer.<token>` offer.

@@ -16,12 +16,16 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Fewer iterations, for a smoke run.")
     var quick = false
 
-    @Option(help: "Only these suites (comma-separated): host, storage, compute, sync.")
+    @Option(help: "Only these suites (comma-separated): host, storage, compute, sync, gateway.")
     var only: String?
 
-    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench()]
+    @Flag(help: .hidden)
+    var bareWebsocketServer = false
+
+    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench(), GatewayBench()]
 
     func run() async throws {
+        if bareWebsocketServer { return try await BareServers.serveWebSocketEchoUntilStdinCloses() }
         signal(SIGPIPE, SIG_IGN)
         #if DEBUG
             printLine("warning: this is a debug build; numbers are not representative (swift build -c release)", to: 2)
@@ -49,10 +53,12 @@ struct BenchCommand: AsyncParsableCommand {
         var text = "\(row.suite) | \(row.name)"
         if let stats = row.stats { text += " | p50 \(us(stats.p50)) µs, p95 \(us(stats.p95)) µs, p99 \(us(stats.p99)) µs" }
         if let throughput = row.throughput { text += " | \(BenchFormat.fixed(throughput, 0))/s" }
+        if let value = row.value { text += " | \(BenchFormat.number(value.amount)) \(value.unit)" }
         if let baseline = row.baseline {
             text += " | baseline \(baseline):"
             if let stats = row.baselineStats { text += " p50 \(us(stats.p50)) µs" }
             if let throughput = row.baselineThroughput { text += " \(BenchFormat.fixed(throughput, 0))/s" }
+            if let value = row.baselineValue { text += " \(BenchFormat.number(value.amount)) \(value.unit)" }
         }
         if let ratio = row.ratio { text += " | ratio \(BenchFormat.fixed(ratio, 2))×" }
         if let comparison = PeerFigure.forRow(row)?.comparison(of: row) { text += " | \(comparison)" }
@@ -74,6 +80,8 @@ struct BenchCommand: AsyncParsableCommand {
         if let b = row.baseline { object["baseline"] = .string(b) }
         if let s = row.baselineStats { object["baseline_latency"] = stats(s) }
         if let t = row.baselineThroughput { object["baseline_throughput_per_s"] = .double(t) }
+        if let v = row.value { object["value"] = ["amount": .double(v.amount), "unit": .string(v.unit)] }
+        if let v = row.baselineValue { object["baseline_value"] = ["amount": .double(v.amount), "unit": .string(v.unit)] }
         if let r = row.ratio { object["ratio"] = .double(r) }
         if let peer = PeerFigure.forRow(row), let advantage = peer.advantage(of: row) {
             object["peer"] = .string(peer.peer)

@@ -29,6 +29,9 @@ struct BenchRow: Sendable {
     var baseline: String?
     var baselineStats: LatencyStats?
     var baselineThroughput: Double?
+    /// Any other figure (memory per connection…), for rows that are neither latency nor throughput.
+    var value: BenchValue?
+    var baselineValue: BenchValue?
     /// Floors the row must meet; the table says whether each was met.
     var targets: [BenchTarget]
     /// A remark, e.g. "includes the child's stdout pipe".
@@ -36,7 +39,8 @@ struct BenchRow: Sendable {
 
     init(
         suite: String, name: String, stats: LatencyStats? = nil, throughput: Double? = nil, baseline: String? = nil,
-        baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, targets: [BenchTarget] = [], note: String? = nil
+        baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, value: BenchValue? = nil,
+        baselineValue: BenchValue? = nil, targets: [BenchTarget] = [], note: String? = nil
     ) {
         self.suite = suite
         self.name = name
@@ -45,15 +49,25 @@ struct BenchRow: Sendable {
         self.baseline = baseline
         self.baselineStats = baselineStats
         self.baselineThroughput = baselineThroughput
+        self.value = value
+        self.baselineValue = baselineValue
         self.targets = targets
         self.note = note
     }
 
     /// Row over baseline: p50 ratio for latency rows (lower is better, 1.0 = as fast as the
-    /// baseline), throughput ratio for throughput rows (higher is better).
+    /// baseline), throughput ratio for throughput rows (higher is better), value ratio otherwise.
     var ratio: Double? {
         if let throughput, let baselineThroughput, baselineThroughput > 0 { return throughput / baselineThroughput }
         if let stats, let baselineStats, baselineStats.p50 > 0 { return stats.p50 / baselineStats.p50 }
+        if let value, let baselineValue, baselineValue.amount > 0 { return value.amount / baselineValue.amount }
         return nil
     }
+}
+
+/// A figure with its unit, e.g. 14.2 KiB per connection.
+struct BenchValue: Sendable {
+    var amount: Double
+    /// Printed after the amount: "KiB/connection".
+    var unit: String
 }

@@ -8,6 +8,12 @@ enum BenchTarget: Sendable {
     case maxRatio(Double)
     /// The baseline's p50 over the row's p50 at least this (a parallel speedup).
     case minSpeedup(Double)
+    /// p99 at most this many microseconds.
+    case maxP99(microseconds: Double)
+    /// The row's ratio to its baseline at least this (throughput rows: a share of the baseline's).
+    case minRatio(Double)
+    /// The row's ``BenchValue`` at most this (in the row's unit).
+    case maxValue(Double, unit: String)
 
     var text: String {
         switch self {
@@ -15,6 +21,9 @@ enum BenchTarget: Sendable {
         case .minThroughput(let n): "≥ \(BenchFormat.grouped(n))/s"
         case .maxRatio(let r): "≤ \(BenchFormat.number(r))× baseline"
         case .minSpeedup(let s): "speedup ≥ \(BenchFormat.number(s))×"
+        case .maxP99(let us): us >= 1000 ? "≤ \(BenchFormat.number(us / 1000)) ms p99" : "≤ \(BenchFormat.number(us)) µs p99"
+        case .minRatio(let r): "≥ \(BenchFormat.number(r))× baseline"
+        case .maxValue(let amount, let unit): "≤ \(BenchFormat.number(amount)) \(unit)"
         }
     }
 
@@ -33,6 +42,15 @@ enum BenchTarget: Sendable {
         case .minSpeedup(let s):
             guard let ratio = row.ratio, ratio > 0 else { return nil }
             return (1 / ratio >= s, "\(BenchFormat.number(1 / ratio))×")
+        case .maxP99(let us):
+            guard let p99 = row.stats?.p99 else { return nil }
+            return (p99 <= us, us >= 1000 ? "\(BenchFormat.number(p99 / 1000)) ms" : "\(BenchFormat.microseconds(p99)) µs")
+        case .minRatio(let r):
+            guard let ratio = row.ratio else { return nil }
+            return (ratio >= r, "\(BenchFormat.number(ratio))×")
+        case .maxValue(let amount, let unit):
+            guard let value = row.value else { return nil }
+            return (value.amount <= amount, "\(BenchFormat.number(value.amount)) \(unit)")
         }
     }
 }
