@@ -76,7 +76,7 @@ export TMP_HOME="$TMP"   # the namespace's HOME; nothing else of this environmen
 # --- 1. install --------------------------------------------------------------------------
 if [ -z "${CSOP_SKIP_BUILD:-}" ]; then
     CSOP_SKIP_BUILD=1
-    for f in csop csop-bench libcsop-diag.so libcsop-storage.so libcsop-compute.so libcsop-sync.so; do
+    for f in csop csop-bench csop-serve libcsop-diag.so libcsop-storage.so libcsop-compute.so libcsop-sync.so; do
         [ -f ".build/${CSOP_CONFIGURATION:-release}/$f" ] || CSOP_SKIP_BUILD=0
     done
 fi
@@ -214,6 +214,22 @@ if [ "$RC" -eq 0 ] && grep -q '^host |' <<<"$OUT"; then
     pass "csop bench --quick --only host (runs bin/csop-bench)"
 else
     fail "csop bench --quick --only host (exit $RC)" "$OUT"
+fi
+
+# csop token and csop serve exec csop-serve from csop's directory.
+printf '%s\n' "installed-check-secret-0123456789-abcdefghijklmnop" >"$TMP/secret"
+chmod 600 "$TMP/secret"
+run_csop token --secret-file "$TMP/secret" --sub alice --actions 'storage.*,sync.*' --ttl 10m
+if [ "$RC" -eq 0 ] && grep -qE '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' <<<"$OUT"; then
+    pass "csop token (runs bin/csop-serve): a signed JWT"
+else
+    fail "csop token (exit $RC)" "$OUT"
+fi
+run_csop serve --listen 0.0.0.0:0
+if [ "$RC" -ne 0 ] && grep -q 'without auth' <<<"$OUT"; then
+    pass "csop serve refuses a non-loopback address without auth"
+else
+    fail "csop serve --listen 0.0.0.0:0 without auth (exit $RC, want a refusal)" "$OUT"
 fi
 
 # --- 5. completions and the manual page -----------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs CSOP into PREFIX (default /usr/local) as a self-contained tree that runs without
 # the Swift toolchain:
-#   PREFIX/bin/csop, PREFIX/bin/csop-bench            RUNPATH $ORIGIN/../lib/csop
+#   PREFIX/bin/csop, csop-bench, csop-serve           RUNPATH $ORIGIN/../lib/csop
 #   PREFIX/lib/csop/libcsop-{diag,storage,compute,sync}.so
 #   PREFIX/lib/csop/<Swift runtime libraries>          RUNPATH $ORIGIN
 #   PREFIX/etc/csop/plugins.d/*.conf                   existing, edited files are kept
@@ -24,7 +24,7 @@ PREFIX=${1:-/usr/local}
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd -P)
 
-BIN_NAMES=(csop csop-bench)
+BIN_NAMES=(csop csop-bench csop-serve)
 PLUGIN_LIBS=(libcsop-diag.so libcsop-storage.so libcsop-compute.so libcsop-sync.so)
 
 say() { printf '%s\n' "$*"; }
@@ -188,7 +188,7 @@ install_file "$STAGE/completion.fish" "$PREFIX/share/fish/vendor_completions.d/c
 runtime_bytes=0
 for name in $RUNTIME_NAMES; do runtime_bytes=$((runtime_bytes + $(stat -c %s "$PREFIX/lib/csop/$name"))); done
 say "installed CSOP into $PREFIX ($INSTALLED files written, $UNCHANGED unchanged):"
-say "  bin/csop, bin/csop-bench                 RUNPATH \$ORIGIN/../lib/csop"
+say "  bin/csop, bin/csop-bench, bin/csop-serve RUNPATH \$ORIGIN/../lib/csop"
 say "  lib/csop/ ${PLUGIN_LIBS[*]}"
 say "  lib/csop/ ${#RUNTIME[@]} Swift runtime libraries from $TOOLCHAIN_LIB ($((runtime_bytes / 1024 / 1024)) MiB):"
 say "            $(tr '\n' ' ' <<<"$RUNTIME_NAMES")"

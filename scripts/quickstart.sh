@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CSOP_SKIP_POSTGRES=1 scripts/install-deps.sh
+CSOP_SKIP_POSTGRES=1 CSOP_SKIP_BROWSER=1 scripts/install-deps.sh
 swift build -c release
 CSOP=.build/release/csop
 
