@@ -24,7 +24,8 @@ struct ServeSetup {
             PluginEntry("40-sync.conf", library: TestEnvironment.library("sync")),
         ])
         secretFile = directory.file("hs256.secret")
-        try "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }
+        try (String(secret) + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
         chmod(secretFile, 0o600)
     }
 
