@@ -82,8 +82,12 @@ public struct Gateway: Sendable {
                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? address.port) },
             logger: logger)
+        // The server runs in an inner group that only the coordinator stops, so WebSockets are
+        // closed with 1001 (by the gateway) before Hummingbird's own shutdown closes them with 1000.
+        let inner = ServiceGroup(configuration: .init(services: [.init(service: app)], logger: logger))
         var groupConfiguration = ServiceGroupConfiguration(
-            services: [.init(service: app)], gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
+            services: [.init(service: ShutdownCoordinator(inner: inner, sockets: services.openSockets))],
+            gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.shutdownGrace * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
         running.set(group)
@@ -129,4 +133,23 @@ final class RunningGroup: Sendable {
     private let group = Mutex<ServiceGroup?>(nil)
     func set(_ value: ServiceGroup) { group.withLock { $0 = value } }
     func get() -> ServiceGroup? { group.withLock { $0 } }
+}
+
+/// Runs the server's group; on graceful shutdown closes the WebSockets with 1001 (after
+/// their running requests are answered), then stops the server, which lets running HTTP
+/// requests finish.
+struct ShutdownCoordinator: Service {
+    let inner: ServiceGroup
+    let sockets: OpenSockets
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await inner.run()
+        } onGracefulShutdown: { [inner, sockets] in
+            Task {
+                await sockets.closeAll()
+                await inner.triggerGracefulShutdown()
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@ import CSOPCore
 import CSOPHost
 import HTTPTypes
 import Hummingbird
+import Synchronization
 
 /// What every route and connection of one gateway shares.
 final class GatewayServices: Sendable {
@@ -11,6 +12,8 @@ final class GatewayServices: Sendable {
     let authenticator: Authenticator?
     let rateLimiter: RateLimiter
     let router: EventRouter
+    /// The open WebSockets, each with how to close it when the server stops.
+    let openSockets = OpenSockets()
 
     init(host: CSOPHost, configuration: GatewayConfiguration, authenticator: Authenticator?) {
         self.host = host
@@ -69,5 +72,37 @@ final class GatewayServices: Sendable {
         CSOPError(
             GatewayErrorCode.rateLimited,
             "too many requests for this token: retry in \(Int((wait * 1000).rounded(.up))) ms (the server's --rate-limit)", retryable: true)
+    }
+}
+
+/// The open WebSocket connections and how to close each with 1001 when the server stops:
+/// Hummingbird's own shutdown closes them with 1000 ("normal"), which tells a client that
+/// the server meant to end the session rather than that it is going away for a while.
+final class OpenSockets: Sendable {
+    private let closers = Mutex<[UInt64: @Sendable () async -> Void]>([:])
+    private let next = Mutex<UInt64>(0)
+
+    func add(_ closer: @escaping @Sendable () async -> Void) -> UInt64 {
+        let id = next.withLock { id in
+            id += 1
+            return id
+        }
+        closers.withLock { $0[id] = closer }
+        return id
+    }
+
+    func remove(_ id: UInt64) {
+        _ = closers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Closes every open socket, each once, concurrently.
+    func closeAll() async {
+        let all = closers.withLock { closers in
+            defer { closers.removeAll() }
+            return Array(closers.values)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for closer in all { group.addTask { await closer() } }
+        }
     }
 }

@@ -61,7 +61,15 @@ struct WebSocketSession {
                 outbox.close()
             }
         }
+        // On shutdown: answer what is running, then close with 1001 ("going away").
+        let token = gateway.openSockets.add {
+            for _ in 0..<2000 where gate.running > 0 { try? await Task.sleep(for: .milliseconds(5)) }
+            outbox.close()
+            await writer.value
+            try? await outbound.close(.goingAway, reason: "the server is stopping")
+        }
         defer {
+            gateway.openSockets.remove(token)
             scope.close()
             outbox.close()
         }

@@ -43,8 +43,9 @@ public final class ServeProcess: Sendable {
                     let line = String(decoding: pending[..<newline], as: UTF8.self)
                     pending.removeFirst(newline + 1)
                     lines.withLock { $0.append(line) }
-                    if let range = line.range(of: "listening on "), let colon = line[range.upperBound...].lastIndex(of: ":") {
-                        found = Int(line[line.index(after: colon)...].prefix { $0.isNumber })
+                    if let range = line.range(of: "listening on ") {
+                        let url = line[range.upperBound...].prefix { $0 != " " }
+                        if let colon = url.lastIndex(of: ":") { found = Int(url[url.index(after: colon)...]) }
                     }
                 }
             }

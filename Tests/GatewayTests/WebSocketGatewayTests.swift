@@ -29,6 +29,7 @@ func webSocket(
     let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/ws", configuration: configuration, logger: Logger(label: "test-ws")) {
         inbound, outbound, _ in
         let reader = Task {
+            defer { inbox.markClosed() }
             for try await message in inbound.messages(maxSize: 1 << 24) {
                 if case .text(let text) = message { inbox.add((try? JSONValue(parsing: Array(text.utf8))) ?? .string(text)) }
             }
@@ -42,7 +43,11 @@ func webSocket(
 /// Frames a test's WebSocket received, and a way to wait for one.
 final class WSInbox: Sendable {
     private let frames = LockedBox<[JSONValue]>([])
+    private let ended = LockedBox(false)
     func add(_ frame: JSONValue) { frames.withLock { $0.append(frame) } }
+    func markClosed() { ended.withLock { $0 = true } }
+    /// Whether the server closed the connection (the read loop ended).
+    var closed: Bool { ended.withLock { $0 } }
     var all: [JSONValue] { frames.withLock { $0 } }
 
     /// Waits (up to 30 s) for a frame that `match` accepts.
