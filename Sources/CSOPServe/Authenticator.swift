@@ -121,7 +121,7 @@ public final class Authenticator: Sendable {
     }
 
     private static func refusal(_ reason: String) -> CSOPError {
-        CSOPError(GatewayErrorCode.unauthenticated, "the bearer token was refused: \(reason)", retryable: false)
+        CSOPError(ErrorCode.unauthenticated, "the bearer token was refused: \(reason)", retryable: false)
     }
 
     private static func format(_ seconds: Double) -> String {

@@ -30,7 +30,7 @@ final class GatewayServices: Sendable {
         guard let authenticator else { return nil }
         guard let token = Self.bearerToken(request.headers) ?? (queryToken ? request.uri.queryParameters["token"].map(String.init) : nil) else {
             throw CSOPError(
-                GatewayErrorCode.unauthenticated,
+                ErrorCode.unauthenticated,
                 "this server needs a token: send Authorization: Bearer <token>\(queryToken ? " (or ?token= for EventSource)" : "")")
         }
         return try await authenticator.verify(token)
@@ -70,7 +70,7 @@ final class GatewayServices: Sendable {
 
     static func rateLimited(_ wait: Double) -> CSOPError {
         CSOPError(
-            GatewayErrorCode.rateLimited,
+            ErrorCode.rateLimited,
             "too many requests for this token: retry in \(Int((wait * 1000).rounded(.up))) ms (the server's --rate-limit)", retryable: true)
     }
 }

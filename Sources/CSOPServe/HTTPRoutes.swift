@@ -220,7 +220,7 @@ struct HTTPRoutes: Sendable {
 
     static func failure(_ error: CSOPError, id: String? = nil) -> HTTPReply {
         var reply = reply(CSOPResponse(id: id ?? CSOPRequest.generateID(), outcome: .failure(error), duration: 0))
-        if error.code == GatewayErrorCode.unauthenticated {
+        if error.code == ErrorCode.unauthenticated {
             reply.headers[.wwwAuthenticate] = "Bearer"
         }
         return reply

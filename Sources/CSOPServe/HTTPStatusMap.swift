@@ -22,11 +22,11 @@ public enum HTTPStatusMap {
         guard let code else { return .ok }
         let raw = code.rawValue
         switch raw {
-        case GatewayErrorCode.unauthenticated.rawValue: return .unauthorized
-        case GatewayErrorCode.forbidden.rawValue: return .forbidden
+        case ErrorCode.unauthenticated.rawValue: return .unauthorized
+        case ErrorCode.forbidden.rawValue: return .forbidden
         case "CONFLICT": return .conflict
         case GatewayErrorCode.payloadTooLarge.rawValue, "QUOTA_EXCEEDED": return .contentTooLarge
-        case ErrorCode.queueFull.rawValue, GatewayErrorCode.rateLimited.rawValue: return .tooManyRequests
+        case ErrorCode.queueFull.rawValue, ErrorCode.rateLimited.rawValue: return .tooManyRequests
         case "NOT_CONNECTED", ErrorCode.notInitialized.rawValue: return .serviceUnavailable
         case ErrorCode.timeout.rawValue: return .gatewayTimeout
         default:
@@ -42,14 +42,9 @@ public enum HTTPStatusMap {
     }
 }
 
-/// The codes the gateway itself answers with (the protocol's own are in `ErrorCode`).
+/// The codes only the gateway answers with (`UNAUTHENTICATED`, `FORBIDDEN` and
+/// `RATE_LIMITED` are the protocol's, in `ErrorCode`).
 public enum GatewayErrorCode {
-    /// No valid token: missing, malformed, expired, not yet valid, wrong signature or audience.
-    public static let unauthenticated: ErrorCode = "UNAUTHENTICATED"
-    /// The token does not allow the action.
-    public static let forbidden: ErrorCode = "FORBIDDEN"
-    /// The token (or client address) sent more requests per second than its limit.
-    public static let rateLimited: ErrorCode = "RATE_LIMITED"
     /// The body or WebSocket frame is larger than the server's limit.
     public static let payloadTooLarge: ErrorCode = "PAYLOAD_TOO_LARGE"
     /// No route at this path (or not with this method).

@@ -29,7 +29,7 @@ struct OriginMiddleware: RouterMiddleware {
         guard sameOrigin || listed else {
             return HTTPRoutes.failure(
                 CSOPError(
-                    GatewayErrorCode.forbidden,
+                    ErrorCode.forbidden,
                     "requests from the web origin \(origin.prefix(200)) are not allowed; list it with --cors-origin (or [cors] origins) to let its pages call this server"
                 ))
         }

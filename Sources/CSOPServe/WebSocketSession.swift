@@ -151,7 +151,7 @@ struct WebSocketSession {
             object["type"] == .string("auth"), case .string(let token)? = object["token"]
         else {
             throw CSOPError(
-                GatewayErrorCode.unauthenticated,
+                ErrorCode.unauthenticated,
                 "this server needs a token: send it in the handshake (Authorization: Bearer, or the subprotocol csop.bearer.<token>) or as the first message {\"type\":\"auth\",\"token\":\"...\"}"
             )
         }

@@ -194,8 +194,9 @@ import Testing
     }
 
     @Test func gracefulShutdownSaysGoodbye() async throws {
-        let (a, aEvents) = try makeEngine()
-        let (b, _) = try makeEngine()
+        // A long expiry: on a loaded machine a short one could expire dora before her goodbye.
+        let (a, aEvents) = try makeEngine(extra: [("presenceExpiry", 60_000)])
+        let (b, _) = try makeEngine(extra: [("presenceExpiry", 60_000)])
         defer { Task { await a.shutdown() } }
         let channel = uniqueName("bye")
         _ = try await subscribe(a, channel)
