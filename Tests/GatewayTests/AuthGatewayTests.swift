@@ -4,6 +4,8 @@ import CSOPServe
 import CSOPTestSupport
 import Foundation
 import HTTPTypes
+import Crypto
+import JWTKit
 import Testing
 
 /// Tokens, scopes and tenants through a real gateway with HS256 auth on.
@@ -135,6 +137,48 @@ import Testing
                 try await inbox.wait { $0["type"] == .string("error") }
             }
             #expect(none.closeCode == 4401)
+        }
+    }
+}
+
+/// ES256 tokens checked against a JWKS file.
+@Suite struct JWKSAuthTests {
+    private struct Claims: JWTPayload {
+        struct CSOP: Codable, Sendable { var actions: [String] }
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var csop: CSOP?
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    @Test func es256TokensFromAJWKSAreAcceptedAndOthersRefused() async throws {
+        let setup = try ServeSetup()
+        let key = try ES256PrivateKey(backing: P256.Signing.PrivateKey())
+        let parameters = try #require(key.parameters)
+        let jwks = setup.directory.file("jwks.json")
+        try #"{"keys":[{"kty":"EC","crv":"P-256","use":"sig","alg":"ES256","kid":"k1","x":"\#(parameters.x)","y":"\#(parameters.y)"}]}"#
+            .write(toFile: jwks, atomically: true, encoding: .utf8)
+        let signer = JWTKeyCollection()
+        await signer.add(ecdsa: key, kid: "k1")
+        let stranger = JWTKeyCollection()
+        await stranger.add(ecdsa: try ES256PrivateKey(backing: P256.Signing.PrivateKey()), kid: "k1")
+        let expiry = Date().addingTimeInterval(600)
+        let good = try await signer.sign(Claims(sub: "gina", exp: .init(value: expiry), csop: .init(actions: ["diag.*"])), kid: "k1")
+        let forged = try await stranger.sign(Claims(sub: "gina", exp: .init(value: expiry), csop: .init(actions: ["*"])), kid: "k1")
+        let noScope = try await signer.sign(Claims(sub: "gina", exp: .init(value: expiry), csop: nil), kid: "k1")
+        // An unsigned token ("alg": "none") that claims everything.
+        let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + Data(#"{"sub":"gina","exp":4102444800,"csop":{"actions":["*"]}}"#.utf8)
+            .base64EncodedString().replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_") + "."
+        try await withGateway(setup, configure: { $0.jwksFile = jwks }) { port, _ in
+            let http = HTTP(port: port)
+            #expect(try await http.post("/v1/diag/noop", "{}", token: good).status == .ok)
+            #expect(try await http.post("/v1/storage/get", #"{"key":"k"}"#, token: good).status == .forbidden)
+            for (token, reason) in [(forged, "signature"), (noScope, "csop claim"), (unsigned, "refused")] {
+                let reply = try await http.post("/v1/diag/noop", "{}", token: token)
+                #expect(reply.status == .unauthorized, "\(reason): \(reply.text)")
+                #expect(reply.text.contains(reason), "\(reason): \(reply.text)")
+            }
         }
     }
 }
