@@ -345,4 +345,19 @@ extension StoragePlugin {
             return .value(.object(result))
         }
     }
+
+    /// `{}` → `{ready, detail?}`: whether the plugin can serve, for `/readyz`. Without a cold
+    /// tier it is always ready; with one, a `SELECT 1` on the cold tier's PostgreSQL must answer.
+    func health(_ call: PluginCall) throws(CSOPError) {
+        _ = try Fields(call.payload, path: "payload", allowed: [])
+        guard let cold else { return call.succeed(["ready": true, "coldTier": false]) }
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
+            do throws(ColdStore.Failure) {
+                try await cold.ping(callID: call.id)
+                return .value(["ready": true, "coldTier": true])
+            } catch {
+                return .value(["ready": false, "coldTier": true, "detail": .string(error.error.message)])
+            }
+        }
+    }
 }

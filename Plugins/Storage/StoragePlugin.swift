@@ -18,7 +18,7 @@ import Synchronization
 /// commits, and rolls back when the host has already answered `TIMEOUT`.
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
-        case save, get, delete, list, saveMany, getMany, stats
+        case save, get, delete, list, saveMany, getMany, stats, health
     }
 
     static let name = "storage"
@@ -74,6 +74,7 @@ final class StoragePlugin: CSOPPlugin {
             case .saveMany: try saveMany(call, space)
             case .getMany: try getMany(call, space)
             case .stats: try stats(call, space)
+            case .health: try health(call)
             }
         } catch {
             call.fail(error)

@@ -75,6 +75,9 @@ final class ClusterTransport: Sendable {
 
     var isConnected: Bool { state.withLock { $0.phase == .connected } }
 
+    /// The last connection error, if any (no credentials in it: ``PostgresURL/describe(_:)``).
+    var lastFailure: String? { state.withLock { $0.lastFailure } }
+
     /// Returns once the first connection attempt has concluded.
     func awaitStarted() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

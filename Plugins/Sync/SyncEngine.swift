@@ -11,7 +11,7 @@ final class SyncEngine: Sendable {
 
     /// The sync operations, in the order the descriptor lists them.
     enum Operation: String, PluginOperation {
-        case broadcast, subscribe, unsubscribe, presence, leave
+        case broadcast, subscribe, unsubscribe, presence, leave, health
     }
 
     static let maxEventFilters = 64
@@ -47,6 +47,15 @@ final class SyncEngine: Sendable {
 
     var mode: String { cluster == nil ? "local" : "cluster" }
 
+    /// `sync.health`, for `/readyz`: local mode is always ready; cluster mode while its
+    /// PostgreSQL connection is up (`detail` gives the last connection error otherwise).
+    var health: JSONValue {
+        guard let cluster else { return ["ready": true, "mode": "local"] }
+        var result: JSONObject = ["ready": .bool(cluster.isConnected), "mode": "cluster"]
+        if !cluster.isConnected, let failure = cluster.lastFailure { result["detail"] = .string(failure) }
+        return .object(result)
+    }
+
     /// Runs `operation` and completes exactly once.
     /// - Parameters:
     ///   - caller: who the call runs for (nil: the local owner). Its tenant's channels,
@@ -67,6 +76,9 @@ final class SyncEngine: Sendable {
             case .unsubscribe: complete(.success(try unsubscribe(payload, scope)))
             case .presence: try presence(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
             case .leave: try leave(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
+            case .health:
+                _ = try Fields(payload, path: "payload", allowed: [])
+                complete(.success(health))
             }
         } catch {
             complete(.failure(error))

@@ -143,13 +143,21 @@ struct ShutdownCoordinator: Service {
     let sockets: OpenSockets
 
     func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await inner.run()
-        } onGracefulShutdown: { [inner, sockets] in
-            Task {
-                await sockets.closeAll()
-                await inner.triggerGracefulShutdown()
+        // Detached, so the inner group does not inherit this task's graceful shutdown (a group
+        // run inside a service follows its parent's shutdown at once, and Hummingbird would
+        // then close the sockets with 1000 before they are closed with 1001 here).
+        let server = Task.detached { [inner] in try await inner.run() }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await server.value
+            } onGracefulShutdown: { [inner, sockets] in
+                Task {
+                    await sockets.closeAll()
+                    await inner.triggerGracefulShutdown()
+                }
             }
+        } onCancel: {
+            server.cancel()
         }
     }
 }

@@ -21,20 +21,40 @@ struct HTTPRoutes: Sendable {
         Self.json(.ok, Array(#"{"status":"ok"}"#.utf8))
     }
 
-    /// Ready when every enabled plugins.d entry loaded and the host accepts requests; the body
-    /// lists each plugin's state.
+    /// Ready when every enabled plugins.d entry loaded and every plugin that offers a `health`
+    /// operation says it is ready (storage: its cold tier answers; sync: its cluster connection
+    /// is up), asked with a 2 s timeout; the body lists each plugin's state.
     func readyz() async -> HTTPReply {
-        var plugins: [JSONValue] = services.host.plugins.map { plugin in
-            .object(["name": .string(plugin.name), "version": .string(plugin.version), "state": "ready"])
+        let host = services.host
+        let states = await withTaskGroup(of: (Int, JSONValue).self) { group in
+            for (index, plugin) in host.plugins.enumerated() {
+                group.addTask {
+                    var state: JSONObject = ["name": .string(plugin.name), "version": .string(plugin.version), "state": "ready"]
+                    guard plugin.operations.contains("health") else { return (index, .object(state)) }
+                    let response = await host.dispatch("\(plugin.name).health", options: RequestOptions(timeout: 2000))
+                    if let error = response.error {
+                        state["state"] = "not ready"
+                        state["detail"] = .string("\(plugin.name).health answered \(error.code): \(error.message)")
+                    } else if case .object(let health)? = response.data, health["ready"] != .bool(true) {
+                        state["state"] = "not ready"
+                        state["detail"] = health["detail"] ?? .string("\(plugin.name).health says it is not ready")
+                    }
+                    return (index, .object(state))
+                }
+            }
+            var ordered = [JSONValue](repeating: .null, count: host.plugins.count)
+            for await (index, state) in group { ordered[index] = state }
+            return ordered
         }
-        for failure in services.host.failures {
+        var plugins = states
+        for failure in host.failures {
             plugins.append(
                 .object([
                     "name": failure.domain.map(JSONValue.string) ?? .null, "file": .string(failure.file), "state": "failed",
                     "reason": .string(failure.kind.rawValue),
                 ]))
         }
-        let ready = services.host.failures.isEmpty
+        let ready = host.failures.isEmpty && states.allSatisfy { $0["state"] == .string("ready") }
         let body: JSONValue = .object(["status": .string(ready ? "ready" : "not ready"), "plugins": .array(plugins)])
         return Self.json(ready ? .ok : .serviceUnavailable, body.serialized())
     }

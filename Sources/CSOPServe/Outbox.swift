@@ -99,6 +99,8 @@ final class InFlightGate: Sendable {
     private struct State {
         var running = 0
         var waiter: CheckedContinuation<Void, Never>?
+        /// Waiting for `running` to reach 0.
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -129,18 +131,30 @@ final class InFlightGate: Sendable {
     }
 
     func release() {
-        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+        let (waiter, idle): (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) = state.withLock { state in
             if let waiter = state.waiter {
                 // The slot passes straight to the waiting reader.
                 state.waiter = nil
-                return waiter
+                return (waiter, [])
             }
             state.running -= 1
-            return nil
+            guard state.running == 0 else { return (nil, []) }
+            defer { state.idleWaiters.removeAll() }
+            return (nil, state.idleWaiters)
         }
         waiter?.resume()
+        for continuation in idle { continuation.resume() }
     }
 
-    /// Requests running now.
-    var running: Int { state.withLock { $0.running } }
+    /// Returns once no request is running (at once when none is).
+    func idle() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state in
+                guard state.running > 0 else { return true }
+                state.idleWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
 }

@@ -61,9 +61,10 @@ struct WebSocketSession {
                 outbox.close()
             }
         }
-        // On shutdown: answer what is running, then close with 1001 ("going away").
+        // On shutdown: answer what is running, then close with 1001 ("going away"). The host
+        // bounds how long a request runs, and the server's shutdown grace bounds the wait.
         let token = gateway.openSockets.add {
-            for _ in 0..<2000 where gate.running > 0 { try? await Task.sleep(for: .milliseconds(5)) }
+            await gate.idle()
             outbox.close()
             await writer.value
             try? await outbound.close(.goingAway, reason: "the server is stopping")
@@ -86,7 +87,7 @@ struct WebSocketSession {
             logger.debug("WebSocket read ended: \(error)")
         }
         // The client stopped sending: answer what is running, then end.
-        while gate.running > 0, !Task.isCancelled { try? await Task.sleep(for: .milliseconds(5)) }
+        await gate.idle()
         outbox.close()
         await writer.value
     }

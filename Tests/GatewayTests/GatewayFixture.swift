@@ -15,13 +15,16 @@ struct ServeSetup {
     let pluginsDirectory: String
     let secretFile: String
 
-    init(label: String = "csop-gateway") throws {
+    /// - Parameters: storage, sync: more `[config]` for those plugins (a cold tier, cluster mode).
+    init(label: String = "csop-gateway", storage: JSONObject = [:], sync: JSONObject = [:]) throws {
         directory = try TemporaryDirectory(label)
+        var storageConfig: JSONObject = ["path": .string(directory.file("storage.sqlite"))]
+        for member in storage.members { storageConfig[member.key] = member.value }
         pluginsDirectory = try directory.writePlugins([
             PluginEntry("10-diag.conf", library: TestEnvironment.library("diag")),
-            PluginEntry("20-storage.conf", library: TestEnvironment.library("storage"), config: ["path": .string(directory.file("storage.sqlite"))]),
+            PluginEntry("20-storage.conf", library: TestEnvironment.library("storage"), config: storageConfig),
             PluginEntry("30-compute.conf", library: TestEnvironment.library("compute"), config: ["workers": 2]),
-            PluginEntry("40-sync.conf", library: TestEnvironment.library("sync")),
+            PluginEntry("40-sync.conf", library: TestEnvironment.library("sync"), config: sync),
         ])
         secretFile = directory.file("hs256.secret")
         let secret = (0..<48).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }

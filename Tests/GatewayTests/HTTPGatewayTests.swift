@@ -123,6 +123,39 @@ import Testing
         }
     }
 
+    @Test func readinessAsksEachPluginsHealth() async throws {
+        // PostgreSQL up: the cold tier and the sync cluster are ready.
+        let up = try ServeSetup(
+            storage: ["postgresUrl": .string(TestEnvironment.postgresURL), "postgresTable": "csop_gateway_ready"],
+            sync: ["postgresUrl": .string(TestEnvironment.postgresURL), "clusterChannel": "csop_gateway_ready"])
+        try await withGateway(up) { port, _ in
+            var ready = try await HTTP(port: port).get("/readyz")
+            // The cluster connects in the background: give it a moment.
+            for _ in 0..<100 where ready.status != .ok {
+                try await Task.sleep(for: .milliseconds(100))
+                ready = try await HTTP(port: port).get("/readyz")
+            }
+            #expect(ready.status == .ok, "\(ready.text)")
+        }
+        // Nothing listens on port 1: both are not ready, and say why.
+        let down = "postgres://csop@127.0.0.1:1/csop"
+        let broken = try ServeSetup(storage: ["postgresUrl": .string(down)], sync: ["postgresUrl": .string(down)])
+        try await withGateway(broken) { port, _ in
+            let ready = try await HTTP(port: port).get("/readyz")
+            #expect(ready.status == .serviceUnavailable, "\(ready.text)")
+            guard case .array(let plugins)? = ready.json["plugins"] else { Issue.record("no plugins: \(ready.text)"); return }
+            let states = Dictionary(uniqueKeysWithValues: plugins.compactMap { plugin -> (String, JSONValue)? in
+                guard case .string(let name)? = plugin["name"] else { return nil }
+                return (name, plugin)
+            })
+            #expect(states["storage"]?["state"] == .string("not ready"), "\(ready.text)")
+            #expect(states["sync"]?["state"] == .string("not ready"), "\(ready.text)")
+            #expect(states["diag"]?["state"] == .string("ready"))
+            #expect(states["storage"]?["detail"] != nil && states["sync"]?["detail"] != nil)
+            #expect(!ready.text.contains("csop@"), "a URL's user reached the body: \(ready.text)")
+        }
+    }
+
     @Test func corsAllowsListedOriginsAndOtherSitesAreRefused() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup, configure: { $0.corsOrigins = ["https://app.example"] }) { port, _ in

@@ -141,8 +141,9 @@ import Testing
     }
 
     @Test func presenceJoinAndLeaveAreSharedAndAnnouncedOnce() async throws {
-        let (a, aEvents) = try makeEngine()
-        let (b, bEvents) = try makeEngine()
+        // A long expiry: on a loaded machine a short one can lapse between a write and a read.
+        let (a, aEvents) = try makeEngine(extra: [("presenceExpiry", 60_000)])
+        let (b, bEvents) = try makeEngine(extra: [("presenceExpiry", 60_000)])
         defer { Task { await a.shutdown(); await b.shutdown() } }
         let channel = uniqueName("lobby")
         _ = try await subscribe(a, channel)

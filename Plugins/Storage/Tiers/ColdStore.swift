@@ -69,6 +69,13 @@ final class ColdStore: Sendable {
         }
     }
 
+    /// Runs `SELECT 1`: whether the cold tier's database answers.
+    func ping(callID: UInt64) async throws(Failure) {
+        try await withConnection(callID: callID) { connection in
+            _ = try await connection.queryUnlessClosed("SELECT 1", logger: self.logger)
+        }
+    }
+
     /// The bytes of row `ref`, or nil when it is gone.
     func get(ref: String, callID: UInt64) async throws(Failure) -> [UInt8]? {
         try await withConnection(callID: callID) { connection in
