@@ -2,7 +2,7 @@
 # Installs the system packages CSOP builds and tests against (Debian 12), and starts the
 # local PostgreSQL used by the cold-tier and cluster tests, with TLS on (a test CA, a server
 # certificate for localhost and 127.0.0.1, a client certificate and an unrelated second CA, in
-# $CSOP_TEST_TLS_DIR), and Chromium and wrk for the browser tests and the gateway benchmark
+# $CSOP_TEST_TLS_DIR), and Chromium, Node and wrk for the browser tests and the gateway benchmark
 # (CSOP_SKIP_BROWSER=1 leaves them out). Idempotent; needs root (or sudo).
 set -euo pipefail
 
@@ -10,8 +10,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(pkg-config libsqlite3-dev zlib1g-dev libjavascriptcoregtk-4.1-dev postgresql openssl)
-# The browser client's tests run in headless Chromium; the gateway benchmark drives wrk.
-if [ "${CSOP_SKIP_BROWSER:-0}" != "1" ]; then PACKAGES+=(chromium wrk); fi
+# The browser client's tests run in headless Chromium (and its unit tests in Node); the
+# gateway benchmark drives wrk.
+if [ "${CSOP_SKIP_BROWSER:-0}" != "1" ]; then PACKAGES+=(chromium nodejs wrk); fi
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

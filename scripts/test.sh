@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs system packages, starts PostgreSQL on loopback (TLS on), builds the
-# package (plugins, csop, tests), runs the whole suite (the embedding example included), then
+# package (plugins, csop, tests), runs the whole suite (the embedding example and the browser
+# client in headless Chromium included) and the browser client's unit tests (Node), then
 # installs the build into a temporary prefix and runs it with the Swift toolchain hidden
 # (scripts/check-installed.sh), and fuzzes every parser for CSOP_FUZZ_SECONDS (default 60) per
 # target (scripts/fuzz.sh). No test is skipped: the PostgreSQL tests fail if the server is
@@ -13,5 +14,7 @@ source scripts/test-env.sh
 
 swift build --build-tests
 swift test --skip-build
+node Clients/js/test/unit.mjs
+
 CSOP_CONFIGURATION=debug CSOP_SKIP_BUILD=1 scripts/check-installed.sh
 scripts/fuzz.sh "${CSOP_FUZZ_SECONDS:-60}"
