@@ -182,3 +182,36 @@ import Testing
         }
     }
 }
+
+/// `nbf`, checked with the clock skew.
+@Suite struct NotBeforeTests {
+    private struct Claims: JWTPayload {
+        struct CSOP: Codable, Sendable { var actions: [String] }
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var nbf: NotBeforeClaim
+        var csop: CSOP
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    @Test func aTokenNotYetValidIsRefusedAndOneWithinTheSkewAccepted() async throws {
+        let setup = try ServeSetup()
+        let secret = try String(contentsOfFile: setup.secretFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        func token(notBefore: Double) async throws -> String {
+            try await keys.sign(
+                Claims(
+                    sub: "hal", exp: .init(value: Date().addingTimeInterval(600)), nbf: .init(value: Date().addingTimeInterval(notBefore)),
+                    csop: .init(actions: ["*"])))
+        }
+        let later = try await token(notBefore: 600)
+        let skewed = try await token(notBefore: 10)
+        try await withGateway(setup, configure: { $0.secretFile = setup.secretFile; $0.clockSkew = 30 }) { port, _ in
+            let refused = try await HTTP(port: port).post("/v1/diag/noop", "{}", token: later)
+            #expect(refused.status == .unauthorized)
+            #expect(refused.text.contains("not valid before"), "\(refused.text)")
+            #expect(try await HTTP(port: port).post("/v1/diag/noop", "{}", token: skewed).status == .ok)
+        }
+    }
+}

@@ -201,3 +201,45 @@ extension WebSocketOutboundWriter {
         }
     }
 }
+
+/// Connection-level limits: idle connections end, and past the connection limit new ones wait.
+@Suite struct ConnectionLimitTests {
+    @Test func anIdleConnectionIsClosed() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.idleTimeout = 0.5 }) { port, _ in
+            let socket = try RawSocket(port: port)
+            socket.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try await socket.read(until: "\"ok\"", timeout: 5).text.contains("200 OK"))
+            let after = try await socket.read(until: nil, timeout: 10)
+            #expect(after.closed, "an idle keep-alive connection outlived --idle-timeout")
+        }
+    }
+
+    @Test func pastTheConnectionLimitNewConnectionsWait() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.maxConnections = 1 }) { port, _ in
+            let answered = LockedBox(false)
+            let holding = LockedBox(false)
+            let holder = Task {
+                try await webSocket(port: port) { out, inbox in
+                    try await out.send(#"{"id":"n","action":"diag.noop"}"#)
+                    try await inbox.response("n")
+                    holding.withLock { $0 = true }
+                    // Hold the only connection until the other request has waited a while.
+                    try await Task.sleep(for: .milliseconds(500))
+                    #expect(!answered.withLock { $0 }, "a second connection was served past --max-connections 1")
+                    try await out.close(.normalClosure, reason: nil)
+                }
+            }
+            for _ in 0..<3000 where !holding.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            let waiting = try RawSocket(port: port)
+            waiting.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            let reply = try await waiting.read(until: "\"ok\"", timeout: 0.3)
+            answered.withLock { $0 = reply.text.contains("200 OK") }
+            _ = try await holder.value
+            // Once the first closed, the waiting one is served.
+            let late = try await waiting.read(until: "\"ok\"", timeout: 10)
+            #expect((reply.text + late.text).contains("200 OK"))
+        }
+    }
+}
