@@ -204,6 +204,22 @@ extension WebSocketOutboundWriter {
 
 /// Connection-level limits: idle connections end, and past the connection limit new ones wait.
 @Suite struct ConnectionLimitTests {
+    @Test func aWebSocketPeerThatNeverAnswersPingsIsClosed() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.pingInterval = 0.3 }) { port, _ in
+            // A client that speaks the handshake, then reads but never answers a ping.
+            let socket = try RawSocket(port: port)
+            socket.send(
+                "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            let head = try await socket.read(until: "\r\n\r\n", timeout: 5)
+            #expect(head.text.hasPrefix("HTTP/1.1 101"), "\(head.text)")
+            let rest = try await socket.read(until: nil, timeout: 10)
+            #expect(rest.closed, "a peer that never answered pings was kept")
+            #expect(rest.text.contains("Ping timeout"), "closed for another reason: \(rest.text)")
+        }
+    }
+
     @Test func anIdleConnectionIsClosed() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup, configure: { $0.idleTimeout = 0.5 }) { port, _ in
