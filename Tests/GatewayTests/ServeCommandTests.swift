@@ -60,20 +60,25 @@ import Testing
         let setup = try ServeSetup()
         let server = try await ServeProcess(["--plugins-dir", setup.pluginsDirectory, "--listen", "127.0.0.1:0", "--shutdown-grace", "10"])
         let port = server.port
-        async let slow = HTTP(port: port).post("/v1/diag/sleep", #"{"ms":700}"#)
+        // A request that is running when the signal comes (sent first: the server accepts in
+        // order, so it is in by the time the WebSocket below has had an answer).
+        let slow = try RawSocket(port: port)
+        slow.send("POST /v1/diag/sleep HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"ms\":700}")
+        let ready = LockedBox(false)
         let socketClosed = Task {
             try await webSocket(port: port) { out, inbox in
                 try await out.send(#"{"id":"n","action":"diag.noop"}"#)
                 try await inbox.response("n")
+                ready.withLock { $0 = true }
                 // Wait (up to 30 s) for the server to close it.
                 for _ in 0..<3000 where !inbox.closed { try await Task.sleep(for: .milliseconds(10)) }
             }
         }
-        try await Task.sleep(for: .milliseconds(300))
+        for _ in 0..<3000 where !ready.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
         let (status, killed) = try await server.stop(signal: SIGTERM)
         #expect(!killed && status == 0, "exit \(status): \(server.stderr)")
-        let reply = try await slow
-        #expect(reply.status == .ok, "the running request was cut: \(reply.text)")
+        let reply = try await slow.read(until: "\"slept\"", timeout: 30)
+        #expect(reply.text.contains("200 OK") && reply.text.contains("\"slept\":700"), "the running request was cut: \(reply.text)")
         let closed = try await socketClosed.value
         #expect(closed.closeCode == 1001)
         #expect(server.stderr.contains("stopped accepting"))
