@@ -26,7 +26,37 @@ public final class ServeProcess: Sendable {
         let lines = LockedBox<[String]>([])
         self.stderrLines = lines
         let fd = stderr.fileHandleForReading.fileDescriptor
-        // One thread reads stderr, line by line, for the life of the process.
+        let port: Int? = try await OwnThread.run {
+            var found: Int?
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let deadline = Date().addingTimeInterval(timeout)
+            // Reads lines until the "listening on" one; a thread keeps draining after that.
+            while found == nil, Date() < deadline {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 200) >= 0 else { continue }
+                if poller.revents == 0 { continue }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if n <= 0 { break }
+                pending += buffer[0..<n]
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeFirst(newline + 1)
+                    lines.withLock { $0.append(line) }
+                    if let range = line.range(of: "listening on ") {
+                        let url = line[range.upperBound...].prefix { $0 != " " }
+                        if let colon = url.lastIndex(of: ":") { found = Int(url[url.index(after: colon)...]) }
+                    }
+                }
+            }
+            return found
+        }
+        guard let port else {
+            process.terminate()
+            process.waitUntilExit()
+            throw ServeProcessError(message: "csop serve did not start listening:\n" + lines.withLock { $0.joined(separator: "\n") })
+        }
+        self.port = port
         Thread {
             var buffer = [UInt8](repeating: 0, count: 4096)
             var pending: [UInt8] = []
@@ -41,26 +71,6 @@ public final class ServeProcess: Sendable {
                 }
             }
         }.start()
-        var port: Int?
-        let deadline = Date().addingTimeInterval(timeout)
-        while port == nil, process.isRunning, Date() < deadline {
-            port = lines.withLock { $0.lazy.compactMap(Self.listeningPort).first }
-            if port == nil { try await Task.sleep(for: .milliseconds(20)) }
-        }
-        guard let port = port ?? lines.withLock({ $0.lazy.compactMap(Self.listeningPort).first }) else {
-            process.terminate()
-            process.waitUntilExit()
-            throw ServeProcessError(message: "csop serve did not start listening:\n" + lines.withLock { $0.joined(separator: "\n") })
-        }
-        self.port = port
-    }
-
-    /// The port of a "csop serve: listening on http://HOST:PORT (...)" line.
-    private static func listeningPort(_ line: String) -> Int? {
-        guard let range = line.range(of: "listening on ") else { return nil }
-        let url = line[range.upperBound...].prefix { $0 != " " }
-        guard let colon = url.lastIndex(of: ":") else { return nil }
-        return Int(url[url.index(after: colon)...])
     }
 
     /// What it wrote to stderr so far.
