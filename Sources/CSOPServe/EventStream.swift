@@ -17,7 +17,7 @@ struct EventStream {
     static let keepAlive: Duration = .seconds(15)
 
     func start(payload: JSONObject) async -> HTTPReply {
-        let outbox = Outbox(maxEventBytes: WebSocketSession.maxEventBytes)
+        let outbox = Outbox(maxEventBytes: WebSocketConnection.maxEventBytes)
         let scope = ConnectionScope(host: services.host, router: services.router, caller: caller, sink: outbox)
         let request = CSOPRequest(action: "sync.subscribe", payload: .object(payload))
         let subscribed: CSOPResponse? = await withUnsafeContinuation { continuation in
@@ -60,7 +60,7 @@ struct EventStream {
         defer { ticker.cancel() }
         while true {
             switch await outbox.next() {
-            case .frames(let frames):
+            case .frames(let frames, _):
                 var buffer = ByteBuffer()
                 for frame in frames {
                     if frame.isEmpty {

@@ -4,7 +4,6 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import HummingbirdWebSocket
 public import Logging
 import NIOCore
 import NIOSSL
@@ -51,12 +50,6 @@ public struct Gateway: Sendable {
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [HeaderDeadlineHandler(timeout: headerTimeout)],
             idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)))
-        let autoPing: AutoPingSetup =
-            configuration.pingInterval > 0 ? .enabled(timePeriod: .milliseconds(Int64(configuration.pingInterval * 1000))) : .disabled
-        let ws = WebSocketServerConfiguration(
-            maxFrameSize: configuration.maxFrameBytes, autoPing: autoPing, closeTimeout: .seconds(5), validateUTF8: true)
-        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: http1, ws: ws)
-        let webSocketResponder = router.buildResponder()
         var tls: TLSConfiguration?
         if let certificate = configuration.tlsCertificate, let key = configuration.tlsKey {
             do {
@@ -67,10 +60,9 @@ public struct Gateway: Sendable {
                 throw GatewayConfigurationError("cannot use --tls-cert \(certificate) and --tls-key \(key): \(error)")
             }
         }
-        let server = HTTPServerBuilder { [tls] responder in
+        let server = HTTPServerBuilder { [tls, services] responder in
             let guarded = FirstHeadDeadlineChannel(
-                base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration),
-                timeout: headerTimeout)
+                base: GatewayChannel(responder: responder, services: services, http1: http1), timeout: headerTimeout)
             guard let tls else { return guarded }
             return try TLSChannel(guarded, tlsConfiguration: tls)
         }
@@ -115,15 +107,6 @@ public struct Gateway: Sendable {
         router.post("v1/dispatch") { request, context in await routes.dispatch(request, context: context) }
         router.post("v1/:domain/:operation") { request, context in await routes.dispatchAction(request, context: context) }
         router.get("v1/events") { request, context in await routes.events(request, context: context) }
-        router.ws("v1/ws") { request, _ in
-            let offer = GatewayServices.subprotocolToken(request.headers)
-            return .upgrade(offer.offered ? [.secWebSocketProtocol: "csop"] : [:])
-        } onUpgrade: { [services] inbound, outbound, context in
-            let headers = context.request.headers
-            let token = GatewayServices.bearerToken(headers) ?? GatewayServices.subprotocolToken(headers).token
-            let session = WebSocketSession(gateway: services, handshakeToken: token, peer: context.requestContext.peer)
-            try await session.run(inbound: inbound, outbound: outbound, logger: context.logger)
-        }
         return router
     }
 }

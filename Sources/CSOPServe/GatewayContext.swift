@@ -1,18 +1,15 @@
 import Hummingbird
-import HummingbirdWebSocket
 import NIOCore
 
-/// The per-request context of ``Gateway``'s routes: Hummingbird's, the WebSocket upgrade
-/// reference, and the client's address (rate limits without auth count per address).
-struct GatewayContext: RequestContext, WebSocketRequestContext {
+/// The per-request context of ``Gateway``'s routes: Hummingbird's, and the client's address
+/// (rate limits without auth count per address).
+struct GatewayContext: RequestContext {
     var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<Self>
     /// The client's IP address, or "unknown".
     let peer: String
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
         self.peer = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 

@@ -24,16 +24,10 @@ struct OriginMiddleware: RouterMiddleware {
         if request.method == .get || request.method == .head, !path.hasPrefix("/v1/events"), !path.hasPrefix("/v1/ws") {
             return try await next(request, context)
         }
-        let sameOrigin = request.head.authority.map { host in origin == "http://\(host)" || origin == "https://\(host)" } ?? false
-        let listed = allowed.contains("*") || allowed.contains(origin)
-        guard sameOrigin || listed else {
-            return HTTPRoutes.failure(
-                CSOPError(
-                    ErrorCode.forbidden,
-                    "requests from the web origin \(origin.prefix(200)) are not allowed; list it with --cors-origin (or [cors] origins) to let its pages call this server"
-                ))
+        if let refusal = Self.refusal(origin: origin, authority: request.head.authority, allowed: allowed) {
+            return HTTPRoutes.failure(refusal)
         }
-        guard listed else { return try await next(request, context) }
+        guard Self.listed(origin, in: allowed) else { return try await next(request, context) }
         if request.method == .options {
             // A preflight.
             var headers: HTTPFields = [:]
@@ -49,5 +43,22 @@ struct OriginMiddleware: RouterMiddleware {
         response.headers[.accessControlExposeHeaders] = "Retry-After"
         response.headers[.vary] = "Origin"
         return response
+    }
+
+    /// `FORBIDDEN` for a request from `origin` that is neither this server's own (`authority`,
+    /// the request's host) nor one of the `allowed`; nil when it may go on. A `ws://` or
+    /// `wss://` origin comes from a program, which could send anything anyway, and passes.
+    static func refusal(origin: String, authority: String?, allowed: [String]) -> CSOPError? {
+        if origin.hasPrefix("ws://") || origin.hasPrefix("wss://") { return nil }
+        let sameOrigin = authority.map { host in origin == "http://\(host)" || origin == "https://\(host)" } ?? false
+        guard !sameOrigin, !listed(origin, in: allowed) else { return nil }
+        return CSOPError(
+            ErrorCode.forbidden,
+            "requests from the web origin \(origin.prefix(200)) are not allowed; list it with --cors-origin (or [cors] origins) to let its pages call this server"
+        )
+    }
+
+    private static func listed(_ origin: String, in allowed: [String]) -> Bool {
+        allowed.contains("*") || allowed.contains(origin)
     }
 }

@@ -1,79 +1,113 @@
 import Synchronization
 
 /// The frames waiting to be written to one connection, filled from any thread (completions,
-/// plugin events) and drained by the connection's one writer task.
+/// plugin events) and drained by the connection: an SSE stream's task awaits ``next()``; a
+/// WebSocket's handler is told by `onReady` and takes them with ``take(writable:)`` on its
+/// event loop.
 ///
 /// Responses are bounded by the connection's in-flight limit; events are not, so past
-/// `maxEventBytes` of events waiting the outbox overflows: the writer then ends the
-/// connection saying so, rather than dropping events silently.
+/// `maxEventBytes` of events waiting the outbox overflows: the connection then ends saying
+/// so, rather than dropping events silently.
 final class Outbox: EventSink, Sendable {
     private struct State {
         var frames: [[UInt8]] = []
         var bytes = 0
+        /// Requests answered (``complete(_:)``) since the last take.
+        var completed = 0
         var waiter: CheckedContinuation<Void, Never>?
+        /// `onReady` was called and the frames were not taken since.
+        var signalled = false
         var closed = false
         var overflowed = false
     }
 
     private let state = Mutex(State())
     private let maxEventBytes: Int
+    private let onReady: (@Sendable () -> Void)?
 
-    init(maxEventBytes: Int) {
+    /// - Parameter onReady: called (on the pushing thread, without a lock held) when frames
+    ///   wait and it was not called since the last ``take(writable:)``, and when the outbox
+    ///   overflows. Nil for a consumer that awaits ``next()``.
+    init(maxEventBytes: Int, onReady: (@Sendable () -> Void)? = nil) {
         self.maxEventBytes = maxEventBytes
+        self.onReady = onReady
     }
 
     /// Queues a response (always kept: the in-flight limit bounds them).
     func push(_ frame: [UInt8]) {
-        enqueue(frame, bounded: false)
+        enqueue(frame, bounded: false, completes: false)
+    }
+
+    /// Queues the answer to one request the connection admitted (nil when the answer went
+    /// ahead as an event), and counts the request as done.
+    func complete(_ frame: [UInt8]?) {
+        enqueue(frame, bounded: false, completes: true)
     }
 
     /// Queues an event.
     func deliver(_ event: [UInt8]) {
-        enqueue(event, bounded: true)
+        enqueue(event, bounded: true, completes: false)
     }
 
-    private func enqueue(_ frame: [UInt8], bounded: Bool) {
-        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
-            guard !state.closed, !state.overflowed else { return nil }
-            if bounded && state.bytes + frame.count > maxEventBytes {
-                state.overflowed = true
-            } else {
+    private func enqueue(_ frame: [UInt8]?, bounded: Bool, completes: Bool) {
+        let (waiter, signal): (CheckedContinuation<Void, Never>?, Bool) = state.withLock { state in
+            guard !state.closed, !state.overflowed else { return (nil, false) }
+            if completes { state.completed += 1 }
+            if let frame {
+                if bounded && state.bytes + frame.count > maxEventBytes {
+                    state.overflowed = true
+                    defer { state.waiter = nil }
+                    return (state.waiter, true)
+                }
                 state.frames.append(frame)
                 state.bytes += frame.count
             }
-            defer { state.waiter = nil }
-            return state.waiter
+            defer {
+                state.waiter = nil
+                state.signalled = true
+            }
+            return (state.waiter, !state.signalled)
         }
         waiter?.resume()
+        if signal { onReady?() }
     }
 
-    /// What the writer does next.
+    /// What the connection writes next.
     enum Next {
-        case frames([[UInt8]])
+        /// Frames in order, and how many requests they (and earlier nil answers) complete.
+        case frames([[UInt8]], completed: Int)
         /// Events came faster than the client read them.
         case overflowed
         case closed
     }
 
+    /// Takes every waiting frame, without waiting: nil when there is nothing to do. When the
+    /// connection is not `writable` only an overflow is reported, and the frames stay (and
+    /// `onReady` is not called again until they are taken).
+    func take(writable: Bool) -> Next? {
+        state.withLock { state in
+            if state.overflowed { return .overflowed }
+            guard writable else { return nil }
+            state.signalled = false
+            if !state.frames.isEmpty || state.completed > 0 {
+                defer {
+                    state.frames.removeAll(keepingCapacity: true)
+                    state.bytes = 0
+                    state.completed = 0
+                }
+                return .frames(state.frames, completed: state.completed)
+            }
+            return state.closed ? .closed : nil
+        }
+    }
+
     /// Waits for frames and takes all of them, in order.
     func next() async -> Next {
         while true {
-            let taken: Next? = state.withLock { state in
-                if !state.frames.isEmpty {
-                    defer {
-                        state.frames.removeAll(keepingCapacity: true)
-                        state.bytes = 0
-                    }
-                    return .frames(state.frames)
-                }
-                if state.overflowed { return .overflowed }
-                if state.closed { return .closed }
-                return nil
-            }
-            if let taken { return taken }
+            if let taken = take(writable: true) { return taken }
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { state in
-                    if !state.frames.isEmpty || state.closed || state.overflowed { return true }
+                    if !state.frames.isEmpty || state.completed > 0 || state.closed || state.overflowed { return true }
                     state.waiter = continuation
                     return false
                 }
@@ -82,7 +116,7 @@ final class Outbox: EventSink, Sendable {
         }
     }
 
-    /// No more frames: the writer ends after writing those queued.
+    /// No more frames: the consumer ends after writing those queued.
     func close() {
         let waiter = state.withLock { state in
             state.closed = true
@@ -90,71 +124,5 @@ final class Outbox: EventSink, Sendable {
             return state.waiter
         }
         waiter?.resume()
-    }
-}
-
-/// Bounds the requests one connection has running: ``acquire()`` suspends the reader while
-/// the connection is at its limit, so a client that sends too fast meets TCP backpressure.
-final class InFlightGate: Sendable {
-    private struct State {
-        var running = 0
-        var waiter: CheckedContinuation<Void, Never>?
-        /// Waiting for `running` to reach 0.
-        var idleWaiters: [CheckedContinuation<Void, Never>] = []
-    }
-
-    private let state = Mutex(State())
-    private let limit: Int
-
-    init(limit: Int) {
-        self.limit = max(1, limit)
-    }
-
-    func acquire() async {
-        let admitted = state.withLock { state in
-            guard state.running < limit else { return false }
-            state.running += 1
-            return true
-        }
-        if admitted { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state in
-                if state.running < limit {
-                    state.running += 1
-                    return true
-                }
-                state.waiter = continuation
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
-
-    func release() {
-        let (waiter, idle): (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) = state.withLock { state in
-            if let waiter = state.waiter {
-                // The slot passes straight to the waiting reader.
-                state.waiter = nil
-                return (waiter, [])
-            }
-            state.running -= 1
-            guard state.running == 0 else { return (nil, []) }
-            defer { state.idleWaiters.removeAll() }
-            return (nil, state.idleWaiters)
-        }
-        waiter?.resume()
-        for continuation in idle { continuation.resume() }
-    }
-
-    /// Returns once no request is running (at once when none is).
-    func idle() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state in
-                guard state.running > 0 else { return true }
-                state.idleWaiters.append(continuation)
-                return false
-            }
-            if now { continuation.resume() }
-        }
     }
 }
