@@ -244,7 +244,7 @@ struct GatewayBench: BenchSuite {
         var notes: [String] = []
         if result.incomplete > 0 { notes.append("\(result.incomplete) broadcasts did not reach all 1,000 within 5 s!") }
         notes.append(
-            "\(result.rounds) broadcasts (after 5 untimed) sent over a WebSocket; clock stops at the client's read of the 1,000th event (one thread polls all 1,000 sockets)"
+            "\(result.rounds) broadcasts (after 5 untimed) sent over a WebSocket; clock stops at the client's read of the 1,000th event (one client thread reads the 1,000 sockets in turn)"
         )
         return BenchRow(
             suite: name, name: "broadcast → last of 1,000 WebSocket subscribers", stats: result.latency,

@@ -2,7 +2,8 @@ import CSOPTestSupport
 import Foundation
 
 /// A plain TCP connection to a loopback port, for what an HTTP client library would not do:
-/// reading a stream as it comes (SSE), sending a header slowly (slow loris).
+/// reading a stream as it comes (SSE), sending a header slowly (slow loris), sending
+/// WebSocket frames a library would not (fragments, bad UTF-8).
 final class RawSocket: @unchecked Sendable {
     // @unchecked: the descriptor is only used by one test task at a time.
     let fd: Int32
@@ -22,13 +23,32 @@ final class RawSocket: @unchecked Sendable {
     deinit { close(fd) }
 
     func send(_ text: String) {
-        let bytes = Array(text.utf8)
+        send(bytes: Array(text.utf8))
+    }
+
+    func send(bytes: [UInt8]) {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Sends a WebSocket handshake for `path` with `headers` (lines ending in CRLF).
+    func sendHandshake(path: String = "/v1/ws", headers: String = "") {
+        send(
+            "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(headers)\r\n")
+    }
+
+    /// One client frame (masked, as a client must): `opcode` 0 continuation, 1 text, 2 binary,
+    /// 8 close, 9 ping; payloads under 126 bytes.
+    static func frame(_ opcode: UInt8, fin: Bool = true, _ payload: [UInt8]) -> [UInt8] {
+        precondition(payload.count < 126)
+        let mask: [UInt8] = [0x11, 0x22, 0x33, 0x44]
+        return [(fin ? 0x80 : 0) | opcode, 0x80 | UInt8(payload.count)] + mask
+            + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
+
     /// Reads until `marker` appears, the peer closes, or `timeout` seconds pass.
-    /// - Returns: what was read, and whether the peer closed.
-    func read(until marker: String?, timeout: Double) async throws -> (text: String, closed: Bool) {
+    /// - Returns: what was read (as text and as bytes), and whether the peer closed.
+    func read(until marker: String?, timeout: Double) async throws -> (text: String, closed: Bool, bytes: [UInt8]) {
         let fd = self.fd
         return try await OwnThread.run {
             var received: [UInt8] = []
@@ -38,11 +58,11 @@ final class RawSocket: @unchecked Sendable {
                 var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&poller, 1, 50) > 0 else { continue }
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n <= 0 { return (String(decoding: received, as: UTF8.self), true) }
+                if n <= 0 { return (String(decoding: received, as: UTF8.self), true, received) }
                 received += buffer[0..<n]
                 if let marker, String(decoding: received, as: UTF8.self).contains(marker) { break }
             }
-            return (String(decoding: received, as: UTF8.self), false)
+            return (String(decoding: received, as: UTF8.self), false, received)
         }
     }
 }

@@ -160,6 +160,71 @@ extension WebSocketOutboundWriter {
         }
     }
 
+    @Test func handshakesFromOtherSitesOrAtOtherPathsAreRefusedWithAReason() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let foreign = try RawSocket(port: port)
+            foreign.sendHandshake(headers: "Origin: https://evil.example\r\n")
+            let refused = try await foreign.read(until: nil, timeout: 5)
+            #expect(refused.text.hasPrefix("HTTP/1.1 403"), "\(refused.text)")
+            #expect(refused.text.contains(#""code":"FORBIDDEN""#) && refused.text.contains("--cors-origin"), "\(refused.text)")
+            let elsewhere = try RawSocket(port: port)
+            elsewhere.sendHandshake(path: "/v2/socket")
+            let missing = try await elsewhere.read(until: nil, timeout: 5)
+            #expect(missing.text.hasPrefix("HTTP/1.1 404") && missing.text.contains("ROUTE_NOT_FOUND"), "\(missing.text)")
+            // The server's own origin, and programs' ws:// origins, are let in.
+            for origin in ["http://127.0.0.1", "ws://anything.example"] {
+                let allowed = try RawSocket(port: port)
+                allowed.sendHandshake(headers: "Origin: \(origin)\r\n")
+                let head = try await allowed.read(until: "\r\n\r\n", timeout: 5)
+                #expect(head.text.hasPrefix("HTTP/1.1 101"), "\(origin): \(head.text)")
+            }
+        }
+    }
+
+    @Test func fragmentsBinaryFramesPingsBadUTF8AndCloseFollowTheProtocol() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, _ in
+            let socket = try RawSocket(port: port)
+            socket.sendHandshake()
+            #expect(try await socket.read(until: "\r\n\r\n", timeout: 5).text.hasPrefix("HTTP/1.1 101"))
+            // A message in two fragments is one request.
+            socket.send(
+                bytes: RawSocket.frame(1, fin: false, Array(#"{"id":"f","action":"diag.ec"#.utf8))
+                    + RawSocket.frame(0, Array(#"ho","payload":{"x":1}}"#.utf8)))
+            let echoed = try await socket.read(until: #""id":"f""#, timeout: 5)
+            #expect(echoed.text.contains(#""status":"ok""#) && echoed.text.contains(#""x":1"#), "\(echoed.text)")
+            // A binary frame is answered INVALID_PAYLOAD; the connection stays.
+            socket.send(bytes: RawSocket.frame(2, [1, 2, 3]))
+            let binary = try await socket.read(until: "binary frames are not accepted", timeout: 5)
+            #expect(binary.text.contains("INVALID_PAYLOAD") && !binary.closed, "\(binary.text)")
+            // A ping is answered with a pong carrying its payload.
+            socket.send(bytes: RawSocket.frame(9, Array("hi".utf8)))
+            let pong = try await socket.read(until: "hi", timeout: 5)
+            #expect(pong.bytes.starts(with: [0x8A, 0x02, 0x68, 0x69]), "\(pong.bytes)")
+            // A close is answered with the same code, then the connection ends.
+            socket.send(bytes: RawSocket.frame(8, [0x03, 0xE8]))
+            let closed = try await socket.read(until: nil, timeout: 5)
+            #expect(closed.closed && closed.bytes.starts(with: [0x88, 0x02, 0x03, 0xE8]), "\(closed.bytes)")
+
+            // Text that is not UTF-8 closes with 1007.
+            let bad = try RawSocket(port: port)
+            bad.sendHandshake()
+            _ = try await bad.read(until: "\r\n\r\n", timeout: 5)
+            bad.send(bytes: RawSocket.frame(1, [0x22, 0xFF, 0x22]))
+            let ended = try await bad.read(until: nil, timeout: 5)
+            #expect(ended.closed && ended.bytes.count >= 4, "\(ended.bytes)")
+            #expect(Array(ended.bytes.prefix(4)) == [0x88, UInt8(ended.bytes.count - 2), 0x03, 0xEF], "\(ended.bytes)")
+            // A continuation with no message to continue is a protocol error (1002).
+            let stray = try RawSocket(port: port)
+            stray.sendHandshake()
+            _ = try await stray.read(until: "\r\n\r\n", timeout: 5)
+            stray.send(bytes: RawSocket.frame(0, Array("{}".utf8)))
+            let strayEnd = try await stray.read(until: nil, timeout: 5)
+            #expect(strayEnd.closed && Array(strayEnd.bytes.prefix(4).suffix(2)) == [0x03, 0xEA], "\(strayEnd.bytes)")
+        }
+    }
+
     @Test func serverSentEventsDeliverOneSubscription() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup) { port, host in
