@@ -104,8 +104,8 @@ public struct Gateway: Sendable {
         router.get("healthz") { _, _ in routes.healthz() }
         router.get("readyz") { _, _ in await routes.readyz() }
         router.get("v1/csop.js") { request, _ in routes.clientScript(request) }
-        router.post("v1/dispatch") { request, context in await routes.dispatch(request, context: context) }
-        router.post("v1/:domain/:operation") { request, context in await routes.dispatchAction(request, context: context) }
+        // POST /v1/dispatch and /v1/{domain}/{operation} are served before the router, on the
+        // event loop: see DispatchHandler.
         router.get("v1/events") { request, context in await routes.events(request, context: context) }
         return router
     }

@@ -8,8 +8,9 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 
-/// Each accepted connection: HTTP/1.1 served by Hummingbird's responder, or, after a
-/// handshake at `/v1/ws`, a ``WebSocketConnection`` handler on the connection's event loop.
+/// Each accepted connection: HTTP/1.1 (dispatches served by a ``DispatchHandler``, every
+/// other request by Hummingbird's responder), or, after a handshake at `/v1/ws`, a
+/// ``WebSocketConnection`` handler on the connection's event loop.
 ///
 /// Why not hummingbird-websocket's channel: it runs every WebSocket as a few async tasks
 /// around an `NIOAsyncChannel`, flushing once per frame and waking one writer task per
@@ -67,12 +68,13 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
                 })
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
-                notUpgradingCompletionHandler: { [http1] channel in
+                notUpgradingCompletionHandler: { [http1, services] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(DispatchHandler(services: services))
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                         if let reason = refusal.value { return UpgradeResult.refused(asyncChannel, reason) }

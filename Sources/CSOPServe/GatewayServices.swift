@@ -29,11 +29,16 @@ final class GatewayServices: Sendable {
     func authenticate(_ request: HummingbirdCore.Request, queryToken: Bool = false) async throws(CSOPError) -> Caller? {
         guard let authenticator else { return nil }
         guard let token = Self.bearerToken(request.headers) ?? (queryToken ? request.uri.queryParameters["token"].map(String.init) : nil) else {
-            throw CSOPError(
-                ErrorCode.unauthenticated,
-                "this server needs a token: send Authorization: Bearer <token>\(queryToken ? " (or ?token= for EventSource)" : "")")
+            throw Self.missingToken(queryToken: queryToken)
         }
         return try await authenticator.verify(token)
+    }
+
+    /// `UNAUTHENTICATED` for a request without a token.
+    static func missingToken(queryToken: Bool) -> CSOPError {
+        CSOPError(
+            ErrorCode.unauthenticated,
+            "this server needs a token: send Authorization: Bearer <token>\(queryToken ? " (or ?token= for EventSource)" : "")")
     }
 
     /// The token of an `Authorization: Bearer` header.

@@ -39,10 +39,13 @@ struct OriginMiddleware: RouterMiddleware {
             return Response(status: .noContent, headers: headers)
         }
         var response = try await next(request, context)
-        response.headers[.accessControlAllowOrigin] = origin
-        response.headers[.accessControlExposeHeaders] = "Retry-After"
-        response.headers[.vary] = "Origin"
+        for field in Self.corsHeaders(origin: origin) { response.headers[field.name] = field.value }
         return response
+    }
+
+    /// The headers of an answer to a request from a listed `origin`.
+    static func corsHeaders(origin: String) -> HTTPFields {
+        [.accessControlAllowOrigin: origin, .accessControlExposeHeaders: "Retry-After", .vary: "Origin"]
     }
 
     /// `FORBIDDEN` for a request from `origin` that is neither this server's own (`authority`,
@@ -58,7 +61,7 @@ struct OriginMiddleware: RouterMiddleware {
         )
     }
 
-    private static func listed(_ origin: String, in allowed: [String]) -> Bool {
+    static func listed(_ origin: String, in allowed: [String]) -> Bool {
         allowed.contains("*") || allowed.contains(origin)
     }
 }

@@ -13,9 +13,9 @@ import NIOWebSocket
 ///   `csop.bearer.<token>` that browsers can set), or else, when auth is on, a first message
 ///   `{"type":"auth","token":"..."}`. A refused token gets one frame
 ///   `{"type":"error","error":{...UNAUTHENTICATED...}}` and close code 4401.
-/// - Backpressure: with `maxInFlightPerConnection` requests unanswered, or while the socket
-///   does not take writes, the connection is not read: a client that sends too fast, or
-///   does not read its answers, meets TCP backpressure.
+/// - Backpressure: at most `maxInFlightPerConnection` requests run; once as many more wait,
+///   or while the socket does not take writes, the connection is not read: a client that
+///   sends too fast, or does not read its answers, meets TCP backpressure.
 /// - Limits: a frame or message over `maxFrameBytes` closes with 1009; a client that reads
 ///   events more slowly than they come is closed with 1013 once 8 MiB of events wait; a
 ///   rate-limited request is answered `RATE_LIMITED` (retry true); a peer that does not answer
@@ -242,7 +242,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .authenticating: return false
         case .awaitingAuthMessage: return queued.isEmpty
         case .open:
-            return !stopping && queued.isEmpty && inFlight < maxInFlight && (context?.channel.isWritable ?? false)
+            // Reading goes on into `queued` up to one more window of requests: holding the read
+            // at every answer would re-register the socket with epoll each time.
+            return !stopping && queued.count < maxInFlight && (context?.channel.isWritable ?? false)
         }
     }
 

@@ -103,6 +103,40 @@ import Testing
         }
     }
 
+    @Test func pipelinedRequestsAreAnsweredInOrderOnOneConnection() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.maxBodyBytes = 4096 }) { port, _ in
+            // A slow dispatch, a request for the router, a quick dispatch, a body over the
+            // limit (read and dropped, then 413), and a last dispatch: all in one write.
+            func post(_ path: String, _ body: String) -> String {
+                "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            let big = String(repeating: "x", count: 6000)
+            let socket = try RawSocket(port: port)
+            socket.send(
+                post("/v1/dispatch", #"{"id":"slow","action":"diag.sleep","payload":{"ms":200}}"#)
+                    + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                    + post("/v1/diag/echo", #"{"marker":"quick"}"#)
+                    + post("/v1/dispatch", big)
+                    + post("/v1/dispatch", #"{"id":"last","action":"diag.noop"}"#))
+            let all = try await socket.read(until: #""id":"last""#, timeout: 10)
+            let text = all.text
+            let order = [#""id":"slow""#, #"{"status":"ok"}"#, #""marker":"quick""#, "PAYLOAD_TOO_LARGE", #""id":"last""#].map {
+                text.range(of: $0)?.lowerBound
+            }
+            #expect(order.allSatisfy { $0 != nil }, "\(text)")
+            let found = order.compactMap { $0 }
+            #expect(found == found.sorted(), "answers out of order: \(text)")
+            #expect(text.components(separatedBy: "HTTP/1.1 ").count == 6, "\(text)")
+            #expect(text.contains("HTTP/1.1 413"))
+            // Connection: close is honoured.
+            let closing = try RawSocket(port: port)
+            closing.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 22\r\n\r\n{\"action\":\"diag.noop\"}")
+            let closed = try await closing.read(until: nil, timeout: 5)
+            #expect(closed.closed && closed.text.hasPrefix("HTTP/1.1 200") && closed.text.lowercased().contains("connection: close"), "\(closed.text)")
+        }
+    }
+
     @Test func healthAndReadiness() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup) { port, _ in

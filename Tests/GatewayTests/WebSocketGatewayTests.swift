@@ -60,6 +60,7 @@ final class WSInbox: Sendable {
         return nil
     }
 
+    @discardableResult
     func response(_ id: String) async throws -> JSONValue? { try await wait { $0["id"] == .string(id) } }
 }
 
