@@ -119,11 +119,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // The gateway's raw reading of dispatch request heads (no dependencies, so csop-fuzz can fuzz it).
+        .target(name: "CSOPHTTPHead", swiftSettings: swiftSettings),
         // The network gateway: HTTP, WebSocket and SSE in front of a host, with tokens and limits.
         .target(
             name: "CSOPServe",
             dependencies: [
-                "CSOPCore", "CSOPHost", "TOMLKit",
+                "CSOPCore", "CSOPHost", "CSOPHTTPHead", "TOMLKit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -179,7 +181,12 @@ let package = Package(
         // The parsers' fuzz targets: libFuzzer's in a fuzz build (scripts/fuzz.sh), a corpus replayer in any other.
         .executableTarget(
             name: "csop-fuzz",
-            dependencies: ["CSOPCore", "CSOPHost", "CSOPPostgres", "SyncPlugin", "CLibFuzzer"],
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPPostgres", "SyncPlugin", "CSOPHTTPHead", "CLibFuzzer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         // Top-level code with no Foundation import, embedding the host as the README shows.

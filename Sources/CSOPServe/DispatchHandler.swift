@@ -1,18 +1,15 @@
 import CSOPCore
 import HTTPTypes
 import HummingbirdCore
-import Logging
 import NIOCore
 import NIOHTTPTypes
 
-/// Serves the dispatch routes (``DispatchRoute``) of one HTTP connection on its event loop,
-/// and hands every other request on to Hummingbird's responder behind it.
-///
-/// Why: through Hummingbird a request hops from the event loop to a task and back, with its
-/// router and middleware around it; that was most of a no-op's cost, and a gateway on 2 cores
-/// served fewer requests per second than the floor (`csop bench --only gateway`).
-/// Here a dispatch is read, checked (origin, token, size, rate), run and answered without a
-/// task when the token is cached; a new token is verified in a task once.
+/// Serves the dispatch routes (``DispatchRoute``) on a connection that ``RawDispatchHandler``
+/// handed to NIO's HTTP pipeline (it made another kind of request first, or sent a dispatch
+/// the raw reader leaves to NIO: a chunked body, a body over the limit, an unusual header),
+/// and hands every other request on to Hummingbird's responder behind it. Dispatches are
+/// answered here, on the event loop, rather than by Hummingbird routes: the same
+/// ``DispatchRoute`` as on the raw path, without a task per request.
 ///
 /// Order: HTTP/1.1 answers in request order, so while a request handed on is unanswered, a
 /// dispatch that follows waits (and the other way round); reads stop while requests wait.
@@ -170,54 +167,19 @@ final class DispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func run(_ dispatch: Dispatch) {
         answering = true
-        guard let context else { return }
-        let services = route.services
         let head = dispatch.head
-        let finish = finisher(for: head)
-        if let origin = head.headerFields[.origin],
-            let refusal = OriginMiddleware.refusal(origin: origin, authority: head.authority, allowed: services.configuration.corsOrigins)
-        {
-            return finish(.failure(refusal))
-        }
-        guard let authenticator = services.authenticator else {
-            return start(dispatch, caller: nil, finish: finish)
-        }
-        guard let token = GatewayServices.bearerToken(head.headerFields) else {
-            return finish(.failure(GatewayServices.missingToken(queryToken: false)))
-        }
-        if let caller = authenticator.cached(token) {
-            return start(dispatch, caller: caller, finish: finish)
-        }
-        let loop = context.eventLoop
-        let this = NIOLoopBound(self, eventLoop: loop)
-        Task {
-            do throws(CSOPError) {
-                let caller = try await authenticator.verify(token)
-                loop.execute { this.value.start(dispatch, caller: caller, finish: finish) }
-            } catch {
-                finish(.failure(error))
-            }
-        }
-    }
-
-    private func start(_ dispatch: Dispatch, caller: Caller?, finish: @escaping @Sendable (HTTPAnswer) -> Void) {
-        let query = URI(dispatch.head.path ?? "/")
-        route.answer(
-            dispatch.target, query: query, body: dispatch.body, caller: caller,
-            rateKey: GatewayServices.rateKey(caller, peer: peer), completion: finish)
+        let fields = head.headerFields
+        let routeHead = DispatchRoute.Head(
+            target: dispatch.target, uri: head.path ?? "/", origin: fields[.origin], authority: head.authority,
+            authorization: fields[.authorization])
+        route.serve(routeHead, body: dispatch.body, peer: peer, completion: finisher(for: head))
     }
 
     /// Writes the answer to the dispatch whose head is `head`, then lets waiting parts go on.
     private func answered(_ answer: HTTPAnswer, for head: HTTPRequest) {
         guard let context else { return }
-        var fields = answer.headers
-        fields[.contentLength] = String(answer.body.count)
-        fields[.date] = HTTPDate.now()
-        if let origin = head.headerFields[.origin], OriginMiddleware.listed(origin, in: route.services.configuration.corsOrigins) {
-            fields.append(contentsOf: OriginMiddleware.corsHeaders(origin: origin))
-        }
         let closing = head.headerFields[.connection]?.lowercased() == "close"
-        if closing { fields[.connection] = "close" }
+        let fields = answer.fields(origin: head.headerFields[.origin], allowedOrigins: route.services.configuration.corsOrigins, closing: closing)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: answer.body))), promise: nil)
         let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))

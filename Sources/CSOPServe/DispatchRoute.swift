@@ -37,17 +37,51 @@ struct DispatchRoute: Sendable {
         return .action("\(parts[0]).\(parts[1])")
     }
 
-    /// Answers one request; `completion` is called once, on any thread.
-    /// - Parameters:
-    ///   - query: the URI's query (the options of `/v1/{domain}/{operation}`).
-    ///   - rateKey: what the rate limit counts against (``GatewayServices/rateKey(_:peer:)``).
-    func answer(
-        _ target: Target, query: URI, body: ByteBuffer, caller: Caller?, rateKey: String,
-        completion: @escaping @Sendable (HTTPAnswer) -> Void
-    ) {
-        switch target {
+    /// What a dispatch request carries besides its body.
+    struct Head: Sendable {
+        var target: Target
+        /// The request target as sent (path and query).
+        var uri: String
+        var origin: String?
+        /// The `Host` (the server's own origin is allowed).
+        var authority: String?
+        var authorization: String?
+    }
+
+    /// Answers one dispatch: checks its origin and token, then runs it. `completion` is called
+    /// once, on any thread (possibly before this returns).
+    /// - Parameter peer: the client's address, which the rate limit counts against when auth
+    ///   is off.
+    func serve(_ head: Head, body: ByteBuffer, peer: String, completion: @escaping @Sendable (HTTPAnswer) -> Void) {
+        if let origin = head.origin,
+            let refusal = OriginMiddleware.refusal(origin: origin, authority: head.authority, allowed: services.configuration.corsOrigins)
+        {
+            return completion(.failure(refusal))
+        }
+        guard let authenticator = services.authenticator else {
+            return answer(head, body: body, caller: nil, peer: peer, completion: completion)
+        }
+        guard let token = head.authorization.flatMap(GatewayServices.bearerToken(authorization:)) else {
+            return completion(.failure(GatewayServices.missingToken(queryToken: false)))
+        }
+        if let caller = authenticator.cached(token) {
+            return answer(head, body: body, caller: caller, peer: peer, completion: completion)
+        }
+        Task {
+            do throws(CSOPError) {
+                let caller = try await authenticator.verify(token)
+                answer(head, body: body, caller: caller, peer: peer, completion: completion)
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
+
+    private func answer(_ head: Head, body: ByteBuffer, caller: Caller?, peer: String, completion: @escaping @Sendable (HTTPAnswer) -> Void) {
+        let rateKey = services.rateLimiter.isEnabled ? GatewayServices.rateKey(caller, peer: peer) : ""
+        switch head.target {
         case .dispatch: dispatch(body: body, caller: caller, rateKey: rateKey, completion: completion)
-        case .action(let action): dispatch(action, query: query, body: body, caller: caller, rateKey: rateKey, completion: completion)
+        case .action(let action): dispatch(action, uri: head.uri, body: body, caller: caller, rateKey: rateKey, completion: completion)
         }
     }
 
@@ -82,11 +116,11 @@ struct DispatchRoute: Sendable {
     }
 
     private func dispatch(
-        _ action: String, query: URI, body: ByteBuffer, caller: Caller?, rateKey: String,
+        _ action: String, uri: String, body: ByteBuffer, caller: Caller?, rateKey: String,
         completion: @escaping @Sendable (HTTPAnswer) -> Void
     ) {
         var options = JSONObject()
-        for (key, text) in query.queryParameters {
+        for (key, text) in uri.utf8.contains(UInt8(ascii: "?")) ? URI(uri).queryParameters : [:] {
             guard key == "timeout" || key == "retry" else {
                 return completion(.failure(.invalidPayload("unknown query parameter \"\(key)\"; the options are timeout (ms) and retry (count)")))
             }

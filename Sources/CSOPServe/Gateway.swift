@@ -1,4 +1,4 @@
-public import CSOPCore
+import CSOPCore
 public import CSOPHost
 import HTTPTypes
 import Hummingbird

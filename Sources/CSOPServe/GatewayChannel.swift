@@ -8,9 +8,10 @@ import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import NIOWebSocket
 
-/// Each accepted connection: HTTP/1.1 (dispatches served by a ``DispatchHandler``, every
-/// other request by Hummingbird's responder), or, after a handshake at `/v1/ws`, a
-/// ``WebSocketConnection`` handler on the connection's event loop.
+/// Each accepted connection: dispatches read from its bytes by a ``RawDispatchHandler``; from
+/// the first other request on, NIO's HTTP/1.1 pipeline (dispatches served by a
+/// ``DispatchHandler``, every other request by Hummingbird's responder), or, after a handshake
+/// at `/v1/ws`, a ``WebSocketConnection`` handler on the connection's event loop.
 ///
 /// Why not hummingbird-websocket's channel: it runs every WebSocket as a few async tasks
 /// around an `NIOAsyncChannel`, flushing once per frame and waking one writer task per
@@ -19,6 +20,8 @@ import NIOWebSocket
 /// no task while idle (`csop bench --only gateway`).
 struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
+        /// The connection only dispatched (served by ``RawDispatchHandler``), and has closed.
+        case served
         /// The connection is a WebSocket now, served by its channel handler.
         case webSocket
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
@@ -88,16 +91,29 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
             pipeline.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
             pipeline.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             pipeline.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
-            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipeline)
-            return Value(upgradeResult: result, channel: channel)
+            // Dispatches are read straight from the bytes; NIO's HTTP pipeline is put behind at
+            // the first request that is anything else (see RawDispatchHandler).
+            let http = pipeline
+            let result = channel.eventLoop.makePromise(of: UpgradeResult.self)
+            let handedOver = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(
+                RawDispatchHandler(services: services) { channel in
+                    handedOver.value = true
+                    result.completeWith(try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: http))
+                })
+            channel.closeFuture.whenComplete { _ in
+                if !handedOver.value { result.succeed(.served) }
+            }
+            return Value(upgradeResult: result.futureResult, channel: channel)
         }
     }
 
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.upgradeResult.get() {
-            case .webSocket:
-                // The handler serves it from here; no task waits on it.
+            case .served, .webSocket:
+                // Channel handlers served it (a WebSocket's handler goes on from here; no task
+                // waits on it).
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)

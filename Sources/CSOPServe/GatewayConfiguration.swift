@@ -1,4 +1,4 @@
-public import CSOPCore
+import CSOPCore
 import CSOPHost
 import Glibc
 

@@ -43,7 +43,11 @@ final class GatewayServices: Sendable {
 
     /// The token of an `Authorization: Bearer` header.
     static func bearerToken(_ headers: HTTPFields) -> String? {
-        guard let value = headers[.authorization] else { return nil }
+        headers[.authorization].flatMap(bearerToken(authorization:))
+    }
+
+    /// The token of an `Authorization` value `Bearer <token>`.
+    static func bearerToken(authorization value: String) -> String? {
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
         // Not Foundation's trimmingCharacters: on Linux it goes through NSString, which cost

@@ -35,4 +35,17 @@ struct HTTPAnswer: Sendable {
         answer.headers[.retryAfter] = String(max(1, Int(wait.rounded(.up))))
         return answer
     }
+
+    /// The headers to write: the answer's, its length, the date, CORS for a listed `origin`,
+    /// and `Connection: close` when the connection ends after it.
+    func fields(origin: String?, allowedOrigins: [String], closing: Bool) -> HTTPFields {
+        var fields = headers
+        fields[.contentLength] = String(body.count)
+        fields[.date] = HTTPDate.now()
+        if let origin, OriginMiddleware.listed(origin, in: allowedOrigins) {
+            fields.append(contentsOf: OriginMiddleware.corsHeaders(origin: origin))
+        }
+        if closing { fields[.connection] = "close" }
+        return fields
+    }
 }

@@ -44,9 +44,11 @@ final class HeaderDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Bytes came in: if they begin a request, its head is now due.
     fileprivate func bytesArrived(context: ChannelHandlerContext) {
         guard awaitingHead, deadline == nil else { return }
-        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            guard let self, self.awaitingHead else { return }
-            context.close(promise: nil)
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            guard this.value.awaitingHead else { return }
+            channel.close(promise: nil)
         }
     }
 
@@ -120,9 +122,11 @@ final class FirstHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
 
     private func arm(_ context: ChannelHandlerContext) {
         guard deadline == nil, !done else { return }
-        deadline = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
-            guard let self, !self.done else { return }
-            context.close(promise: nil)
+        let this = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            guard !this.value.done else { return }
+            channel.close(promise: nil)
         }
     }
 

@@ -15,6 +15,9 @@ public final class RateLimiter: Sendable {
     /// Past this many keys, buckets that have refilled completely are forgotten.
     private static let maxKeys = 100_000
 
+    /// Whether any request can be limited (a rate was set).
+    public var isEnabled: Bool { rate > 0 }
+
     /// - Parameter rate: requests per second per key; 0 lets everything through.
     public init(rate: Double, burst: Double) {
         self.rate = rate

@@ -137,6 +137,44 @@ import Testing
         }
     }
 
+    @Test func dispatchesReadFromTheBytesKeepTheLimitsAndHandOverTheRest() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup, configure: { $0.idleTimeout = 0.5; $0.headerTimeout = 0.5 }) { port, _ in
+            let noop = #"{"id":"n","action":"diag.noop"}"#
+            let request = "POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nContent-Length: \(noop.utf8.count)\r\n\r\n\(noop)"
+            // A connection that only dispatched and then waits is closed after the idle timeout.
+            let idle = try RawSocket(port: port)
+            idle.send(request)
+            #expect(try await idle.read(until: #""id":"n""#, timeout: 5).text.hasPrefix("HTTP/1.1 200"))
+            #expect(try await idle.read(until: nil, timeout: 10).closed, "an idle dispatching connection outlived --idle-timeout")
+            // A second head dribbled is cut off (slow loris after a first request).
+            let slow = try RawSocket(port: port)
+            slow.send(request)
+            #expect(try await slow.read(until: #""id":"n""#, timeout: 5).text.hasPrefix("HTTP/1.1 200"))
+            slow.send("POST /v1/dispatch HTTP/1.1\r\n")
+            var closed = false
+            for _ in 0..<40 where !closed {
+                slow.send("X-Drip: 1\r\n")
+                closed = try await slow.read(until: nil, timeout: 0.1).closed
+            }
+            #expect(closed, "a second head dribbled for 4 s was not cut off")
+            // What the raw path does not read (chunked bodies, odd headers) is NIO's, and works.
+            let chunked = try RawSocket(port: port)
+            let first = #"{"id":"c","action":"diag.noop"}"#
+            let hex = String(first.utf8.count, radix: 16)
+            chunked.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\(hex)\r\n\(first)\r\n0\r\n\r\n" + request)
+            let both = try await chunked.read(until: #""id":"n""#, timeout: 5).text
+            let c = both.range(of: #""id":"c""#)?.lowerBound, n = both.range(of: #""id":"n""#)?.lowerBound
+            #expect(c != nil && n != nil && c! < n!, "\(both)")
+            #expect(both.components(separatedBy: "HTTP/1.1 200").count == 3, "\(both)")
+            // A bare LF in a header is not guessed at: NIO refuses it.
+            let bad = try RawSocket(port: port)
+            bad.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\nX: y\r\nContent-Length: 2\r\n\r\n{}")
+            let refused = try await bad.read(until: nil, timeout: 5)
+            #expect(!refused.text.hasPrefix("HTTP/1.1 200"), "\(refused.text)")
+        }
+    }
+
     @Test func healthAndReadiness() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup) { port, _ in

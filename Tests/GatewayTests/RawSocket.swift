@@ -52,15 +52,23 @@ final class RawSocket: @unchecked Sendable {
         let fd = self.fd
         return try await OwnThread.run {
             var received: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            let wanted = marker.map { Array($0.utf8) }
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
                 var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&poller, 1, 50) > 0 else { continue }
                 let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                 if n <= 0 { return (String(decoding: received, as: UTF8.self), true, received) }
+                let before = received.count
                 received += buffer[0..<n]
-                if let marker, String(decoding: received, as: UTF8.self).contains(marker) { break }
+                // Look only where the new bytes could complete the marker.
+                if let wanted, received.count >= wanted.count {
+                    let from = max(0, before - wanted.count + 1)
+                    if (from...(received.count - wanted.count)).contains(where: { received[$0..<($0 + wanted.count)].elementsEqual(wanted) }) {
+                        break
+                    }
+                }
             }
             return (String(decoding: received, as: UTF8.self), false, received)
         }

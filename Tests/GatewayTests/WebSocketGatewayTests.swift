@@ -226,6 +226,29 @@ extension WebSocketOutboundWriter {
         }
     }
 
+    @Test func aClientThatDoesNotReadItsEventsIsClosedWith1013() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, host in
+            let socket = try RawSocket(port: port)
+            socket.sendHandshake()
+            _ = try await socket.read(until: "\r\n\r\n", timeout: 5)
+            socket.send(bytes: RawSocket.frame(1, Array(#"{"id":"s","action":"sync.subscribe","payload":{"channel":"flood"}}"#.utf8)))
+            _ = try await socket.read(until: #""subscription""#, timeout: 5)
+            // The client stops reading; 24 MiB of events is more than the kernel's buffers and
+            // the server's 8 MiB of waiting events together.
+            let chunk = String(repeating: "z", count: 64 << 10)
+            for _ in 0..<384 {
+                _ = await host.dispatch("sync.broadcast", ["channel": "flood", "event": "big", "data": ["s": .string(chunk)]])
+            }
+            let rest = try await socket.read(until: "events arrived faster than this client read them", timeout: 30)
+            #expect(rest.text.contains("events arrived faster than this client read them"), "\(rest.bytes.count) bytes read, no 1013")
+            let close: [UInt8] = [0x03, 0xF5] + Array("events arrived".utf8)
+            // The close frame's code: 1013.
+            let tail = rest.bytes.suffix(200)
+            #expect(tail.count >= close.count && (tail.startIndex...(tail.endIndex - close.count)).contains { tail[$0..<($0 + close.count)].elementsEqual(close) })
+        }
+    }
+
     @Test func serverSentEventsDeliverOneSubscription() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup) { port, host in
