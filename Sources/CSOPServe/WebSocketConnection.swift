@@ -29,8 +29,12 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     static let closeUnauthenticated: UInt16 = 4401
     static let maxEventBytes = 8 << 20
-    /// How long a close handshake may take before the connection is dropped.
+    /// How long a close handshake may take, once the close frame is on the socket, before
+    /// the connection is dropped.
     static let closeTimeout: TimeAmount = .seconds(5)
+    /// How long a close frame may wait behind unread data (a client that reads slowly)
+    /// before the connection is dropped without it.
+    static let closeWriteTimeout: TimeAmount = .seconds(30)
 
     private enum Phase {
         /// Checking the handshake's token, or the first message's.
@@ -386,8 +390,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Closing
 
-    /// Sends a close frame; the connection ends when the client answers it, or after
-    /// ``closeTimeout`` — or, with `now`, as soon as the frame is written.
+    /// Sends a close frame; the connection ends when the client answers it, or
+    /// ``closeTimeout`` after the frame is written (``closeWriteTimeout`` at most) — or, with
+    /// `now`, as soon as the frame is written.
     private func close(_ code: WebSocketErrorCode, _ reason: String, now: Bool = false) {
         guard let context, phase != .closed else { return }
         let channel = context.channel
@@ -406,7 +411,16 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         if now {
             written.whenComplete { _ in channel.close(promise: nil) }
         } else {
-            closeTimer = context.eventLoop.scheduleTask(in: Self.closeTimeout) { channel.close(promise: nil) }
+            // The handshake's time counts from when the frame is on the socket: closing sooner
+            // would drop it, unsent, behind what a slow reader has not read yet.
+            let loop = context.eventLoop
+            let this = NIOLoopBound(self, eventLoop: loop)
+            closeTimer = loop.scheduleTask(in: Self.closeWriteTimeout) { channel.close(promise: nil) }
+            written.whenComplete { _ in
+                guard this.value.phase == .closing else { return }
+                this.value.closeTimer?.cancel()
+                this.value.closeTimer = loop.scheduleTask(in: Self.closeTimeout) { channel.close(promise: nil) }
+            }
             resumeReading()
         }
     }
