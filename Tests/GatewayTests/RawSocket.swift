@@ -46,6 +46,16 @@ final class RawSocket: @unchecked Sendable {
             + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
     }
 
+    /// Sends a header line every 100 ms (a slow loris) until the server closes the connection,
+    /// for at most 4 s. - Returns: whether it closed.
+    func dribbleUntilClosed() async throws -> Bool {
+        for _ in 0..<40 {
+            send("X-Drip: 1\r\n")
+            if try await read(until: nil, timeout: 0.1).closed { return true }
+        }
+        return false
+    }
+
     /// Reads until `marker` appears, the peer closes, or `timeout` seconds pass.
     /// - Returns: what was read (as text and as bytes), and whether the peer closed.
     func read(until marker: String?, timeout: Double) async throws -> (text: String, closed: Bool, bytes: [UInt8]) {

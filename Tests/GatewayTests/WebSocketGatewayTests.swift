@@ -273,12 +273,7 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup, configure: { $0.headerTimeout = 0.5 }) { port, _ in
             let slow = try RawSocket(port: port)
             slow.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\r\n")
-            var closed = false
-            for _ in 0..<40 where !closed {
-                slow.send("X-Drip: 1\r\n")
-                closed = try await slow.read(until: nil, timeout: 0.1).closed
-            }
-            #expect(closed, "a header dribbled for 4 s was not cut off")
+            #expect(try await slow.dribbleUntilClosed(), "a header dribbled for 4 s was not cut off")
             // A connection that finished a request and waits quietly keeps working.
             let idle = try RawSocket(port: port)
             idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
