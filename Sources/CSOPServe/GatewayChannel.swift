@@ -98,8 +98,9 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
             let handedOver = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
             try channel.pipeline.syncOperations.addHandler(
                 RawDispatchHandler(services: services) { channel in
+                    let configured = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: http)
                     handedOver.value = true
-                    result.completeWith(try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: http))
+                    result.completeWith(configured)
                 })
             channel.closeFuture.whenComplete { _ in
                 if !handedOver.value { result.succeed(.served) }

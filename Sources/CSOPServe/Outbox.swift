@@ -19,18 +19,19 @@ final class Outbox: EventSink, Sendable {
         var signalled = false
         var closed = false
         var overflowed = false
+        /// Dropped at ``close()``: it may hold the consumer, which holds this outbox.
+        var onReady: (@Sendable () -> Void)?
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let maxEventBytes: Int
-    private let onReady: (@Sendable () -> Void)?
 
     /// - Parameter onReady: called (on the pushing thread, without a lock held) when frames
     ///   wait and it was not called since the last ``take(writable:)``, and when the outbox
-    ///   overflows. Nil for a consumer that awaits ``next()``.
+    ///   overflows; never after ``close()``. Nil for a consumer that awaits ``next()``.
     init(maxEventBytes: Int, onReady: (@Sendable () -> Void)? = nil) {
         self.maxEventBytes = maxEventBytes
-        self.onReady = onReady
+        self.state = Mutex(State(onReady: onReady))
     }
 
     /// Queues a response (always kept: the in-flight limit bounds them).
@@ -50,14 +51,14 @@ final class Outbox: EventSink, Sendable {
     }
 
     private func enqueue(_ frame: [UInt8]?, bounded: Bool, completes: Bool) {
-        let (waiter, signal): (CheckedContinuation<Void, Never>?, Bool) = state.withLock { state in
-            guard !state.closed, !state.overflowed else { return (nil, false) }
+        let (waiter, signal): (CheckedContinuation<Void, Never>?, (@Sendable () -> Void)?) = state.withLock { state in
+            guard !state.closed, !state.overflowed else { return (nil, nil) }
             if completes { state.completed += 1 }
             if let frame {
                 if bounded && state.bytes + frame.count > maxEventBytes {
                     state.overflowed = true
                     defer { state.waiter = nil }
-                    return (state.waiter, true)
+                    return (state.waiter, state.onReady)
                 }
                 state.frames.append(frame)
                 state.bytes += frame.count
@@ -66,10 +67,10 @@ final class Outbox: EventSink, Sendable {
                 state.waiter = nil
                 state.signalled = true
             }
-            return (state.waiter, !state.signalled)
+            return (state.waiter, state.signalled ? nil : state.onReady)
         }
         waiter?.resume()
-        if signal { onReady?() }
+        signal?()
     }
 
     /// What the connection writes next.
@@ -120,6 +121,7 @@ final class Outbox: EventSink, Sendable {
     func close() {
         let waiter = state.withLock { state in
             state.closed = true
+            state.onReady = nil
             defer { state.waiter = nil }
             return state.waiter
         }
