@@ -6,8 +6,9 @@ import NIOCore
 import Synchronization
 
 /// `POST /v1/dispatch` and `POST /v1/{domain}/{operation}`: what they answer for a request
-/// whose body has been read and whose caller is known. It completes through a callback, so
-/// ``DispatchHandler`` runs it on the connection's event loop without a task.
+/// whose body has been read. It completes through a callback, so ``RawDispatchHandler`` and
+/// ``DispatchHandler`` run it on the connection's event loop without a task (a token not seen
+/// before is verified in one).
 ///
 /// - `/v1/dispatch`: one request object (a `csop run` line) → one response; an array of 1 to
 ///   ``maxBatch`` requests → an array of responses in the same order (status 200; each
