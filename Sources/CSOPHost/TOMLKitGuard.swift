@@ -13,7 +13,10 @@
 ///   `parse_time` that the time starts with a digit;
 /// - an array element that starts with `}` or a Unicode line separator (U+0085, U+2028,
 ///   U+2029): `parse_array` hands it to `parse_value`, which asserts that a value does not
-///   start with what ends one.
+///   start with what ends one;
+/// - a value of ten characters shaped like a date (`-` fifth and eighth), a space, one digit
+///   and then the end of the value (`1979-05-27 7`): toml++ reads on for a time after the
+///   space, and asserts that the second digit is not where the value ends.
 ///
 /// A `[` opens a table header only at the start of a top-level statement, and a value comes
 /// only after `=` or in an array, so the scan follows TOML's strings, comments, arrays and
@@ -83,6 +86,12 @@ enum TOMLKitGuard {
                         "a value that starts as a date must go on with a time after its T (1979-05-27T07:32:00); quote anything else (\"1979-05-27T…\")"
                     )
                 }
+                if startsToken, isValue, isDateThenSpaceAndOneDigit(bytes, at: index) {
+                    return (
+                        line,
+                        "a date followed by a space must go on with a whole time (1979-05-27 07:32:00); quote anything else (\"1979-05-27 7\")"
+                    )
+                }
             default:
                 break
             }
@@ -114,6 +123,30 @@ enum TOMLKitGuard {
         return isDigit(0) && isDigit(1) && isDigit(2) && isDigit(3) && bytes[start + 4] == UInt8(ascii: "-") && isDigit(5)
             && isDigit(6) && bytes[start + 7] == UInt8(ascii: "-") && isDigit(8) && isDigit(9)
             && (bytes[start + 10] == UInt8(ascii: "T") || bytes[start + 10] == UInt8(ascii: "t")) && !isDigit(11)
+    }
+
+    /// Whether the value at `start` is what toml++ asserts on after reading it as a date with
+    /// a space for its `T`: ten characters up to the end of the value (underscores are not
+    /// counted), `-` fifth and eighth, then a space, one digit, and the end of the value. (At
+    /// the end of the text it stops without asserting.) No valid TOML matches: a date and a
+    /// time need two digits of hours.
+    static func isDateThenSpaceAndOneDigit(_ bytes: [UInt8], at start: Int) -> Bool {
+        var scalars = String(decoding: bytes[start..<min(bytes.count, start + 512)], as: UTF8.self).unicodeScalars.makeIterator()
+        var characters: [Unicode.Scalar] = []
+        var next = scalars.next()
+        while let scalar = next, !endsValue(scalar) {
+            if scalar != "_" { characters.append(scalar) }
+            if characters.count > 10 { return false }
+            next = scalars.next()
+        }
+        guard characters.count == 10, characters[4] == "-", characters[7] == "-", next == " " else { return false }
+        guard let digit = scalars.next(), ("0"..."9").contains(digit), let after = scalars.next() else { return false }
+        return endsValue(after)
+    }
+
+    /// toml++'s `is_value_terminator`: white space (Unicode's too), `]`, `}`, `,` and `#`.
+    static func endsValue(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.properties.isWhitespace || scalar == "]" || scalar == "}" || scalar == "," || scalar == "#"
     }
 
     /// What is wrong with the table header opening at `start`, when toml++ would assert on it.

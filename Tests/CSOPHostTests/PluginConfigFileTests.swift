@@ -105,6 +105,33 @@ import Testing
         }
     }
 
+    /// Found by CI's fuzzing: toml++ reads a date and a space as the start of a date-time,
+    /// and asserts when one digit and the end of the value follow.
+    @Test(arguments: [
+        ("library = \"x.so\"\n[config]\nwhen = 1979-05-2= 7 1979-05-27>07:32:00Z", 3), ("library = \"x.so\"\n[config]\nwhen = 1979-05-27 7\n", 3),
+        ("library = \"x.so\"\n[config]\nlist = [\n  1979-05-27 7,\n]", 4), ("library = \"x.so\"\n[config]\nt = { a = 1979_-05-27 7}", 3),
+    ])
+    func datesThenASpaceAndOneDigitAreConfigErrors(_ text: String, _ line: Int) {
+        #expect {
+            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.line == line && error.message.contains("a date followed by a space must go on with a whole time")
+        }
+    }
+
+    /// Valid dates and date-times with a space reach TOMLKit, which reads them (plugins.d
+    /// then asks for a quoted string: the guard is not what refuses them).
+    @Test(arguments: ["day = 1979-05-27", "at = 1979-05-27 07:32:00", "noted = 1979-05-27 # a comment", "list = [1979-05-27, 1979-05-27 07:32:00Z]"])
+    func datesAndDateTimesWithASpaceStillParse(_ line: String) {
+        #expect {
+            try PluginConfigFile.parse("library = \"x.so\"\n[config]\n\(line)", path: "plugins.d/20-x.conf")
+        } throws: { error in
+            guard let error = error as? PluginConfigError else { return false }
+            return error.message.contains("is a TOML date") && !error.message.contains("must go on")
+        }
+    }
+
     /// Found while fuzzing too: toml++ asserts when an array element starts with `}` or a
     /// Unicode line separator (parse_value expects no value terminator there).
     @Test(arguments: [
