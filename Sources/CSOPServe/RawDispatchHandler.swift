@@ -43,6 +43,10 @@ final class RawDispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var buffer: ByteBuffer?
     /// A dispatch is running or its answer is being written.
     private var answering = false
+    /// The head of the request whose body is still coming.
+    private var pendingHead: (RawDispatchHead, DispatchRoute.Target)?
+    /// Bytes of an incomplete head already searched for its end.
+    private var searched = 0
     /// The answer being written ends the connection.
     private var closeAfterAnswer = false
     private var readHeld = false
@@ -106,27 +110,57 @@ final class RawDispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
             resumeReading()
             return
         }
-        let parsed = bytes.withUnsafeReadableBytes { RawDispatchHead.parse($0, maxHeadBytes: Self.maxHeadBytes) }
-        switch parsed {
-        case .handOn:
-            return handOverConnection(context)
-        case .incomplete:
-            waitForRest()
-        case .request(let head):
-            guard let target = DispatchRoute.target(method: .post, path: head.path), head.contentLength <= maxBody else {
+        let head: RawDispatchHead
+        let target: DispatchRoute.Target
+        if let pending = pendingHead {
+            (head, target) = pending
+        } else {
+            // A head that comes a few bytes at a time is searched for its end only in what is
+            // new, not read again from its start at every read (a client dribbling 16 KiB one
+            // byte at a time would otherwise cost 16 KiB × 16 KiB).
+            if searched > 0, bytes.readableBytes < Self.maxHeadBytes,
+                !bytes.withUnsafeReadableBytes({ Self.hasBlankLine($0, from: max(0, searched - 3)) })
+            {
+                searched = bytes.readableBytes
+                return waitForRest()
+            }
+            switch bytes.withUnsafeReadableBytes({ RawDispatchHead.parse($0, maxHeadBytes: Self.maxHeadBytes) }) {
+            case .handOn:
                 return handOverConnection(context)
+            case .incomplete:
+                searched = bytes.readableBytes
+                return waitForRest()
+            case .request(let parsed):
+                searched = 0
+                guard let route = DispatchRoute.target(method: .post, path: parsed.path), parsed.contentLength <= maxBody else {
+                    return handOverConnection(context)
+                }
+                (head, target) = (parsed, route)
             }
-            guard bytes.readableBytes >= head.headLength + head.contentLength else {
-                // The head is in; a body that stops coming meets the idle timeout.
-                headStarted = nil
-                return resumeReading()
-            }
-            headStarted = nil
-            bytes.moveReaderIndex(forwardBy: head.headLength)
-            let body = bytes.readSlice(length: head.contentLength)!
-            buffer = bytes.readableBytes > 0 ? bytes : nil
-            run(head, target: target, body: body, context: context)
         }
+        guard bytes.readableBytes >= head.headLength + head.contentLength else {
+            // The head is in (and kept, not read again); a body that stops coming meets the
+            // idle timeout.
+            pendingHead = (head, target)
+            headStarted = nil
+            return resumeReading()
+        }
+        pendingHead = nil
+        headStarted = nil
+        bytes.moveReaderIndex(forwardBy: head.headLength)
+        let body = bytes.readSlice(length: head.contentLength)!
+        buffer = bytes.readableBytes > 0 ? bytes : nil
+        run(head, target: target, body: body, context: context)
+    }
+
+    /// Whether "\r\n\r\n" is in `bytes` at or after `start`.
+    private static func hasBlankLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Bool {
+        var index = start
+        while index + 3 < bytes.count {
+            if bytes[index] == 13, bytes[index + 1] == 10, bytes[index + 2] == 13, bytes[index + 3] == 10 { return true }
+            index += 1
+        }
+        return false
     }
 
     private func waitForRest() {
