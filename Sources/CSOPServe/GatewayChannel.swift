@@ -60,6 +60,9 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { [services] channel, head in
                     channel.eventLoop.makeCompletedFuture {
+                        if let answerer = try? channel.pipeline.syncOperations.handler(type: ParseErrorAnswer.self) {
+                            channel.pipeline.syncOperations.removeHandler(answerer, promise: nil)
+                        }
                         let headers = HTTPFields(head.headers, splitCookie: false)
                         let token = GatewayServices.bearerToken(headers) ?? GatewayServices.subprotocolToken(headers).token
                         let connection = WebSocketConnection(
@@ -86,7 +89,7 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
                 })
             var pipeline = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: upgrades)
             pipeline.enablePipelining = false  // NIOAsyncChannel serves requests one at a time
-            pipeline.enableErrorHandling = false  // Hummingbird answers parse errors
+            pipeline.enableErrorHandling = false  // ParseErrorAnswer does, with a CSOP body
             pipeline.enableResponseHeaderValidation = false  // HTTPTypes validates them
             pipeline.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
             pipeline.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
@@ -99,6 +102,7 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
             try channel.pipeline.syncOperations.addHandler(
                 RawDispatchHandler(services: services) { channel in
                     let configured = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: http)
+                    try channel.pipeline.syncOperations.addHandler(ParseErrorAnswer())
                     handedOver.value = true
                     result.completeWith(configured)
                 })

@@ -49,4 +49,7 @@ public enum GatewayErrorCode {
     public static let payloadTooLarge: ErrorCode = "PAYLOAD_TOO_LARGE"
     /// No route at this path (or not with this method).
     public static let routeNotFound: ErrorCode = "ROUTE_NOT_FOUND"
+    /// The bytes are not a well-formed HTTP/1.1 request (the message says what the parser
+    /// refused); the connection closes after the answer.
+    public static let invalidHTTP: ErrorCode = "INVALID_HTTP"
 }

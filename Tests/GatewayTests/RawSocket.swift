@@ -56,9 +56,15 @@ final class RawSocket: @unchecked Sendable {
         return false
     }
 
+    /// How long a test waits for what must come. Generous because it costs nothing when the
+    /// server answers: all tests run at once on 2 cores, and a test that computes for seconds
+    /// holds one of the two threads the server's request tasks run on (with 5 s, CI once saw
+    /// three answers that take a Hummingbird task missing while the whole suite ran).
+    static let patience: Double = 60
+
     /// Reads until `marker` appears, the peer closes, or `timeout` seconds pass.
     /// - Returns: what was read (as text and as bytes), and whether the peer closed.
-    func read(until marker: String?, timeout: Double) async throws -> (text: String, closed: Bool, bytes: [UInt8]) {
+    func read(until marker: String?, timeout: Double = RawSocket.patience) async throws -> (text: String, closed: Bool, bytes: [UInt8]) {
         let fd = self.fd
         return try await OwnThread.run {
             var received: [UInt8] = []

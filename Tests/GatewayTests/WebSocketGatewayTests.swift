@@ -166,18 +166,18 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup) { port, _ in
             let foreign = try RawSocket(port: port)
             foreign.sendHandshake(headers: "Origin: https://evil.example\r\n")
-            let refused = try await foreign.read(until: nil, timeout: 5)
-            #expect(refused.text.hasPrefix("HTTP/1.1 403"), "\(refused.text)")
+            let refused = try await foreign.read(until: nil)
+            #expect(refused.text.hasPrefix("HTTP/1.1 403"), "closed: \(refused.closed), read: \(refused.text)")
             #expect(refused.text.contains(#""code":"FORBIDDEN""#) && refused.text.contains("--cors-origin"), "\(refused.text)")
             let elsewhere = try RawSocket(port: port)
             elsewhere.sendHandshake(path: "/v2/socket")
-            let missing = try await elsewhere.read(until: nil, timeout: 5)
+            let missing = try await elsewhere.read(until: nil)
             #expect(missing.text.hasPrefix("HTTP/1.1 404") && missing.text.contains("ROUTE_NOT_FOUND"), "\(missing.text)")
             // The server's own origin, and programs' ws:// origins, are let in.
             for origin in ["http://127.0.0.1", "ws://anything.example"] {
                 let allowed = try RawSocket(port: port)
                 allowed.sendHandshake(headers: "Origin: \(origin)\r\n")
-                let head = try await allowed.read(until: "\r\n\r\n", timeout: 5)
+                let head = try await allowed.read(until: "\r\n\r\n")
                 #expect(head.text.hasPrefix("HTTP/1.1 101"), "\(origin): \(head.text)")
             }
         }
@@ -188,40 +188,40 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup) { port, _ in
             let socket = try RawSocket(port: port)
             socket.sendHandshake()
-            #expect(try await socket.read(until: "\r\n\r\n", timeout: 5).text.hasPrefix("HTTP/1.1 101"))
+            #expect(try await socket.read(until: "\r\n\r\n").text.hasPrefix("HTTP/1.1 101"))
             // A message in two fragments is one request.
             socket.send(
                 bytes: RawSocket.frame(1, fin: false, Array(#"{"id":"f","action":"diag.ec"#.utf8))
                     + RawSocket.frame(0, Array(#"ho","payload":{"x":1}}"#.utf8)))
-            let echoed = try await socket.read(until: #""id":"f""#, timeout: 5)
+            let echoed = try await socket.read(until: #""id":"f""#)
             #expect(echoed.text.contains(#""status":"ok""#) && echoed.text.contains(#""x":1"#), "\(echoed.text)")
             // A binary frame is answered INVALID_PAYLOAD; the connection stays.
             socket.send(bytes: RawSocket.frame(2, [1, 2, 3]))
-            let binary = try await socket.read(until: "binary frames are not accepted", timeout: 5)
+            let binary = try await socket.read(until: "binary frames are not accepted")
             #expect(binary.text.contains("INVALID_PAYLOAD") && !binary.closed, "\(binary.text)")
             // A ping is answered with a pong carrying its payload.
             socket.send(bytes: RawSocket.frame(9, Array("hi".utf8)))
-            let pong = try await socket.read(until: "hi", timeout: 5)
+            let pong = try await socket.read(until: "hi")
             #expect(pong.bytes.starts(with: [0x8A, 0x02, 0x68, 0x69]), "\(pong.bytes)")
             // A close is answered with the same code, then the connection ends.
             socket.send(bytes: RawSocket.frame(8, [0x03, 0xE8]))
-            let closed = try await socket.read(until: nil, timeout: 5)
+            let closed = try await socket.read(until: nil)
             #expect(closed.closed && closed.bytes.starts(with: [0x88, 0x02, 0x03, 0xE8]), "\(closed.bytes)")
 
             // Text that is not UTF-8 closes with 1007.
             let bad = try RawSocket(port: port)
             bad.sendHandshake()
-            _ = try await bad.read(until: "\r\n\r\n", timeout: 5)
+            _ = try await bad.read(until: "\r\n\r\n")
             bad.send(bytes: RawSocket.frame(1, [0x22, 0xFF, 0x22]))
-            let ended = try await bad.read(until: nil, timeout: 5)
+            let ended = try await bad.read(until: nil)
             #expect(ended.closed && ended.bytes.count >= 4, "\(ended.bytes)")
             #expect(Array(ended.bytes.prefix(4)) == [0x88, UInt8(ended.bytes.count - 2), 0x03, 0xEF], "\(ended.bytes)")
             // A continuation with no message to continue is a protocol error (1002).
             let stray = try RawSocket(port: port)
             stray.sendHandshake()
-            _ = try await stray.read(until: "\r\n\r\n", timeout: 5)
+            _ = try await stray.read(until: "\r\n\r\n")
             stray.send(bytes: RawSocket.frame(0, Array("{}".utf8)))
-            let strayEnd = try await stray.read(until: nil, timeout: 5)
+            let strayEnd = try await stray.read(until: nil)
             #expect(strayEnd.closed && Array(strayEnd.bytes.prefix(4).suffix(2)) == [0x03, 0xEA], "\(strayEnd.bytes)")
         }
     }
@@ -231,9 +231,9 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup) { port, host in
             let socket = try RawSocket(port: port)
             socket.sendHandshake()
-            _ = try await socket.read(until: "\r\n\r\n", timeout: 5)
+            _ = try await socket.read(until: "\r\n\r\n")
             socket.send(bytes: RawSocket.frame(1, Array(#"{"id":"s","action":"sync.subscribe","payload":{"channel":"flood"}}"#.utf8)))
-            _ = try await socket.read(until: #""subscription""#, timeout: 5)
+            _ = try await socket.read(until: #""subscription""#)
             // The client stops reading; 24 MiB of events is more than the kernel's buffers and
             // the server's 8 MiB of waiting events together.
             let chunk = String(repeating: "z", count: 64 << 10)
@@ -254,11 +254,11 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup) { port, host in
             let socket = try RawSocket(port: port)
             socket.send("GET /v1/events?channel=feed&events=tick HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-            let head = try await socket.read(until: "event: subscribed", timeout: 10)
+            let head = try await socket.read(until: "event: subscribed")
             #expect(head.text.contains("200 OK") && head.text.contains("text/event-stream"), "\(head.text)")
             _ = await host.dispatch("sync.broadcast", ["channel": "feed", "event": "other"])
             _ = await host.dispatch("sync.broadcast", ["channel": "feed", "event": "tick", "data": ["n": 1]])
-            let event = try await socket.read(until: "\"tick\"", timeout: 10)
+            let event = try await socket.read(until: "\"tick\"")
             #expect(event.text.contains(#"data: {"type":"event""#) && event.text.contains(#""event":"tick""#), "\(event.text)")
             #expect(!event.text.contains("\"other\""))
             // A bad channel is an error response, not a stream.
@@ -277,10 +277,11 @@ extension WebSocketOutboundWriter {
             // A connection that finished a request and waits quietly keeps working.
             let idle = try RawSocket(port: port)
             idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await idle.read(until: "\"ok\"", timeout: 5).text.contains("200 OK"))
+            let first = try await idle.read(until: "\"ok\"")
+            #expect(first.text.contains("200 OK"), "closed: \(first.closed), read: \(first.text)")
             try await Task.sleep(for: .milliseconds(1200))
             idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            let again = try await idle.read(until: "\"ok\"", timeout: 5)
+            let again = try await idle.read(until: "\"ok\"")
             #expect(again.text.contains("200 OK"), "\(again)")
         }
     }
@@ -296,9 +297,9 @@ extension WebSocketOutboundWriter {
             socket.send(
                 "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            let head = try await socket.read(until: "\r\n\r\n", timeout: 5)
+            let head = try await socket.read(until: "\r\n\r\n")
             #expect(head.text.hasPrefix("HTTP/1.1 101"), "\(head.text)")
-            let rest = try await socket.read(until: nil, timeout: 10)
+            let rest = try await socket.read(until: nil)
             #expect(rest.closed, "a peer that never answered pings was kept")
             #expect(rest.text.contains("Ping timeout"), "closed for another reason: \(rest.text)")
         }
@@ -309,8 +310,9 @@ extension WebSocketOutboundWriter {
         try await withGateway(setup, configure: { $0.idleTimeout = 0.5 }) { port, _ in
             let socket = try RawSocket(port: port)
             socket.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            #expect(try await socket.read(until: "\"ok\"", timeout: 5).text.contains("200 OK"))
-            let after = try await socket.read(until: nil, timeout: 10)
+            let answer = try await socket.read(until: "\"ok\"")
+            #expect(answer.text.contains("200 OK"), "closed: \(answer.closed), read: \(answer.text)")
+            let after = try await socket.read(until: nil)
             #expect(after.closed, "an idle keep-alive connection outlived --idle-timeout")
         }
     }
@@ -338,7 +340,7 @@ extension WebSocketOutboundWriter {
             answered.withLock { $0 = reply.text.contains("200 OK") }
             _ = try await holder.value
             // Once the first closed, the waiting one is served.
-            let late = try await waiting.read(until: "\"ok\"", timeout: 10)
+            let late = try await waiting.read(until: "\"ok\"")
             #expect((reply.text + late.text).contains("200 OK"))
         }
     }
