@@ -178,7 +178,7 @@ final class DispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Writes the answer to the dispatch whose head is `head`, then lets waiting parts go on.
     private func answered(_ answer: HTTPAnswer, for head: HTTPRequest) {
         guard let context else { return }
-        let closing = head.headerFields[.connection]?.lowercased() == "close"
+        let closing = Self.asksToClose(head.headerFields)
         let fields = answer.fields(origin: head.headerFields[.origin], allowedOrigins: route.services.configuration.corsOrigins, closing: closing)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: answer.body))), promise: nil)
@@ -190,6 +190,14 @@ final class DispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         answering = false
         release()
+    }
+
+    /// Whether a `Connection` field lists `close` (a token list, any case, as
+    /// ``RawDispatchHead`` reads it: `Connection: keep-alive, Close` closes too).
+    static func asksToClose(_ fields: HTTPFields) -> Bool {
+        fields[values: .connection].contains { value in
+            value.split(separator: ",").contains { $0.lowercased().filter { $0 != " " && $0 != "\t" } == "close" }
+        }
     }
 
     // MARK: - Writing (Hummingbird's answers)

@@ -148,6 +148,13 @@ import Testing
             closing.send("POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 22\r\n\r\n{\"action\":\"diag.noop\"}")
             let closed = try await closing.read(until: nil)
             #expect(closed.closed && closed.text.hasPrefix("HTTP/1.1 200") && closed.text.lowercased().contains("connection: close"), "\(closed.text)")
+            // On NIO's path too (a chunked body goes there), with close among other tokens.
+            let chunkedClosing = try RawSocket(port: port)
+            chunkedClosing.send(
+                "POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + "16\r\n{\"action\":\"diag.noop\"}\r\n0\r\n\r\n")
+            let chunkedClosed = try await chunkedClosing.read(until: nil)
+            #expect(chunkedClosed.closed && chunkedClosed.text.hasPrefix("HTTP/1.1 200") && chunkedClosed.text.lowercased().contains("connection: close"), "\(chunkedClosed.text)")
         }
     }
 
