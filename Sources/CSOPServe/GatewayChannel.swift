@@ -50,6 +50,7 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
             let configuration = services.configuration
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: configuration.maxFrameBytes,
+                enableAutomaticErrorHandling: false,  // WebSocketConnection answers frame errors
                 shouldUpgrade: { channel, head in
                     switch Self.handshake(head, allowedOrigins: configuration.corsOrigins) {
                     case .success(let headers): return channel.eventLoop.makeSucceededFuture(headers)
@@ -63,11 +64,15 @@ struct GatewayChannel: ServerChildChannel, HTTPChannelHandler {
                         if let answerer = try? channel.pipeline.syncOperations.handler(type: ParseErrorAnswer.self) {
                             channel.pipeline.syncOperations.removeHandler(answerer, promise: nil)
                         }
+                        // WebSocketConnection writes encoded frames (ServerFrames) past NIO's encoder.
+                        let outlet = FrameOutlet()
+                        try channel.pipeline.syncOperations.addHandler(
+                            outlet, position: .before(try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)))
                         let headers = HTTPFields(head.headers, splitCookie: false)
                         let token = GatewayServices.bearerToken(headers) ?? GatewayServices.subprotocolToken(headers).token
                         let connection = WebSocketConnection(
                             gateway: services, handshakeToken: token, peer: channel.remoteAddress?.ipAddress ?? "unknown",
-                            logger: logger)
+                            outlet: outlet, logger: logger)
                         try channel.pipeline.syncOperations.addHandler(connection)
                         return UpgradeResult.webSocket
                     }

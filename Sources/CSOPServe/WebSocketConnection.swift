@@ -24,6 +24,8 @@ import NIOWebSocket
 ///   requests finish, writes their answers, then closes with 1001.
 final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
+    // A duplex handler to hold back `read`. It writes encoded frames (``ServerFrames``)
+    // through its ``FrameOutlet``, past NIO's frame encoder, not through its own context.
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
@@ -48,6 +50,7 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private let gateway: GatewayServices
+    private let outlet: FrameOutlet
     private let handshakeToken: String?
     private let peer: String
     private let logger: Logger
@@ -66,6 +69,12 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// Complete messages read and not yet admitted (auth pending, or at the in-flight limit).
     private var queued: CircularBuffer<(opcode: WebSocketOpcode, data: ByteBuffer)> = []
     private var inFlight = 0
+    /// Requests started since answers were last written: a read that brings many requests
+    /// writes the answers of each ``answersPerFlush`` as they are done, so the client sends
+    /// more while the rest run (one flush at the end left client and server taking turns,
+    /// each idle while the other worked).
+    private var startedSinceDrain = 0
+    static let answersPerFlush = 16
     /// A `read` held back by backpressure.
     private var readHeld = false
     private var awaitingPong = false
@@ -76,8 +85,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private var stopped: [EventLoopPromise<Void>] = []
     private var socketToken: UInt64?
 
-    init(gateway: GatewayServices, handshakeToken: String?, peer: String, logger: Logger) {
+    init(gateway: GatewayServices, handshakeToken: String?, peer: String, outlet: FrameOutlet, logger: Logger) {
         self.gateway = gateway
+        self.outlet = outlet
         self.handshakeToken = handshakeToken
         self.peer = peer
         self.logger = logger
@@ -141,10 +151,13 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // NIOWebSocketError (a bad frame) was answered by WebSocketProtocolErrorHandler, which
-        // closes the connection; anything else is an I/O error.
         logger.debug("WebSocket error: \(error)")
-        if !(error is NIOWebSocketError) { context.close(promise: nil) }
+        guard let frameError = error as? NIOWebSocketError else { return context.close(promise: nil) }
+        // NIO's frame decoder refused a frame.
+        switch frameError {
+        case .invalidFrameLength: fail(.messageTooLarge, "frames are limited to \(maxMessageBytes) bytes")
+        default: fail(.protocolError, "a control frame that is fragmented or longer than 125 bytes")
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -182,7 +195,8 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
             }
         case .ping:
             guard phase != .closed else { return }
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+            let pong = ServerFrames.frame(.pong, frame.unmaskedData, allocator: context.channel.allocator)
+            outlet.writeAndFlush(pong)
         case .pong:
             awaitingPong = false
         case .connectionClose:
@@ -224,6 +238,8 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 queued.removeFirst()
                 inFlight += 1
                 start(message.opcode, message.data)
+                startedSinceDrain += 1
+                if startedSinceDrain >= Self.answersPerFlush { drain(admitting: false) }
             case .closing, .closed:
                 queued.removeAll()
                 return
@@ -296,20 +312,24 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Writing
 
-    /// Writes what the outbox holds with one flush, then admits the requests that were
-    /// waiting for those answers.
-    private func drain() {
+    /// Writes what the outbox holds with one flush, then (`admitting`) admits the requests
+    /// that were waiting for those answers.
+    private func drain(admitting: Bool = true) {
         guard phase != .closed, let context else { return }
+        startedSinceDrain = 0
         switch outbox.take(writable: context.channel.isWritable) {
         case nil:
             break
         case .frames(let frames, let completed):
-            if phase != .closing {
-                for frame in frames { context.write(wrapOutboundOut(textFrame(frame, context)), promise: nil) }
-                context.flush()
+            if phase != .closing, !frames.isEmpty {
+                // One buffer for the batch: one contiguous write.
+                var batch = context.channel.allocator.buffer(
+                    capacity: frames.reduce(0) { $0 + $1.count + ServerFrames.maxHeaderBytes })
+                for frame in frames { ServerFrames.append(.text, frame, to: &batch) }
+                outlet.writeAndFlush(batch)
             }
             inFlight -= completed
-            admit()
+            if admitting { admit() }
         case .overflowed:
             return close(WebSocketErrorCode(codeNumber: 1013), "events arrived faster than this client read them")
         case .closed:
@@ -348,8 +368,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         switch result {
         case .success(let caller):
             if fromMessage {
-                let ok = textFrame(Array(#"{"type":"auth","status":"ok"}"#.utf8), context)
-                context.writeAndFlush(wrapOutboundOut(ok), promise: nil)
+                var ok = context.channel.allocator.buffer(capacity: 40)
+                ServerFrames.append(.text, #"{"type":"auth","status":"ok"}"#.utf8, to: &ok)
+                outlet.writeAndFlush(ok)
             }
             open(caller: caller)
         case .failure(let error):
@@ -371,7 +392,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         writer.append(#"{"type":"error","error":"#)
         writer.appendRaw(error.json.serialized())
         writer.append("}")
-        context.write(wrapOutboundOut(textFrame(writer.bytes, context)), promise: nil)
+        var frame = context.channel.allocator.buffer(capacity: writer.bytes.count + ServerFrames.maxHeaderBytes)
+        ServerFrames.append(.text, writer.bytes, to: &frame)
+        outlet.write(frame)
         close(WebSocketErrorCode(codeNumber: Int(Self.closeUnauthenticated)), "unauthenticated")
     }
 
@@ -405,7 +428,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.write(webSocketErrorCode: code)
         data.writeString(reason)
-        let written = context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        outlet.writeAndFlush(ServerFrames.frame(.connectionClose, data, allocator: channel.allocator), promise: promise)
+        let written = promise.futureResult
         for promise in stopped { promise.succeed() }
         stopped.removeAll()
         if now {
@@ -440,9 +465,11 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         phase = .closing
         var data = frame.unmaskedData
         let code = data.readSlice(length: min(2, data.readableBytes)) ?? context.channel.allocator.buffer(capacity: 0)
-        let answer = WebSocketFrame(fin: true, opcode: .connectionClose, data: code)
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channel.close(promise: nil) }
+        let answer = ServerFrames.frame(.connectionClose, code, allocator: channel.allocator)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        outlet.writeAndFlush(answer, promise: promise)
+        promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// The server is stopping: answer what is running, then close with 1001.
@@ -465,19 +492,7 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         awaitingPong = true
         var data = context.channel.allocator.buffer(capacity: 8)
         data.writeInteger(UInt64.random(in: 0 ... .max))
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: data)), promise: nil)
-    }
-
-    /// A text frame whose buffer has room before the payload for the frame header (at most
-    /// 10 bytes from a server), so NIO's encoder writes header and payload as one buffer: one
-    /// `write` instead of a two-part `writev` and a header buffer (most of a fan-out's cost is
-    /// these calls).
-    private func textFrame(_ payload: [UInt8], _ context: ChannelHandlerContext) -> WebSocketFrame {
-        var buffer = context.channel.allocator.buffer(capacity: 10 + payload.count)
-        buffer.moveWriterIndex(to: 10)
-        buffer.moveReaderIndex(to: 10)
-        buffer.writeBytes(payload)
-        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        outlet.writeAndFlush(ServerFrames.frame(.ping, data, allocator: context.channel.allocator))
     }
 
     static func error(id: String?, _ error: CSOPError) -> [UInt8] {

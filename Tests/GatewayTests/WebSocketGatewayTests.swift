@@ -223,6 +223,13 @@ extension WebSocketOutboundWriter {
             stray.send(bytes: RawSocket.frame(0, Array("{}".utf8)))
             let strayEnd = try await stray.read(until: nil)
             #expect(strayEnd.closed && Array(strayEnd.bytes.prefix(4).suffix(2)) == [0x03, 0xEA], "\(strayEnd.bytes)")
+            // So is a fragmented ping, which NIO's frame decoder refuses.
+            let fragmentedPing = try RawSocket(port: port)
+            fragmentedPing.sendHandshake()
+            _ = try await fragmentedPing.read(until: "\r\n\r\n")
+            fragmentedPing.send(bytes: RawSocket.frame(9, fin: false, Array("x".utf8)))
+            let pingEnd = try await fragmentedPing.read(until: nil)
+            #expect(pingEnd.closed && Array(pingEnd.bytes.prefix(4)) == [0x88, UInt8(pingEnd.bytes.count - 2), 0x03, 0xEA], "\(pingEnd.bytes)")
         }
     }
 

@@ -13,6 +13,7 @@ public struct Request: Sendable {
     public var caller: Caller?
 
     public static let maxIDLength = 256
+    private static let fields: [String] = ["id", "action", "payload", "options"]
 
     /// Creates a request; an id (`csop_` and 16 random hex digits) is generated when nil.
     /// - Parameter caller: who it runs for; nil (the default) for the local owner.
@@ -41,7 +42,7 @@ public struct Request: Sendable {
             id = text
         }
         do throws(CSOPError) {
-            for member in object.members where !["id", "action", "payload", "options"].contains(member.key) {
+            for member in object.members where !Self.fields.contains(member.key) {
                 throw .invalidPayload("unknown request field \"\(member.key)\"; a request has id, action, payload and options")
             }
             guard let actionValue = object["action"] else {

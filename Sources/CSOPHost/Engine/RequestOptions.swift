@@ -9,6 +9,7 @@ public struct RequestOptions: Sendable, Hashable {
     public static let defaultTimeout: Double = 5000
     public static let timeoutRange: ClosedRange<Double> = 1...3_600_000
     public static let retryRange: ClosedRange<Int> = 0...10
+    private static let keys: Set<String> = ["timeout", "retry"]
 
     public init(timeout: Double = RequestOptions.defaultTimeout, retry: Int = 0) {
         self.timeout = timeout
@@ -18,7 +19,12 @@ public struct RequestOptions: Sendable, Hashable {
     /// Reads the `options` object of a request.
     /// - Throws: `INVALID_PAYLOAD` naming the bad option.
     public init(json: JSONValue?) throws(CSOPError) {
-        let fields = try Fields(json, path: "options", allowed: ["timeout", "retry"])
+        // Most requests name no options: no Fields (nor its key set) for them.
+        guard let json, !json.isNull else {
+            self.init()
+            return
+        }
+        let fields = try Fields(json, path: "options", allowed: Self.keys)
         let timeout = try fields.number("timeout", in: Self.timeoutRange) ?? Self.defaultTimeout
         let retry = try fields.int("retry", in: Int64(Self.retryRange.lowerBound)...Int64(Self.retryRange.upperBound)) ?? 0
         self.init(timeout: timeout, retry: Int(retry))
