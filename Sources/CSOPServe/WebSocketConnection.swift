@@ -101,9 +101,9 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = context
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
-        outbox = Outbox(maxEventBytes: Self.maxEventBytes) {
-            loop.execute { this.value.drain() }
-        }
+        let ready = LoopReadyQueue.of(loop)
+        let drain: @Sendable () -> Void = { this.value.drain() }
+        outbox = Outbox(maxEventBytes: Self.maxEventBytes) { ready.add(drain) }
         let interval = gateway.configuration.pingInterval
         if interval > 0 {
             let period = TimeAmount.milliseconds(Int64(interval * 1000))
