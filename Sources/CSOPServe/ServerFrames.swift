@@ -6,7 +6,8 @@ import NIOWebSocket
 /// answers as one buffer this way (one `write` of contiguous bytes), which NIO's
 /// `WebSocketFrameEncoder` cannot: it writes each frame's header as a separate buffer (it
 /// prepends only into a buffer it owns alone, and the frame it is handed never is), so a batch
-/// of 64 answers became a `writev` of 128 pieces. The upgrade removes that encoder.
+/// of 64 answers became a `writev` of 128 pieces. The frames go past that encoder through a
+/// ``FrameOutlet``.
 enum ServerFrames {
     /// The most header bytes a server frame takes.
     static let maxHeaderBytes = 10
