@@ -129,6 +129,13 @@ import Testing
         }
         #expect(reply.status == .ok)
         #expect(reply.body.map { String(buffer: $0) }?.contains("tls") == true)
+        // WebSocket frames go through TLS too (they are written past NIO's frame encoder, not past TLS).
+        let wss = try await webSocket(port: server.port, tls: tls) { out, inbox in
+            try await out.send(#"{"id":"t","action":"diag.echo","payload":{"over":"wss"}}"#)
+            try await inbox.response("t")
+            try await out.close(.normalClosure, reason: nil)
+        }
+        #expect(wss.frames.first?["status"] == .string("ok") && wss.frames.first?["data"]?["over"] == .string("wss"), "\(wss.frames)")
         // Plain HTTP to the TLS port gets no answer in the clear.
         let plain = try? await HTTP(port: server.port).get("/healthz")
         #expect(plain?.status != .ok)

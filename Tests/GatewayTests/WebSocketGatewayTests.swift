@@ -7,6 +7,7 @@ import HTTPTypes
 import Logging
 import NIOCore
 import Testing
+import NIOSSL
 import NIOWebSocket
 import WSClient
 
@@ -19,14 +20,16 @@ struct WSResult: Sendable {
 
 /// Connects to `/v1/ws`, runs `script` with the connection, and returns what arrived.
 func webSocket(
-    port: Int, headers: HTTPFields = [:], maxFrame: Int = 1 << 22,
+    port: Int, headers: HTTPFields = [:], maxFrame: Int = 1 << 22, tls: TLSConfiguration? = nil,
     _ script: @escaping @Sendable (WebSocketOutboundWriter, _ inbox: WSInbox) async throws -> Void
 ) async throws -> WSResult {
     let inbox = WSInbox()
     var configuration = WebSocketClientConfiguration()
     configuration.additionalHeaders = headers
     configuration.maxFrameSize = maxFrame
-    let close = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/ws", configuration: configuration, logger: Logger(label: "test-ws")) {
+    // With TLS by name (the test certificate's), as SNI cannot carry an address.
+    let url = tls == nil ? "ws://127.0.0.1:\(port)/v1/ws" : "wss://localhost:\(port)/v1/ws"
+    let close = try await WebSocketClient.connect(url: url, configuration: configuration, tlsConfiguration: tls, logger: Logger(label: "test-ws")) {
         inbound, outbound, _ in
         let reader = Task {
             defer { inbox.markClosed() }
