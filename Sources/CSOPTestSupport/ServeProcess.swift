@@ -26,30 +26,25 @@ public final class ServeProcess: Sendable {
         let lines = LockedBox<[String]>([])
         self.stderrLines = lines
         let fd = stderr.fileHandleForReading.fileDescriptor
-        let port: Int? = try await OwnThread.run {
+        let (port, rest): (Int?, LineSplitter) = try await OwnThread.run {
             var found: Int?
-            var pending: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
+            var splitter = LineSplitter()
             let deadline = Date().addingTimeInterval(timeout)
             // Reads lines until the "listening on" one; a thread keeps draining after that.
             while found == nil, Date() < deadline {
                 var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 guard poll(&poller, 1, 200) >= 0 else { continue }
                 if poller.revents == 0 { continue }
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                if n <= 0 { break }
-                pending += buffer[0..<n]
-                while let newline = pending.firstIndex(of: 0x0A) {
-                    let line = String(decoding: pending[..<newline], as: UTF8.self)
-                    pending.removeFirst(newline + 1)
-                    lines.withLock { $0.append(line) }
-                    if let range = line.range(of: "listening on ") {
+                guard let new = splitter.read(fd) else { break }
+                lines.withLock { $0.append(contentsOf: new) }
+                for line in new {
+                    if found == nil, let range = line.range(of: "listening on ") {
                         let url = line[range.upperBound...].prefix { $0 != " " }
                         if let colon = url.lastIndex(of: ":") { found = Int(url[url.index(after: colon)...]) }
                     }
                 }
             }
-            return found
+            return (found, splitter)
         }
         guard let port else {
             process.terminate()
@@ -58,18 +53,8 @@ public final class ServeProcess: Sendable {
         }
         self.port = port
         Thread {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            var pending: [UInt8] = []
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-                if n <= 0 { break }
-                pending += buffer[0..<n]
-                while let newline = pending.firstIndex(of: 0x0A) {
-                    let line = String(decoding: pending[..<newline], as: UTF8.self)
-                    pending.removeFirst(newline + 1)
-                    lines.withLock { $0.append(line) }
-                }
-            }
+            var splitter = rest
+            while let new = splitter.read(fd) { lines.withLock { $0.append(contentsOf: new) } }
         }.start()
     }
 
@@ -98,6 +83,25 @@ public final class ServeProcess: Sendable {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Splits what a descriptor gives into lines (a line cut between two reads is kept whole).
+private struct LineSplitter: Sendable {
+    private var pending: [UInt8] = []
+
+    /// Reads once (blocking); returns the lines completed, or nil at the end of the input.
+    mutating func read(_ fd: Int32) -> [String]? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+        guard n > 0 else { return nil }
+        pending += buffer[0..<n]
+        var lines: [String] = []
+        while let newline = pending.firstIndex(of: 0x0A) {
+            lines.append(String(decoding: pending[..<newline], as: UTF8.self))
+            pending.removeFirst(newline + 1)
+        }
+        return lines
     }
 }
 

@@ -47,9 +47,9 @@ final class RawSocket: @unchecked Sendable {
     }
 
     /// Sends a header line every 100 ms (a slow loris) until the server closes the connection,
-    /// for at most 4 s. - Returns: whether it closed.
+    /// for at most 8 s. - Returns: whether it closed.
     func dribbleUntilClosed() async throws -> Bool {
-        for _ in 0..<40 {
+        for _ in 0..<80 {
             send("X-Drip: 1\r\n")
             if try await read(until: nil, timeout: 0.1).closed { return true }
         }
