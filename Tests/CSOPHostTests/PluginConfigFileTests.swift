@@ -80,12 +80,7 @@ import Testing
         ("a = [\n  1,\n]\n[#]", 4, "found '#'"), ("a = \"\"\"\n[\"\"\"\"\"\n[=]", 3, "found '='"),
     ])
     func tableHeadersThatTOMLKitWouldAbortOnAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
-        #expect {
-            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
-        } throws: { error in
-            guard let error = error as? PluginConfigError else { return false }
-            return error.line == line && error.message.contains("a table header must start with a key") && error.message.contains(message)
-        }
+        expectConfigError(text, line: line, saying: "a table header must start with a key", message)
     }
 
     /// Found while fuzzing the fix above: toml++ also asserts when a value starts as a date
@@ -97,12 +92,7 @@ import Testing
         ("library = \"x.so\"\n[config]\nwhen=1978-05-23Tz", 3),
     ])
     func datesWithoutATimeAfterTheirTAreConfigErrors(_ text: String, _ line: Int) {
-        #expect {
-            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
-        } throws: { error in
-            guard let error = error as? PluginConfigError else { return false }
-            return error.line == line && error.message.contains("a value that starts as a date must go on with a time after its T")
-        }
+        expectConfigError(text, line: line, saying: "a value that starts as a date must go on with a time after its T")
     }
 
     /// Found by CI's fuzzing: toml++ reads a date and a space as the start of a date-time,
@@ -112,12 +102,7 @@ import Testing
         ("library = \"x.so\"\n[config]\nlist = [\n  1979-05-27 7,\n]", 4), ("library = \"x.so\"\n[config]\nt = { a = 1979_-05-27 7}", 3),
     ])
     func datesThenASpaceAndOneDigitAreConfigErrors(_ text: String, _ line: Int) {
-        #expect {
-            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
-        } throws: { error in
-            guard let error = error as? PluginConfigError else { return false }
-            return error.line == line && error.message.contains("a date followed by a space must go on with a whole time")
-        }
+        expectConfigError(text, line: line, saying: "a date followed by a space must go on with a whole time")
     }
 
     /// Valid dates and date-times with a space reach TOMLKit, which reads them (plugins.d
@@ -141,12 +126,7 @@ import Testing
         ("library = \"x.so\"\n[config]\nlist = [[1], \u{2029}]", 3, "line separator"),
     ])
     func arrayElementsStartingWithAValueTerminatorAreConfigErrors(_ text: String, _ line: Int, _ message: String) {
-        #expect {
-            try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
-        } throws: { error in
-            guard let error = error as? PluginConfigError else { return false }
-            return error.line == line && error.message.contains("an array holds") && error.message.contains(message)
-        }
+        expectConfigError(text, line: line, saying: "an array holds", message)
     }
 
     /// A `[` that is not at the start of a statement is no table header, whatever follows it,
@@ -240,4 +220,15 @@ import Testing
 extension JSONObject {
     /// The members by key: TOML tables do not keep their keys' order.
     var unordered: [String: JSONValue] { Dictionary(members.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }) }
+}
+
+/// Expects `text` to be refused with a ``PluginConfigError`` at `line` whose message holds
+/// every one of `phrases`.
+private func expectConfigError(_ text: String, line: Int, saying phrases: String..., sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(sourceLocation: sourceLocation) {
+        try PluginConfigFile.parse(text, path: "plugins.d/20-x.conf")
+    } throws: { error in
+        guard let error = error as? PluginConfigError else { return false }
+        return error.line == line && phrases.allSatisfy { error.message.contains($0) }
+    }
 }
