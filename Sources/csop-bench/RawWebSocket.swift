@@ -12,6 +12,12 @@ final class RawWebSocket {
     private var scratch: [UInt8]
     /// Pings seen since the last ``answerPings()``.
     private var pings: [[UInt8]] = []
+    /// Set by ``stampArrivals()``: reads ask the kernel when their bytes arrived.
+    private var stamping = false
+    /// With ``stampArrivals()`` on: when the bytes of the last read arrived at this socket
+    /// (CLOCK_REALTIME nanoseconds; for several packets, the last one's); 0 when that read
+    /// got no stamp.
+    private(set) var lastArrival: UInt64 = 0
 
     /// Connects to `127.0.0.1:port` and upgrades `path`.
     /// - Parameters:
@@ -103,6 +109,53 @@ final class RawWebSocket {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
 
+    /// Makes every later read also learn when its bytes reached the socket (`SO_TIMESTAMPNS`:
+    /// stamped by the kernel as the packet arrives, before any thread reads it), in
+    /// ``lastArrival``.
+    func stampArrivals() throws {
+        var one: Int32 = 1
+        guard setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS_OLD, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw BenchError(message: "setsockopt(SO_TIMESTAMPNS): \(String(cString: strerror(errno)))")
+        }
+        stamping = true
+    }
+
+    /// Now on the clock of ``lastArrival``.
+    static func realtimeNow() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// One read into `scratch`: `read`, or with ``stamping`` a `recvmsg` that also sets
+    /// ``lastArrival`` from its `SCM_TIMESTAMPNS` control message.
+    private func readScratch() -> Int {
+        guard stamping else { return scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) } }
+        lastArrival = 0
+        // cmsghdr (len, level, type) then an 8-aligned timespec.
+        var control: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        let count = scratch.withUnsafeMutableBytes { data in
+            withUnsafeMutableBytes(of: &control) { controlBytes in
+                var vector = iovec(iov_base: data.baseAddress, iov_len: data.count)
+                return withUnsafeMutablePointer(to: &vector) { vectorPointer in
+                    var message = msghdr()
+                    message.msg_iov = vectorPointer
+                    message.msg_iovlen = 1
+                    message.msg_control = controlBytes.baseAddress
+                    message.msg_controllen = controlBytes.count
+                    return recvmsg(fd, &message, 0)
+                }
+            }
+        }
+        // One control message at most: the stamp (len 32, SOL_SOCKET, SCM_TIMESTAMPNS = 35).
+        if count > 0, control.0 >= 32, Int32(truncatingIfNeeded: control.1) == SOL_SOCKET,
+            Int32(truncatingIfNeeded: control.1 >> 32) == SO_TIMESTAMPNS_OLD
+        {
+            lastArrival = control.2 * 1_000_000_000 + control.3
+        }
+        return count
+    }
+
     /// Appends one masked text frame to `buffer` (mask key 0: the payload goes as is).
     static func appendTextFrame(_ payload: some Collection<UInt8>, to buffer: inout [UInt8]) {
         buffer.append(0x81)
@@ -145,16 +198,9 @@ final class RawWebSocket {
     @discardableResult
     func receive() throws -> Bool {
         while true {
-            let count = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            let count = readScratch()
             if count > 0 {
-                if consumed > 0, consumed == input.count {
-                    input.removeAll(keepingCapacity: true)
-                    consumed = 0
-                } else if consumed > 1 << 16 {
-                    input.removeFirst(consumed)
-                    consumed = 0
-                }
-                input.append(contentsOf: scratch[0..<count])
+                keepScratch(count)
                 return true
             }
             if count == 0 { return false }
@@ -165,6 +211,38 @@ final class RawWebSocket {
             }
             throw BenchError(message: "read: \(String(cString: strerror(errno)))")
         }
+    }
+
+    /// Like ``receive()`` on a blocking socket, but it first retries a read that finds nothing
+    /// (`MSG_DONTWAIT`) for up to `spin` nanoseconds, and blocks only then. A client that
+    /// does not sleep between a server's answers is not woken for each one, and the scheduler
+    /// does not move it onto the server's core: without the spin, runs under load were
+    /// bimodal (the client and the event loop sharing one core, or not).
+    func receive(spinning spin: UInt64) throws -> Bool {
+        let start = DispatchTime.now().uptimeNanoseconds
+        while true {
+            let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            if count > 0 {
+                keepScratch(count)
+                return true
+            }
+            if count == 0 { return false }
+            if errno == EINTR { continue }
+            guard errno == EAGAIN || errno == EWOULDBLOCK else { throw BenchError(message: "recv: \(String(cString: strerror(errno)))") }
+            if DispatchTime.now().uptimeNanoseconds - start >= spin { return try receive() }
+        }
+    }
+
+    /// Appends the first `count` bytes of `scratch` to the unconsumed input.
+    private func keepScratch(_ count: Int) {
+        if consumed > 0, consumed == input.count {
+            input.removeAll(keepingCapacity: true)
+            consumed = 0
+        } else if consumed > 1 << 16 {
+            input.removeFirst(consumed)
+            consumed = 0
+        }
+        input.append(contentsOf: scratch[0..<count])
     }
 
     /// Calls `body` with each complete text frame's payload received so far; remembers
@@ -239,6 +317,17 @@ final class RawWebSocket {
                 }
             }
             guard try receive() else { throw BenchError(message: "the server closed the WebSocket") }
+        }
+    }
+
+    /// Whether `needle` occurs in `haystack` (a frame's payload, without copying it).
+    static func contains(_ needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Bool {
+        haystack.withUnsafeBufferPointer { bytes in
+            guard !needle.isEmpty, bytes.count >= needle.count else { return false }
+            for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] {
+                if bytes[i..<(i + needle.count)].elementsEqual(needle) { return true }
+            }
+            return false
         }
     }
 

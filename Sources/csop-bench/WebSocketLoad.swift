@@ -14,7 +14,8 @@ enum WebSocketLoad {
     /// Sends `{"id":"q<n>","action":"diag.noop"}` on one connection keeping `window` requests
     /// outstanding, until `count` are answered or `seconds` pass (then only the outstanding
     /// ones are awaited). Answers are matched by id; latency is from the write that carried a
-    /// request to the read that carried its answer.
+    /// request to the read that carried its answer. Waiting for answers, it spins for up to
+    /// 200 µs before it blocks (see ``RawWebSocket/receive(spinning:)``).
     static func inFlight(port: Int, count: Int, window: Int, seconds: Double) throws -> InFlightResult {
         let socket = try RawWebSocket(port: port, readBuffer: 1 << 16)
         defer { socket.closeGracefully() }
@@ -43,7 +44,7 @@ enum WebSocketLoad {
         try flush(from: 0)
         var last = start
         while completed < sent {
-            guard try socket.receive() else { throw BenchError(message: "the server closed the WebSocket after \(completed) answers") }
+            guard try socket.receive(spinning: 200_000) else { throw BenchError(message: "the server closed the WebSocket after \(completed) answers") }
             let arrived = DispatchTime.now().uptimeNanoseconds
             last = arrived
             let first = sent
@@ -82,17 +83,23 @@ enum WebSocketLoad {
     }
 
     struct FanOutResult: Sendable {
-        /// Broadcast written → the last subscriber's read of its event.
-        var latency: LatencyStats
-        var rounds: Int
+        /// Broadcast written → the last subscriber's event arrived at its socket (the kernel's
+        /// receive stamp), per set of rounds.
+        var sets: [LatencyStats]
+        /// Broadcast written → the client's read of the last subscriber's event (one thread
+        /// reads the sockets in turn), per set.
+        var readSets: [LatencyStats]
         /// Rounds in which some subscriber got nothing within the round's time.
         var incomplete: Int
+        /// Events whose read had no kernel stamp (counted at the read's time instead).
+        var unstamped: Int
     }
 
     /// `subscribers` connections each subscribed to channel `fan`; one more connection
-    /// broadcasts `{"n": round}` `warmup + rounds` times (within `seconds`), each after the
-    /// previous round reached every subscriber (or 5 s passed); the first `warmup` are not kept.
-    static func fanOut(port: Int, subscribers: Int, rounds: Int, warmup: Int, seconds: Double) throws -> FanOutResult {
+    /// broadcasts `{"n": round}` `warmup + sets × rounds` times (within `seconds`), each after
+    /// the previous round reached every subscriber (or 5 s passed); the first `warmup` are not
+    /// kept, the others are measured in `sets` consecutive sets.
+    static func fanOut(port: Int, subscribers: Int, rounds: Int, sets: Int, warmup: Int, seconds: Double) throws -> FanOutResult {
         var sockets: [RawWebSocket] = []
         sockets.reserveCapacity(subscribers)
         defer { for socket in sockets { socket.closeGracefully() } }
@@ -111,29 +118,36 @@ enum WebSocketLoad {
         let publisher = try RawWebSocket(port: port)
         defer { publisher.closeGracefully() }
 
-        for socket in sockets { socket.setNonBlocking() }
-        var samples: [UInt64] = []
+        for socket in sockets {
+            socket.setNonBlocking()
+            try socket.stampArrivals()
+        }
+        var samples = [[UInt64]](repeating: [], count: sets)
+        var readSamples = [[UInt64]](repeating: [], count: sets)
         var incomplete = 0
+        var unstamped = 0
         let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-        for round in 0..<(warmup + rounds) {
+        for round in 0..<(warmup + sets * rounds) {
             guard DispatchTime.now().uptimeNanoseconds < end else { break }
             let marker = Array("\"data\":{\"n\":\(round)}".utf8)
             var got = 0
             let broadcast = "{\"id\":\"b\(round)\",\"action\":\"sync.broadcast\",\"payload\":{\"channel\":\"fan\",\"event\":\"tick\",\"data\":{\"n\":\(round)}}}"
+            let realStart = RawWebSocket.realtimeNow()
             let start = DispatchTime.now().uptimeNanoseconds
             try publisher.sendText(broadcast)
             let roundEnd = start + 5_000_000_000
-            var lastArrival = start
-            // The subscribers are read in turn, each waited for alone: the clock stops at the
-            // read of the last one's event, which is never before the event arrived. (Polling
-            // all 1,000 at once made the client, not the server, most of the measured time:
-            // poll's cost is per descriptor, on every wake-up.)
+            var lastRead = start
+            var lastArrival = realStart
+            // The subscribers are read in turn, each waited for alone; an event's time is when
+            // the kernel put it in its socket, so the order and pace of the reads do not count
+            // (only that the client thread shares the server's cores). Polling all 1,000 at
+            // once cost the client more: poll's cost is per descriptor, on every wake-up.
             reading: for socket in sockets {
                 var reached = false
                 var triedRead = false
                 while !reached {
                     socket.frames { payload in
-                        if RawWebSocket.find(marker, in: Array(payload)) != nil { reached = true }
+                        if RawWebSocket.contains(marker, in: payload) { reached = true }
                     }
                     socket.answerPings()
                     if reached { break }
@@ -151,7 +165,15 @@ enum WebSocketLoad {
                     guard try socket.receive() else { throw BenchError(message: "the server closed a subscriber's WebSocket") }
                 }
                 got += 1
-                lastArrival = DispatchTime.now().uptimeNanoseconds
+                lastRead = DispatchTime.now().uptimeNanoseconds
+                // The read that completed the event carried it (it was sent after the
+                // broadcast); a read without a stamp counts at its own time, never earlier.
+                if socket.lastArrival >= realStart {
+                    lastArrival = max(lastArrival, socket.lastArrival)
+                } else {
+                    unstamped += 1
+                    lastArrival = max(lastArrival, realStart + (lastRead - start))
+                }
             }
             let answer = try publisher.nextText()
             guard RawWebSocket.find(Array(#""status":"ok""#.utf8), in: answer) != nil else {
@@ -160,10 +182,14 @@ enum WebSocketLoad {
             if got < subscribers {
                 incomplete += 1
             } else if round >= warmup {
-                samples.append(lastArrival - start)
+                samples[(round - warmup) / rounds].append(lastArrival - realStart)
+                readSamples[(round - warmup) / rounds].append(lastRead - start)
             }
         }
-        return FanOutResult(latency: BenchContext.stats(nanoseconds: samples), rounds: samples.count, incomplete: incomplete)
+        return FanOutResult(
+            sets: samples.filter { !$0.isEmpty }.map(BenchContext.stats(nanoseconds:)),
+            readSets: readSamples.filter { !$0.isEmpty }.map(BenchContext.stats(nanoseconds:)),
+            incomplete: incomplete, unstamped: unstamped)
     }
 
     struct IdleResult: Sendable {
