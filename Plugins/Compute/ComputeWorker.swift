@@ -123,6 +123,17 @@ final class ComputeWorker {
                 return .failure(CSOPError(.resourceExhausted, "task \(job.taskName) ran out of memory: \(message)"))
             }
             return .failure(.executionFailed("task \(job.taskName) threw \(message)"))
+        case .failure(.rejected(let message)):
+            if message.contains("Out of memory") {
+                stats.memoryStops.add(1, ordering: .relaxed)
+                return .failure(CSOPError(.resourceExhausted, "task \(job.taskName) ran out of memory: \(message)"))
+            }
+            return .failure(.executionFailed("the Promise task \(job.taskName) returned was rejected: \(message)"))
+        case .failure(.unsettled):
+            return .failure(
+                .executionFailed(
+                    "the Promise task \(job.taskName) returned never settled: a task has no timers or I/O, so it can wait only for Promises it settles itself; resolve or reject each one it awaits"
+                ))
         case .failure(.notSerializable(let message)):
             if message.contains("Out of memory") {
                 stats.memoryStops.add(1, ordering: .relaxed)

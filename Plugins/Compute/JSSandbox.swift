@@ -11,6 +11,10 @@ final class JSSandbox {
         case compile(String)
         /// The script threw; message includes the JS error's line when known.
         case thrown(String)
+        /// The Promise the script returned was rejected; the reason, described as `thrown`'s.
+        case rejected(String)
+        /// The Promise the script returned was still pending once nothing was left to run.
+        case unsettled
         /// The result cannot be expressed as JSON.
         case notSerializable(String)
         /// The result's JSON text is longer than the limit, in UTF-8 bytes.
@@ -173,6 +177,8 @@ final class JSSandbox {
             else { return .failure(.notSerializable("it could not be converted")) }
             switch Self.string(context, kind) {
             case "thrown": return .failure(.thrown(Self.string(context, message)))
+            case "rejected": return .failure(.rejected(Self.string(context, message)))
+            case "unsettled": return .failure(.unsettled)
             case "size": return .failure(.tooLarge)
             case "depth": return .failure(.tooDeep)
             default: return .failure(.notSerializable(Self.string(context, message)))
@@ -291,7 +297,8 @@ final class JSSandbox {
 /// otherwise run them when the host's call returns and releases the API lock, each reaction in
 /// a VM entry of its own, and every entry restarts the watchdog's clock: a chain of short
 /// reactions would run forever. Run from inside `invoke`, they are part of its one watched call.
-/// Without JavaScriptCore's private functions this does nothing and they run as before.
+/// Returns true when they ran; without JavaScriptCore's private functions this does nothing
+/// (they run as before, after the call) and returns undefined.
 private func runPromiseReactions(
     _ context: JSContextRef?, _ function: JSObjectRef?, _ this: JSObjectRef?, _ count: Int,
     _ arguments: UnsafePointer<JSValueRef?>?, _ exception: UnsafeMutablePointer<JSValueRef?>?
@@ -302,5 +309,5 @@ private func runPromiseReactions(
     lock(context)
     drain(JSContextGetGroup(context))
     unlock(context)
-    return nil
+    return JSValueMakeBoolean(context, true)
 }

@@ -7,10 +7,13 @@
 ///   `factory()` makes a fresh function object from the cached compiled source (so nothing
 ///   set on the function, its `prototype` or through `arguments.callee` reaches the next
 ///   call), calls it with `data`, converts the result to JSON text (getters, `toJSON` and
-///   proxy traps it runs are task code), and runs the promise reactions the task queued.
+///   proxy traps it runs are task code), and runs the promise reactions the task queued. A
+///   returned Promise is settled first (the reactions run, then its value is converted).
 ///   Returns the JSON text, or `[kind, message]`: kind `"thrown"` (what the task threw, as
-///   "Name: message (line N)"), `"size"` (the text would pass `maxResultBytes`), `"depth"`
-///   (arrays and objects nested deeper than the host can read) or `"type"` (no JSON form).
+///   "Name: message (line N)"), `"rejected"` (the returned Promise's reason, the same way),
+///   `"unsettled"` (the returned Promise was still pending with no reaction left to run),
+///   `"size"` (the text would pass `maxResultBytes`), `"depth"` (arrays and objects nested
+///   deeper than the host can read) or `"type"` (no JSON form).
 /// - `after()` reports captured output and whether the task added globals or made the global
 ///   object non-extensible (then the context is replaced), and clears the legacy RegExp
 ///   statics, which otherwise show the task's last match to the next task.
@@ -188,6 +191,7 @@ enum SandboxPrelude {
         const ObjectPrototype = Object.prototype;
         const ArrayPrototype = Array.prototype;
         const PromiseIntrinsic = Promise;
+        const promiseThen = Promise.prototype.then;
         const maxDepth = maxResultDepth;
         const tooLarge = Object.freeze({});
         const tooDeep = Object.freeze({});
@@ -315,9 +319,6 @@ enum SandboxPrelude {
             case 'bigint': return noJSON('a BigInt (return String(n) instead)');
             }
             try {
-                if (value instanceof PromiseIntrinsic) {
-                    return ['type', 'the result is a Promise; tasks run synchronously, so return the value itself'];
-                }
                 const root = prepare(value, '');
                 if (omitted(root)) {
                     return noJSON(typeof value === 'function' ? 'a function' : 'a value whose toJSON returned nothing');
@@ -353,11 +354,25 @@ enum SandboxPrelude {
         // Everything the task runs happens inside this one call, under the watchdog: the
         // function, the result's conversion, what it threw turned into text, and the promise
         // reactions it queued.
+        // A returned Promise is settled here: its reactions (and every await before it) run
+        // inside this call, and the task answers with the value it was fulfilled with.
         const invoke = function (factory, data, maxBytes) {
             let outcome;
             let value;
             try {
                 value = factory()(data);
+                if (value instanceof PromiseIntrinsic) {
+                    let settled = false;
+                    apply(promiseThen, value, [
+                        (fulfilled) => { settled = true; value = fulfilled; },
+                        (reason) => { settled = true; outcome = ['rejected', describeThrown(reason)]; },
+                    ]);
+                    if (runPromiseReactions() !== true) {
+                        outcome = ['type', 'the result is a Promise, and this JavaScriptCore cannot settle it inside the task; return the value itself'];
+                    } else if (!settled) {
+                        outcome = ['unsettled', ''];
+                    }
+                }
             } catch (e) {
                 outcome = ['thrown', describeThrown(e)];
             }

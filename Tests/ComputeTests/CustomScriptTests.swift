@@ -48,12 +48,52 @@ import Testing
 
     @Test(arguments: [
         "return function () {}", "return Symbol('s')", "let a = {}; a.self = a; return a", "return 10n",
-        "return Promise.resolve(1)", "return {toJSON() { throw new Error('no json') }}",
+        "return {toJSON() { throw new Error('no json') }}",
     ])
     func nonSerializableResultsFailClearly(_ fn: String) async throws {
         let error = try #require(await h.custom(fn).error)
         #expect(error.code == .executionFailed)
         #expect(error.message.contains("not JSON-serializable"), "\(error.message)")
+    }
+
+    /// A returned Promise answers with the value it settles to: its reactions, and every
+    /// `await` before it, run inside the task (under its timeout).
+    @Test func aReturnedPromiseAnswersWithItsValue() async throws {
+        #expect(try await h.custom("return Promise.resolve(1)").get()["result"] == 1)
+        let awaited = try await h.custom(
+            "return (async () => { const x = await Promise.resolve(data); const y = await (x * 3); return {x, y} })()", args: 2
+        ).get()
+        #expect(awaited["result"] == ["x": 2, "y": 6])
+        let chained = try await h.custom("return Promise.resolve(data).then(x => x + 1).then(x => [x, 'done'])", args: 1).get()
+        #expect(chained["result"] == [2, "done"])
+        let logged = try await h.custom("return (async () => { await null; console.log('after await'); return 'v' })()").get()
+        #expect(logged == ["result": "v", "logs": ["after await"]])
+        // A fulfilled value that has no JSON form is refused as a plain one is.
+        let function = try #require(await h.custom("return Promise.resolve(() => 1)").error)
+        #expect(function.code == .executionFailed)
+        #expect(function.message.contains("not JSON-serializable"), "\(function.message)")
+    }
+
+    @Test func aRejectedPromiseIsExecutionFailedWithItsReason() async throws {
+        let error = try #require(await h.custom("return (async () => {\n  await null;\n  throw new RangeError('too far') })()").error)
+        #expect(error.code == .executionFailed)
+        #expect(!error.retryable)
+        #expect(error.message.contains("was rejected: RangeError: too far (line 3)"), "\(error.message)")
+        let plain = try #require(await h.custom("return Promise.reject('nope')").error)
+        #expect(plain.message.contains("was rejected: nope"), "\(plain.message)")
+    }
+
+    /// A task has no timers or I/O: a Promise nobody settles never will, and the answer says so
+    /// at once instead of waiting for the timeout.
+    @Test func aPromiseThatNeverSettlesIsAClearError() async throws {
+        for fn in ["return new Promise(() => {})", "return (async () => { await new Promise(() => {}); return 1 })()"] {
+            let error = try #require(await h.custom(fn, timeout: 60_000).error, "\(fn)")
+            #expect(error.code == .executionFailed, "\(fn)")
+            #expect(error.message.contains("never settled"), "\(error.message)")
+        }
+        let error = try #require(await h.custom("return (async () => { for (;;) await null })()", timeout: 100).error)
+        #expect(error.code == .timeout, "\(error.message)")
+        #expect(try await h.custom("return 'alive'").get()["result"] == "alive")
     }
 
     @Test func deepRecursionIsAnErrorNotACrash() async throws {

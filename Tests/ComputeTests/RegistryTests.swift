@@ -20,6 +20,17 @@ import Testing
         #expect(await h.error("execute", ["task": "double", "data": ["x": 1]])?.code == .invalidTask)
     }
 
+    @Test func aRegisteredFunctionMayReturnAPromise() async throws {
+        let fn = "return (async () => { const base = await Promise.resolve(10); if (data < 0) throw new Error('negative'); return base + data })()"
+        #expect(try await h.call("register", ["name": "later", "fn": .string(fn)]).get()["replaced"] == false)
+        #expect(try await h.result("later", 5) == 15)
+        let batch = try await h.call("batch", ["tasks": [["task": "later", "data": 1], ["task": "later", "data": -1]]]).get()
+        #expect(batch["results"]?.arrayValue?.first?["result"] == 11)
+        let failed = try #require(batch["results"]?.arrayValue?.last?["error"])
+        #expect(failed["code"] == "EXECUTION_FAILED")
+        #expect(failed["message"]?.stringValue?.contains("was rejected: Error: negative") == true, "\(failed)")
+    }
+
     @Test func registeredSourceIsBoundedInBytes() async throws {
         let small = ComputeHarness(ComputeConfiguration(workers: 1, maxRegisteredBytes: 4096))
         func body(_ size: Int) -> JSONValue { .string("return 1" + String(repeating: " ", count: size - 8)) }
