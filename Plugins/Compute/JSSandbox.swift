@@ -39,6 +39,7 @@ final class JSSandbox {
     private let watch: ExecutionWatch
     private let invoke: JSObjectRef
     private let after: JSObjectRef
+    private let compilesAsAsync: JSObjectRef
     private var compiled: [String: CachedFunction] = [:]
     private var compiledBytes = 0
     private var useCounter: UInt64 = 0
@@ -85,14 +86,17 @@ final class JSSandbox {
             let made = JSObjectCallAsFunction(context, factoryObject, nil, arguments.count, &arguments, &exception),
             exception == nil, let madeObject = JSValueToObject(context, made, nil),
             let invoke = Self.function(context, madeObject, JSString.invoke),
-            let after = Self.function(context, madeObject, JSString.after)
+            let after = Self.function(context, madeObject, JSString.after),
+            let compilesAsAsync = Self.function(context, madeObject, JSString.compilesAsAsync)
         {
             self.invoke = invoke
             self.after = after
+            self.compilesAsAsync = compilesAsAsync
             JSValueProtect(context, invoke)
             JSValueProtect(context, after)
+            JSValueProtect(context, compilesAsAsync)
         } else {
-            let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke and after functions"
+            let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke, after and compilesAsAsync functions"
             watch.uninstall(from: group)
             JSGlobalContextRelease(context)
             JSContextGroupRelease(group)
@@ -104,6 +108,7 @@ final class JSSandbox {
         for entry in compiled.values { JSValueUnprotect(context, entry.factory) }
         JSValueUnprotect(context, invoke)
         JSValueUnprotect(context, after)
+        JSValueUnprotect(context, compilesAsAsync)
         watch.uninstall(from: group)
         JSGlobalContextRelease(context)
         JSContextGroupRelease(group)
@@ -228,11 +233,23 @@ final class JSSandbox {
         outcome = .success(output)
     }
 
+    /// Whether `source` is exactly one `async` function body (the prelude's `compilesAsAsync`).
+    private func asyncBody(_ source: String) -> Bool {
+        JSString(source).withRef { body in
+            var arguments: [JSValueRef?] = [JSValueMakeString(context, body)]
+            var exception: JSValueRef?
+            let result = JSObjectCallAsFunction(context, compilesAsAsync, nil, 1, &arguments, &exception)
+            return exception == nil && result.map { JSValueIsBoolean(context, $0) && JSValueToBoolean(context, $0) } == true
+        }
+    }
+
     /// The cached function factory for `source`, compiling it on a miss.
     ///
     /// The body is first compiled alone by JSObjectMakeFunction, which refuses anything that is
-    /// not exactly one function body (`}); (function () {` included); only then is it wrapped in
-    /// the factory, so the wrapper cannot be broken out of.
+    /// not exactly one function body (`}); (function () {` included), or when that fails by the
+    /// AsyncFunction constructor, which does the same for an `async` body; only then is it
+    /// wrapped in the factory (as a plain or an async function), so the wrapper cannot be
+    /// broken out of.
     func compile(_ source: String) -> Result<JSObjectRef, Failure> {
         useCounter &+= 1
         if let entry = compiled[source] {
@@ -246,10 +263,17 @@ final class JSSandbox {
                 return JSObjectMakeFunction(context, nil, 1, &parameters, body, nil, 1, &exception)
             }
         }
-        guard checked != nil, exception == nil else {
-            return .failure(.compile(exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"))
+        // A body that is no plain function's may be an async one's (it uses `await`); when it
+        // is neither, the plain compile's error says why.
+        var isAsync = false
+        if checked == nil || exception != nil {
+            // Described first: the exception is not protected from the collector across a call.
+            let plainError = exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"
+            guard asyncBody(source) else { return .failure(.compile(plainError)) }
+            isAsync = true
+            exception = nil
         }
-        let wrapped = JSString("(function () { return function (data\n) {\n" + source + "\n}; })")
+        let wrapped = JSString("(function () { return \(isAsync ? "async " : "")function (data\n) {\n" + source + "\n}; })")
         let made = wrapped.withRef { JSEvaluateScript(context, $0, nil, nil, 1, &exception) }
         guard let made, exception == nil, let factory = JSValueToObject(context, made, nil) else {
             return .failure(.compile(exception.map { Self.describe(context, $0, lineOffset: Self.bodyLineOffset) } ?? "it does not compile"))

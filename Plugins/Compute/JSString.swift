@@ -8,6 +8,7 @@ final class JSString: @unchecked Sendable {  // Immutable; JSStringRef is thread
     static let line = JSString("line")
     static let invoke = JSString("invoke")
     static let after = JSString("after")
+    static let compilesAsAsync = JSString("compilesAsAsync")
 
     /// Made from UTF-16 so any Swift string, even one with NUL characters, converts exactly.
     init(_ text: String) {

@@ -14,6 +14,8 @@
 ///   `"unsettled"` (the returned Promise was still pending with no reaction left to run),
 ///   `"size"` (the text would pass `maxResultBytes`), `"depth"` (arrays and objects nested
 ///   deeper than the host can read) or `"type"` (no JSON form).
+/// - `compilesAsAsync(body)` says whether `body` is exactly one `async` function body (one that
+///   uses `await` is not a plain function's).
 /// - `after()` reports captured output and whether the task added globals or made the global
 ///   object non-extensible (then the context is replaced), and clears the legacy RegExp
 ///   statics, which otherwise show the task's last match to the next task.
@@ -22,6 +24,7 @@ enum SandboxPrelude {
     (function (maxConsoleChars, maxResultDepth, bodyLineOffset, runPromiseReactions) {
         'use strict';
         const G = globalThis;
+        const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
         const removed = ['print', '$vm', '$', 'console', 'WebAssembly', 'SharedArrayBuffer', 'Atomics',
             'gc', 'debug', 'describe', 'describeArray', 'readline', 'readFile', 'read', 'load', 'run',
             'runString', 'loadString', 'quit', 'checkSyntax', 'setTimeout', 'setInterval', 'clearTimeout',
@@ -398,7 +401,18 @@ enum SandboxPrelude {
             truncated = false;
             return report;
         };
-        return Object.freeze({ invoke: Object.freeze(invoke), after: Object.freeze(after) });
+        // Whether `body` is exactly one async function body: the AsyncFunction constructor, like
+        // JSObjectMakeFunction for a plain body, parses it alone, so `}); (async function () {`
+        // and the like are refused.
+        const compilesAsAsync = function (body) {
+            try {
+                AsyncFunction('data', body);
+                return true;
+            } catch (_) {
+                return false;
+            }
+        };
+        return Object.freeze({ invoke: Object.freeze(invoke), after: Object.freeze(after), compilesAsAsync: Object.freeze(compilesAsAsync) });
     })
     """#
 }

@@ -74,6 +74,35 @@ import Testing
         #expect(function.message.contains("not JSON-serializable"), "\(function.message)")
     }
 
+    /// A body that uses `await` runs as an async function's (a plain body stays plain).
+    @Test func aBodyMayAwait() async throws {
+        let value = try await h.custom("const x = await Promise.resolve(data.a);\nreturn x + await data.b", args: ["a": 40, "b": 2]).get()
+        #expect(value["result"] == 42)
+        let error = try #require(await h.custom("await null;\n\nthrow new TypeError('late ' + data)", args: 1).error)
+        #expect(error.code == .executionFailed)
+        #expect(error.message.contains("was rejected: TypeError: late 1 (line 3)"), "\(error.message)")
+        let never = try #require(await h.custom("await new Promise(() => {}); return 1").error)
+        #expect(never.message.contains("never settled"), "\(never.message)")
+        // In a plain body `await` is an identifier still.
+        #expect(try await h.custom("var await = 5; return await").get()["result"] == 5)
+        // Neither body compiles: the plain compile's error and line.
+        let syntax = try #require(await h.custom("return 1;\nawait +;").error)
+        #expect(syntax.code == .invalidPayload)
+        #expect(syntax.message.contains("SyntaxError"), "\(syntax.message)")
+    }
+
+    /// An async body is checked alone as well: text that would close the wrapper and run
+    /// outside the task's function never compiles.
+    @Test(arguments: [
+        "await 1; }); (async function () {", "await 1; }; globalThis.escaped = 1; (async function () {",
+        "await 1 }) + (async function () {", "await 1; } /*", "await 1; }\n//",
+    ])
+    func anAsyncBodyCannotBreakOutOfItsFunction(_ fn: String) async throws {
+        let error = try #require(await h.custom(fn).error, "\(fn)")
+        #expect(error.code == .invalidPayload, "\(fn): \(error.message)")
+        #expect(try await h.custom("return typeof globalThis.escaped").get()["result"] == "undefined")
+    }
+
     @Test func aRejectedPromiseIsExecutionFailedWithItsReason() async throws {
         let error = try #require(await h.custom("return (async () => {\n  await null;\n  throw new RangeError('too far') })()").error)
         #expect(error.code == .executionFailed)
