@@ -356,9 +356,8 @@ enum SandboxPrelude {
         };
         // Everything the task runs happens inside this one call, under the watchdog: the
         // function, the result's conversion, what it threw turned into text, and the promise
-        // reactions it queued.
-        // A returned Promise is settled here: its reactions (and every await before it) run
-        // inside this call, and the task answers with the value it was fulfilled with.
+        // reactions it queued. A returned Promise is settled here (its reactions, every await
+        // before it included, run inside this call), and the task answers with its value.
         const invoke = function (factory, data, maxBytes) {
             let outcome;
             let value;
