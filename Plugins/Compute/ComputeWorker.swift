@@ -118,28 +118,21 @@ final class ComputeWorker {
         case .failure(.compile(let message)):
             return .failure(.invalidPayload("the JavaScript of task \(job.taskName) does not compile: \(message)"))
         case .failure(.thrown(let message)):
-            if message.contains("Out of memory") {
-                stats.memoryStops.add(1, ordering: .relaxed)
-                return .failure(CSOPError(.resourceExhausted, "task \(job.taskName) ran out of memory: \(message)"))
-            }
-            return .failure(.executionFailed("task \(job.taskName) threw \(message)"))
+            return .failure(memoryStop(message, "task \(job.taskName) ran out of memory") ?? .executionFailed("task \(job.taskName) threw \(message)"))
         case .failure(.rejected(let message)):
-            if message.contains("Out of memory") {
-                stats.memoryStops.add(1, ordering: .relaxed)
-                return .failure(CSOPError(.resourceExhausted, "task \(job.taskName) ran out of memory: \(message)"))
-            }
-            return .failure(.executionFailed("the Promise task \(job.taskName) returned was rejected: \(message)"))
+            return .failure(
+                memoryStop(message, "task \(job.taskName) ran out of memory")
+                    ?? .executionFailed("the Promise task \(job.taskName) returned was rejected: \(message)"))
         case .failure(.unsettled):
             return .failure(
                 .executionFailed(
                     "the Promise task \(job.taskName) returned never settled: a task has no timers or I/O, so it can wait only for Promises it settles itself; resolve or reject each one it awaits"
                 ))
         case .failure(.notSerializable(let message)):
-            if message.contains("Out of memory") {
-                stats.memoryStops.add(1, ordering: .relaxed)
-                return .failure(CSOPError(.resourceExhausted, "the result of task \(job.taskName) ran out of memory while it was converted to JSON: \(message)"))
-            }
-            return .failure(.executionFailed("the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
+            return .failure(
+                memoryStop(message, "the result of task \(job.taskName) ran out of memory while it was converted to JSON")
+                    ?? .executionFailed(
+                        "the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
         case .failure(.tooLarge):
             return .failure(
                 CSOPError(
@@ -150,6 +143,14 @@ final class ComputeWorker {
                 .executionFailed(
                     "the result of task \(job.taskName) nests arrays and objects deeper than \(JSSandbox.maxResultDepth) levels, more than an answer can carry (JSON in CSOP stops at \(JSONParser.maxDepth) levels); return flatter data"))
         }
+    }
+
+    /// `RESOURCE_EXHAUSTED` ("`what`: `message`"), counted as a memory stop, when `message` is
+    /// JavaScriptCore's out-of-memory error; nil for any other.
+    private func memoryStop(_ message: String, _ what: String) -> CSOPError? {
+        guard message.contains("Out of memory") else { return nil }
+        stats.memoryStops.add(1, ordering: .relaxed)
+        return CSOPError(.resourceExhausted, "\(what): \(message)")
     }
 
     /// Whether the VM holds more than an eighth of the memory cap beyond what it held fresh.

@@ -110,6 +110,10 @@ import Testing
         #expect(error.message.contains("was rejected: RangeError: too far (line 3)"), "\(error.message)")
         let plain = try #require(await h.custom("return Promise.reject('nope')").error)
         #expect(plain.message.contains("was rejected: nope"), "\(plain.message)")
+        // JavaScriptCore's own out-of-memory error is the memory cap's code, thrown or rejected.
+        let memory = try #require(await h.custom("await null; return 'x'.repeat(2 ** 31)").error)
+        #expect(memory.code == .resourceExhausted, "\(memory.message)")
+        #expect(memory.message.contains("ran out of memory: RangeError: Out of memory"), "\(memory.message)")
     }
 
     /// A task has no timers or I/O: a Promise nobody settles never will, and the answer says so
