@@ -31,6 +31,13 @@ enum ServerFrames {
         return buffer
     }
 
+    /// One frame with `payload` in a buffer of its own.
+    static func frame(_ opcode: WebSocketOpcode, _ payload: some Collection<UInt8>, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: maxHeaderBytes + payload.count)
+        append(opcode, payload, to: &buffer)
+        return buffer
+    }
+
     private static func appendHeader(_ opcode: WebSocketOpcode, length: Int, to buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt8(0x80) | UInt8(webSocketOpcode: opcode))
         switch length {

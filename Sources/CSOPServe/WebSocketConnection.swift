@@ -368,9 +368,7 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         switch result {
         case .success(let caller):
             if fromMessage {
-                var ok = context.channel.allocator.buffer(capacity: 40)
-                ServerFrames.append(.text, #"{"type":"auth","status":"ok"}"#.utf8, to: &ok)
-                outlet.writeAndFlush(ok)
+                outlet.writeAndFlush(ServerFrames.frame(.text, #"{"type":"auth","status":"ok"}"#.utf8, allocator: context.channel.allocator))
             }
             open(caller: caller)
         case .failure(let error):
@@ -392,9 +390,7 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         writer.append(#"{"type":"error","error":"#)
         writer.appendRaw(error.json.serialized())
         writer.append("}")
-        var frame = context.channel.allocator.buffer(capacity: writer.bytes.count + ServerFrames.maxHeaderBytes)
-        ServerFrames.append(.text, writer.bytes, to: &frame)
-        outlet.write(frame)
+        outlet.write(ServerFrames.frame(.text, writer.bytes, allocator: context.channel.allocator))
         close(WebSocketErrorCode(codeNumber: Int(Self.closeUnauthenticated)), "unauthenticated")
     }
 

@@ -127,10 +127,10 @@ final class RawWebSocket {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
-    /// One read into `scratch`: `read`, or with ``stamping`` a `recvmsg` that also sets
-    /// ``lastArrival`` from its `SCM_TIMESTAMPNS` control message.
-    private func readScratch() -> Int {
-        guard stamping else { return scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) } }
+    /// One read into `scratch` (`recv` with `flags`), or with ``stamping`` a `recvmsg` that
+    /// also sets ``lastArrival`` from its `SCM_TIMESTAMPNS` control message.
+    private func readScratch(flags: Int32 = 0) -> Int {
+        guard stamping else { return scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, flags) } }
         lastArrival = 0
         // cmsghdr (len, level, type) then an 8-aligned timespec.
         var control: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -143,7 +143,7 @@ final class RawWebSocket {
                     message.msg_iovlen = 1
                     message.msg_control = controlBytes.baseAddress
                     message.msg_controllen = controlBytes.count
-                    return recvmsg(fd, &message, 0)
+                    return recvmsg(fd, &message, flags)
                 }
             }
         }
@@ -221,7 +221,7 @@ final class RawWebSocket {
     func receive(spinning spin: UInt64) throws -> Bool {
         let start = DispatchTime.now().uptimeNanoseconds
         while true {
-            let count = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            let count = readScratch(flags: Int32(MSG_DONTWAIT))
             if count > 0 {
                 keepScratch(count)
                 return true
@@ -322,19 +322,19 @@ final class RawWebSocket {
 
     /// Whether `needle` occurs in `haystack` (a frame's payload, without copying it).
     static func contains(_ needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Bool {
-        haystack.withUnsafeBufferPointer { bytes in
-            guard !needle.isEmpty, bytes.count >= needle.count else { return false }
-            for i in 0...(bytes.count - needle.count) where bytes[i] == needle[0] {
-                if bytes[i..<(i + needle.count)].elementsEqual(needle) { return true }
-            }
-            return false
-        }
+        find(needle, in: haystack) != nil
     }
 
     static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int = 0) -> Int? {
-        guard haystack.count >= needle.count + start else { return nil }
-        var i = start
-        while i <= haystack.count - needle.count {
+        guard start <= haystack.count else { return nil }
+        return find(needle, in: haystack[start...])
+    }
+
+    /// The index in `haystack` (a slice keeps its base's indices) where `needle` starts.
+    private static func find(_ needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return nil }
+        var i = haystack.startIndex
+        while i <= haystack.endIndex - needle.count {
             if haystack[i] == needle[0] {
                 var j = 1
                 while j < needle.count, haystack[i + j] == needle[j] { j += 1 }

@@ -79,7 +79,7 @@ enum WebSocketLoad {
     }
 
     private static func isError(_ payload: ArraySlice<UInt8>) -> Bool {
-        RawWebSocket.find(Array(#""status":"error""#.utf8), in: Array(payload.prefix(64))) != nil
+        RawWebSocket.contains(Array(#""status":"error""#.utf8), in: payload.prefix(64))
     }
 
     struct FanOutResult: Sendable {
