@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // WebAssembly tasks (the compute plugin): an interpreter with fuel, no file system or WASI.
+        .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2", traits: ["MultiThread"]),
         // The network gateway (csop-serve) only: csop itself links none of these.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
@@ -89,6 +91,7 @@ let package = Package(
             dependencies: [
                 "CSOPCore", "CSOPPluginKit", "CJavaScriptCore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "WasmKit", package: "WasmKit"),
             ],
             path: "Plugins/Compute",
             exclude: ["Export"],

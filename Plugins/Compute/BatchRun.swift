@@ -32,14 +32,16 @@ final class BatchRun: Sendable {
     private let maxConcurrent: Int
     private let failFast: Bool
     private let timeout: Double
+    private let deadline: UInt64
     private let maxOutputBytes: Int
     private let state: Mutex<State>
     private let reply: @Sendable ([UInt8]) -> Void
 
     init(
-        entries: [Entry], pool: WorkerPool, maxConcurrent: Int, failFast: Bool, timeout: Double, maxOutputBytes: Int,
+        entries: [Entry], pool: WorkerPool, maxConcurrent: Int, failFast: Bool, timeout: Double, deadline: UInt64, maxOutputBytes: Int,
         reply: @escaping @Sendable ([UInt8]) -> Void
     ) {
+        self.deadline = deadline
         self.entries = entries
         self.pool = pool
         self.maxConcurrent = maxConcurrent
@@ -86,7 +88,7 @@ final class BatchRun: Sendable {
                 case .job(let name, let work):
                     guard state.running.count < maxConcurrent else { return .wait }
                     state.next += 1
-                    let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
+                    let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout, deadline: deadline) { [self] result in
                         settle(index, result)
                     }
                     state.running[index] = job

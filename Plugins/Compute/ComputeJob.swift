@@ -1,4 +1,5 @@
 import CSOPCore
+import Dispatch
 import Synchronization
 
 /// One task on its way through the pool. Completed exactly once, by whoever finishes it.
@@ -9,6 +10,10 @@ final class ComputeJob: Sendable {
         case script(source: String, data: JSONValue?)
         /// Only compiles a function body (for `compute.register`).
         case compile(source: String)
+        /// Calls a WebAssembly export.
+        case wasm(WasmCall)
+        /// Only validates a module (for `compute.register`).
+        case validate(WasmModule)
 
         /// About how many bytes of request the task carries: its function's UTF-8 source plus
         /// the JSON of its data (``JSONValue/approximateJSONBytes``). What a queued task counts
@@ -18,6 +23,8 @@ final class ComputeJob: Sendable {
             case .builtin(let task): task.inputBytes
             case .script(let source, let data): source.utf8.count + (data?.approximateJSONBytes ?? 0)
             case .compile(let source): source.utf8.count
+            case .wasm(let call): call.inputBytes
+            case .validate(let module): module.byteCount
             }
         }
     }
@@ -27,6 +34,10 @@ final class ComputeJob: Sendable {
     let work: Work
     /// Execution time allowed, counted from when a worker starts the task.
     let timeoutMilliseconds: Double
+    /// When the call that carries the task times out (`DispatchTime` uptime nanoseconds;
+    /// `.max` for none). A script is stopped by the router's cancel then; a wasm call, which
+    /// cannot be interrupted, is given no more fuel than this leaves (``millisecondsLeft``).
+    let deadline: UInt64
     /// ``Work/inputBytes``, taken once.
     let inputBytes: Int
     /// 0 live, 1 withdrawn (must not start), 2 cancelled (must not start, stop if running).
@@ -36,14 +47,23 @@ final class ComputeJob: Sendable {
     private let completion: @Sendable (Result<TaskOutput, CSOPError>) -> Void
 
     init(
-        taskName: String, work: Work, timeoutMilliseconds: Double,
+        taskName: String, work: Work, timeoutMilliseconds: Double, deadline: UInt64 = .max,
         completion: @escaping @Sendable (Result<TaskOutput, CSOPError>) -> Void
     ) {
         self.taskName = taskName
         self.work = work
         self.timeoutMilliseconds = timeoutMilliseconds
+        self.deadline = deadline
         inputBytes = work.inputBytes
         self.completion = completion
+    }
+
+    /// The execution time a task that starts now has: its timeout, or less when the call's
+    /// deadline comes sooner.
+    var millisecondsLeft: Double {
+        guard deadline != .max else { return timeoutMilliseconds }
+        let now = DispatchTime.now().uptimeNanoseconds
+        return min(timeoutMilliseconds, deadline > now ? Double(deadline - now) / 1e6 : 0)
     }
 
     /// Whether a running script must be stopped.

@@ -1,5 +1,6 @@
 import CSOPCore
 import CSOPPluginKit
+import Dispatch
 
 /// The `compute` capability: exact native tasks and sandboxed JavaScript on a pool of
 /// worker threads, each with its own JavaScriptCore context group.
@@ -8,13 +9,16 @@ import CSOPPluginKit
 /// - `execute {task, data, options?: {timeout}}` → `{result, logs?, logsTruncated?}`.
 /// - `batch {tasks: [{task, data}], options?: {maxConcurrent, failFast, timeout}}` →
 ///   `{total, completed, failed, results: [{status, task, result | error, logs?}]}` in input order.
-/// - `register {name, fn}` (fn is a function body taking `data`; compiled once per worker),
-///   `unregister {name}`, `tasks`, `stats`.
+/// - `register {name, fn}` (fn is a function body taking `data`; compiled once per worker) or
+///   `register {name, wasm}` (a WebAssembly module in base64; validated once), `unregister {name}`,
+///   `tasks`, `stats`.
 ///
 /// Built-in tasks: `fibonacci {n ≤ 100000}`, `factorial {n ≤ 10000}` (decimal strings),
 /// `isPrime {n}` (0…2^64−1; above 2^63−1 pass a decimal string), `hash_sha256 {message}`
 /// (hex, message ≤ 16 MiB), `sum {numbers}` (≤ 1000000 numbers), and
-/// `custom {fn, args}` (fn is the body of `function (data) { … }`, args its `data`).
+/// `custom {fn, args}` (fn is the body of `function (data) { … }`, args its `data`), and
+/// `wasm {module, export, args, input?, output?, fuel?}` (see ``WasmCall`` for the convention,
+/// ``WasmRunner`` for the limits).
 /// Quick built-ins answer inline on the calling thread; everything else runs on the pool.
 ///
 /// Sandbox: only ECMAScript intrinsics plus a capturing `console`; the intrinsics are frozen,
@@ -75,7 +79,9 @@ final class ComputePlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
-        service.handle(operation, payload: call.payload, callID: call.id, tenant: call.caller?.tenant) { result in
+        let milliseconds = call.timeoutMilliseconds
+        let deadline = milliseconds > 0 && milliseconds < 1e12 ? DispatchTime.now().uptimeNanoseconds + UInt64(milliseconds * 1e6) : .max
+        service.handle(operation, payload: call.payload, callID: call.id, tenant: call.caller?.tenant, deadline: deadline) { result in
             call.complete(rawJSON: result)
         }
     }

@@ -25,10 +25,24 @@ final class ComputeService: Sendable {
         var name: String
     }
 
-    /// Registered sources by scoped name, and their UTF-8 bytes together. The count and byte
-    /// limits hold for all scopes together: they bound the plugin's memory.
+    /// What a name was registered with: a JavaScript function body, or a WebAssembly module.
+    enum Registered: Sendable {
+        case script(String)
+        case wasm(WasmModule)
+
+        /// What it counts against `maxRegisteredBytes`: the source's UTF-8 or the binary's bytes.
+        var byteCount: Int {
+            switch self {
+            case .script(let source): source.utf8.count
+            case .wasm(let module): module.byteCount
+            }
+        }
+    }
+
+    /// Registered functions and modules by scoped name, and their bytes together. The count
+    /// and byte limits hold for all scopes together: they bound the plugin's memory.
     private struct Registry {
-        var sources: [RegisteredName: String] = [:]
+        var sources: [RegisteredName: Registered] = [:]
         var bytes = 0
 
         func names(of tenant: String?) -> [String] {
@@ -52,13 +66,18 @@ final class ComputeService: Sendable {
     }
 
     /// Runs `operation`; `callID` names it for ``cancel(callID:)``.
-    /// - Parameter tenant: whose registered functions the call sees (its caller's tenant; nil
-    ///   for the local owner). Built-in tasks are everyone's.
-    func handle(_ operation: Operation, payload: JSONValue, callID: UInt64, tenant: String? = nil, reply: @escaping Reply) {
+    /// - Parameters:
+    ///   - tenant: whose registered functions the call sees (its caller's tenant; nil for the
+    ///     local owner). Built-in tasks are everyone's.
+    ///   - deadline: when the host abandons the call (`DispatchTime` uptime nanoseconds), which
+    ///     bounds the fuel of its wasm tasks: see ``ComputeJob/deadline``.
+    func handle(
+        _ operation: Operation, payload: JSONValue, callID: UInt64, tenant: String? = nil, deadline: UInt64 = .max, reply: @escaping Reply
+    ) {
         do throws(CSOPError) {
             switch operation {
-            case .execute: try execute(payload, callID: callID, tenant: tenant, reply: reply)
-            case .batch: try batch(payload, callID: callID, tenant: tenant, reply: reply)
+            case .execute: try execute(payload, callID: callID, tenant: tenant, deadline: deadline, reply: reply)
+            case .batch: try batch(payload, callID: callID, tenant: tenant, deadline: deadline, reply: reply)
             case .register: try register(payload, callID: callID, tenant: tenant, reply: reply)
             case .unregister: reply(.success(try unregister(payload, tenant: tenant).serialized()))
             case .tasks: reply(.success(try tasks(payload, tenant: tenant).serialized()))
@@ -79,7 +98,7 @@ final class ComputeService: Sendable {
     static let cancelled = CSOPError(.timeout, "the call timed out and was cancelled", retryable: true)
     static let cancelledBeforeStart = CSOPError(.timeout, "the call timed out and was cancelled before it started", retryable: true)
 
-    private func execute(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
+    private func execute(_ payload: JSONValue, callID: UInt64, tenant: String?, deadline: UInt64, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["task", "data", "options"])
         let name = try fields.requiredString("task", maxLength: Self.maxNameLength)
         let options = try fields.nested("options", allowed: ["timeout"])
@@ -94,7 +113,7 @@ final class ComputeService: Sendable {
             reply(output.map(\.responseJSON))
             return
         }
-        let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout) { [self] result in
+        let job = ComputeJob(taskName: name, work: work, timeoutMilliseconds: timeout, deadline: deadline) { [self] result in
             cancellers.remove(callID)
             reply(result.map(\.responseJSON))
         }
@@ -121,14 +140,19 @@ final class ComputeService: Sendable {
             let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
             return .script(source: source, data: fields["args"])
         }
+        if name == "wasm" { return .wasm(try WasmCall(adHoc: data, path: path)) }
         if let task = try BuiltinTask.parse(name: name, data: data, path: path) { return .builtin(task) }
-        if let source = registry.withLock({ $0.sources[RegisteredName(tenant: tenant, name: name)] }) { return .script(source: source, data: data) }
+        switch registry.withLock({ $0.sources[RegisteredName(tenant: tenant, name: name)] }) {
+        case .script(let source)?: return .script(source: source, data: data)
+        case .wasm(let module)?: return .wasm(try WasmCall(module: module, data: data, path: path))
+        case nil: break
+        }
         throw CSOPError(.invalidTask, "unknown task \"\(name)\"; use a built-in (\(Self.builtinNames.joined(separator: ", "))) or a name registered with compute.register (see compute.tasks)")
     }
 
-    static let builtinNames = ["custom"] + BuiltinTask.names
+    static let builtinNames = ["custom", "wasm"] + BuiltinTask.names
 
-    private func batch(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
+    private func batch(_ payload: JSONValue, callID: UInt64, tenant: String?, deadline: UInt64, reply: @escaping Reply) throws(CSOPError) {
         let fields = try Fields(payload, path: "payload", allowed: ["tasks", "options"])
         guard let tasks = try fields.array("tasks", maxCount: Self.maxBatchTasks) else {
             throw .invalidPayload("payload.tasks is required (an array of {task, data})")
@@ -150,7 +174,7 @@ final class ComputeService: Sendable {
             }
         }
         let run = BatchRun(
-            entries: entries, pool: pool, maxConcurrent: maxConcurrent, failFast: failFast, timeout: timeout,
+            entries: entries, pool: pool, maxConcurrent: maxConcurrent, failFast: failFast, timeout: timeout, deadline: deadline,
             maxOutputBytes: settings.maxResultBytes
         ) {
             [self] bytes in
@@ -162,47 +186,65 @@ final class ComputeService: Sendable {
     }
 
     private func register(_ payload: JSONValue, callID: UInt64, tenant: String?, reply: @escaping Reply) throws(CSOPError) {
-        let fields = try Fields(payload, path: "payload", allowed: ["name", "fn"])
+        let fields = try Fields(payload, path: "payload", allowed: ["name", "fn", "wasm"])
         let name = try Self.validName(try fields.requiredString("name", maxLength: Self.maxNameLength))
         let key = RegisteredName(tenant: tenant, name: name)
-        let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
+        if let base64 = try fields.string("wasm") {
+            guard !fields.has("fn") else { throw .invalidPayload("payload: give fn (JavaScript) or wasm (a module), not both") }
+            let module = try WasmModule(base64: base64, path: "payload.wasm")
+            if case .failure(let error) = registry.withLock({ admit(key, .wasm(module), into: $0) }) { throw error }
+            // Validated on a worker: translating a large module is work the pool should bound.
+            let job = ComputeJob(taskName: name, work: .validate(module), timeoutMilliseconds: settings.timeout) { [self] result in
+                cancellers.remove(callID)
+                reply(result.flatMap { _ in add(.wasm(module), as: key) })
+            }
+            return try submit(job, callID: callID)
+        }
+        guard let source = try fields.string("fn", maxLength: Self.maxSourceBytes) else {
+            throw .invalidPayload("payload.fn is required (a JavaScript function body), or payload.wasm (a WebAssembly module in base64)")
+        }
         // Checked again when the compiled function is added, under the lock; this spares the compile.
-        if case .failure(let error) = registry.withLock({ admit(key, source, into: $0) }) { throw error }
+        if case .failure(let error) = registry.withLock({ admit(key, .script(source), into: $0) }) { throw error }
         let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
             [self] result in
             cancellers.remove(callID)
-            switch result {
-            case .failure(let error):
-                reply(.failure(error))
-            case .success:
-                let outcome = registry.withLock { registry -> Result<Bool, CSOPError> in
-                    admit(key, source, into: registry).map { bytes in
-                        let replaced = registry.sources.updateValue(source, forKey: key) != nil
-                        registry.bytes = bytes
-                        return replaced
-                    }
-                }
-                reply(outcome.map { replaced in JSONValue.object(["name": .string(name), "replaced": .bool(replaced)]).serialized() })
-            }
+            reply(result.flatMap { _ in add(.script(source), as: key) })
         }
         try submit(job, callID: callID)
     }
 
-    /// Whether `source` may be registered as `name` beside what `registry` holds.
-    /// - Returns: the registry's UTF-8 bytes once it is.
-    /// Fails with `QUOTA_EXCEEDED` past ``maxRegistered`` functions or `maxRegisteredBytes`.
-    private func admit(_ key: RegisteredName, _ source: String, into registry: Registry) -> Result<Int, CSOPError> {
+    /// Adds `entry` under `key` once it compiled, if the registry still has room.
+    /// - Returns: the answer of `compute.register`.
+    private func add(_ entry: Registered, as key: RegisteredName) -> Result<[UInt8], CSOPError> {
+        registry.withLock { registry -> Result<Bool, CSOPError> in
+            admit(key, entry, into: registry).map { bytes in
+                let replaced = registry.sources.updateValue(entry, forKey: key) != nil
+                registry.bytes = bytes
+                return replaced
+            }
+        }.map { replaced in JSONValue.object(["name": .string(key.name), "replaced": .bool(replaced)]).serialized() }
+    }
+
+    /// Whether `entry` may be registered under `key` beside what `registry` holds.
+    /// - Returns: the registry's bytes once it is.
+    /// Fails with `QUOTA_EXCEEDED` past ``maxRegistered`` entries or `maxRegisteredBytes`.
+    private func admit(_ key: RegisteredName, _ entry: Registered, into registry: Registry) -> Result<Int, CSOPError> {
         let name = key.name
         let previous = registry.sources[key]
         if previous == nil, registry.sources.count >= Self.maxRegistered {
             return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
         }
-        let bytes = registry.bytes - (previous?.utf8.count ?? 0) + source.utf8.count
+        let bytes = registry.bytes - (previous?.byteCount ?? 0) + entry.byteCount
         guard bytes <= settings.maxRegisteredBytes else {
+            let what: String =
+                switch entry {
+                case .script: "bytes of source"
+                case .wasm: "bytes of WebAssembly"
+                }
             return .failure(
                 CSOPError(
                     .quotaExceeded,
-                    "registering \(name) (\(source.utf8.count) bytes of source) would bring the registered functions to \(bytes) bytes, over the limit of \(settings.maxRegisteredBytes) (config maxRegisteredBytes); unregister some first or raise maxRegisteredBytes"
+                    "registering \(name) (\(entry.byteCount) \(what)) would bring the registered functions to \(bytes) bytes, over the limit of \(settings.maxRegisteredBytes) (config maxRegisteredBytes); unregister some first or raise maxRegisteredBytes"
                 ))
         }
         return .success(bytes)
@@ -231,8 +273,8 @@ final class ComputeService: Sendable {
         let fields = try Fields(payload, path: "payload", allowed: ["name"])
         let name = try fields.requiredString("name", maxLength: Self.maxNameLength)
         let removed = registry.withLock { registry in
-            guard let source = registry.sources.removeValue(forKey: RegisteredName(tenant: tenant, name: name)) else { return false }
-            registry.bytes -= source.utf8.count
+            guard let entry = registry.sources.removeValue(forKey: RegisteredName(tenant: tenant, name: name)) else { return false }
+            registry.bytes -= entry.byteCount
             return true
         }
         return ["name": .string(name), "removed": .bool(removed)]
@@ -266,7 +308,7 @@ final class ComputeService: Sendable {
             "cancelled": int(s.cancelled.load(ordering: .relaxed)),
             "registered": int(registry.withLock { $0.names(of: tenant).count }),
             "registeredBytes": int(
-                registry.withLock { registry in registry.sources.reduce(0) { $0 + ($1.key.tenant == tenant ? $1.value.utf8.count : 0) } }),
+                registry.withLock { registry in registry.sources.reduce(0) { $0 + ($1.key.tenant == tenant ? $1.value.byteCount : 0) } }),
         ]
     }
 }

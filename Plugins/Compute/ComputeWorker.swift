@@ -13,6 +13,8 @@ final class ComputeWorker {
     private var sandbox: JSSandbox?
     /// What the current sandbox's VM held when it was made; nil without a VM meter.
     private var freshHeapBytes: UInt64?
+    /// Made at the first wasm task.
+    private lazy var wasm = WasmRunner()
 
     init(index: Int, queue: JobQueue, stats: PoolStatistics, settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.index = index
@@ -63,6 +65,13 @@ final class ComputeWorker {
             result = runScript(job, source: source, data: data)
         case .compile(let source):
             result = compileOnly(job, source: source)
+        case .wasm(let call):
+            result = runWasm(job, call)
+        case .validate(let module):
+            result = Result { () throws(CSOPError) in
+                try module.validate(memoryLimitBytes: settings.memoryLimitMB << 20, path: "payload.wasm")
+                return TaskOutput(.null)
+            }
         }
         stats.busy.subtract(1, ordering: .relaxed)
         switch result {
@@ -134,15 +143,59 @@ final class ComputeWorker {
                     ?? .executionFailed(
                         "the result of task \(job.taskName) is not JSON-serializable: \(message); return plain data (objects, arrays, strings, numbers, booleans, null)"))
         case .failure(.tooLarge):
-            return .failure(
-                CSOPError(
-                    .resourceExhausted,
-                    "the result of task \(job.taskName) is larger than \(settings.maxResultBytes) bytes of JSON (config maxResultBytes); return less data or raise maxResultBytes"))
+            return .failure(resultTooLarge(job))
         case .failure(.tooDeep):
             return .failure(
                 .executionFailed(
                     "the result of task \(job.taskName) nests arrays and objects deeper than \(JSSandbox.maxResultDepth) levels, more than an answer can carry (JSON in CSOP stops at \(JSONParser.maxDepth) levels); return flatter data"))
         }
+    }
+
+    private func runWasm(_ job: ComputeJob, _ call: WasmCall) -> Result<TaskOutput, CSOPError> {
+        let milliseconds = job.millisecondsLeft
+        let timeBudget = WasmRunner.budget(milliseconds: milliseconds)
+        let budget = min(timeBudget, call.fuel ?? .max)
+        let cap = settings.memoryLimitMB << 20
+        switch wasm.run(call, budget: budget, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes) {
+        case .success(let value):
+            let output = TaskOutput(value)
+            return output.resultJSON.count <= settings.maxResultBytes ? .success(output) : .failure(resultTooLarge(job))
+        case .failure(.invalid(let error)):
+            return .failure(error)
+        case .failure(.outOfFuel(let budget)) where budget < timeBudget:
+            return .failure(.executionFailed("wasm task \(job.taskName) used up the fuel it was given (data.fuel: \(budget)); give it more fuel or make it do less"))
+        case .failure(.outOfFuel(let budget)):
+            stats.timedOut.add(1, ordering: .relaxed)
+            let limit =
+                milliseconds < job.timeoutMilliseconds
+                ? "the \(Self.format(milliseconds.rounded())) ms its call had left" : "its timeout of \(Self.format(job.timeoutMilliseconds)) ms"
+            return .failure(
+                CSOPError(
+                    .timeout,
+                    "wasm task \(job.taskName) ran longer than \(limit) and was stopped (after \(budget) units of fuel, what this machine runs in that time); raise options.timeout or make it faster",
+                    retryable: true))
+        case .failure(.trap(let kind, let refused)):
+            let memory = refused.map { " after memory.grow was refused at \($0 >> 20) MiB, over the cap of \(settings.memoryLimitMB) MiB (config memoryLimitMB)" } ?? ""
+            return .failure(.executionFailed("wasm task \(job.taskName) trapped: \(kind)\(memory)"))
+        case .failure(.initialMemory(let bytes)):
+            stats.memoryStops.add(1, ordering: .relaxed)
+            return .failure(
+                CSOPError(
+                    .resourceExhausted,
+                    "the module of wasm task \(job.taskName) asks for \(bytes >> 20) MiB of memory at the start, more than the cap of \(settings.memoryLimitMB) MiB (config memoryLimitMB); declare less or raise memoryLimitMB"
+                ))
+        case .failure(.badOutput(let problem)):
+            return .failure(.executionFailed("the output of wasm task \(job.taskName) cannot be read: \(problem)"))
+        case .failure(.tooLarge):
+            return .failure(resultTooLarge(job))
+        }
+    }
+
+    /// `RESOURCE_EXHAUSTED` for a result past `maxResultBytes`.
+    private func resultTooLarge(_ job: ComputeJob) -> CSOPError {
+        CSOPError(
+            .resourceExhausted,
+            "the result of task \(job.taskName) is larger than \(settings.maxResultBytes) bytes of JSON (config maxResultBytes); return less data or raise maxResultBytes")
     }
 
     /// `RESOURCE_EXHAUSTED` ("`what`: `message`"), counted as a memory stop, when `message` is

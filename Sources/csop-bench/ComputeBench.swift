@@ -5,7 +5,8 @@ import Foundation
 import Synchronization
 
 /// Compute rows: a tiny custom function's round trip, exact fibonacci alone and in batches,
-/// and the pool's parallel speedup over one bare JavaScriptCore context.
+/// the pool's parallel speedup over one bare JavaScriptCore context, and WebAssembly
+/// (``WasmBench``).
 struct ComputeBench: BenchSuite {
     let name = "compute"
 
@@ -51,9 +52,10 @@ struct ComputeBench: BenchSuite {
             try Self.check(await host.dispatch(heavyBatch), "heavy batch")
         }
         let bareHeavy = try BareJavaScript().measureHeavy(context, iterations: heavyIterations)
+        let wasmRows = try await WasmBench().rows(context, host: host, suite: name)
         await host.shutdown()
 
-        return [
+        return wasmRows + [
             BenchRow(
                 suite: name, name: "execute custom `return data.a + data.b`", stats: add, throughput: 1e6 / add.mean,
                 baseline: "same compiled function called on a bare JSC context", baselineStats: bareAdd,

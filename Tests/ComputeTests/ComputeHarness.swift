@@ -25,11 +25,14 @@ final class ComputeHarness: Sendable {
     /// A call id no call has used yet.
     func newCallID() -> UInt64 { nextID.add(1, ordering: .relaxed).newValue }
 
-    /// Starts a call (with `id`, or a new one); returns its id and a task awaiting the outcome.
-    func start(_ operation: String, _ payload: JSONValue, id: UInt64? = nil) -> (id: UInt64, outcome: Task<Result<JSONValue, CSOPError>, Never>) {
+    /// Starts a call (with `id`, or a new one, and the host's `deadline` for it); returns its id
+    /// and a task awaiting the outcome.
+    func start(
+        _ operation: String, _ payload: JSONValue, id: UInt64? = nil, deadline: UInt64 = .max
+    ) -> (id: UInt64, outcome: Task<Result<JSONValue, CSOPError>, Never>) {
         let id = id ?? newCallID()
         let stream = AsyncStream<Result<JSONValue, CSOPError>>.makeStream()
-        service.handle(ComputeService.Operation(rawValue: operation)!, payload: payload, callID: id) { result in
+        service.handle(ComputeService.Operation(rawValue: operation)!, payload: payload, callID: id, deadline: deadline) { result in
             stream.continuation.yield(result.map { bytes in (try? JSONValue(parsing: bytes)) ?? .string("<invalid JSON>") })
             stream.continuation.finish()
         }

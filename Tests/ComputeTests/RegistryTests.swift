@@ -55,7 +55,7 @@ import Testing
 
     @Test func tasksListsBuiltins() async throws {
         let value = try await h.call("tasks", [:]).get()
-        #expect(value["builtin"] == ["custom", "factorial", "fibonacci", "hash_sha256", "isPrime", "sum"])
+        #expect(value["builtin"] == ["custom", "wasm", "factorial", "fibonacci", "hash_sha256", "isPrime", "sum"])
         #expect(value["registered"] == [])
     }
 

@@ -1,0 +1,51 @@
+;; Bytes in and out through memory: `alloc` hands out room for the input, `fnv1a` hashes it,
+;; `upper` returns an upper-cased copy as (pointer, length), `upper_packed` as one i64
+;; (pointer << 32 | length), and `json` returns a fixed JSON text.
+(module
+  (memory (export "memory") 1 256)
+  (global $next (mut i32) (i32.const 1024))
+  (data (i32.const 16) "{\"ok\":true,\"n\":[1,2,3]}")
+  (func $alloc (export "alloc") (param $len i32) (result i32)
+    (local $at i32) (local $need i32)
+    (local.set $at (global.get $next))
+    (global.set $next (i32.and (i32.add (i32.add (local.get $at) (local.get $len)) (i32.const 7)) (i32.const -8)))
+    (local.set $need (i32.shr_u (i32.add (global.get $next) (i32.const 65535)) (i32.const 16)))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then (if (i32.eq (memory.grow (i32.sub (local.get $need) (memory.size))) (i32.const -1))
+        (then unreachable))))
+    (local.get $at))
+  (func (export "fnv1a") (param $ptr i32) (param $len i32) (result i32)
+    (local $h i32) (local $end i32)
+    (local.set $h (i32.const 0x811c9dc5))
+    (local.set $end (i32.add (local.get $ptr) (local.get $len)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $ptr) (local.get $end)))
+        (local.set $h (i32.mul (i32.xor (local.get $h) (i32.load8_u (local.get $ptr))) (i32.const 0x01000193)))
+        (local.set $ptr (i32.add (local.get $ptr) (i32.const 1)))
+        (br $next)))
+    (local.get $h))
+  (func $upperInto (param $ptr i32) (param $len i32) (result i32)
+    (local $out i32) (local $i i32) (local $c i32)
+    (local.set $out (call $alloc (local.get $len)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+        (local.set $c (i32.load8_u (i32.add (local.get $ptr) (local.get $i))))
+        (if (i32.and (i32.ge_u (local.get $c) (i32.const 97)) (i32.le_u (local.get $c) (i32.const 122)))
+          (then (local.set $c (i32.sub (local.get $c) (i32.const 32)))))
+        (i32.store8 (i32.add (local.get $out) (local.get $i)) (local.get $c))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.get $out))
+  (func (export "upper") (param $ptr i32) (param $len i32) (result i32 i32)
+    (call $upperInto (local.get $ptr) (local.get $len))
+    (local.get $len))
+  (func (export "upper_packed") (param $ptr i32) (param $len i32) (result i64)
+    (i64.or
+      (i64.shl (i64.extend_i32_u (call $upperInto (local.get $ptr) (local.get $len))) (i64.const 32))
+      (i64.extend_i32_u (local.get $len))))
+  (func (export "json") (result i32 i32)
+    (i32.const 16) (i32.const 23))
+  (func (export "bad_range") (result i32 i32)
+    (i32.const 65000) (i32.const 100000)))
