@@ -82,8 +82,34 @@ import Testing
         let second = await storage.call("delete", ["key": "d"])
         #expect(second.value == ["deleted": false, "key": "d"])
         #expect(await storage.call("get", ["key": "d"]).code == "KEY_NOT_FOUND")
-        // A re-created key starts over at version 1.
-        #expect(await storage.call("save", ["key": "d", "data": "y"])["version"] == 1)
+        // A re-created key continues from the version it was deleted at.
+        #expect(await storage.call("save", ["key": "d", "data": "y"])["version"] == 2)
+    }
+
+    /// ABA: a client that read version n before a delete must not overwrite the key made after it.
+    @Test func versionsNeverRepeatForAKeyDeletesIncluded() async throws {
+        let storage = try open()
+        for i in 1...3 { #expect(await storage.call("save", ["key": "k", "data": .int(Int64(i))])["version"] == .int(Int64(i))) }
+        #expect(await storage.call("delete", ["key": "k"])["deleted"] == true)
+        // The plain save (one autocommit statement) continues at 4.
+        #expect(await storage.call("save", ["key": "k", "data": "again"])["version"] == 4)
+        // A writer still holding version 1, 2 or 3 from before the delete conflicts.
+        for stale in 1...3 {
+            let reply = await storage.call("save", ["key": "k", "data": "stale", "options": ["ifVersion": .int(Int64(stale))]])
+            #expect(reply.code == "CONFLICT", "ifVersion \(stale)")
+        }
+        #expect(await storage.call("get", ["key": "k"]).value == "again")
+        // The transactional paths too: ifVersion 0 (must not exist) and saveMany.
+        #expect(await storage.call("delete", ["key": "k"])["deleted"] == true)
+        #expect(await storage.call("save", ["key": "k", "data": 5, "options": ["ifVersion": 0]])["version"] == 5)
+        #expect(await storage.call("delete", ["key": "k"])["deleted"] == true)
+        let many = await storage.call("saveMany", ["items": [["key": "k", "data": 6], ["key": "fresh", "data": 1]]])
+        #expect(many["items"]?.arrayValue?.map { $0["version"] } == [6, 1], "\(many.value)")
+        // Deleted twice, the higher version is kept; and it survives a reopen.
+        #expect(await storage.call("delete", ["key": "k"])["deleted"] == true)
+        storage.close()
+        let reopened = try open()
+        #expect(await reopened.call("save", ["key": "k", "data": 7])["version"] == 7)
     }
 
     @Test func listPaginatesInKeyOrderWithPrefix() async throws {

@@ -3,6 +3,11 @@
 /// `csop_storage` is the key index for both tiers: one row per key with its tier
 /// (0 local, 1 cloud), version, JSON size, stored size, flags (1 compressed, 2 encrypted), the
 /// value bytes for local keys and the cold-table row reference for cloud keys.
+///
+/// `csop_storage_gone` keeps the last version of every deleted key (a trigger writes it on
+/// each delete, whichever statement deletes), so a key saved again continues from there:
+/// versions never repeat for a key, and an `ifVersion` taken before a delete can never match
+/// a key made after it (ABA).
 enum StorageSQL: Int, CaseIterable {
     case read
     case fastSaveLocal
@@ -10,6 +15,7 @@ enum StorageSQL: Int, CaseIterable {
     case commit
     case rollback
     case readForWrite
+    case goneVersion
     case upsert
     case delete
     case listRange
@@ -27,7 +33,15 @@ enum StorageSQL: Int, CaseIterable {
             flags INTEGER NOT NULL,
             value BLOB,
             cold_ref TEXT
-        )
+        );
+        CREATE TABLE IF NOT EXISTS csop_storage_gone (
+            key TEXT NOT NULL PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS csop_storage_gone_on_delete AFTER DELETE ON csop_storage BEGIN
+            INSERT INTO csop_storage_gone (key, version) VALUES (old.key, old.version)
+            ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version);
+        END;
         """
 
     var sql: String {
@@ -37,7 +51,7 @@ enum StorageSQL: Int, CaseIterable {
         case .fastSaveLocal:
             """
             INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)
-            VALUES (?1, 0, 1, ?2, ?3, ?4, ?5, NULL)
+            VALUES (?1, 0, 1 + coalesce((SELECT version FROM csop_storage_gone WHERE key = ?1), 0), ?2, ?3, ?4, ?5, NULL)
             ON CONFLICT (key) DO UPDATE SET version = version + 1, size = excluded.size,
                 stored = excluded.stored, flags = excluded.flags, value = excluded.value
             WHERE tier = 0
@@ -47,6 +61,7 @@ enum StorageSQL: Int, CaseIterable {
         case .commit: "COMMIT"
         case .rollback: "ROLLBACK"
         case .readForWrite: "SELECT tier, version, size, cold_ref FROM csop_storage WHERE key = ?1"
+        case .goneVersion: "SELECT version FROM csop_storage_gone WHERE key = ?1"
         case .upsert:
             """
             INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)

@@ -268,10 +268,12 @@ final class LocalStore: Sendable {
                     let now = existing ? "is at version \(oldVersion)" : "does not exist"
                     throw CSOPError(.conflict, "'\(StorageNamespace.userKey(item.key))' \(now), not ifVersion \(expected); read it again and retry")
                 }
+                // A key made again continues from the version it was deleted at.
+                let baseVersion = existing ? oldVersion : try Self.sqlite { () throws(SQLiteError) in try Self.goneVersion(item.key, connection) }
                 deltas[StorageNamespace.prefix(ofStored: item.key), default: 0] += item.size - oldSize
                 upsert.bind(1, item.key)
                 upsert.bind(2, item.tier.rawValue)
-                upsert.bind(3, oldVersion + 1)
+                upsert.bind(3, baseVersion + 1)
                 upsert.bind(4, item.size)
                 upsert.bind(5, item.storedSize)
                 upsert.bind(6, item.flags)
@@ -280,7 +282,7 @@ final class LocalStore: Sendable {
                 defer { upsert.reset() }
                 _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
                 if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
-                versions.append(oldVersion + 1)
+                versions.append(baseVersion + 1)
             }
             if let maxBytes {
                 for (namespace, delta) in deltas {
@@ -305,6 +307,14 @@ final class LocalStore: Sendable {
             state.totalBytes[StorageNamespace.prefix(ofStored: key)]? -= size
             return result
         }
+    }
+
+    /// The version `key` had when it was last deleted, or 0.
+    private static func goneVersion(_ key: String, _ connection: SQLiteConnection) throws(SQLiteError) -> Int64 {
+        let statement = try connection.statement(.goneVersion)
+        defer { statement.reset() }
+        statement.bind(1, key)
+        return try statement.step() ? statement.int64(0) : 0
     }
 
     private static func deleteRow(_ key: String, _ connection: SQLiteConnection) throws(SQLiteError) -> (result: (deleted: Bool, coldRef: String?), size: Int64) {
