@@ -38,4 +38,7 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let unauthenticated: ErrorCode = "UNAUTHENTICATED"
     /// The caller sent too many requests; retryable after a while.
     public static let rateLimited: ErrorCode = "RATE_LIMITED"
+    /// The plugin's circuit breaker is open after repeated failures: calls fail at once until
+    /// its cool-down ends; retryable later.
+    public static let circuitOpen: ErrorCode = "CIRCUIT_OPEN"
 }

@@ -71,7 +71,7 @@ public final class CSOPHost: Sendable {
         self.hub = hub
         self.logger = configuration.logger
         self.router = Router(
-            capabilities: [HostInfoCapability(plugins: loaded, failures: failures)] + loaded,
+            capabilities: [HostInfoCapability(plugins: loaded, failures: failures, scheduler: scheduler)] + loaded,
             scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes,
             missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
     }

@@ -10,9 +10,12 @@ final class HostInfoCapability: Capability, Sendable {
     let operations = ["info", "ping"]
     private let plugins: [PluginCapability]
     private let failures: [JSONValue]
+    /// The router's clock, for the time an open circuit has left.
+    private let scheduler: any Scheduler
 
-    init(plugins: [PluginCapability], failures: [PluginLoadFailure]) {
+    init(plugins: [PluginCapability], failures: [PluginLoadFailure], scheduler: any Scheduler) {
         self.plugins = plugins
+        self.scheduler = scheduler
         self.failures = failures.map {
             var failure: JSONObject = ["file": .string($0.file), "kind": .string($0.kind.rawValue), "message": .string($0.message)]
             if let domain = $0.domain { failure["domain"] = .string(domain) }
@@ -33,7 +36,7 @@ final class HostInfoCapability: Capability, Sendable {
             [["name": "host", "version": .string(CSOPHost.version), "operations": ["info", "ping"], "builtin": true]]
             + plugins.map { plugin in
                 let abandoned = plugin.abandonedCalls
-                return [
+                var entry: JSONObject = [
                     "name": .string(plugin.name), "version": .string(plugin.version),
                     "operations": .array(plugin.operations.map { .string($0) }),
                     "library": .string(plugin.library.path), "file": .string(plugin.file),
@@ -41,6 +44,8 @@ final class HostInfoCapability: Capability, Sendable {
                     "neverCompleted": .int(Int64(abandoned.count)),
                     "neverCompletedCalls": .array(abandoned.prefix(16).map { .int(Int64(bitPattern: $0)) }),
                 ]
+                if let circuit = plugin.circuit { entry["circuit"] = circuit.json(now: scheduler.now()) }
+                return .object(entry)
             }
         return [
             "version": .string(CSOPHost.version), "abiVersion": .int(Int64(CSOP_ABI_VERSION)),

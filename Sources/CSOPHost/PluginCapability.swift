@@ -14,6 +14,7 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     let operations: [String]
     let library: PluginLibrary
     let file: String
+    let circuit: CircuitBreaker?
 
     private let descriptor: UnsafePointer<csop_plugin_descriptor>
     private let instance: UnsafeMutableRawPointer
@@ -33,8 +34,10 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
 
     init(
         name: String, version: String, operations: [String], library: PluginLibrary, file: String,
-        descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer, context: PluginHostContext
+        descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer, context: PluginHostContext,
+        circuit: CircuitBreaker? = nil
     ) {
+        self.circuit = circuit
         self.name = name
         self.version = version
         self.operations = operations

@@ -15,6 +15,10 @@ import TOMLKit
 /// tags = ["hot", "local"]          # arrays, inline and nested tables become JSON
 /// [config.limits]
 /// keys = 10_000
+///
+/// [circuit]                        # optional: a circuit breaker (see CircuitBreaker)
+/// failures = 5                     # consecutive retryable failures that open it
+/// coolDown = 30_000                # ms it stays open before one probe call
 /// ```
 /// Tables become objects, arrays arrays, integers and floats numbers; dates, times, `inf`
 /// and `nan` have no JSON form and are refused.
@@ -25,6 +29,8 @@ public struct PluginConfigFile: Sendable, Equatable {
     /// Optional domain the library must serve, checked after loading.
     public var expectedName: String?
     public var config: JSONObject
+    /// The circuit breaker's settings, when the entry has a `[circuit]` table.
+    public var circuit: CircuitPolicy?
 
     /// Parses the text of the file at `path`.
     /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
@@ -37,6 +43,7 @@ public struct PluginConfigFile: Sendable, Equatable {
         var enabled = true
         var expectedName: String?
         var config = JSONObject()
+        var circuit: CircuitPolicy?
         for key in table.keys {
             guard let value = table[key] else { continue }
             switch key {
@@ -56,15 +63,28 @@ public struct PluginConfigFile: Sendable, Equatable {
                 } catch {
                     throw fail(error.key, error.text)
                 }
+            case "circuit":
+                guard let section = value.table else { throw fail(key, "circuit must be a table: write [circuit] above failures and coolDown") }
+                let json: JSONObject
+                do throws(PluginConfigError.Reason) {
+                    json = try Self.json(section, at: "circuit")
+                } catch {
+                    throw fail(error.key, error.text)
+                }
+                do throws(CSOPError) {
+                    circuit = try CircuitPolicy(json: .object(json))
+                } catch {
+                    throw fail(key, error.message)
+                }
             default:
-                let what = value.type == .table ? "unknown section [\(key)]; the only section is [config]" : "unknown key \"\(key)\""
+                let what = value.type == .table ? "unknown section [\(key)]; the sections are [config] and [circuit]" : "unknown key \"\(key)\""
                 throw fail(key, "\(what); top-level keys are library, enabled and name (plugin settings go under [config])")
             }
         }
         guard let library else {
             throw PluginConfigError(file: path, line: nil, message: "missing required key library = \"libNAME.so\"")
         }
-        return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config)
+        return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config, circuit: circuit)
     }
 
     /// Parses any TOML document (csop serve's config file, say) into JSON, by the rules an

@@ -71,9 +71,18 @@ struct PluginLoader {
                 : CSOPError(abi: error, plugin: name, fallback: ErrorCode("INIT_FAILED"))
             throw fail(.initFailed, "plugin \"\(name)\" failed to start: \(failure.code): \(failure.message)")
         }
+        let events = events
+        let logger = configuration.logger
+        let circuit = inspected.entry.circuit.map { policy in
+            CircuitBreaker(plugin: name, policy: policy) { plugin, state, policy in
+                let event = CircuitBreaker.event(plugin: plugin, state: state, policy: policy)
+                logger.warning("\(plugin): circuit \(event["state"]?.stringValue ?? "")")
+                events.publish(HostEvent(plugin: "host", json: RawJSON(event)))
+            }
+        }
         return PluginCapability(
             name: name, version: inspected.version, operations: inspected.operations, library: inspected.library,
-            file: file, descriptor: inspected.descriptor, instance: instance, context: context)
+            file: file, descriptor: inspected.descriptor, instance: instance, context: context, circuit: circuit)
     }
 
     /// - Throws: `DUPLICATE_DOMAIN` when an earlier entry (in `taken`, domain → file) serves the same domain.

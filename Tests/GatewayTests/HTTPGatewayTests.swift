@@ -328,7 +328,8 @@ import Testing
             (nil, .ok), ("INVALID_ACTION", .badRequest), ("INVALID_TASK", .badRequest), ("UNAUTHENTICATED", .unauthorized),
             ("FORBIDDEN", .forbidden), ("KEY_NOT_FOUND", .notFound), ("ROUTE_NOT_FOUND", .notFound), ("CONFLICT", .conflict),
             ("PAYLOAD_TOO_LARGE", .contentTooLarge), ("QUEUE_FULL", .tooManyRequests), ("RATE_LIMITED", .tooManyRequests),
-            ("NOT_CONNECTED", .serviceUnavailable), ("NOT_INITIALIZED", .serviceUnavailable), ("TIMEOUT", .gatewayTimeout),
+            ("NOT_CONNECTED", .serviceUnavailable), ("NOT_INITIALIZED", .serviceUnavailable), ("CIRCUIT_OPEN", .serviceUnavailable),
+            ("TIMEOUT", .gatewayTimeout),
             ("CANCELLED", .internalServerError), ("SAVE_FAILED", .internalServerError),
         ]
         for (code, status) in table {

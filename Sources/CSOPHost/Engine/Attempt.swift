@@ -15,6 +15,8 @@ final class Attempt: Sendable {
     /// Zero-based: the first try is attempt 0.
     let number: Int
     let job: Router.Job
+    /// The one call an open circuit let through after its cool-down (``CircuitBreaker``).
+    let isProbe: Bool
     private let router: Router
 
     private struct State {
@@ -24,8 +26,9 @@ final class Attempt: Sendable {
     }
     private let state = Mutex(State())
 
-    init(router: Router, job: Router.Job, number: Int, callID: UInt64) {
+    init(router: Router, job: Router.Job, number: Int, callID: UInt64, isProbe: Bool = false) {
         self.router = router
+        self.isProbe = isProbe
         self.job = job
         self.number = number
         self.callID = callID

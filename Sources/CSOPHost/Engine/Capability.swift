@@ -21,8 +21,14 @@ protocol Capability: AnyObject, Sendable {
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt)
 
     func cancel(callID: UInt64)
+
+    /// Its circuit breaker, when its plugins.d entry configures one; the router consults it
+    /// before each attempt.
+    var circuit: CircuitBreaker? { get }
 }
 
 extension Capability {
     func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
+
+    var circuit: CircuitBreaker? { nil }
 }

@@ -8,7 +8,9 @@ import Synchronization
 /// itself is wrong (``Router/isNeverRetried(_:)``). A timed-out attempt is cancelled on its
 /// capability before the router moves on, so abandoned work does not keep running — unless
 /// the capability had begun committing (``Attempt/beginCommit()``): then the answer waits
-/// for its outcome, so a `TIMEOUT` always means the effect did not happen.
+/// for its outcome, so a `TIMEOUT` always means the effect did not happen. A capability with
+/// a ``CircuitBreaker`` is asked before every attempt and told every outcome: an open circuit
+/// answers `CIRCUIT_OPEN` at once, and ends the request rather than retry into it.
 final class Router: Sendable {
     /// The documented rule: `INVALID_*`, `*_NOT_FOUND`, `CONFLICT`, `QUOTA_EXCEEDED`, `FORBIDDEN`
     /// and `UNAUTHENTICATED` describe the request (or who sent it), not the moment, so retrying
@@ -156,8 +158,18 @@ final class Router: Sendable {
     }
 
     private func attempt(_ job: Job, number: Int) {
+        var isProbe = false
+        if let circuit = job.capability.circuit {
+            switch circuit.admit(now: scheduler.now()) {
+            case .allow: break
+            case .probe: isProbe = true
+            case .refuse(let error):
+                // Final: retrying against an open circuit is the hammering it exists to stop.
+                return respond(job, outcome: .failure(error))
+            }
+        }
         let callID = nextCallID.add(1, ordering: .relaxed).newValue
-        let attempt = Attempt(router: self, job: job, number: number, callID: callID)
+        let attempt = Attempt(router: self, job: job, number: number, callID: callID, isProbe: isProbe)
         // Armed before invoking: a plugin that works inline (a SQLite read) must be
         // interruptible too, from the timer thread, while the caller is still inside invoke.
         attempt.arm(scheduler.schedule(after: job.request.options.timeout) { attempt.timedOut() })
@@ -194,13 +206,19 @@ final class Router: Sendable {
     func settle(_ attempt: Attempt, outcome: Result<RawJSON, CSOPError>) {
         let job = attempt.job
         let number = attempt.number
-        if case .failure(let error) = outcome, error.retryable, !Self.isNeverRetried(error.code),
-            number < job.request.options.retry, accepting.load(ordering: .acquiring)
-        {
+        let retryable: Bool = if case .failure(let error) = outcome { error.retryable && !Self.isNeverRetried(error.code) } else { false }
+        job.capability.circuit?.record(failed: retryable, probe: attempt.isProbe, now: scheduler.now())
+        if retryable, number < job.request.options.retry, accepting.load(ordering: .acquiring) {
             let delay = backoff.delay(afterAttempt: number, random: random())
             _ = scheduler.schedule(after: delay) { [self] in self.attempt(job, number: number + 1) }
             return
         }
+        respond(job, outcome: outcome)
+    }
+
+    /// Answers `job` with `outcome` (a retryable error whose code is never retried loses its
+    /// retry flag) and lets its payload bytes go.
+    private func respond(_ job: Job, outcome: Result<RawJSON, CSOPError>) {
         var outcome = outcome
         if case .failure(var error) = outcome, error.retryable, Self.isNeverRetried(error.code) {
             error.retryable = false
