@@ -12,8 +12,8 @@ final class ComputeJob: Sendable {
         case compile(source: String)
         /// Calls a WebAssembly export.
         case wasm(WasmCall)
-        /// Only validates a module (for `compute.register`).
-        case validate(WasmModule)
+        /// Decodes, parses and validates a module for `compute.register`, into the registration.
+        case prepare(WasmRegistration)
 
         /// About how many bytes of request the task carries: its function's UTF-8 source plus
         /// the JSON of its data (``JSONValue/approximateJSONBytes``). What a queued task counts
@@ -24,7 +24,7 @@ final class ComputeJob: Sendable {
             case .script(let source, let data): source.utf8.count + (data?.approximateJSONBytes ?? 0)
             case .compile(let source): source.utf8.count
             case .wasm(let call): call.inputBytes
-            case .validate(let module): module.byteCount
+            case .prepare(let registration): registration.base64.utf8.count
             }
         }
     }

@@ -37,6 +37,14 @@ final class ComputeService: Sendable {
             case .wasm(let module): module.byteCount
             }
         }
+
+        /// What ``byteCount`` counts, for messages.
+        var unit: String {
+            switch self {
+            case .script: "bytes of source"
+            case .wasm: "bytes of WebAssembly"
+            }
+        }
     }
 
     /// Registered functions and modules by scoped name, and their bytes together. The count
@@ -191,12 +199,21 @@ final class ComputeService: Sendable {
         let key = RegisteredName(tenant: tenant, name: name)
         if let base64 = try fields.string("wasm") {
             guard !fields.has("fn") else { throw .invalidPayload("payload: give fn (JavaScript) or wasm (a module), not both") }
-            let module = try WasmModule(base64: base64, path: "payload.wasm")
-            if case .failure(let error) = registry.withLock({ admit(key, .wasm(module), into: $0) }) { throw error }
-            // Validated on a worker: translating a large module is work the pool should bound.
-            let job = ComputeJob(taskName: name, work: .validate(module), timeoutMilliseconds: settings.timeout) { [self] result in
+            try WasmModule.checkSize(base64: base64, path: "payload.wasm")
+            // Checked again with the binary's exact size when it is added; this spares the work.
+            let estimate = base64.utf8.count / 4 * 3
+            if case .failure(let error) = registry.withLock({ admit(key, byteCount: estimate, unit: "bytes of WebAssembly", into: $0) }) {
+                throw error
+            }
+            // Decoded, parsed and validated on a worker: work in proportion to the module
+            // belongs on the pool, not on the thread that dispatched the call.
+            let registration = WasmRegistration(base64: base64)
+            let job = ComputeJob(taskName: name, work: .prepare(registration), timeoutMilliseconds: settings.timeout) { [self] result in
                 cancellers.remove(callID)
-                reply(result.flatMap { _ in add(.wasm(module), as: key) })
+                reply(result.flatMap { _ in
+                    guard let module = registration.module else { return .failure(.executionFailed("the module was not prepared")) }
+                    return add(.wasm(module), as: key)
+                })
             }
             return try submit(job, callID: callID)
         }
@@ -204,7 +221,8 @@ final class ComputeService: Sendable {
             throw .invalidPayload("payload.fn is required (a JavaScript function body), or payload.wasm (a WebAssembly module in base64)")
         }
         // Checked again when the compiled function is added, under the lock; this spares the compile.
-        if case .failure(let error) = registry.withLock({ admit(key, .script(source), into: $0) }) { throw error }
+        let entry = Registered.script(source)
+        if case .failure(let error) = registry.withLock({ admit(key, byteCount: entry.byteCount, unit: entry.unit, into: $0) }) { throw error }
         let job = ComputeJob(taskName: name, work: .compile(source: source), timeoutMilliseconds: settings.timeout) {
             [self] result in
             cancellers.remove(callID)
@@ -217,7 +235,7 @@ final class ComputeService: Sendable {
     /// - Returns: the answer of `compute.register`.
     private func add(_ entry: Registered, as key: RegisteredName) -> Result<[UInt8], CSOPError> {
         registry.withLock { registry -> Result<Bool, CSOPError> in
-            admit(key, entry, into: registry).map { bytes in
+            admit(key, byteCount: entry.byteCount, unit: entry.unit, into: registry).map { bytes in
                 let replaced = registry.sources.updateValue(entry, forKey: key) != nil
                 registry.bytes = bytes
                 return replaced
@@ -225,26 +243,22 @@ final class ComputeService: Sendable {
         }.map { replaced in JSONValue.object(["name": .string(key.name), "replaced": .bool(replaced)]).serialized() }
     }
 
-    /// Whether `entry` may be registered under `key` beside what `registry` holds.
-    /// - Returns: the registry's bytes once it is.
+    /// Whether `byteCount` bytes (of `unit`) may be registered under `key` beside what
+    /// `registry` holds.
+    /// - Returns: the registry's bytes once they are.
     /// Fails with `QUOTA_EXCEEDED` past ``maxRegistered`` entries or `maxRegisteredBytes`.
-    private func admit(_ key: RegisteredName, _ entry: Registered, into registry: Registry) -> Result<Int, CSOPError> {
+    private func admit(_ key: RegisteredName, byteCount: Int, unit: String, into registry: Registry) -> Result<Int, CSOPError> {
         let name = key.name
         let previous = registry.sources[key]
         if previous == nil, registry.sources.count >= Self.maxRegistered {
             return .failure(CSOPError(.quotaExceeded, "\(Self.maxRegistered) tasks are registered already; unregister some first"))
         }
-        let bytes = registry.bytes - (previous?.byteCount ?? 0) + entry.byteCount
+        let bytes = registry.bytes - (previous?.byteCount ?? 0) + byteCount
         guard bytes <= settings.maxRegisteredBytes else {
-            let what: String =
-                switch entry {
-                case .script: "bytes of source"
-                case .wasm: "bytes of WebAssembly"
-                }
             return .failure(
                 CSOPError(
                     .quotaExceeded,
-                    "registering \(name) (\(entry.byteCount) \(what)) would bring the registered functions to \(bytes) bytes, over the limit of \(settings.maxRegisteredBytes) (config maxRegisteredBytes); unregister some first or raise maxRegisteredBytes"
+                    "registering \(name) (\(byteCount) \(unit)) would bring the registered functions to \(bytes) bytes, over the limit of \(settings.maxRegisteredBytes) (config maxRegisteredBytes); unregister some first or raise maxRegisteredBytes"
                 ))
         }
         return .success(bytes)

@@ -67,9 +67,9 @@ final class ComputeWorker {
             result = compileOnly(job, source: source)
         case .wasm(let call):
             result = runWasm(job, call)
-        case .validate(let module):
+        case .prepare(let registration):
             result = Result { () throws(CSOPError) in
-                try module.validate(memoryLimitBytes: settings.memoryLimitMB << 20, path: "payload.wasm")
+                try registration.prepare(memoryLimitBytes: settings.memoryLimitMB << 20)
                 return TaskOutput(.null)
             }
         }

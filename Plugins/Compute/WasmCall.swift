@@ -2,7 +2,10 @@ import CSOPCore
 import Foundation
 import WasmKit
 
-/// One call of a wasm export, checked against the export's type before it is queued.
+/// One call of a wasm export. Its fields are read on the calling thread; everything that
+/// costs in proportion to the module or the input — decoding base64, parsing the module,
+/// checking its exports — waits for the worker (``resolve()``), so a large module never holds
+/// up the thread that dispatched it (an event loop of `csop serve`, say).
 ///
 /// The data convention (the README's "WebAssembly tasks"):
 /// - `args` are the export's parameters, in order: integers for i32 (signed or unsigned 32-bit),
@@ -21,12 +24,29 @@ struct WasmCall: Sendable {
         case string, base64, json
     }
 
-    let module: WasmModule
+    /// The module: sent with the call (base64, parsed on the worker), or registered (parsed once).
+    enum Source: Sendable {
+        case base64(String)
+        case registered(WasmModule)
+    }
+
+    enum Input: Sendable {
+        case text(String)
+        case base64(String)
+    }
+
+    /// What ``resolve()`` gives the runner: the parsed module and the input's bytes.
+    struct Resolved {
+        var module: WasmModule
+        var input: [UInt8]?
+    }
+
+    let source: Source
     let export: String
     /// The `args` as given: they are checked against the export's type when the module is
     /// instantiated (``arguments(for:)``), since WasmKit tells an export's type only then.
     let args: [JSONValue]
-    let input: [UInt8]?
+    let input: Input?
     let output: Output?
     /// A fuel budget the caller set, tighter than the one the timeout gives.
     let fuel: UInt64?
@@ -38,32 +58,25 @@ struct WasmCall: Sendable {
     /// `data` of `{task: "wasm"}`: the call's keys and `module`, the binary in base64.
     init(adHoc data: JSONValue?, path: String) throws(CSOPError) {
         let fields = try Fields(data, path: path, allowed: Self.callKeys.union(["module"]), allowNull: false)
-        let module = try WasmModule(base64: try fields.requiredString("module"), path: "\(path).module")
-        try self.init(module: module, fields: fields, path: path)
+        let base64 = try fields.requiredString("module")
+        try WasmModule.checkSize(base64: base64, path: "\(path).module")
+        try self.init(source: .base64(base64), fields: fields, path: path)
     }
 
     /// `data` of a call to a registered module.
     init(module: WasmModule, data: JSONValue?, path: String) throws(CSOPError) {
-        try self.init(module: module, fields: try Fields(data, path: path, allowed: Self.callKeys, allowNull: false), path: path)
+        try self.init(source: .registered(module), fields: try Fields(data, path: path, allowed: Self.callKeys, allowNull: false), path: path)
     }
 
-    private init(module: WasmModule, fields: Fields, path: String) throws(CSOPError) {
-        self.module = module
+    private init(source: Source, fields: Fields, path: String) throws(CSOPError) {
+        self.source = source
         self.path = path
         export = try fields.requiredString("export", maxLength: 256)
-        guard module.exportedFunctions.contains(export) else {
-            let names = module.exportedFunctions
-            throw .invalidPayload(
-                "\(path).export: the module exports no function \"\(export)\"; it exports \(names.isEmpty ? "none" : names.map { "\"\($0)\"" }.joined(separator: ", "))")
-        }
         if let text = try fields.string("input", nonEmpty: false) {
             guard !fields.has("inputBase64") else { throw .invalidPayload("\(path): give input or inputBase64, not both") }
-            input = Array(text.utf8)
+            input = .text(text)
         } else if let text = try fields.string("inputBase64", nonEmpty: false) {
-            guard let data = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else {
-                throw .invalidPayload("\(path).inputBase64 must be base64")
-            }
-            input = [UInt8](data)
+            input = .base64(text)
         } else {
             input = nil
         }
@@ -76,14 +89,42 @@ struct WasmCall: Sendable {
         } else {
             output = nil
         }
+        fuel = try fields.int("fuel", in: 1...Int64.max).map(UInt64.init)
+        args = try fields.array("args", maxCount: 1000) ?? []
+    }
+
+    /// Decodes and parses what the call carries, and checks that the module has what the call
+    /// needs: the export, and memory and `alloc` for input and output. Runs on the worker.
+    /// - Throws: `INVALID_PAYLOAD` naming the field and what to fix.
+    func resolve() throws(CSOPError) -> Resolved {
+        let module: WasmModule
+        switch source {
+        case .registered(let registered): module = registered
+        case .base64(let base64): module = try WasmModule(base64: base64, path: "\(path).module")
+        }
+        let functions = module.exportedFunctions
+        guard functions.contains(export) else {
+            let shown = functions.prefix(10).map { "\"\($0)\"" }.joined(separator: ", ")
+            let more = functions.count > 10 ? " and \(functions.count - 10) more" : ""
+            throw .invalidPayload("\(path).export: the module exports no function \"\(export)\"; it exports \(functions.isEmpty ? "none" : shown + more)")
+        }
         if input != nil || output != nil, !module.exportsMemory {
             throw .invalidPayload("\(path): the module must export its memory as \"memory\" to take input or give output")
         }
-        if input != nil, !module.exportedFunctions.contains("alloc") {
+        if input != nil, !functions.contains("alloc") {
             throw .invalidPayload("\(path).input: the module must export alloc(length: i32) -> i32 for its input to be copied in")
         }
-        fuel = try fields.int("fuel", in: 1...Int64.max).map(UInt64.init)
-        args = try fields.array("args", maxCount: 1000) ?? []
+        switch input {
+        case nil:
+            return Resolved(module: module, input: nil)
+        case .text(let text):
+            return Resolved(module: module, input: Array(text.utf8))
+        case .base64(let text):
+            guard let data = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else {
+                throw .invalidPayload("\(path).inputBase64 must be base64")
+            }
+            return Resolved(module: module, input: [UInt8](data))
+        }
     }
 
     /// The export's parameters after the input's pointer and length, converted from `args`;
@@ -118,8 +159,20 @@ struct WasmCall: Sendable {
         return values
     }
 
-    /// About how many bytes of request the call carries, for the queue's budget.
-    var inputBytes: Int { module.byteCount + (input?.count ?? 0) + args.reduce(0) { $0 + $1.approximateJSONBytes } }
+    /// About how many bytes of request the call carries, for the queue's budget: base64 as its text.
+    var inputBytes: Int {
+        let module: Int =
+            switch source {
+            case .base64(let text): text.utf8.count
+            case .registered(let module): module.byteCount
+            }
+        let input: Int =
+            switch self.input {
+            case nil: 0
+            case .text(let text), .base64(let text): text.utf8.count
+            }
+        return module + input + args.reduce(0) { $0 + $1.approximateJSONBytes }
+    }
 
     private static func isNumber(_ type: ValueType) -> Bool {
         switch type {

@@ -19,13 +19,19 @@ struct WasmModule: Sendable {
     ///   module WasmKit cannot parse or validate (with its reason), and a module with imports:
     ///   a task is given no host functions, memory, table or global.
     init(base64: String, path: String) throws(CSOPError) {
-        guard base64.utf8.count <= (Self.maxBytes / 3 + 1) * 4 else {
-            throw .invalidPayload("\(path) is larger than \(Self.maxBytes >> 20) MiB of WebAssembly; make the module smaller")
-        }
+        try Self.checkSize(base64: base64, path: path)
         guard let data = Data(base64Encoded: base64, options: .ignoreUnknownCharacters), !data.isEmpty else {
             throw .invalidPayload("\(path) must be a WebAssembly binary in base64 (for example `base64 -w0 module.wasm`)")
         }
         try self.init(bytes: [UInt8](data), path: path)
+    }
+
+    /// Refuses base64 text that cannot hold a module of at most ``maxBytes``: a check cheap
+    /// enough for the dispatching thread.
+    static func checkSize(base64: String, path: String) throws(CSOPError) {
+        guard base64.utf8.count <= (maxBytes / 3 + 1) * 4 else {
+            throw .invalidPayload("\(path) is larger than \(maxBytes >> 20) MiB of WebAssembly; make the module smaller")
+        }
     }
 
     /// Parses and checks the binary `bytes`; `path` names it in errors. See ``init(base64:path:)``.

@@ -62,9 +62,10 @@ final class WasmRunner {
         store.resourceLimiter = cap
         store.fuel = Fuel(remaining: budget)
         do {
+            let resolved = try call.resolve()
             let instance: Instance
             do {
-                instance = try call.module.module.instantiate(store: store)
+                instance = try resolved.module.module.instantiate(store: store)
             } catch {
                 if let refused = cap.refusedBytes { return .failure(.initialMemory(refused)) }
                 throw error
@@ -73,7 +74,7 @@ final class WasmRunner {
                 return .failure(.invalid(.invalidPayload("\(call.path).export: the module exports no function \"\(call.export)\"")))
             }
             var arguments = try call.arguments(for: function.type)
-            if let input = call.input {
+            if let input = resolved.input {
                 let pointer = try copyIn(input, instance: instance)
                 arguments.insert(contentsOf: [.i32(pointer), .i32(UInt32(input.count))], at: 0)
             }
