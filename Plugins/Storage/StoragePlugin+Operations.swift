@@ -360,4 +360,54 @@ extension StoragePlugin {
             }
         }
     }
+
+    // MARK: sweep
+
+    /// Cold rows made at least this long ago may be swept unless the index references them.
+    static let defaultSweepAge = 7200.0
+    /// Candidates checked per round trip to each tier.
+    static let sweepBatch = 1000
+
+    /// `{olderThan?}` → `{checked, removed, coldTier}`: deletes the cold-tier rows that no index
+    /// row references — what a crash between a cold write and its index row leaves behind.
+    ///
+    /// Safe against concurrent saves: every save writes a fresh ref, so a row older than
+    /// `olderThan` seconds (default two hours, at least 60) that no index row names now can
+    /// only come to be named by a save that has been running that long, and a save lasts at most
+    /// its timeout (one hour at most) and the 30 s commit grace. The owner's only: it sees every
+    /// tenant's rows.
+    func sweep(_ call: PluginCall) throws(CSOPError) {
+        guard call.caller == nil else {
+            throw CSOPError(.forbidden, "storage.sweep looks at every tenant's cold rows: only the host's owner may run it")
+        }
+        let fields = try Fields(call.payload, path: "payload", allowed: ["olderThan"])
+        let olderThan = try fields.number("olderThan", in: 60...31_536_000) ?? Self.defaultSweepAge
+        guard let cold else { return call.succeed(["checked": 0, "removed": 0, "coldTier": false]) }
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
+            var cursor = ""
+            var (checked, removed) = (0, 0)
+            while true {
+                let refs: [String]
+                do throws(ColdStore.Failure) {
+                    refs = try await cold.refs(olderThan: olderThan, after: cursor, limit: Self.sweepBatch, callID: call.id)
+                } catch {
+                    throw error.error
+                }
+                guard let last = refs.last else { break }
+                cursor = last
+                checked += refs.count
+                let referenced = try self.local.referencedColdRefs(refs, callID: call.id)
+                let orphans = refs.filter { !referenced.contains($0) }
+                do throws(ColdStore.Failure) {
+                    try await cold.delete(refs: orphans, callID: call.id)
+                } catch {
+                    throw error.error
+                }
+                removed += orphans.count
+                if refs.count < Self.sweepBatch { break }
+            }
+            if removed > 0 { self.log(.warning, "storage: the sweep removed \(removed) cold-tier rows that no key referenced") }
+            return .value(["checked": .int(Int64(checked)), "removed": .int(Int64(removed)), "coldTier": true])
+        }
+    }
 }

@@ -18,7 +18,7 @@ import Synchronization
 /// commits, and rolls back when the host has already answered `TIMEOUT`.
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
-        case save, get, delete, list, saveMany, getMany, stats, health
+        case save, get, delete, list, saveMany, getMany, stats, health, sweep
     }
 
     static let name = "storage"
@@ -75,6 +75,7 @@ final class StoragePlugin: CSOPPlugin {
             case .getMany: try getMany(call, space)
             case .stats: try stats(call, space)
             case .health: try health(call)
+            case .sweep: try sweep(call)
             }
         } catch {
             call.fail(error)

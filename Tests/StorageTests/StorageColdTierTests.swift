@@ -121,4 +121,32 @@ import Testing
         #expect(saved["warning"]?.stringValue?.contains("config.postgresUrl") == true)
         #expect(await storage.call("get", ["key": "big"]).raw == Self.big("n").serialized())
     }
+
+    /// A crash between a cold write and its index row leaves an orphan; the sweep removes old
+    /// ones and nothing that a key references or that a save may still be about to reference.
+    @Test func theSweepRemovesOldOrphansOnly() async throws {
+        let cold = try await coldTable()
+        let storage = try open()
+        #expect(await storage.call("save", ["key": "kept", "data": Self.big("kept")])["location"] == "cloud")
+        #expect(await storage.call("save", ["key": "moved", "data": Self.big("moved")])["location"] == "cloud")
+        #expect(await storage.call("save", ["key": "moved", "data": 1])["location"] == "local")
+        do throws(ColdStore.Failure) {
+            try await cold.put(ref: "orphan-old", key: "lost", tenant: nil, bytes: [1, 2, 3], callID: 0)
+            try await cold.backdateAll(seconds: 3 * 3600)
+            try await cold.put(ref: "orphan-young", key: "young", tenant: "t", bytes: [4], callID: 0)
+        } catch {
+            throw error.error
+        }
+        let swept = await storage.call("sweep", [:])
+        #expect(swept.value == ["checked": 2, "removed": 1, "coldTier": true], "\(swept.value ?? .null)")
+        #expect(try await rows(cold, "lost").isEmpty)
+        #expect(try await rows(cold, "kept").count == 1)
+        #expect(await storage.call("get", ["key": "kept"]).value == Self.big("kept"))
+        // A younger orphan may belong to a save still running: it stays until it is old enough.
+        #expect(await storage.call("sweep", ["olderThan": 60]).value == ["checked": 1, "removed": 0, "coldTier": true])
+        #expect(await storage.call("sweep", ["olderThan": 59]).code == "INVALID_PAYLOAD")
+        // Tenants may not run it: it sees every tenant's rows.
+        let tenant = Caller(subject: "u", tenant: "t", actions: .all)
+        #expect(await storage.call("sweep", [:], caller: tenant).code == "FORBIDDEN")
+    }
 }

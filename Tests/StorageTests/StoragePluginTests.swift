@@ -74,6 +74,11 @@ import Testing
         #expect(await storage.call("get", ["key": "v"]).value == 4)
     }
 
+    @Test func sweepWithoutAColdTierHasNothingToDo() async throws {
+        let storage = try open()
+        #expect(await storage.call("sweep", [:]).value == ["checked": 0, "removed": 0, "coldTier": false])
+    }
+
     @Test func deleteReportsWhetherTheKeyExisted() async throws {
         let storage = try open()
         _ = await storage.call("save", ["key": "d", "data": "x"])

@@ -22,6 +22,7 @@ enum StorageSQL: Int, CaseIterable {
     case stats
     case totalSize
     case dataVersion
+    case referencedColdRefs
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS csop_storage (
@@ -38,6 +39,7 @@ enum StorageSQL: Int, CaseIterable {
             key TEXT NOT NULL PRIMARY KEY,
             version INTEGER NOT NULL
         ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS csop_storage_cold_ref ON csop_storage (cold_ref) WHERE cold_ref IS NOT NULL;
         CREATE TRIGGER IF NOT EXISTS csop_storage_gone_on_delete AFTER DELETE ON csop_storage BEGIN
             INSERT INTO csop_storage_gone (key, version) VALUES (old.key, old.version)
             ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version);
@@ -78,6 +80,9 @@ enum StorageSQL: Int, CaseIterable {
             "SELECT tier, count(*), total(size), total(stored) FROM csop_storage WHERE key >= ?1 AND key < ?2 GROUP BY tier"
         case .totalSize: "SELECT total(size) FROM csop_storage WHERE key >= ?1 AND key < ?2"
         case .dataVersion: "PRAGMA data_version"
+        // Which of a JSON array of cold refs an index row points at (the cold-tier sweep).
+        case .referencedColdRefs:
+            "SELECT cold_ref FROM csop_storage WHERE cold_ref IN (SELECT value FROM json_each(?1)) AND cold_ref IS NOT NULL"
         }
     }
 }

@@ -88,6 +88,27 @@ final class ColdStore: Sendable {
         }
     }
 
+    /// Up to `limit` refs, in order after `cursor`, of rows made more than `olderThan` seconds
+    /// ago (by the database's clock): the candidates of the orphan sweep.
+    func refs(olderThan seconds: Double, after cursor: String, limit: Int, callID: UInt64) async throws(Failure) -> [String] {
+        try await withConnection(callID: callID) { connection in
+            let rows = try await connection.queryUnlessClosed(
+                "SELECT ref FROM \(unescaped: self.table) WHERE created_at < now() - make_interval(secs => \(seconds)) AND ref > \(cursor) ORDER BY ref LIMIT \(limit)",
+                logger: self.logger)
+            var refs: [String] = []
+            for try await row in rows { refs.append(try row.decode(String.self)) }
+            return refs
+        }
+    }
+
+    /// Moves the creation time of every row `seconds` into the past: for tests of the sweep.
+    func backdateAll(seconds: Double) async throws(Failure) {
+        try await withConnection(callID: 0) { connection in
+            _ = try await connection.queryUnlessClosed(
+                "UPDATE \(unescaped: self.table) SET created_at = created_at - make_interval(secs => \(seconds))", logger: self.logger)
+        }
+    }
+
     /// Deletes rows that the index no longer references.
     func delete(refs: [String], callID: UInt64) async throws(Failure) {
         guard !refs.isEmpty else { return }

@@ -175,6 +175,19 @@ final class LocalStore: Sendable {
         }
     }
 
+    /// Which of `refs` (cold-tier row refs) an index row references, in any namespace.
+    func referencedColdRefs(_ refs: [String], callID: UInt64) throws(CSOPError) -> Set<String> {
+        let list = JSONValue.array(refs.map { .string($0) }).serialized()
+        return try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement = try connection.statement(.referencedColdRefs)
+            statement.bindTextBytes(1, list)
+            defer { statement.reset() }
+            var found: Set<String> = []
+            while try statement.step() { found.insert(statement.text(0)) }
+            return found
+        }
+    }
+
     /// Key counts and bytes per tier, of the stored keys in `range` (one namespace).
     func stats(range: (lower: [UInt8], upper: [UInt8]), callID: UInt64) throws(CSOPError) -> (local: TierStats, cloud: TierStats) {
         try withReader(callID: callID) { connection throws(SQLiteError) in
