@@ -117,10 +117,15 @@ final class CircuitCapability: Capability, Sendable {
         let host = try await TestEnvironment.makeHost([entry], in: directory)
         let events = host.events()
         let failing: JSONValue = ["code": "NOT_CONNECTED", "message": "down", "retry": true]
-        for _ in 0..<2 { #expect(await host.dispatch("diag.fail", failing).error?.code == ErrorCode("NOT_CONNECTED")) }
-        let refused = await host.dispatch("diag.noop")
+        // Patient: on a loaded machine a default timeout could answer TIMEOUT first.
+        let patient = RequestOptions(timeout: 120_000)
+        for _ in 0..<2 {
+            let failed = await host.dispatch("diag.fail", failing, options: patient)
+            #expect(failed.error?.code == ErrorCode("NOT_CONNECTED"), "\(failed)")
+        }
+        let refused = await host.dispatch("diag.noop", options: patient)
         #expect(refused.error?.code == .circuitOpen, "\(refused)")
-        let info = try #require(await host.dispatch("host.info").data)
+        let info = try #require(await host.dispatch("host.info", options: patient).data)
         let diag = try #require(info["capabilities"]?.arrayValue?.first { $0["name"] == "diag" })
         #expect(diag["circuit"]?["state"] == "open")
         #expect(diag["circuit"]?["failures"] == 2)
