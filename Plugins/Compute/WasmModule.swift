@@ -1,6 +1,6 @@
 import CSOPCore
 import Foundation
-@_spi(Fuzzing) import WasmKit  // Store.resourceLimiter: the only way to cap a memory's growth
+@_spi(Fuzzing) import WasmKit  // Store.resourceLimiter (the only way to cap a memory's growth) and Module.dropStartFunction (validation runs none of the module's code)
 
 /// A WebAssembly module a task may run: decoded, parsed and validated once, importing nothing.
 ///
