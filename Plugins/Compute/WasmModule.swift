@@ -29,16 +29,16 @@ struct WasmModule: Sendable {
     /// Refuses base64 text that cannot hold a module of at most ``maxBytes``: a check cheap
     /// enough for the dispatching thread.
     static func checkSize(base64: String, path: String) throws(CSOPError) {
-        guard base64.utf8.count <= (maxBytes / 3 + 1) * 4 else {
-            throw .invalidPayload("\(path) is larger than \(maxBytes >> 20) MiB of WebAssembly; make the module smaller")
-        }
+        guard base64.utf8.count <= (maxBytes / 3 + 1) * 4 else { throw tooLarge(path) }
+    }
+
+    private static func tooLarge(_ path: String) -> CSOPError {
+        .invalidPayload("\(path) is larger than \(maxBytes >> 20) MiB of WebAssembly; make the module smaller")
     }
 
     /// Parses and checks the binary `bytes`; `path` names it in errors. See ``init(base64:path:)``.
     init(bytes: [UInt8], path: String) throws(CSOPError) {
-        guard bytes.count <= Self.maxBytes else {
-            throw .invalidPayload("\(path) is larger than \(Self.maxBytes >> 20) MiB of WebAssembly; make the module smaller")
-        }
+        guard bytes.count <= Self.maxBytes else { throw Self.tooLarge(path) }
         guard bytes.starts(with: [0x00, 0x61, 0x73, 0x6D]) else {
             throw .invalidPayload("\(path) is not a WebAssembly binary (it does not start with \\0asm); send the .wasm file, not its text format")
         }

@@ -75,9 +75,8 @@ struct PluginLoader {
         let logger = configuration.logger
         let circuit = inspected.entry.circuit.map { policy in
             CircuitBreaker(plugin: name, policy: policy) { plugin, state, policy in
-                let event = CircuitBreaker.event(plugin: plugin, state: state, policy: policy)
-                logger.warning("\(plugin): circuit \(event["state"]?.stringValue ?? "")")
-                events.publish(HostEvent(plugin: "host", json: RawJSON(event)))
+                logger.warning("\(plugin): circuit \(state.name)")
+                events.publish(HostEvent(plugin: "host", json: RawJSON(CircuitBreaker.event(plugin: plugin, state: state, policy: policy))))
             }
         }
         return PluginCapability(

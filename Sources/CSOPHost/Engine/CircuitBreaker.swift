@@ -41,6 +41,15 @@ final class CircuitBreaker: Sendable {
         case open(until: Double)
         /// One probe is running.
         case halfOpen
+
+        /// As `host.info`, the events and the log name it.
+        var name: String {
+            switch self {
+            case .closed: "closed"
+            case .open: "open"
+            case .halfOpen: "half-open"
+            }
+        }
     }
 
     enum Admission: Equatable {
@@ -125,28 +134,20 @@ final class CircuitBreaker: Sendable {
 
     /// The state as `host.info` shows it.
     func json(now: Double) -> JSONValue {
-        var object: JSONObject = ["failures": .int(Int64(policy.failures)), "coolDown": .double(policy.coolDown)]
-        switch current {
-        case .closed(let failures):
-            object["state"] = "closed"
-            object["consecutiveFailures"] = .int(Int64(failures))
-        case .open(let until):
-            object["state"] = "open"
-            object["remaining"] = .double(max(0, until - now))
-        case .halfOpen:
-            object["state"] = "half-open"
+        let state = current
+        var object: JSONObject = ["failures": .int(Int64(policy.failures)), "coolDown": .double(policy.coolDown), "state": .string(state.name)]
+        switch state {
+        case .closed(let failures): object["consecutiveFailures"] = .int(Int64(failures))
+        case .open(let until): object["remaining"] = .double(max(0, until - now))
+        case .halfOpen: break
         }
         return .object(object)
     }
 
     /// The event a change of state emits: `{type: "host.circuit", plugin, state, …}`.
     static func event(plugin: String, state: State, policy: CircuitPolicy) -> JSONValue {
-        var object: JSONObject = ["type": "host.circuit", "plugin": .string(plugin)]
-        switch state {
-        case .closed: object["state"] = "closed"
-        case .open: object["state"] = "open"; object["coolDown"] = .double(policy.coolDown)
-        case .halfOpen: object["state"] = "half-open"
-        }
+        var object: JSONObject = ["type": "host.circuit", "plugin": .string(plugin), "state": .string(state.name)]
+        if case .open = state { object["coolDown"] = .double(policy.coolDown) }
         return .object(object)
     }
 }
