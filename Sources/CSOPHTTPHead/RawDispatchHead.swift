@@ -93,6 +93,8 @@ public struct RawDispatchHead: Sendable, Equatable {
             case "transfer-encoding", "expect", "upgrade", "te":
                 return .handOn
             case "connection":
+                // llhttp, under NIO, does not see `close` followed by a tab as `close`: let NIO judge.
+                guard !UnsafeRawBufferPointer(rebasing: bytes[afterColon..<(index - 2)]).contains(0x09) else { return .handOn }
                 let tokens = lowercased(value).split(separator: ",").map { $0.trimmingSpaces() }
                 if tokens.contains("upgrade") { return .handOn }
                 if tokens.contains("close") { head.closing = true }
