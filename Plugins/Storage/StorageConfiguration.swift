@@ -4,7 +4,7 @@ import Foundation
 /// The storage plugin's settings, read from the plugins.d `[config]` section and the environment.
 ///
 /// Config keys: `path`, `maxLocalSize`, `maxBytes`, `postgresUrl`, `postgresTable`,
-/// `encryptionKey`, `synchronous`, `readConnections`. A config value wins over its
+/// `encryptionKey`, `synchronous`, `readConnections`, `purgeInterval`. A config value wins over its
 /// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`).
 struct StorageConfiguration: Sendable {
     enum Synchronous: String, Sendable { case normal = "NORMAL", full = "FULL" }
@@ -22,10 +22,12 @@ struct StorageConfiguration: Sendable {
     /// NORMAL survives a process crash (kill -9); FULL also survives power loss.
     var synchronous = Synchronous.normal
     var readConnections = 4
+    /// Milliseconds between background purges of expired keys (`options.ttl`).
+    var purgeInterval: Int64 = 1000
 
     static let allowedKeys: Set<String> = [
         "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "synchronous",
-        "readConnections",
+        "readConnections", "purgeInterval",
     ]
 
     init(path: String) { self.path = path }
@@ -57,6 +59,7 @@ struct StorageConfiguration: Sendable {
             synchronous = parsed
         }
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
+        purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
     }
 
     /// `$XDG_DATA_HOME/csop/storage.sqlite`, else `~/.local/share/csop/storage.sqlite`.

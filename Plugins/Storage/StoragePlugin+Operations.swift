@@ -2,18 +2,20 @@ import CSOPCore
 import CSOPPluginKit
 
 extension StoragePlugin {
-    /// A value ready for a tier: encoded bytes, flags and where it should go.
+    /// A value ready for a tier: encoded bytes, flags, when it expires and where it should go.
     struct PreparedSave: Sendable {
         var item: StorageRequest.SaveItem
         var bytes: [UInt8]
         var flags: Int64
+        /// `options.ttl` from when the save was prepared, in milliseconds since the Unix epoch.
+        var expires: Int64?
         var size: Int64 { Int64(item.json.count) }
 
         /// The index row that keeps this value in the local tier.
         var localWrite: LocalStore.Write {
             LocalStore.Write(
                 key: item.key, tier: .local, size: size, storedSize: Int64(bytes.count), flags: flags,
-                bytes: bytes, coldRef: nil, ifVersion: item.ifVersion)
+                bytes: bytes, coldRef: nil, ifVersion: item.ifVersion, expires: expires)
         }
     }
 
@@ -28,7 +30,7 @@ extension StoragePlugin {
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
         let (bytes, flags) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
-        return PreparedSave(item: item, bytes: bytes, flags: flags)
+        return PreparedSave(item: item, bytes: bytes, flags: flags, expires: item.ttl.map { LocalStore.nowMilliseconds() + $0 })
     }
 
     // MARK: save
@@ -47,7 +49,8 @@ extension StoragePlugin {
         guard writesWaiting == 0 else { return saveWaiting(call, prepared) }
         if item.ifVersion == nil {
             let fast = try local.fastSaveLocal(
-                key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, callID: call.id, waiting: .never, commit: commit)
+                key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, expires: prepared.expires, callID: call.id,
+                waiting: .never, commit: commit)
             switch fast {
             case .done(let version?):
                 return call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
@@ -359,6 +362,34 @@ extension StoragePlugin {
                 return .value(["ready": false, "coldTier": true, "detail": .string(error.error.message)])
             }
         }
+    }
+
+    // MARK: expiry
+
+    /// Keys purged per transaction, and the most transactions of one purge round.
+    static let purgeBatch = 1000
+    static let purgeRounds = 100
+
+    /// Deletes the keys whose `options.ttl` has passed from both tiers (every `purgeInterval`,
+    /// each batch on the writer thread). Reads never see an expired key whether or not it is
+    /// purged yet; until it is, its bytes still count against `maxBytes`. A failure is logged
+    /// and the next round tries again.
+    func purgeExpired() async {
+        let now = LocalStore.nowMilliseconds()
+        var removed = 0
+        do throws(CSOPError) {
+            for _ in 0..<Self.purgeRounds {
+                let (count, refs) = try await onWriter { () throws(CSOPError) in
+                    try self.local.purgeExpired(now: now, limit: Self.purgeBatch, callID: 0)
+                }
+                removed += count
+                await deleteCold(refs, callID: 0)
+                if count < Self.purgeBatch || Task.isCancelled { break }
+            }
+        } catch {
+            log(.warning, "storage: purging expired keys failed (the next round retries): \(error.message)")
+        }
+        if removed > 0 { log(.debug, "storage: purged \(removed) expired keys") }
     }
 
     // MARK: sweep

@@ -38,6 +38,8 @@ final class StoragePlugin: CSOPPlugin {
     /// and off the concurrency pool.
     let writerQueue = DispatchQueue(label: "csop.storage.writer")
     private let queuedWrites = Atomic<Int>(0)
+    /// Purges expired keys every `purgeInterval` on the writer thread; cancelled at shutdown.
+    private let purgeTask = Mutex<Task<Void, Never>?>(nil)
 
     static func checkConfig(_ config: JSONValue) throws(CSOPError) {
         let configuration = try StorageConfiguration(config: config)
@@ -58,6 +60,16 @@ final class StoragePlugin: CSOPPlugin {
         local = try LocalStore(configuration: configuration)
         cold = try configuration.postgresURL.map { url throws(CSOPError) in try ColdStore(url: url, table: configuration.postgresTable) }
         codec = ValueCodec(encryptionKey: configuration.encryptionKey)
+        let interval = configuration.purgeInterval
+        purgeTask.withLock {
+            $0 = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(interval))
+                    guard let self, !Task.isCancelled else { return }
+                    await self.purgeExpired()
+                }
+            }
+        }
         host?.log(.info, "storage: hot tier at \(configuration.path); cold tier \(cold.map { "PostgreSQL at \($0.endpoint), table \($0.table)" } ?? "not configured")")
     }
 
@@ -89,6 +101,7 @@ final class StoragePlugin: CSOPPlugin {
     }
 
     func shutdown() {
+        purgeTask.withLock { $0?.cancel() }
         calls.cancelAll()
         cold?.shutdown()
     }

@@ -9,19 +9,25 @@ enum StorageRequest {
         var compress: Bool
         var encrypt: Bool
         var ifVersion: Int64?
+        /// Milliseconds the key lives after the save; nil for ever.
+        var ttl: Int64?
     }
 
     struct SaveOptions: Sendable {
         var compress = false
         var encrypt = false
         var ifVersion: Int64?
+        var ttl: Int64?
     }
+
+    /// `options.ttl` is 1 ms to 10 years.
+    static let maxTTL: Int64 = 315_360_000_000
 
     static let saveFields: Set<String> = ["key", "data", "options"]
     static let saveManyFields: Set<String> = ["items", "options"]
     static let keysFields: Set<String> = ["keys"]
-    static let optionFields: Set<String> = ["encrypt", "compress"]
-    static let optionFieldsWithIfVersion: Set<String> = ["encrypt", "compress", "ifVersion"]
+    static let optionFields: Set<String> = ["encrypt", "compress", "ttl"]
+    static let optionFieldsWithIfVersion: Set<String> = ["encrypt", "compress", "ttl", "ifVersion"]
 
     static func key(_ fields: Fields, _ name: String = "key") throws(CSOPError) -> String {
         guard fields.object[name] != nil else {
@@ -48,6 +54,7 @@ enum StorageRequest {
         var result = defaults
         if let encrypt = try options.bool("encrypt") { result.encrypt = encrypt }
         if let compress = try options.bool("compress") { result.compress = compress }
+        if let ttl = try options.int("ttl", in: 1...maxTTL) { result.ttl = ttl }
         if allowIfVersion { result.ifVersion = try options.int("ifVersion", in: 0...Int64.max) }
         return result
     }
@@ -67,7 +74,9 @@ enum StorageRequest {
         let fields = try Fields(payload, path: "payload", allowed: saveFields, allowNull: false)
         let key = try key(fields)
         let options = try options(fields, allowIfVersion: true)
-        return SaveItem(key: key, json: try data(fields), compress: options.compress, encrypt: options.encrypt, ifVersion: options.ifVersion)
+        return SaveItem(
+            key: key, json: try data(fields), compress: options.compress, encrypt: options.encrypt, ifVersion: options.ifVersion,
+            ttl: options.ttl)
     }
 
     static func saveMany(_ payload: JSONValue) throws(CSOPError) -> [SaveItem] {
@@ -84,7 +93,9 @@ enum StorageRequest {
             let key = try key(itemFields)
             let options = try options(itemFields, allowIfVersion: true, defaults: defaults)
             result.append(
-                SaveItem(key: key, json: try data(itemFields), compress: options.compress, encrypt: options.encrypt, ifVersion: options.ifVersion))
+                SaveItem(
+                    key: key, json: try data(itemFields), compress: options.compress, encrypt: options.encrypt,
+                    ifVersion: options.ifVersion, ttl: options.ttl))
         }
         return result
     }

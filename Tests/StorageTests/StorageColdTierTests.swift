@@ -9,10 +9,11 @@ import Testing
     let directory = TemporaryDirectory.storage()
     let table = StorageTestEnvironment.uniqueTable()
 
-    func open(maxLocalSize: Int64 = 1000, url: String = TestEnvironment.postgresURL) throws -> PluginHarness {
+    func open(maxLocalSize: Int64 = 1000, url: String = TestEnvironment.postgresURL, purgeInterval: Int64 = 1000) throws -> PluginHarness {
         try PluginHarness(config: [
             "path": .string(directory.databasePath), "maxLocalSize": .int(maxLocalSize), "postgresUrl": .string(url),
             "postgresTable": .string(table), "encryptionKey": .string(StorageTestEnvironment.encryptionKey),
+            "purgeInterval": .int(purgeInterval),
         ])
     }
 
@@ -148,5 +149,22 @@ import Testing
         // Tenants may not run it: it sees every tenant's rows.
         let tenant = Caller(subject: "u", tenant: "t", actions: .all)
         #expect(await storage.call("sweep", [:], caller: tenant).code == "FORBIDDEN")
+    }
+
+    /// An expired cloud value is invisible at once and the purge deletes its cold row too.
+    @Test func thePurgeRemovesAnExpiredValueFromTheColdTier() async throws {
+        let cold = try await coldTable()
+        defer { Task { try? await cold.dropTable() } }
+        let storage = try open(purgeInterval: 10)
+        #expect(await storage.call("save", ["key": "brief", "data": Self.big("brief"), "options": ["ttl": 1]])["location"] == "cloud")
+        #expect(await storage.call("save", ["key": "stays", "data": Self.big("stays"), "options": ["ttl": 3_600_000]])["location"] == "cloud")
+        try await StorageExpiryTests.pass(2)
+        #expect(await storage.call("get", ["key": "brief"]).code == "KEY_NOT_FOUND")
+        // Bounded wait for the background purge; no time is asserted.
+        let deadline = Date().addingTimeInterval(120)
+        while try await !rows(cold, "brief").isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await rows(cold, "brief").isEmpty)
+        #expect(try await rows(cold, "stays").count == 1)
+        #expect(await storage.call("get", ["key": "stays"]).value == Self.big("stays"))
     }
 }

@@ -2,7 +2,9 @@
 ///
 /// `csop_storage` is the key index for both tiers: one row per key with its tier
 /// (0 local, 1 cloud), version, JSON size, stored size, flags (1 compressed, 2 encrypted), the
-/// value bytes for local keys and the cold-table row reference for cloud keys.
+/// value bytes for local keys, the cold-table row reference for cloud keys, and when the key
+/// expires (`expires`, milliseconds since the Unix epoch; NULL for never). An expired row is
+/// invisible to every read and is purged in the background (``purgeExpired``).
 ///
 /// `csop_storage_gone` keeps the last version of every deleted key (a trigger writes it on
 /// each delete, whichever statement deletes), so a key saved again continues from there:
@@ -23,6 +25,7 @@ enum StorageSQL: Int, CaseIterable {
     case totalSize
     case dataVersion
     case referencedColdRefs
+    case purgeExpired
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS csop_storage (
@@ -33,56 +36,75 @@ enum StorageSQL: Int, CaseIterable {
             stored INTEGER NOT NULL,
             flags INTEGER NOT NULL,
             value BLOB,
-            cold_ref TEXT
+            cold_ref TEXT,
+            expires INTEGER
         );
         CREATE TABLE IF NOT EXISTS csop_storage_gone (
             key TEXT NOT NULL PRIMARY KEY,
             version INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS csop_storage_cold_ref ON csop_storage (cold_ref) WHERE cold_ref IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS csop_storage_expires ON csop_storage (expires) WHERE expires IS NOT NULL;
         CREATE TRIGGER IF NOT EXISTS csop_storage_gone_on_delete AFTER DELETE ON csop_storage BEGIN
             INSERT INTO csop_storage_gone (key, version) VALUES (old.key, old.version)
             ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version);
         END;
         """
 
+    /// Brings a file made before TTL (whose `csop_storage` has no `expires` column) up to
+    /// ``schema``: run, when that column is missing, before it.
+    static let addExpiresColumn = "ALTER TABLE csop_storage ADD COLUMN expires INTEGER"
+
     var sql: String {
         switch self {
-        case .read: "SELECT tier, flags, value, cold_ref FROM csop_storage WHERE key = ?1"
+        case .read: "SELECT tier, flags, value, cold_ref, expires FROM csop_storage WHERE key = ?1"
         // Saves over a local (or missing) key in one autocommit statement; a cloud key returns no row.
         case .fastSaveLocal:
             """
-            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)
-            VALUES (?1, 0, 1 + coalesce((SELECT version FROM csop_storage_gone WHERE key = ?1), 0), ?2, ?3, ?4, ?5, NULL)
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires)
+            VALUES (?1, 0, 1 + coalesce((SELECT version FROM csop_storage_gone WHERE key = ?1), 0), ?2, ?3, ?4, ?5, NULL, ?6)
             ON CONFLICT (key) DO UPDATE SET version = version + 1, size = excluded.size,
-                stored = excluded.stored, flags = excluded.flags, value = excluded.value
+                stored = excluded.stored, flags = excluded.flags, value = excluded.value, expires = excluded.expires
             WHERE tier = 0
             RETURNING version
             """
         case .begin: "BEGIN IMMEDIATE"
         case .commit: "COMMIT"
         case .rollback: "ROLLBACK"
-        case .readForWrite: "SELECT tier, version, size, cold_ref FROM csop_storage WHERE key = ?1"
+        case .readForWrite: "SELECT tier, version, size, cold_ref, expires FROM csop_storage WHERE key = ?1"
         case .goneVersion: "SELECT version FROM csop_storage_gone WHERE key = ?1"
         case .upsert:
             """
-            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
             ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, version = excluded.version,
                 size = excluded.size, stored = excluded.stored, flags = excluded.flags,
-                value = excluded.value, cold_ref = excluded.cold_ref
+                value = excluded.value, cold_ref = excluded.cold_ref, expires = excluded.expires
             """
-        case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size"
-        // Every list, stats and quota total reads one namespace's range (StorageNamespace).
+        case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size, expires"
+        // Every list, stats and quota total reads one namespace's range (StorageNamespace). List
+        // and stats skip expired keys (?5 and ?3 are now); the quota counts them until purged.
         case .listRange:
-            "SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+            """
+            SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 AND (expires IS NULL OR expires > ?5)
+            ORDER BY key LIMIT ?4
+            """
         case .stats:
-            "SELECT tier, count(*), total(size), total(stored) FROM csop_storage WHERE key >= ?1 AND key < ?2 GROUP BY tier"
+            """
+            SELECT tier, count(*), total(size), total(stored) FROM csop_storage
+            WHERE key >= ?1 AND key < ?2 AND (expires IS NULL OR expires > ?3) GROUP BY tier
+            """
         case .totalSize: "SELECT total(size) FROM csop_storage WHERE key >= ?1 AND key < ?2"
         case .dataVersion: "PRAGMA data_version"
         // Which of a JSON array of cold refs an index row points at (the cold-tier sweep).
         case .referencedColdRefs:
             "SELECT cold_ref FROM csop_storage WHERE cold_ref IN (SELECT value FROM json_each(?1)) AND cold_ref IS NOT NULL"
+        // Up to ?2 keys expired at ?1 (now), through the partial index on expires.
+        case .purgeExpired:
+            """
+            DELETE FROM csop_storage WHERE key IN (SELECT key FROM csop_storage WHERE expires <= ?1 ORDER BY expires LIMIT ?2)
+            RETURNING key, tier, cold_ref, size
+            """
         }
     }
 }

@@ -70,6 +70,8 @@ final class LocalStore: Sendable {
         /// The cold-table row for a cloud value.
         var coldRef: String?
         var ifVersion: Int64?
+        /// When the key expires, in milliseconds since the Unix epoch; nil for never.
+        var expires: Int64?
     }
 
     struct WriteResult: Sendable {
@@ -126,6 +128,7 @@ final class LocalStore: Sendable {
                 throw SQLiteError(code: SQLITE_ERROR, message: "could not switch to WAL (journal_mode is \(mode ?? "unknown"))", path: path)
             }
             try connection.execute("PRAGMA synchronous = \(configuration.synchronous.rawValue)")
+            try Self.migrate(connection)
             try connection.execute(StorageSQL.schema)
             if let check = try connection.scalarText("PRAGMA quick_check(1)"), check != "ok" {
                 throw SQLiteError(code: SQLITE_CORRUPT, message: "integrity check failed: \(check)", path: path)
@@ -142,15 +145,39 @@ final class LocalStore: Sendable {
         readers.withLock { $0 = pool }
     }
 
+    /// Adds the `expires` column to a file made before TTL, in one transaction, so two
+    /// processes opening the file at once do not both add it.
+    private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
+        try connection.execute("BEGIN IMMEDIATE")
+        do throws(SQLiteError) {
+            let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'csop_storage'")
+            let column = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = 'expires'")
+            if table == "1" && column == "0" { try connection.execute(StorageSQL.addExpiresColumn) }
+            try connection.execute("COMMIT")
+        } catch {
+            try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Milliseconds since the Unix epoch: the clock of `expires`, shared by every process
+    /// that opens the file.
+    static func nowMilliseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+
     // MARK: Reads
 
-    /// The row for `key`, or nil when it does not exist.
+    /// The row for `key`, or nil when it does not exist or has expired.
     func read(_ key: String, callID: UInt64) throws(CSOPError) -> Row? {
         try withReader(callID: callID) { connection throws(SQLiteError) in
             let statement = try connection.statement(.read)
             defer { statement.reset() }
             statement.bind(1, key)
             guard try statement.step() else { return nil }
+            if !statement.isNull(4), statement.int64(4) <= Self.nowMilliseconds() { return nil }
             let tier = Tier(rawValue: statement.int64(0)) ?? .local
             return Row(
                 tier: tier, flags: statement.int64(1), bytes: tier == .local ? statement.blob(2) : [],
@@ -167,6 +194,7 @@ final class LocalStore: Sendable {
             statement.bindTextBytes(2, range.lower)
             statement.bindTextBytes(3, range.upper)
             statement.bind(4, limit)
+            statement.bind(5, Self.nowMilliseconds())
             defer { statement.reset() }
             var keys: [String] = []
             keys.reserveCapacity(Int(min(limit, 1024)))
@@ -194,6 +222,7 @@ final class LocalStore: Sendable {
             let statement = try connection.statement(.stats)
             statement.bindTextBytes(1, range.lower)
             statement.bindTextBytes(2, range.upper)
+            statement.bind(3, Self.nowMilliseconds())
             defer { statement.reset() }
             var local = TierStats(), cloud = TierStats()
             while try statement.step() {
@@ -225,7 +254,7 @@ final class LocalStore: Sendable {
     /// Saves a local value with one statement when nothing needs checking first. `.done(nil)`
     /// when the key is in the cold tier (use ``write(_:callID:waiting:commit:)`` to move it).
     func fastSaveLocal(
-        key: String, size: Int64, bytes: [UInt8], flags: Int64, callID: UInt64, waiting: Waiting, commit: () -> Bool
+        key: String, size: Int64, bytes: [UInt8], flags: Int64, expires: Int64?, callID: UInt64, waiting: Waiting, commit: () -> Bool
     ) throws(CSOPError) -> WriteAttempt<Int64?> {
         guard maxBytes == nil else { return .done(nil) }
         return try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) -> Int64? in
@@ -237,6 +266,7 @@ final class LocalStore: Sendable {
                 statement.bind(3, Int64(bytes.count))
                 statement.bind(4, flags)
                 statement.bind(blob: bytes, index: 5)
+                if let expires { statement.bind(6, expires) } else { statement.bindNull(6) }
                 guard try statement.step() else { return nil }
                 let version = statement.int64(0)
                 _ = try statement.step()
@@ -276,12 +306,14 @@ final class LocalStore: Sendable {
                 let oldVersion = existing ? current.int64(1) : 0
                 let oldSize = existing ? current.int64(2) : 0
                 let oldRef = existing && !current.isNull(3) ? current.text(3) : nil
+                // An expired row (not purged yet) is a key that does not exist.
+                let visible = existing && (current.isNull(4) || current.int64(4) > Self.nowMilliseconds())
                 current.reset()
-                if let expected = item.ifVersion, expected != oldVersion {
-                    let now = existing ? "is at version \(oldVersion)" : "does not exist"
+                if let expected = item.ifVersion, expected != (visible ? oldVersion : 0) {
+                    let now = visible ? "is at version \(oldVersion)" : "does not exist"
                     throw CSOPError(.conflict, "'\(StorageNamespace.userKey(item.key))' \(now), not ifVersion \(expected); read it again and retry")
                 }
-                // A key made again continues from the version it was deleted at.
+                // A key made again continues from the version it was deleted (or expired) at.
                 let baseVersion = existing ? oldVersion : try Self.sqlite { () throws(SQLiteError) in try Self.goneVersion(item.key, connection) }
                 deltas[StorageNamespace.prefix(ofStored: item.key), default: 0] += item.size - oldSize
                 upsert.bind(1, item.key)
@@ -292,6 +324,7 @@ final class LocalStore: Sendable {
                 upsert.bind(6, item.flags)
                 if item.tier == .local { upsert.bind(blob: item.bytes, index: 7) } else { upsert.bindNull(7) }
                 if let ref = item.coldRef { upsert.bind(8, ref) } else { upsert.bindNull(8) }
+                if let expires = item.expires { upsert.bind(9, expires) } else { upsert.bindNull(9) }
                 defer { upsert.reset() }
                 _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
                 if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
@@ -313,7 +346,7 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Deletes `key`. Returns whether it existed and its cold row, if it had one.
+    /// Deletes `key`. Returns whether it existed (unexpired) and its cold row, if it had one.
     func delete(_ key: String, callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<(deleted: Bool, coldRef: String?)> {
         try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
             let (result, size) = try Self.sqlite { () throws(SQLiteError) in try Self.deleteRow(key, state.connection) }
@@ -337,8 +370,31 @@ final class LocalStore: Sendable {
         guard try statement.step() else { return ((false, nil), 0) }
         let ref = statement.int64(0) == Tier.cloud.rawValue && !statement.isNull(1) ? statement.text(1) : nil
         let size = statement.int64(2)
+        let expired = !statement.isNull(3) && statement.int64(3) <= nowMilliseconds()
         _ = try statement.step()
-        return ((true, ref), size)
+        return ((!expired, ref), size)
+    }
+
+    /// Deletes up to `limit` keys expired at `now`, in one transaction; returns how many and
+    /// the cold rows they referenced (delete them after).
+    func purgeExpired(now: Int64, limit: Int, callID: UInt64) throws(CSOPError) -> (count: Int, coldRefs: [String]) {
+        try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: { true }) {
+            state throws(CSOPError) -> (count: Int, coldRefs: [String]) in
+            try Self.sqlite { () throws(SQLiteError) -> (count: Int, coldRefs: [String]) in
+                let statement = try state.connection.statement(.purgeExpired)
+                defer { statement.reset() }
+                statement.bind(1, now)
+                statement.bind(2, Int64(limit))
+                var count = 0
+                var refs: [String] = []
+                while try statement.step() {
+                    count += 1
+                    state.totalBytes[StorageNamespace.prefix(ofStored: statement.text(0))]? -= statement.int64(3)
+                    if statement.int64(1) == Tier.cloud.rawValue, !statement.isNull(2) { refs.append(statement.text(2)) }
+                }
+                return (count, refs)
+            }
+        }.waited()
     }
 
     // MARK: Cancellation
