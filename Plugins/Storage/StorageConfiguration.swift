@@ -4,7 +4,8 @@ import Foundation
 /// The storage plugin's settings, read from the plugins.d `[config]` section and the environment.
 ///
 /// Config keys: `path`, `maxLocalSize`, `maxBytes`, `postgresUrl`, `postgresTable`,
-/// `encryptionKey`, `synchronous`, `readConnections`, `purgeInterval`. A config value wins over its
+/// `encryptionKey`, `encryptionKeys`, `encryptionKeyId`, `synchronous`, `readConnections`,
+/// `purgeInterval`. A config value wins over its
 /// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`).
 struct StorageConfiguration: Sendable {
     enum Synchronous: String, Sendable { case normal = "NORMAL", full = "FULL" }
@@ -17,8 +18,13 @@ struct StorageConfiguration: Sendable {
     var maxBytes: Int64?
     var postgresURL: String?
     var postgresTable = "csop_storage_cold"
-    /// AES-256 key for `encrypt`.
-    var encryptionKey: [UInt8]?
+    /// AES-256 keys for `encrypt`, by id: `encryptionKeys`, and `encryptionKey` (or
+    /// `CSOP_STORAGE_ENCRYPTION_KEY`) as the id ``defaultKeyId``.
+    var encryptionKeys: [String: [UInt8]] = [:]
+    /// The key new encrypted saves use (and `storage.rotate` re-encrypts under); nil without keys.
+    var encryptionKeyId: String?
+    /// The id of `encryptionKey`, and of every value encrypted before keys had ids.
+    static let defaultKeyId = "default"
     /// NORMAL survives a process crash (kill -9); FULL also survives power loss.
     var synchronous = Synchronous.normal
     var readConnections = 4
@@ -26,8 +32,8 @@ struct StorageConfiguration: Sendable {
     var purgeInterval: Int64 = 1000
 
     static let allowedKeys: Set<String> = [
-        "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "synchronous",
-        "readConnections", "purgeInterval",
+        "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "encryptionKeys",
+        "encryptionKeyId", "synchronous", "readConnections", "purgeInterval",
     ]
 
     init(path: String) { self.path = path }
@@ -46,12 +52,7 @@ struct StorageConfiguration: Sendable {
             }
             postgresTable = table
         }
-        if let text = try fields.string("encryptionKey") ?? Self.nonEmpty("CSOP_STORAGE_ENCRYPTION_KEY", in: environment) {
-            guard let key = Data(base64Encoded: text), key.count == 32 else {
-                throw .invalidPayload("config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY) must be 32 bytes in base64 (44 characters)")
-            }
-            encryptionKey = Array(key)
-        }
+        try readEncryptionKeys(fields, environment: environment)
         if let mode = try fields.string("synchronous") {
             guard let parsed = Synchronous(rawValue: mode.uppercased()) else {
                 throw .invalidPayload("config.synchronous must be \"normal\" or \"full\", got \"\(mode)\"")
@@ -60,6 +61,53 @@ struct StorageConfiguration: Sendable {
         }
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
         purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
+    }
+
+    /// `encryptionKey` (or the environment's) as id `default`, the `encryptionKeys` table of id →
+    /// key, and `encryptionKeyId`, required when there are several. Messages never show a key.
+    private mutating func readEncryptionKeys(_ fields: Fields, environment: [String: String]) throws(CSOPError) {
+        let table = try fields.nested("encryptionKeys")
+        let single = try fields.string("encryptionKey")
+        if single != nil, table.object[Self.defaultKeyId] != nil {
+            throw .invalidPayload("config.encryptionKey is the key with id \"default\", and config.encryptionKeys.default is another: give one of them")
+        }
+        if let text = single ?? (table.object[Self.defaultKeyId] == nil ? Self.nonEmpty("CSOP_STORAGE_ENCRYPTION_KEY", in: environment) : nil) {
+            encryptionKeys[Self.defaultKeyId] = try Self.aesKey(text, field: "config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY)")
+        }
+        for member in table.object.members {
+            guard Self.isKeyId(member.key) else {
+                throw .invalidPayload("config.encryptionKeys: a key id must be 1 to 64 letters, digits, '.', '_' or '-'")
+            }
+            guard case .string(let text) = member.value else {
+                throw .invalidPayload("config.encryptionKeys.\(member.key) must be a string (32 bytes in base64), got \(member.value.typeName)")
+            }
+            encryptionKeys[member.key] = try Self.aesKey(text, field: "config.encryptionKeys.\(member.key)")
+        }
+        let ids = encryptionKeys.keys.sorted().map { "\"\($0)\"" }.joined(separator: ", ")
+        if let id = try fields.string("encryptionKeyId", maxLength: 64) {
+            guard encryptionKeys[id] != nil else {
+                throw .invalidPayload(
+                    "config.encryptionKeyId names no configured key\(ids.isEmpty ? " (none is)" : "; the keys are \(ids)"): add it to config.encryptionKeys")
+            }
+            encryptionKeyId = id
+        } else if encryptionKeys.count == 1 {
+            encryptionKeyId = encryptionKeys.keys.first
+        } else if encryptionKeys.count > 1 {
+            throw .invalidPayload("config.encryptionKeyId is required with several keys: name the one new saves use (\(ids))")
+        }
+    }
+
+    private static func aesKey(_ text: String, field: String) throws(CSOPError) -> [UInt8] {
+        guard let key = Data(base64Encoded: text), key.count == 32 else {
+            throw .invalidPayload("\(field) must be 32 bytes in base64 (44 characters)")
+        }
+        return Array(key)
+    }
+
+    /// 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    static func isKeyId(_ id: String) -> Bool {
+        (1...64).contains(id.utf8.count)
+            && id.utf8.allSatisfy { isLetter($0) || ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
     }
 
     /// `$XDG_DATA_HOME/csop/storage.sqlite`, else `~/.local/share/csop/storage.sqlite`.

@@ -9,13 +9,15 @@ extension StoragePlugin {
         var flags: Int64
         /// `options.ttl` from when the save was prepared, in milliseconds since the Unix epoch.
         var expires: Int64?
+        /// The encryption key's id, for an encrypted value.
+        var keyId: String?
         var size: Int64 { Int64(item.json.count) }
 
         /// The index row that keeps this value in the local tier.
         var localWrite: LocalStore.Write {
             LocalStore.Write(
                 key: item.key, tier: .local, size: size, storedSize: Int64(bytes.count), flags: flags,
-                bytes: bytes, coldRef: nil, ifVersion: item.ifVersion, expires: expires)
+                bytes: bytes, coldRef: nil, ifVersion: item.ifVersion, expires: expires, keyId: keyId)
         }
     }
 
@@ -29,8 +31,8 @@ extension StoragePlugin {
     }
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
-        let (bytes, flags) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
-        return PreparedSave(item: item, bytes: bytes, flags: flags, expires: item.ttl.map { LocalStore.nowMilliseconds() + $0 })
+        let (bytes, flags, keyId) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
+        return PreparedSave(item: item, bytes: bytes, flags: flags, expires: item.ttl.map { LocalStore.nowMilliseconds() + $0 }, keyId: keyId)
     }
 
     // MARK: save
@@ -49,7 +51,7 @@ extension StoragePlugin {
         guard writesWaiting == 0 else { return saveWaiting(call, prepared) }
         if item.ifVersion == nil {
             let fast = try local.fastSaveLocal(
-                key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, expires: prepared.expires, callID: call.id,
+                key: item.key, size: prepared.size, bytes: prepared.bytes, flags: prepared.flags, expires: prepared.expires, keyId: prepared.keyId, callID: call.id,
                 waiting: .never, commit: commit)
             switch fast {
             case .done(let version?):
@@ -185,7 +187,7 @@ extension StoragePlugin {
         let key = space.storedKey(try StorageRequest.key(fields))
         guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
         if row.tier == .local {
-            call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, key: key))
+            call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, keyId: row.keyId, key: key))
             return
         }
         runLater(call) { () async throws(CSOPError) -> PluginReply in
@@ -199,7 +201,7 @@ extension StoragePlugin {
     func resolveValue(_ key: String, first: LocalStore.Row, callID: UInt64) async throws(CSOPError) -> [UInt8]? {
         var row = first
         for _ in 0..<5 {
-            if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, key: key) }
+            if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, keyId: row.keyId, key: key) }
             guard let cold else {
                 throw CSOPError(
                     .notConnected, "'\(StorageNamespace.userKey(key))' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
@@ -210,7 +212,7 @@ extension StoragePlugin {
             } catch {
                 throw error.error
             }
-            if let bytes { return try codec.decode(bytes, flags: row.flags, key: key) }
+            if let bytes { return try codec.decode(bytes, flags: row.flags, keyId: row.keyId, key: key) }
             // The row was replaced while we read: look at the index again.
             guard let next = try local.read(key, callID: callID) else { return nil }
             row = next
@@ -440,5 +442,97 @@ extension StoragePlugin {
             if removed > 0 { self.log(.warning, "storage: the sweep removed \(removed) cold-tier rows that no key referenced") }
             return .value(["checked": .int(Int64(checked)), "removed": .int(Int64(removed)), "coldTier": true])
         }
+    }
+}
+
+extension StoragePlugin {
+    // MARK: rotate
+
+    /// Values examined per read of the index.
+    static let rotateBatch = 100
+
+    /// `{limit?}` → `{rotated, changed, remaining, currentKeyId, unreadable}`: re-encrypts up to
+    /// `limit` (default 10,000) encrypted values that are under another key than
+    /// `encryptionKeyId`, in key order, across every namespace; the owner's only.
+    ///
+    /// Each value is decrypted and encrypted again (its compression untouched), then written
+    /// back only if its key is still at the version it was read at; a save in between wins and
+    /// counts as `changed` (it used the current key already). A cold value gets a new cold row,
+    /// and the old one is deleted once the index points at the new one. The version does not
+    /// change. Values whose key is not configured, or that do not decrypt, are counted in
+    /// `unreadable` by key id and left as they are. `remaining` counts the values still under
+    /// another key afterwards: call again until it is 0 (or only the unreadable are left).
+    func rotate(_ call: PluginCall) throws(CSOPError) {
+        guard call.caller == nil else {
+            throw CSOPError(.forbidden, "storage.rotate re-encrypts every tenant's values: only the host's owner may run it")
+        }
+        let fields = try Fields(call.payload, path: "payload", allowed: ["limit"])
+        let limit = Int(try fields.int("limit", in: 1...1_000_000) ?? 10_000)
+        guard let current = codec.currentKeyId else {
+            throw .invalidPayload("storage.rotate re-encrypts under config.encryptionKeyId, and no encryption key is configured (config.encryptionKeys)")
+        }
+        runLater(call) { () async throws(CSOPError) -> PluginReply in
+            var cursor = ""
+            var (examined, rotated, changed) = (0, 0, 0)
+            var unreadable: [String: Int64] = [:]
+            while examined < limit {
+                let rows = try self.local.encryptedRows(notUnder: current, after: cursor, limit: min(Self.rotateBatch, limit - examined), callID: call.id)
+                guard let last = rows.last else { break }
+                cursor = last.key
+                for row in rows {
+                    if Task.isCancelled { throw CSOPError(.timeout, "storage.rotate was cancelled (timed out); call it again to go on", retryable: true) }
+                    examined += 1
+                    do throws(CSOPError) {
+                        if try await self.rotate(row, callID: call.id) { rotated += 1 } else { changed += 1 }
+                    } catch where error.code == .decryptionFailed {
+                        unreadable[row.keyId ?? StorageConfiguration.defaultKeyId, default: 0] += 1
+                    }
+                }
+                if rows.count < Self.rotateBatch { break }
+            }
+            let remaining = try self.local.countEncrypted(notUnder: current, callID: call.id)
+            if rotated > 0 { self.log(.info, "storage: re-encrypted \(rotated) values under the key with id \"\(current)\"") }
+            var unreadableObject = JSONObject()
+            for (id, count) in unreadable.sorted(by: { $0.key < $1.key }) { unreadableObject[id] = .int(count) }
+            return .value([
+                "rotated": .int(Int64(rotated)), "changed": .int(Int64(changed)), "remaining": .int(remaining),
+                "currentKeyId": .string(current), "unreadable": .object(unreadableObject),
+            ])
+        }
+    }
+
+    /// Re-encrypts one value; false when its key changed meanwhile (nothing written).
+    private func rotate(_ row: LocalStore.EncryptedRow, callID: UInt64) async throws(CSOPError) -> Bool {
+        guard row.tier == .cloud, let oldRef = row.coldRef else {
+            let (bytes, keyId) = try codec.reencrypt(row.bytes, keyId: row.keyId, key: row.key)
+            return try await onWriter { () throws(CSOPError) in
+                try self.local.replaceEncrypted(row, bytes: bytes, storedSize: Int64(bytes.count), newColdRef: nil, keyId: keyId, callID: callID)
+            }
+        }
+        guard let cold else {
+            throw CSOPError(.notConnected, "'\(StorageNamespace.userKey(row.key))' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
+        }
+        let stored: [UInt8]?
+        do throws(ColdStore.Failure) { stored = try await cold.get(ref: oldRef, callID: callID) } catch { throw error.error }
+        guard let stored else { return false }  // Replaced while we read.
+        let (bytes, keyId) = try codec.reencrypt(stored, keyId: row.keyId, key: row.key)
+        let newRef = Self.newColdRef()
+        do throws(ColdStore.Failure) {
+            try await cold.put(
+                ref: newRef, key: StorageNamespace.userKey(row.key), tenant: StorageNamespace.tenant(ofStored: row.key), bytes: bytes, callID: callID)
+        } catch {
+            throw error.error
+        }
+        let replaced: Bool
+        do throws(CSOPError) {
+            replaced = try await onWriter { () throws(CSOPError) in
+                try self.local.replaceEncrypted(row, bytes: [], storedSize: Int64(bytes.count), newColdRef: newRef, keyId: keyId, callID: callID)
+            }
+        } catch {
+            await deleteCold([newRef], callID: callID)
+            throw error
+        }
+        await deleteCold([replaced ? oldRef : newRef], callID: callID)
+        return replaced
     }
 }

@@ -18,7 +18,7 @@ import Synchronization
 /// commits, and rolls back when the host has already answered `TIMEOUT`.
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
-        case save, get, delete, list, saveMany, getMany, stats, health, sweep
+        case save, get, delete, list, saveMany, getMany, stats, health, sweep, rotate
     }
 
     static let name = "storage"
@@ -59,7 +59,7 @@ final class StoragePlugin: CSOPPlugin {
         self.host = host
         local = try LocalStore(configuration: configuration)
         cold = try configuration.postgresURL.map { url throws(CSOPError) in try ColdStore(url: url, table: configuration.postgresTable) }
-        codec = ValueCodec(encryptionKey: configuration.encryptionKey)
+        codec = ValueCodec(keys: configuration.encryptionKeys, currentKeyId: configuration.encryptionKeyId)
         let interval = configuration.purgeInterval
         purgeTask.withLock {
             $0 = Task { [weak self] in
@@ -88,6 +88,7 @@ final class StoragePlugin: CSOPPlugin {
             case .stats: try stats(call, space)
             case .health: try health(call)
             case .sweep: try sweep(call)
+            case .rotate: try rotate(call)
             }
         } catch {
             call.fail(error)

@@ -8,61 +8,45 @@ import Foundation
 /// authenticated data, so a row copied under another key does not decrypt. The key is the
 /// stored one (``StorageNamespace``): a tenant's value does not decrypt under another tenant's
 /// key of the same name; messages name the user's key.
+///
+/// Encryption keys have ids (``StorageConfiguration/encryptionKeys``). A value is encrypted
+/// under the current one, and its id is kept beside it in the index (`key_id`), so a get finds
+/// its key and `storage.rotate` finds the values still under an old one. A value without an id
+/// was saved before ids existed, under the key now called `default`.
 struct ValueCodec: Sendable {
     static let compressedFlag: Int64 = 1
     static let encryptedFlag: Int64 = 2
 
-    let encryptionKey: SymmetricKey?
+    let keys: [String: SymmetricKey]
+    /// The key new encrypted values use.
+    let currentKeyId: String?
 
-    init(encryptionKey: [UInt8]?) {
-        self.encryptionKey = encryptionKey.map { SymmetricKey(data: $0) }
+    init(keys: [String: [UInt8]], currentKeyId: String?) {
+        self.keys = keys.mapValues { SymmetricKey(data: $0) }
+        self.currentKeyId = currentKeyId
     }
 
-    /// The stored bytes and flags for `json`.
+    /// The stored bytes, flags and encryption key id (nil when not encrypted) for `json`.
     /// - Throws: `INVALID_PAYLOAD` when `encrypt` is asked for without a configured key.
-    func encode(_ json: [UInt8], key: String, compress: Bool, encrypt: Bool) throws(CSOPError) -> (bytes: [UInt8], flags: Int64) {
+    func encode(_ json: [UInt8], key: String, compress: Bool, encrypt: Bool) throws(CSOPError) -> (bytes: [UInt8], flags: Int64, keyId: String?) {
         var bytes = json
         var flags: Int64 = 0
         if compress, let deflated = Self.deflate(json), deflated.count < json.count {
             bytes = deflated
             flags |= Self.compressedFlag
         }
-        if encrypt {
-            guard let encryptionKey else {
-                throw .invalidPayload(
-                    "payload.options.encrypt needs an encryption key: set config.encryptionKey or CSOP_STORAGE_ENCRYPTION_KEY (32 bytes, base64)")
-            }
-            do {
-                let sealed = try AES.GCM.seal(bytes, using: encryptionKey, authenticating: Array(key.utf8))
-                guard let combined = sealed.combined else { throw CSOPError.executionFailed("AES-GCM produced no combined box") }
-                bytes = Array(combined)
-            } catch {
-                throw .executionFailed("encrypting the value of '\(StorageNamespace.userKey(key))' failed")
-            }
-            flags |= Self.encryptedFlag
-        }
-        return (bytes, flags)
+        guard encrypt else { return (bytes, flags, nil) }
+        let (sealed, keyId) = try seal(bytes, key: key)
+        return (sealed, flags | Self.encryptedFlag, keyId)
     }
 
-    /// The compact JSON of a stored value.
-    /// - Throws: `DECRYPTION_FAILED` for a missing or wrong key; `EXECUTION_FAILED` for corrupt data.
-    func decode(_ stored: [UInt8], flags: Int64, key: String) throws(CSOPError) -> [UInt8] {
+    /// The compact JSON of a stored value whose encryption key (when `flags` say encrypted) has
+    /// id `keyId` (nil: `default`).
+    /// - Throws: `DECRYPTION_FAILED` naming the key id when that key is not configured or is not
+    ///   the one the value was saved with; `EXECUTION_FAILED` for corrupt data.
+    func decode(_ stored: [UInt8], flags: Int64, keyId: String?, key: String) throws(CSOPError) -> [UInt8] {
         var bytes = stored
-        if flags & Self.encryptedFlag != 0 {
-            guard let encryptionKey else {
-                throw CSOPError(
-                    .decryptionFailed,
-                    "'\(StorageNamespace.userKey(key))' was saved encrypted; configure the same encryptionKey (config or CSOP_STORAGE_ENCRYPTION_KEY) to read it")
-            }
-            do {
-                let box = try AES.GCM.SealedBox(combined: bytes)
-                bytes = Array(try AES.GCM.open(box, using: encryptionKey, authenticating: Array(key.utf8)))
-            } catch {
-                throw CSOPError(
-                    .decryptionFailed,
-                    "'\(StorageNamespace.userKey(key))' could not be decrypted: the configured encryptionKey is not the one it was saved with (or the data is damaged)")
-            }
-        }
+        if flags & Self.encryptedFlag != 0 { bytes = try open(bytes, keyId: keyId, key: key) }
         if flags & Self.compressedFlag != 0 {
             guard let inflated = Self.inflate(bytes) else {
                 throw .executionFailed("the stored value of '\(StorageNamespace.userKey(key))' is damaged: its compressed data does not inflate")
@@ -70,6 +54,46 @@ struct ValueCodec: Sendable {
             bytes = inflated
         }
         return bytes
+    }
+
+    /// An encrypted value's bytes under the current key instead of `keyId`'s, its compression
+    /// untouched.
+    func reencrypt(_ stored: [UInt8], keyId: String?, key: String) throws(CSOPError) -> (bytes: [UInt8], keyId: String) {
+        try seal(try open(stored, keyId: keyId, key: key), key: key)
+    }
+
+    private func seal(_ bytes: [UInt8], key: String) throws(CSOPError) -> ([UInt8], String) {
+        guard let currentKeyId, let secret = keys[currentKeyId] else {
+            throw .invalidPayload(
+                "payload.options.encrypt needs an encryption key: set config.encryptionKey or CSOP_STORAGE_ENCRYPTION_KEY (32 bytes, base64), or config.encryptionKeys")
+        }
+        do {
+            let sealed = try AES.GCM.seal(bytes, using: secret, authenticating: Array(key.utf8))
+            guard let combined = sealed.combined else { throw CSOPError.executionFailed("AES-GCM produced no combined box") }
+            return (Array(combined), currentKeyId)
+        } catch {
+            throw .executionFailed("encrypting the value of '\(StorageNamespace.userKey(key))' failed")
+        }
+    }
+
+    private func open(_ bytes: [UInt8], keyId: String?, key: String) throws(CSOPError) -> [UInt8] {
+        let id = keyId ?? StorageConfiguration.defaultKeyId
+        guard let secret = keys[id] else {
+            let where_ = id == StorageConfiguration.defaultKeyId
+                ? "set config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY) or config.encryptionKeys.default"
+                : "add it to config.encryptionKeys"
+            throw CSOPError(
+                .decryptionFailed,
+                "'\(StorageNamespace.userKey(key))' was saved encrypted with the key with id \"\(id)\", which is not configured: \(where_) to read it")
+        }
+        do {
+            let box = try AES.GCM.SealedBox(combined: bytes)
+            return Array(try AES.GCM.open(box, using: secret, authenticating: Array(key.utf8)))
+        } catch {
+            throw CSOPError(
+                .decryptionFailed,
+                "'\(StorageNamespace.userKey(key))' could not be decrypted with the key with id \"\(id)\": it is not the one it was saved with (or the data is damaged)")
+        }
     }
 
     /// An 8-byte little-endian original length, then a zlib stream.

@@ -167,4 +167,37 @@ import Testing
         #expect(try await rows(cold, "stays").count == 1)
         #expect(await storage.call("get", ["key": "stays"]).value == Self.big("stays"))
     }
+
+    /// storage.rotate writes a cold value's new bytes to a new cold row, points the index at
+    /// it and deletes the old row.
+    @Test func rotationMovesAColdValueToANewRowUnderTheNewKey() async throws {
+        let cold = try await coldTable()
+        defer { Task { try? await cold.dropTable() } }
+        let base: JSONObject = [
+            "path": .string(directory.databasePath), "maxLocalSize": 1000, "postgresUrl": .string(TestEnvironment.postgresURL),
+            "postgresTable": .string(table),
+        ]
+        let value = Self.big("secret")
+        do {
+            let before = try open()
+            #expect(await before.call("save", ["key": "doc", "data": value, "options": ["encrypt": true]])["location"] == "cloud")
+            before.close()
+        }
+        let oldRows = try await rows(cold, "doc")
+        #expect(oldRows.count == 1)
+        var both = base
+        both["encryptionKeys"] = ["default": .string(StorageTestEnvironment.encryptionKey), "next": .string(StorageTestEnvironment.otherEncryptionKey)]
+        both["encryptionKeyId"] = "next"
+        let rotating = try PluginHarness(config: .object(both))
+        let reply = await rotating.call("rotate", [:])
+        #expect(reply["rotated"] == 1, "\(reply.value ?? .null) \(reply.error?.description ?? "")")
+        #expect(reply["remaining"] == 0)
+        let newRows = try await rows(cold, "doc")
+        #expect(newRows.count == 1)
+        #expect(newRows != oldRows)
+        rotating.close()
+        var after = base
+        after["encryptionKeys"] = ["next": .string(StorageTestEnvironment.otherEncryptionKey)]
+        #expect(await (try PluginHarness(config: .object(after))).call("get", ["key": "doc"]).value == value)
+    }
 }

@@ -72,6 +72,14 @@ import Testing
         (#"{"synchronous":"sometimes"}"#, "config.synchronous must be \"normal\" or \"full\""),
         (#"{"readConnections":0}"#, "config.readConnections must be between 1 and 64"),
         (#"{"encryptionKey":"c2hvcnQ="}"#, "config.encryptionKey (or CSOP_STORAGE_ENCRYPTION_KEY) must be 32 bytes"),
+        (#"{"encryptionKeys":{"k1":"c2hvcnQ="}}"#, "config.encryptionKeys.k1 must be 32 bytes in base64"),
+        (#"{"encryptionKeys":{"k1":7}}"#, "config.encryptionKeys.k1 must be a string (32 bytes in base64), got number"),
+        (#"{"encryptionKeys":{"a b":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}}"#, "config.encryptionKeys: a key id must be 1 to 64 letters, digits"),
+        (#"{"encryptionKeys":["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]}"#, "config.encryptionKeys must be an object"),
+        (#"{"encryptionKeys":{"k1":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","k2":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}}"#, "config.encryptionKeyId is required with several keys: name the one new saves use (\"k1\", \"k2\")"),
+        (#"{"encryptionKeys":{"k1":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},"encryptionKeyId":"k2"}"#, "config.encryptionKeyId names no configured key; the keys are \"k1\""),
+        (#"{"encryptionKeyId":"k2"}"#, "config.encryptionKeyId names no configured key (none is)"),
+        (#"{"encryptionKey":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","encryptionKeys":{"default":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}}"#, "config.encryptionKey is the key with id \"default\", and config.encryptionKeys.default is another"),
         (#"{"postgresTable":"drop table;"}"#, "config.postgresTable must be letters"),
         (#"{"postgresUrl":"mysql://x@localhost/db"}"#, "config.postgresUrl (or CSOP_STORAGE_POSTGRES_URL) must start with postgres://"),
         (#"{"postgresUrl":"postgres://localhost/db"}"#, "must name a user"),
@@ -143,7 +151,12 @@ import Testing
         let environment = ["CSOP_STORAGE_POSTGRES_URL": "postgres://env@h/db", "CSOP_STORAGE_ENCRYPTION_KEY": StorageTestEnvironment.encryptionKey]
         let fromEnvironment = try StorageConfiguration(config: ["path": "/tmp/x"], environment: environment)
         #expect(fromEnvironment.postgresURL == "postgres://env@h/db")
-        #expect(fromEnvironment.encryptionKey?.count == 32)
+        #expect(fromEnvironment.encryptionKeys["default"]?.count == 32)
+        #expect(fromEnvironment.encryptionKeyId == "default")
+        // encryptionKeys.default in the config wins over the environment's key.
+        let table = try StorageConfiguration(
+            config: ["path": "/tmp/x", "encryptionKeys": ["default": .string(StorageTestEnvironment.otherEncryptionKey)]], environment: environment)
+        #expect(table.encryptionKeys["default"] == Array(Data(base64Encoded: StorageTestEnvironment.otherEncryptionKey)!))
         let fromConfig = try StorageConfiguration(
             config: ["path": "/tmp/x", "postgresUrl": "postgres://cfg@h/db", "synchronous": "full"], environment: environment)
         #expect(fromConfig.postgresURL == "postgres://cfg@h/db")

@@ -70,6 +70,9 @@ final class SQLiteConnection: @unchecked Sendable {  // Used by one thread at a 
 
     var lastErrorMessage: String { String(cString: sqlite3_errmsg(handle)) }
 
+    /// Rows the last INSERT, UPDATE or DELETE on this connection changed.
+    var changes: Int32 { sqlite3_changes(handle) }
+
     /// Runs SQL text with no parameters (pragmas, DDL, transaction control).
     func execute(_ sql: String) throws(SQLiteError) {
         var message: UnsafeMutablePointer<CChar>?

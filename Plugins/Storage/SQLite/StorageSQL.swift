@@ -3,7 +3,8 @@
 /// `csop_storage` is the key index for both tiers: one row per key with its tier
 /// (0 local, 1 cloud), version, JSON size, stored size, flags (1 compressed, 2 encrypted), the
 /// value bytes for local keys, the cold-table row reference for cloud keys, and when the key
-/// expires (`expires`, milliseconds since the Unix epoch; NULL for never). An expired row is
+/// expires (`expires`, milliseconds since the Unix epoch; NULL for never), and for an
+/// encrypted value the id of its key (`key_id`; NULL for `default`). An expired row is
 /// invisible to every read and is purged in the background (``purgeExpired``).
 ///
 /// `csop_storage_gone` keeps the last version of every deleted key (a trigger writes it on
@@ -26,6 +27,9 @@ enum StorageSQL: Int, CaseIterable {
     case dataVersion
     case referencedColdRefs
     case purgeExpired
+    case rotationCandidates
+    case notUnderKey
+    case replaceEncrypted
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS csop_storage (
@@ -37,7 +41,8 @@ enum StorageSQL: Int, CaseIterable {
             flags INTEGER NOT NULL,
             value BLOB,
             cold_ref TEXT,
-            expires INTEGER
+            expires INTEGER,
+            key_id TEXT
         );
         CREATE TABLE IF NOT EXISTS csop_storage_gone (
             key TEXT NOT NULL PRIMARY KEY,
@@ -51,20 +56,21 @@ enum StorageSQL: Int, CaseIterable {
         END;
         """
 
-    /// Brings a file made before TTL (whose `csop_storage` has no `expires` column) up to
-    /// ``schema``: run, when that column is missing, before it.
-    static let addExpiresColumn = "ALTER TABLE csop_storage ADD COLUMN expires INTEGER"
+    /// Columns added to `csop_storage` since its first version, with their type: a file made
+    /// before gets them (``LocalStore``) before ``schema`` runs.
+    static let addedColumns: [(name: String, type: String)] = [("expires", "INTEGER"), ("key_id", "TEXT")]
 
     var sql: String {
         switch self {
-        case .read: "SELECT tier, flags, value, cold_ref, expires FROM csop_storage WHERE key = ?1"
+        case .read: "SELECT tier, flags, value, cold_ref, expires, key_id FROM csop_storage WHERE key = ?1"
         // Saves over a local (or missing) key in one autocommit statement; a cloud key returns no row.
         case .fastSaveLocal:
             """
-            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires)
-            VALUES (?1, 0, 1 + coalesce((SELECT version FROM csop_storage_gone WHERE key = ?1), 0), ?2, ?3, ?4, ?5, NULL, ?6)
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires, key_id)
+            VALUES (?1, 0, 1 + coalesce((SELECT version FROM csop_storage_gone WHERE key = ?1), 0), ?2, ?3, ?4, ?5, NULL, ?6, ?7)
             ON CONFLICT (key) DO UPDATE SET version = version + 1, size = excluded.size,
-                stored = excluded.stored, flags = excluded.flags, value = excluded.value, expires = excluded.expires
+                stored = excluded.stored, flags = excluded.flags, value = excluded.value, expires = excluded.expires,
+                key_id = excluded.key_id
             WHERE tier = 0
             RETURNING version
             """
@@ -75,11 +81,11 @@ enum StorageSQL: Int, CaseIterable {
         case .goneVersion: "SELECT version FROM csop_storage_gone WHERE key = ?1"
         case .upsert:
             """
-            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            INSERT INTO csop_storage (key, tier, version, size, stored, flags, value, cold_ref, expires, key_id)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
             ON CONFLICT (key) DO UPDATE SET tier = excluded.tier, version = excluded.version,
                 size = excluded.size, stored = excluded.stored, flags = excluded.flags,
-                value = excluded.value, cold_ref = excluded.cold_ref, expires = excluded.expires
+                value = excluded.value, cold_ref = excluded.cold_ref, expires = excluded.expires, key_id = excluded.key_id
             """
         case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size, expires"
         // Every list, stats and quota total reads one namespace's range (StorageNamespace). List
@@ -104,6 +110,19 @@ enum StorageSQL: Int, CaseIterable {
             """
             DELETE FROM csop_storage WHERE key IN (SELECT key FROM csop_storage WHERE expires <= ?1 ORDER BY expires LIMIT ?2)
             RETURNING key, tier, cold_ref, size
+            """
+        // storage.rotate: encrypted values (flags & 2) under another key than ?2, after key ?1.
+        case .rotationCandidates:
+            """
+            SELECT key, version, tier, value, cold_ref, key_id FROM csop_storage
+            WHERE key > ?1 AND flags & 2 != 0 AND coalesce(key_id, 'default') != ?2 ORDER BY key LIMIT ?3
+            """
+        case .notUnderKey: "SELECT count(*) FROM csop_storage WHERE flags & 2 != 0 AND coalesce(key_id, 'default') != ?1"
+        // A re-encrypted value, only if the key is still at the version (and cold row) it was read at.
+        case .replaceEncrypted:
+            """
+            UPDATE csop_storage SET value = ?1, stored = ?2, cold_ref = ?3, key_id = ?4
+            WHERE key = ?5 AND version = ?6 AND cold_ref IS ?7
             """
         }
     }

@@ -54,6 +54,8 @@ final class LocalStore: Sendable {
         var flags: Int64
         var bytes: [UInt8]
         var coldRef: String?
+        /// The id of the encryption key of an encrypted value (nil: `default`).
+        var keyId: String?
     }
 
     /// One key to write in a batch.
@@ -72,6 +74,8 @@ final class LocalStore: Sendable {
         var ifVersion: Int64?
         /// When the key expires, in milliseconds since the Unix epoch; nil for never.
         var expires: Int64?
+        /// The id of the encryption key, for an encrypted value.
+        var keyId: String?
     }
 
     struct WriteResult: Sendable {
@@ -145,14 +149,18 @@ final class LocalStore: Sendable {
         readers.withLock { $0 = pool }
     }
 
-    /// Adds the `expires` column to a file made before TTL, in one transaction, so two
-    /// processes opening the file at once do not both add it.
+    /// Adds the columns of ``StorageSQL/addedColumns`` a file made by an earlier version lacks,
+    /// in one transaction, so two processes opening the file at once do not both add them.
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
         try connection.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
             let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'csop_storage'")
-            let column = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = 'expires'")
-            if table == "1" && column == "0" { try connection.execute(StorageSQL.addExpiresColumn) }
+            if table == "1" {
+                for column in StorageSQL.addedColumns {
+                    let count = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = '\(column.name)'")
+                    if count == "0" { try connection.execute("ALTER TABLE csop_storage ADD COLUMN \(column.name) \(column.type)") }
+                }
+            }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
@@ -181,7 +189,7 @@ final class LocalStore: Sendable {
             let tier = Tier(rawValue: statement.int64(0)) ?? .local
             return Row(
                 tier: tier, flags: statement.int64(1), bytes: tier == .local ? statement.blob(2) : [],
-                coldRef: statement.isNull(3) ? nil : statement.text(3))
+                coldRef: statement.isNull(3) ? nil : statement.text(3), keyId: statement.isNull(5) ? nil : statement.text(5))
         }
     }
 
@@ -254,7 +262,8 @@ final class LocalStore: Sendable {
     /// Saves a local value with one statement when nothing needs checking first. `.done(nil)`
     /// when the key is in the cold tier (use ``write(_:callID:waiting:commit:)`` to move it).
     func fastSaveLocal(
-        key: String, size: Int64, bytes: [UInt8], flags: Int64, expires: Int64?, callID: UInt64, waiting: Waiting, commit: () -> Bool
+        key: String, size: Int64, bytes: [UInt8], flags: Int64, expires: Int64?, keyId: String?, callID: UInt64, waiting: Waiting,
+        commit: () -> Bool
     ) throws(CSOPError) -> WriteAttempt<Int64?> {
         guard maxBytes == nil else { return .done(nil) }
         return try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) -> Int64? in
@@ -267,6 +276,7 @@ final class LocalStore: Sendable {
                 statement.bind(4, flags)
                 statement.bind(blob: bytes, index: 5)
                 if let expires { statement.bind(6, expires) } else { statement.bindNull(6) }
+                if let keyId { statement.bind(7, keyId) } else { statement.bindNull(7) }
                 guard try statement.step() else { return nil }
                 let version = statement.int64(0)
                 _ = try statement.step()
@@ -325,6 +335,7 @@ final class LocalStore: Sendable {
                 if item.tier == .local { upsert.bind(blob: item.bytes, index: 7) } else { upsert.bindNull(7) }
                 if let ref = item.coldRef { upsert.bind(8, ref) } else { upsert.bindNull(8) }
                 if let expires = item.expires { upsert.bind(9, expires) } else { upsert.bindNull(9) }
+                if let keyId = item.keyId { upsert.bind(10, keyId) } else { upsert.bindNull(10) }
                 defer { upsert.reset() }
                 _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
                 if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
@@ -393,6 +404,73 @@ final class LocalStore: Sendable {
                     if statement.int64(1) == Tier.cloud.rawValue, !statement.isNull(2) { refs.append(statement.text(2)) }
                 }
                 return (count, refs)
+            }
+        }.waited()
+    }
+
+    // MARK: Key rotation
+
+    /// An encrypted value under another key than the current one.
+    struct EncryptedRow: Sendable {
+        var key: String
+        var version: Int64
+        var tier: Tier
+        /// The stored bytes of a local value.
+        var bytes: [UInt8]
+        var coldRef: String?
+        var keyId: String?
+    }
+
+    /// Up to `limit` encrypted values (of every namespace) whose key id is not `keyId`, after
+    /// the stored key `cursor`, in key order.
+    func encryptedRows(notUnder keyId: String, after cursor: String, limit: Int, callID: UInt64) throws(CSOPError) -> [EncryptedRow] {
+        try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement = try connection.statement(.rotationCandidates)
+            defer { statement.reset() }
+            statement.bind(1, cursor)
+            statement.bind(2, keyId)
+            statement.bind(3, Int64(limit))
+            var rows: [EncryptedRow] = []
+            while try statement.step() {
+                let tier = Tier(rawValue: statement.int64(2)) ?? .local
+                rows.append(
+                    EncryptedRow(
+                        key: statement.text(0), version: statement.int64(1), tier: tier, bytes: tier == .local ? statement.blob(3) : [],
+                        coldRef: statement.isNull(4) ? nil : statement.text(4), keyId: statement.isNull(5) ? nil : statement.text(5)))
+            }
+            return rows
+        }
+    }
+
+    /// How many encrypted values are under another key than `keyId`.
+    func countEncrypted(notUnder keyId: String, callID: UInt64) throws(CSOPError) -> Int64 {
+        try withReader(callID: callID) { connection throws(SQLiteError) in
+            let statement = try connection.statement(.notUnderKey)
+            defer { statement.reset() }
+            statement.bind(1, keyId)
+            _ = try statement.step()
+            return statement.int64(0)
+        }
+    }
+
+    /// Points `row`'s key at its re-encrypted bytes (a local value) or cold row `newColdRef`,
+    /// under key `keyId`, if the key is still at the version and cold row it was read at;
+    /// returns whether it was (a save in between already wrote it under the current key).
+    /// The version does not change: the value is the same.
+    func replaceEncrypted(_ row: EncryptedRow, bytes: [UInt8], storedSize: Int64, newColdRef: String?, keyId: String, callID: UInt64) throws(CSOPError) -> Bool {
+        try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: { true }) { state throws(CSOPError) -> Bool in
+            try Self.sqlite { () throws(SQLiteError) -> Bool in
+                let statement = try state.connection.statement(.replaceEncrypted)
+                defer { statement.reset() }
+                if newColdRef == nil { statement.bind(blob: bytes, index: 1) } else { statement.bindNull(1) }
+                statement.bind(2, storedSize)
+                if let newColdRef { statement.bind(3, newColdRef) } else { statement.bindNull(3) }
+                statement.bind(4, keyId)
+                statement.bind(5, row.key)
+                statement.bind(6, row.version)
+                if let old = row.coldRef { statement.bind(7, old) } else { statement.bindNull(7) }
+                _ = try statement.step()
+                return state.connection.changes > 0
             }
         }.waited()
     }
