@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Config keys: `path`, `maxLocalSize`, `maxBytes`, `postgresUrl`, `postgresTable`,
 /// `encryptionKey`, `encryptionKeys`, `encryptionKeyId`, `synchronous`, `readConnections`,
-/// `purgeInterval`. A config value wins over its
+/// `purgeInterval`, `maxWatches`. A config value wins over its
 /// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`).
 struct StorageConfiguration: Sendable {
     enum Synchronous: String, Sendable { case normal = "NORMAL", full = "FULL" }
@@ -30,10 +30,12 @@ struct StorageConfiguration: Sendable {
     var readConnections = 4
     /// Milliseconds between background purges of expired keys (`options.ttl`).
     var purgeInterval: Int64 = 1000
+    /// `storage.watch` subscriptions this plugin instance keeps at most.
+    var maxWatches = 10_000
 
     static let allowedKeys: Set<String> = [
         "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "encryptionKeys",
-        "encryptionKeyId", "synchronous", "readConnections", "purgeInterval",
+        "encryptionKeyId", "synchronous", "readConnections", "purgeInterval", "maxWatches",
     ]
 
     init(path: String) { self.path = path }
@@ -61,6 +63,7 @@ struct StorageConfiguration: Sendable {
         }
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
         purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
+        maxWatches = Int(try fields.int("maxWatches", in: 1...1_000_000) ?? 10_000)
     }
 
     /// `encryptionKey` (or the environment's) as id `default`, the `encryptionKeys` table of id →

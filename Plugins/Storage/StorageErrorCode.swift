@@ -14,4 +14,6 @@ extension ErrorCode {
     static let notConnected: ErrorCode = "NOT_CONNECTED"
     /// An encrypted value could not be decrypted with the configured key.
     static let decryptionFailed: ErrorCode = "DECRYPTION_FAILED"
+    /// Too many watches, or an unknown watch id (`storage.watch`, `storage.unwatch`).
+    static let subscriptionFailed: ErrorCode = "SUBSCRIPTION_FAILED"
 }

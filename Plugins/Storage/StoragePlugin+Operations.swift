@@ -55,6 +55,7 @@ extension StoragePlugin {
                 waiting: .never, commit: commit)
             switch fast {
             case .done(let version?):
+                watches.announce(WatchRegistry.Change(key: item.key, version: version, deleted: false))
                 return call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
             case .done(nil): break  // The key is in the cold tier: the full write moves it.
             case .wouldBlock: return saveWaiting(call, prepared)
@@ -76,6 +77,7 @@ extension StoragePlugin {
 
     private func finishSave(_ call: PluginCall, _ prepared: PreparedSave, _ result: LocalStore.WriteResult) {
         let reply = Self.saveReply(key: prepared.item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
+        watches.announce(WatchRegistry.Change(key: prepared.item.key, version: result.versions[0], deleted: false))
         if result.obsoleteColdRefs.isEmpty {
             call.succeed(rawJSON: reply)
         } else {
@@ -136,6 +138,9 @@ extension StoragePlugin {
         } catch {
             await deleteCold(uploaded, callID: callID)
             throw error
+        }
+        if watches.watchCount > 0 {
+            watches.announce(writes.indices.map { WatchRegistry.Change(key: writes[$0].key, version: result.versions[$0], deleted: false) })
         }
         await deleteCold(result.obsoleteColdRefs, callID: callID)
         return writes.indices.map { i in
@@ -239,7 +244,8 @@ extension StoragePlugin {
         }
     }
 
-    private func finishDelete(_ call: PluginCall, _ key: String, _ outcome: (deleted: Bool, coldRef: String?)) {
+    private func finishDelete(_ call: PluginCall, _ key: String, _ outcome: LocalStore.Deletion) {
+        if outcome.deleted { watches.announce(WatchRegistry.Change(key: key, version: outcome.version, deleted: true)) }
         var writer = JSONWriter()
         writer.append(outcome.deleted ? "{\"deleted\":true,\"key\":" : "{\"deleted\":false,\"key\":")
         writer.writeString(StorageNamespace.userKey(key))
@@ -381,12 +387,13 @@ extension StoragePlugin {
         var removed = 0
         do throws(CSOPError) {
             for _ in 0..<Self.purgeRounds {
-                let (count, refs) = try await onWriter { () throws(CSOPError) in
+                let (keys, refs) = try await onWriter { () throws(CSOPError) in
                     try self.local.purgeExpired(now: now, limit: Self.purgeBatch, callID: 0)
                 }
-                removed += count
+                removed += keys.count
+                watches.announce(keys.map { WatchRegistry.Change(key: $0.key, version: $0.version, deleted: true, expired: true) })
                 await deleteCold(refs, callID: 0)
-                if count < Self.purgeBatch || Task.isCancelled { break }
+                if keys.count < Self.purgeBatch || Task.isCancelled { break }
             }
         } catch {
             log(.warning, "storage: purging expired keys failed (the next round retries): \(error.message)")
@@ -534,5 +541,32 @@ extension StoragePlugin {
         }
         await deleteCold([replaced ? oldRef : newRef], callID: callID)
         return replaced
+    }
+}
+
+extension StoragePlugin {
+    // MARK: watch / unwatch
+
+    /// `{prefix?}` → `{watching, subscription, prefix}`: from now on, every committed save,
+    /// delete and expiry of the caller's keys starting with `prefix` is announced as a
+    /// `storage.changed` event for `subscription` (``WatchRegistry``).
+    func watch(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
+        let fields = try Fields(call.payload, path: "payload", allowed: ["prefix"])
+        let prefix = try fields.string("prefix", nonEmpty: false, maxLength: StorageLimits.maxKeyBytes) ?? ""
+        if prefix.utf8.contains(0) { throw .invalidPayload("payload.prefix must not contain NUL characters") }
+        let id = try watches.watch(space, prefix: prefix)
+        call.succeed(["watching": true, "subscription": .string(id), "prefix": .string(prefix)])
+    }
+
+    /// `{subscription}` → `{unwatched, subscription}`: the watch ends (a change being announced
+    /// on another thread at that moment may still reach it).
+    func unwatch(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
+        let fields = try Fields(call.payload, path: "payload", allowed: ["subscription"])
+        let id = try fields.requiredString("subscription", maxLength: 64)
+        // Another tenant's watch is not found, as an unknown one.
+        guard watches.unwatch(id, in: space) else {
+            throw CSOPError(.subscriptionFailed, "payload.subscription names no active watch; use the id storage.watch returned")
+        }
+        call.succeed(["unwatched": true, "subscription": .string(id)])
     }
 }

@@ -18,7 +18,7 @@ import Synchronization
 /// commits, and rolls back when the host has already answered `TIMEOUT`.
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
-        case save, get, delete, list, saveMany, getMany, stats, health, sweep, rotate
+        case save, get, delete, list, saveMany, getMany, stats, health, sweep, rotate, watch, unwatch
     }
 
     static let name = "storage"
@@ -32,6 +32,8 @@ final class StoragePlugin: CSOPPlugin {
     let cold: ColdStore?
     let codec: ValueCodec
     let host: PluginHost?
+    /// `storage.watch` subscriptions; every committed change is announced to it.
+    let watches: WatchRegistry
     /// Calls running in tasks (cold tier, large values, batches), so cancel reaches them.
     let calls = CallTaskRegistry()
     /// Where writes that may wait for a lock run, one at a time, off every caller's thread
@@ -59,6 +61,7 @@ final class StoragePlugin: CSOPPlugin {
         self.host = host
         local = try LocalStore(configuration: configuration)
         cold = try configuration.postgresURL.map { url throws(CSOPError) in try ColdStore(url: url, table: configuration.postgresTable) }
+        watches = WatchRegistry(maxWatches: configuration.maxWatches, emit: { bytes in host?.emit(rawJSON: bytes) })
         codec = ValueCodec(keys: configuration.encryptionKeys, currentKeyId: configuration.encryptionKeyId)
         let interval = configuration.purgeInterval
         purgeTask.withLock {
@@ -89,6 +92,8 @@ final class StoragePlugin: CSOPPlugin {
             case .health: try health(call)
             case .sweep: try sweep(call)
             case .rotate: try rotate(call)
+            case .watch: try watch(call, space)
+            case .unwatch: try unwatch(call, space)
             }
         } catch {
             call.fail(error)

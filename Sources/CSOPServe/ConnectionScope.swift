@@ -8,10 +8,27 @@ import Synchronization
 ///
 /// `sync.unsubscribe {channel}` here means this connection's subscriptions to that channel,
 /// not every subscriber's: the scope turns it into one unsubscribe per subscription it owns.
+/// `storage.watch` subscriptions (change feeds) belong to the connection the same way, and
+/// `storage.unwatch` ends only this connection's.
 final class ConnectionScope: Sendable {
+    /// What made a subscription, and so what ends it.
+    private enum Kind: Sendable {
+        /// `sync.subscribe`, to this channel.
+        case channel(String)
+        /// `storage.watch`.
+        case watch
+
+        var endAction: String {
+            switch self {
+            case .channel: "sync.unsubscribe"
+            case .watch: "storage.unwatch"
+            }
+        }
+    }
+
     private struct Owned {
-        /// Subscription id → channel.
-        var subscriptions: [String: String] = [:]
+        /// Subscription id → what it is.
+        var subscriptions: [String: Kind] = [:]
         /// Presence joined: channel and user id.
         var presence: Set<[String]> = []
         var closed = false
@@ -38,21 +55,22 @@ final class ConnectionScope: Sendable {
         scoped.caller = caller
         let request = scoped
         switch request.action {
-        case "sync.subscribe":
+        case "sync.subscribe", "storage.watch":
             router.subscribeStarted()
             host.dispatch(request) { [self] response in
                 var id: String?
                 if case .object(let data)? = response.data, case .string(let subscription)? = data["subscription"] {
                     let channel = data["channel"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
+                    let kind = request.action == "storage.watch" ? Kind.watch : .channel(channel)
                     let kept = owned.withLock { owned in
                         guard !owned.closed else { return false }
-                        owned.subscriptions[subscription] = channel
+                        owned.subscriptions[subscription] = kind
                         return true
                     }
                     if kept {
                         id = subscription
                     } else {
-                        unsubscribe([subscription])
+                        end(subscription, kind)
                     }
                 }
                 if let id {
@@ -65,6 +83,8 @@ final class ConnectionScope: Sendable {
             }
         case "sync.unsubscribe":
             unsubscribe(request, completion: completion)
+        case "storage.unwatch":
+            unwatch(request, completion: completion)
         case "sync.presence", "sync.leave":
             host.dispatch(request) { [self] response in
                 if case .object(let data)? = response.data, case .string(let channel)? = data["channel"],
@@ -98,7 +118,7 @@ final class ConnectionScope: Sendable {
         let channel: String
         switch (payload["subscription"], payload["channel"]) {
         case (.string(let id)?, _):
-            guard let owner = owned.withLock({ $0.subscriptions[id] }) else {
+            guard case .channel(let owner)? = owned.withLock({ $0.subscriptions[id] }) else {
                 return answer(
                     .failure(
                         CSOPError(
@@ -108,7 +128,9 @@ final class ConnectionScope: Sendable {
             ids = [id]
             channel = owner
         case (nil, .string(let name)?):
-            ids = owned.withLock { $0.subscriptions.filter { $0.value == name }.map(\.key) }
+            ids = owned.withLock { owned in
+                owned.subscriptions.compactMap { id, kind in if case .channel(name) = kind { id } else { nil } }
+            }
             channel = name
         default:
             // The plugin words the error about the payload's shape.
@@ -118,15 +140,34 @@ final class ConnectionScope: Sendable {
         answer(.success(.object(["unsubscribed": .bool(!ids.isEmpty), "channel": .string(channel), "count": .int(Int64(ids.count))])))
     }
 
-    /// Ends subscriptions: no event of theirs is delivered from now on.
+    /// `storage.unwatch {subscription}` of a watch this connection made.
+    private func unwatch(_ request: Request, completion: @escaping @Sendable (Response?) -> Void) {
+        let start = monotonicMilliseconds()
+        guard case .object(let payload) = request.payload, case .string(let id)? = payload["subscription"] else {
+            // The plugin words the error about the payload's shape.
+            return host.dispatch(request, completion: completion)
+        }
+        let outcome: Result<JSONValue, CSOPError>
+        if case .watch? = owned.withLock({ $0.subscriptions[id] }) {
+            unsubscribe([id])
+            outcome = .success(["unwatched": true, "subscription": .string(id)])
+        } else {
+            outcome = .failure(
+                CSOPError("SUBSCRIPTION_FAILED", "no watch \(id) on this connection; a connection can end only the watches it made"))
+        }
+        completion(Response(id: request.id, outcome: outcome.map { RawJSON($0) }, duration: monotonicMilliseconds() - start))
+    }
+
+    /// Ends this connection's subscriptions `ids`: no event of theirs is delivered from now on.
     private func unsubscribe(_ ids: [String]) {
-        owned.withLock { owned in
-            for id in ids { owned.subscriptions.removeValue(forKey: id) }
-        }
-        for id in ids {
-            router.unregister(id)
-            host.dispatch(Request(action: "sync.unsubscribe", payload: .object(["subscription": .string(id)]), caller: caller)) { _ in }
-        }
+        let ended = owned.withLock { owned in ids.compactMap { id in owned.subscriptions.removeValue(forKey: id).map { (id, $0) } } }
+        for (id, kind) in ended { end(id, kind) }
+    }
+
+    /// Stops routing `id`'s events and ends it in its plugin.
+    private func end(_ id: String, _ kind: Kind) {
+        router.unregister(id)
+        host.dispatch(Request(action: kind.endAction, payload: .object(["subscription": .string(id)]), caller: caller)) { _ in }
     }
 
     /// The connection ended: its subscriptions end and its presence leaves.

@@ -86,6 +86,9 @@ import Testing
             let subscribe = try await http.post("/v1/sync/subscribe", #"{"channel":"c"}"#)
             #expect(subscribe.status == .badRequest)
             #expect(subscribe.text.contains("/v1/ws"))
+            let watch = try await http.post("/v1/storage/watch", #"{"prefix":"a"}"#)
+            #expect(watch.status == .badRequest)
+            #expect(watch.text.contains("storage.watch needs a connection"))
         }
     }
 

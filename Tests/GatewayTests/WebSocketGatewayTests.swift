@@ -133,6 +133,48 @@ extension WebSocketOutboundWriter {
         }
     }
 
+    /// A storage change feed over the WebSocket: its events reach only the connection that
+    /// watched, only it can end the watch, and closing the connection ends it.
+    @Test func storageWatchesBelongToTheConnectionAndEndWithIt() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, host in
+            let watch = LockedBox<String?>(nil)
+            _ = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"id":"w","action":"storage.watch","payload":{"prefix":"doc:"}}"#)
+                if case .string(let id)? = try await inbox.response("w")?["data"]?["subscription"] { watch.withLock { $0 = id } }
+                let id = try #require(watch.withLock { $0 })
+                try await out.send(#"{"id":"s","action":"storage.save","payload":{"key":"doc:1","data":{"v":1}}}"#)
+                let event = try await inbox.wait { $0["type"] == .string("event") }
+                #expect(event?["event"] == .string("storage.changed"))
+                #expect(event?["subscription"] == .string(id))
+                #expect(event?["data"] == .object(["key": "doc:1", "version": 1, "deleted": false]))
+                // Another connection can neither end it nor see its events; a sync unsubscribe cannot end it either.
+                let other = try await webSocket(port: port) { out2, inbox2 in
+                    try await out2.send(#"{"id":"u","action":"storage.unwatch","payload":{"subscription":"\#(id)"}}"#)
+                    try await inbox2.response("u")
+                    try await out2.send(#"{"id":"d","action":"storage.delete","payload":{"key":"doc:1"}}"#)
+                    try await inbox2.response("d")
+                    try await out2.close(.normalClosure, reason: nil)
+                }
+                #expect(other.frames.first { $0["id"] == .string("u") }?["error"]?["code"] == .string("SUBSCRIPTION_FAILED"))
+                #expect(!other.frames.contains { $0["type"] == .string("event") })
+                try await out.send(#"{"id":"x","action":"sync.unsubscribe","payload":{"subscription":"\#(id)"}}"#)
+                #expect(try await inbox.response("x")?["error"]?["code"] == .string("SUBSCRIPTION_FAILED"))
+                #expect(try await inbox.wait { $0["data"]?["deleted"] == .bool(true) } != nil, "the watcher gets the other connection's delete")
+                try await out.close(.normalClosure, reason: nil)
+            }
+            // Closed: the plugin no longer has the watch.
+            let id = try #require(watch.withLock { $0 })
+            var gone = false
+            for _ in 0..<200 where !gone {
+                let response = await host.dispatch("storage.unwatch", ["subscription": .string(id)])
+                gone = response.error?.code.rawValue == "SUBSCRIPTION_FAILED"
+                if !gone { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(gone, "watch \(id) outlived its connection")
+        }
+    }
+
     @Test func framesOverTheLimitCloseWith1009() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup, configure: { $0.maxFrameBytes = 4096 }) { port, _ in

@@ -87,7 +87,7 @@ enum StorageSQL: Int, CaseIterable {
                 size = excluded.size, stored = excluded.stored, flags = excluded.flags,
                 value = excluded.value, cold_ref = excluded.cold_ref, expires = excluded.expires, key_id = excluded.key_id
             """
-        case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size, expires"
+        case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size, expires, version"
         // Every list, stats and quota total reads one namespace's range (StorageNamespace). List
         // and stats skip expired keys (?5 and ?3 are now); the quota counts them until purged.
         case .listRange:
@@ -109,7 +109,7 @@ enum StorageSQL: Int, CaseIterable {
         case .purgeExpired:
             """
             DELETE FROM csop_storage WHERE key IN (SELECT key FROM csop_storage WHERE expires <= ?1 ORDER BY expires LIMIT ?2)
-            RETURNING key, tier, cold_ref, size
+            RETURNING key, tier, cold_ref, size, version
             """
         // storage.rotate: encrypted values (flags & 2) under another key than ?2, after key ?1.
         case .rotationCandidates:

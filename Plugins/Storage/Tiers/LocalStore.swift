@@ -357,8 +357,18 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Deletes `key`. Returns whether it existed (unexpired) and its cold row, if it had one.
-    func delete(_ key: String, callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<(deleted: Bool, coldRef: String?)> {
+    /// What a delete did.
+    struct Deletion: Sendable {
+        /// Whether the key existed (and had not expired).
+        var deleted: Bool
+        /// Its cold row, if it had one: delete it after.
+        var coldRef: String?
+        /// The version it was deleted at.
+        var version: Int64
+    }
+
+    /// Deletes `key`.
+    func delete(_ key: String, callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<Deletion> {
         try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
             let (result, size) = try Self.sqlite { () throws(SQLiteError) in try Self.deleteRow(key, state.connection) }
             state.totalBytes[StorageNamespace.prefix(ofStored: key)]? -= size
@@ -374,36 +384,38 @@ final class LocalStore: Sendable {
         return try statement.step() ? statement.int64(0) : 0
     }
 
-    private static func deleteRow(_ key: String, _ connection: SQLiteConnection) throws(SQLiteError) -> (result: (deleted: Bool, coldRef: String?), size: Int64) {
+    private static func deleteRow(_ key: String, _ connection: SQLiteConnection) throws(SQLiteError) -> (result: Deletion, size: Int64) {
         let statement = try connection.statement(.delete)
         defer { statement.reset() }
         statement.bind(1, key)
-        guard try statement.step() else { return ((false, nil), 0) }
+        guard try statement.step() else { return (Deletion(deleted: false, coldRef: nil, version: 0), 0) }
         let ref = statement.int64(0) == Tier.cloud.rawValue && !statement.isNull(1) ? statement.text(1) : nil
         let size = statement.int64(2)
         let expired = !statement.isNull(3) && statement.int64(3) <= nowMilliseconds()
+        let version = statement.int64(4)
         _ = try statement.step()
-        return ((!expired, ref), size)
+        return (Deletion(deleted: !expired, coldRef: ref, version: version), size)
     }
 
-    /// Deletes up to `limit` keys expired at `now`, in one transaction; returns how many and
-    /// the cold rows they referenced (delete them after).
-    func purgeExpired(now: Int64, limit: Int, callID: UInt64) throws(CSOPError) -> (count: Int, coldRefs: [String]) {
+    /// Deletes up to `limit` keys expired at `now`, in one transaction; returns them (stored
+    /// key and version) and the cold rows they referenced (delete them after).
+    func purgeExpired(now: Int64, limit: Int, callID: UInt64) throws(CSOPError) -> (keys: [(key: String, version: Int64)], coldRefs: [String]) {
         try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: { true }) {
-            state throws(CSOPError) -> (count: Int, coldRefs: [String]) in
-            try Self.sqlite { () throws(SQLiteError) -> (count: Int, coldRefs: [String]) in
+            state throws(CSOPError) -> (keys: [(key: String, version: Int64)], coldRefs: [String]) in
+            try Self.sqlite { () throws(SQLiteError) -> (keys: [(key: String, version: Int64)], coldRefs: [String]) in
                 let statement = try state.connection.statement(.purgeExpired)
                 defer { statement.reset() }
                 statement.bind(1, now)
                 statement.bind(2, Int64(limit))
-                var count = 0
+                var keys: [(key: String, version: Int64)] = []
                 var refs: [String] = []
                 while try statement.step() {
-                    count += 1
-                    state.totalBytes[StorageNamespace.prefix(ofStored: statement.text(0))]? -= statement.int64(3)
+                    let key = statement.text(0)
+                    keys.append((key, statement.int64(4)))
+                    state.totalBytes[StorageNamespace.prefix(ofStored: key)]? -= statement.int64(3)
                     if statement.int64(1) == Tier.cloud.rawValue, !statement.isNull(2) { refs.append(statement.text(2)) }
                 }
-                return (count, refs)
+                return (keys, refs)
             }
         }.waited()
     }
