@@ -150,17 +150,23 @@ final class LocalStore: Sendable {
     }
 
     /// Adds the columns of ``StorageSQL/addedColumns`` a file made by an earlier version lacks,
-    /// in one transaction, so two processes opening the file at once do not both add them.
+    /// in one transaction (looking again inside it), so two processes opening the file at once
+    /// do not both add them. A file that needs nothing takes no write lock.
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
+        func missing() throws(SQLiteError) -> [(name: String, type: String)] {
+            let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'csop_storage'")
+            guard table == "1" else { return [] }
+            var result: [(name: String, type: String)] = []
+            for column in StorageSQL.addedColumns {
+                let count = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = '\(column.name)'")
+                if count == "0" { result.append(column) }
+            }
+            return result
+        }
+        guard !(try missing()).isEmpty else { return }
         try connection.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
-            let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'csop_storage'")
-            if table == "1" {
-                for column in StorageSQL.addedColumns {
-                    let count = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = '\(column.name)'")
-                    if count == "0" { try connection.execute("ALTER TABLE csop_storage ADD COLUMN \(column.name) \(column.type)") }
-                }
-            }
+            for column in try missing() { try connection.execute("ALTER TABLE csop_storage ADD COLUMN \(column.name) \(column.type)") }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
