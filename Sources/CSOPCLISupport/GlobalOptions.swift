@@ -19,6 +19,20 @@ public struct GlobalOptions: ParsableArguments {
     @Flag(name: .customLong("allow-insecure-permissions"), help: "Load config files and libraries that others can write.")
     public var allowInsecurePermissions = false
 
+    @Option(
+        name: .customLong("audit-log"),
+        help: ArgumentHelp(
+            "Append security-relevant events to this JSON-lines file (mode 0600).",
+            discussion: "Refused callers and tokens, quota refusals, compute registrations, storage deletes, sweeps and rotations, plugin loads and failures. Off by default.",
+            valueName: "file"))
+    public var auditLog: String?
+
+    @Option(name: .customLong("audit-max-bytes"), help: "Rotate the audit log (to FILE.1, FILE.2, ...) past this size.")
+    public var auditMaxBytes: Int = 64 << 20
+
+    @Option(name: .customLong("audit-keep"), help: "Rotated audit logs kept.")
+    public var auditKeep: Int = 5
+
     public init() {}
 
     /// The configuration these options describe; sets up logging (process-wide, once) first.
@@ -45,6 +59,14 @@ public struct GlobalOptions: ParsableArguments {
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
         var configuration = makeConfiguration()
+        if let auditLog {
+            let logger = configuration.logger
+            do throws(CSOPError) {
+                configuration.auditLog = try AuditLog(path: auditLog, maxBytes: auditMaxBytes, keep: auditKeep) { logger.error("\($0)") }
+            } catch {
+                throw ValidationError("--audit-log: \(error.message)")
+            }
+        }
         adjust(&configuration)
         return await CSOPHost.load(configuration)
     }

@@ -25,6 +25,9 @@ public final class CSOPHost: Sendable {
     public let failures: [PluginLoadFailure]
     /// The plugins.d directory the host loaded from.
     public let pluginsDirectory: String
+    /// The audit log of ``HostConfiguration/auditLog``, for the host's front ends (the
+    /// gateway records authentication failures in it).
+    public let auditLog: AuditLog?
 
     private let router: Router
     private let capabilities: [PluginCapability]
@@ -54,25 +57,31 @@ public final class CSOPHost: Sendable {
                     taken[capability.name] = file
                     loaded.append(capability)
                     configuration.logger.debug("loaded \(capability.name) \(capability.version) from \(capability.library.path)")
+                    configuration.auditLog?.record(
+                        "plugin.loaded",
+                        ["plugin": capability.name, "version": capability.version, "library": capability.library.path, "file": file])
                 } catch {
                     configuration.logger.error("\(error)")
+                    configuration.auditLog?.record("plugin.failed", ["file": error.file, "outcome": error.kind.rawValue, "plugin": error.domain])
                     failures.append(error)
                 }
             }
         } catch {
             configuration.logger.error("\(error)")
+            configuration.auditLog?.record("plugin.failed", ["file": error.file, "outcome": error.kind.rawValue])
             failures.append(error)
         }
         let infos = loaded.map(\.info)
         self.plugins = infos
         self.failures = failures
         self.pluginsDirectory = configuration.pluginsDirectory
+        self.auditLog = configuration.auditLog
         self.capabilities = loaded
         self.hub = hub
         self.logger = configuration.logger
         self.router = Router(
             capabilities: [HostInfoCapability(plugins: loaded, failures: failures, scheduler: scheduler)] + loaded,
-            scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes,
+            scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes, audit: configuration.auditLog,
             missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
     }
 

@@ -26,6 +26,8 @@ public struct HostConfiguration: Sendable {
 
     /// 512 MiB.
     public static let defaultMaxInFlightBytes = 512 << 20
+    /// Where security-relevant events are recorded (``AuditLog``); nil (the default): nowhere.
+    public var auditLog: AuditLog?
 
     /// - Parameters:
     ///   - pluginsDirectory: the plugins.d directory; nil looks it up as

@@ -1,4 +1,5 @@
 public import CSOPCore
+public import CSOPHost
 import Foundation
 import JWTKit
 import Synchronization
@@ -23,10 +24,14 @@ public final class Authenticator: Sendable {
     private let clockSkew: Double
     private let cache = Mutex<[String: (caller: Caller, expires: Double)]>([:])
     private static let cacheLimit = 10_000
+    /// Where refusals are recorded (`auth.failed`: the reason, never the token).
+    private let audit: AuditLog?
 
     /// Reads the secret file and the JWKS file of `configuration`.
+    /// - Parameter audit: where refused tokens are recorded.
     /// - Throws: ``GatewayConfigurationError`` when a file cannot be read or holds no usable key.
-    public init(configuration: GatewayConfiguration) async throws(GatewayConfigurationError) {
+    public init(configuration: GatewayConfiguration, audit: AuditLog? = nil) async throws(GatewayConfigurationError) {
+        self.audit = audit
         let keys = JWTKeyCollection()
         if let path = configuration.secretFile {
             let secret = try Self.read(path, what: "the HS256 secret file")
@@ -57,10 +62,25 @@ public final class Authenticator: Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
-    /// The caller a token stands for: its subject, tenant and allowed actions.
+    /// The caller a token stands for: its subject, tenant and allowed actions. A refusal is
+    /// recorded in the audit log.
     /// - Throws: `UNAUTHENTICATED` saying what is wrong with the token.
     public func verify(_ token: String) async throws(CSOPError) -> Caller {
         if let caller = cached(token) { return caller }
+        do throws(CSOPError) {
+            return try await check(token)
+        } catch {
+            audit?.record("auth.failed", ["outcome": error.code.rawValue, "reason": error.message])
+            throw error
+        }
+    }
+
+    /// Records a request that came without a token, over `transport` (`http`, `websocket`).
+    func recordMissingToken(transport: String) {
+        audit?.record("auth.failed", ["outcome": ErrorCode.unauthenticated.rawValue, "reason": "no token", "transport": transport])
+    }
+
+    private func check(_ token: String) async throws(CSOPError) -> Caller {
         let now = Date().timeIntervalSince1970
         guard token.utf8.count <= 16_384 else { throw Self.refusal("the token is longer than 16 KiB") }
         let claims: TokenClaims

@@ -63,6 +63,7 @@ struct DispatchRoute: Sendable {
             return answer(head, body: body, caller: nil, peer: peer, completion: completion)
         }
         guard let token = head.authorization.flatMap(GatewayServices.bearerToken(authorization:)) else {
+            authenticator.recordMissingToken(transport: "http")
             return completion(.failure(GatewayServices.missingToken(queryToken: false)))
         }
         if let caller = authenticator.cached(token) {

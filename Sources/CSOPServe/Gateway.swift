@@ -33,7 +33,7 @@ public struct Gateway: Sendable {
     ///   (see ``GatewayConfiguration/validate()``) or unreadable key files.
     public init(host: CSOPHost, configuration: GatewayConfiguration, logger: Logger = Logger(label: "csop.serve")) async throws(GatewayConfigurationError) {
         try configuration.validate()
-        let authenticator = configuration.authEnabled ? try await Authenticator(configuration: configuration) : nil
+        let authenticator = configuration.authEnabled ? try await Authenticator(configuration: configuration, audit: host.auditLog) : nil
         self.services = GatewayServices(host: host, configuration: configuration, authenticator: authenticator)
         self.logger = logger
     }

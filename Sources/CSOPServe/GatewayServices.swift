@@ -29,6 +29,7 @@ final class GatewayServices: Sendable {
     func authenticate(_ request: HummingbirdCore.Request, queryToken: Bool = false) async throws(CSOPError) -> Caller? {
         guard let authenticator else { return nil }
         guard let token = Self.bearerToken(request.headers) ?? (queryToken ? request.uri.queryParameters["token"].map(String.init) : nil) else {
+            authenticator.recordMissingToken(transport: "http")
             throw Self.missingToken(queryToken: queryToken)
         }
         return try await authenticator.verify(token)

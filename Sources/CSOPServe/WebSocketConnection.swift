@@ -230,6 +230,7 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     phase = .authenticating
                     verify(token, with: authenticator, fromMessage: true)
                 } catch {
+                    authenticator.recordMissingToken(transport: "websocket")
                     refuse(error)
                 }
                 return

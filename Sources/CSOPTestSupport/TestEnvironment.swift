@@ -66,13 +66,14 @@ public enum TestEnvironment {
 
     /// Loads a host from a fresh plugins.d holding `entries`.
     public static func makeHost(
-        _ entries: [PluginEntry], in directory: TemporaryDirectory, allowInsecurePermissions: Bool = false
+        _ entries: [PluginEntry], in directory: TemporaryDirectory, allowInsecurePermissions: Bool = false, auditLog: AuditLog? = nil
     ) async throws -> CSOPHost {
         let plugins = try directory.writePlugins(entries)
-        return await CSOPHost.load(
-            HostConfiguration(
-                pluginsDirectory: plugins, pluginSearchPath: [buildDirectory], searchExecutableDirectory: false,
-                allowInsecurePermissions: allowInsecurePermissions))
+        var configuration = HostConfiguration(
+            pluginsDirectory: plugins, pluginSearchPath: [buildDirectory], searchExecutableDirectory: false,
+            allowInsecurePermissions: allowInsecurePermissions)
+        configuration.auditLog = auditLog
+        return await CSOPHost.load(configuration)
     }
 }
 

@@ -29,6 +29,19 @@ import Testing
         #expect(bad.stderr.contains("loud"))
     }
 
+    @Test func auditLogRecordsPluginLoadsAndAnUnusableOneIsRefused() async throws {
+        let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
+        let log = directory.file("audit.jsonl")
+        let ok = try await ChildProcess.run(csop, ["dispatch", "--plugins-dir", plugins, "--audit-log", log, "diag.noop"], environment: pluginPath)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(text.contains(#""event":"plugin.loaded""#) && text.contains(#""plugin":"diag""#), "\(text)")
+        let bad = try await ChildProcess.run(
+            csop, ["dispatch", "--plugins-dir", plugins, "--audit-log", directory.file("missing/audit.jsonl"), "diag.noop"], environment: pluginPath)
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("cannot open the audit log"), "\(bad.stderr)")
+    }
+
     @Test func dispatchReadsThePayloadFromStdinOrAFile() async throws {
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
         let fromStdin = try await ChildProcess.run(

@@ -47,6 +47,41 @@ import Testing
         }
     }
 
+    /// Refused tokens, missing tokens and refused actions land in the audit log with who and
+    /// why, and never with the token or the payload.
+    @Test func refusalsAreAuditedWithoutTokensOrPayloads() async throws {
+        var setup = try ServeSetup()
+        let path = setup.directory.file("audit.jsonl")
+        setup.auditLog = try AuditLog(path: path)
+        let narrow = try await setup.token("bob", actions: ["diag.*"], tenant: "acme", audience: "csop")
+        let expired = try await setup.token("alice", ttl: -120, audience: "csop")
+        try await withAuth(setup, audience: "csop") { port, _ in
+            let http = HTTP(port: port)
+            _ = try await http.post("/v1/dispatch", #"{"action":"diag.noop"}"#)
+            _ = try await http.post("/v1/dispatch", #"{"action":"diag.noop"}"#, token: expired)
+            let denied = try await http.post("/v1/dispatch", #"{"action":"storage.save","payload":{"key":"k","data":"PAYLOAD-SECRET"}}"#, token: narrow)
+            #expect(denied.code == "FORBIDDEN")
+            let ws = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"type":"hello"}"#)
+                _ = try await inbox.wait { $0["type"] == .string("error") }
+            }
+            #expect(ws.closeCode == 4401)
+        }
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { try JSONValue(parsing: Array($0.utf8)) }
+        let failures = lines.filter { $0["event"] == "auth.failed" }
+        #expect(failures.contains { $0["reason"] == "no token" })
+        #expect(failures.contains { $0["reason"]?.stringValue?.contains("expired") == true })
+        #expect(failures.contains { $0["transport"] == "websocket" })
+        let refused = try #require(lines.first { $0["event"] == "request" && $0["outcome"] == "FORBIDDEN" })
+        #expect(refused["action"] == "storage.save")
+        #expect(refused["subject"] == "bob")
+        #expect(refused["tenant"] == "acme")
+        #expect(lines.filter { $0["event"] == "plugin.loaded" }.count == 4)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(!text.contains(expired) && !text.contains(narrow), "a token leaked into the audit log")
+        #expect(!text.contains("PAYLOAD-SECRET"))
+    }
+
     @Test func actionsOutsideTheTokensPatternsAre403() async throws {
         let setup = try ServeSetup()
         let storageOnly = try await setup.token("alice", actions: ["storage.*"])

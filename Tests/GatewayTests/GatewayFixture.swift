@@ -14,6 +14,8 @@ struct ServeSetup {
     let directory: TemporaryDirectory
     let pluginsDirectory: String
     let secretFile: String
+    /// Where the host records audit events; none by default.
+    var auditLog: AuditLog?
 
     /// - Parameters: storage, sync: more `[config]` for those plugins (a cold tier, cluster mode).
     init(label: String = "csop-gateway", storage: JSONObject = [:], sync: JSONObject = [:]) throws {
@@ -42,8 +44,10 @@ struct ServeSetup {
 
     /// Loads the plugins in this process.
     func host() async -> CSOPHost {
-        await CSOPHost.load(
-            HostConfiguration(pluginsDirectory: pluginsDirectory, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false))
+        var configuration = HostConfiguration(
+            pluginsDirectory: pluginsDirectory, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false)
+        configuration.auditLog = auditLog
+        return await CSOPHost.load(configuration)
     }
 }
 

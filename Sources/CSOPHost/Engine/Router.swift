@@ -33,6 +33,8 @@ final class Router: Sendable {
     private let inFlightBytes = Atomic<Int>(0)
     /// The most payload bytes held in requests not yet answered.
     let maxInFlightBytes: Int
+    /// Where audited requests are recorded (``AuditLog/record(request:outcome:)``); nil: nowhere.
+    private let audit: AuditLog?
 
     /// - Parameters:
     ///   - capabilities: what to route to, by domain; names must be unique.
@@ -43,9 +45,10 @@ final class Router: Sendable {
     init(
         capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
         backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-        maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes,
+        maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes, audit: AuditLog? = nil,
         missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
     ) {
+        self.audit = audit
         self.missingDomainHint = missingDomainHint
         var byName: [String: any Capability] = [:]
         for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
@@ -67,6 +70,14 @@ final class Router: Sendable {
 
     /// Runs `request` and calls `completion` exactly once, possibly before returning.
     func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+        guard let audit else { return route(request, completion: completion) }
+        route(request) { response in
+            audit.record(request: request, outcome: response.outcome)
+            completion(response)
+        }
+    }
+
+    private func route(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
         let start = scheduler.now()
         guard accepting.load(ordering: .acquiring) else {
             let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
