@@ -16,6 +16,9 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "How much to log to stderr (never to stdout).")
     public var logLevel: LogLevel = .warning
 
+    @Option(name: .customLong("log-format"), help: "text, or json: one JSON object per line (time, level, label, message, plugin).")
+    public var logFormat: LogFormat = .text
+
     @Flag(name: .customLong("allow-insecure-permissions"), help: "Load config files and libraries that others can write.")
     public var allowInsecurePermissions = false
 
@@ -38,10 +41,18 @@ public struct GlobalOptions: ParsableArguments {
     /// The configuration these options describe; sets up logging (process-wide, once) first.
     public func makeConfiguration() -> HostConfiguration {
         let level = logLevel.level
+        let format = logFormat
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            switch format {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            case .json:
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         var logger = Logger(label: "csop")
         logger.logLevel = level
@@ -77,4 +88,9 @@ public enum LogLevel: String, CaseIterable, ExpressibleByArgument, Sendable {
     case trace, debug, info, notice, warning, error, critical
 
     public var level: Logger.Level { Logger.Level(rawValue: rawValue)! }
+}
+
+/// `--log-format` values.
+public enum LogFormat: String, CaseIterable, ExpressibleByArgument, Sendable {
+    case text, json
 }

@@ -68,7 +68,7 @@ public final class AuditLog: Sendable {
     public func record(_ event: String, _ fields: KeyValuePairs<String, String?>) {
         var writer = JSONWriter(capacity: 192)
         writer.append("{\"time\":")
-        writer.writeString(Self.timestamp())
+        writer.writeString(WallClock.iso8601())
         writer.append(",\"event\":")
         writer.writeString(event)
         for (name, value) in fields {
@@ -140,17 +140,5 @@ public final class AuditLog: Sendable {
         var info = stat()
         let size = fstat(descriptor, &info) == 0 ? Int(info.st_size) : 0
         return (descriptor, size)
-    }
-
-    private static func timestamp() -> String {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        var parts = tm()
-        var seconds = time.tv_sec
-        gmtime_r(&seconds, &parts)
-        let milliseconds = time.tv_nsec / 1_000_000
-        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        let millis = milliseconds < 10 ? "00\(milliseconds)" : milliseconds < 100 ? "0\(milliseconds)" : "\(milliseconds)"
-        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(millis)Z"
     }
 }

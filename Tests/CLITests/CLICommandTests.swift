@@ -42,6 +42,24 @@ import Testing
         #expect(bad.stderr.contains("cannot open the audit log"), "\(bad.stderr)")
     }
 
+    @Test func jsonLogsAreOneObjectPerLineNamingThePlugin() async throws {
+        let plugins = try directory.writePlugins([
+            PluginEntry("10-storage.conf", library: "libcsop-storage.so", config: ["path": .string(directory.file("s.sqlite"))])
+        ])
+        let result = try await ChildProcess.run(
+            csop, ["dispatch", "--plugins-dir", plugins, "--log-level", "info", "--log-format", "json", "storage.stats"], environment: pluginPath)
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = try result.stderr.split(separator: "\n").map { try JSONValue(parsing: Array($0.utf8)) }
+        let storage = try #require(lines.first { $0["plugin"] == "storage" }, "\(result.stderr)")
+        #expect(storage["level"] == "info")
+        #expect(storage["message"]?.stringValue?.contains("hot tier") == true)
+        #expect(storage["time"]?.stringValue?.count == 24)
+        #expect(storage["label"] != nil)
+        let bad = try await ChildProcess.run(csop, ["plugins", "--log-format", "xml"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("xml"))
+    }
+
     @Test func dispatchReadsThePayloadFromStdinOrAFile() async throws {
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
         let fromStdin = try await ChildProcess.run(

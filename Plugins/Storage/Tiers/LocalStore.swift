@@ -176,11 +176,7 @@ final class LocalStore: Sendable {
 
     /// Milliseconds since the Unix epoch: the clock of `expires`, shared by every process
     /// that opens the file.
-    static func nowMilliseconds() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
-    }
+    static func nowMilliseconds() -> Int64 { WallClock.milliseconds() }
 
     // MARK: Reads
 
