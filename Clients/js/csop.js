@@ -34,6 +34,10 @@ const DEFAULT_ATTEMPT_TIMEOUT = 5000;
 const COMMIT_GRACE = 30000;
 const MAX_BUFFERED_EVENTS = 1000;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+// What makes a subscription (a sync channel's or a storage watch's) and what ends it: the
+// client renews both after a reconnect and maps their ids to the app's handles.
+const SUBSCRIBE = new Set(['sync.subscribe', 'storage.watch']);
+const UNSUBSCRIBE = new Set(['sync.unsubscribe', 'storage.unwatch']);
 
 function now() {
     return globalThis.performance?.now?.() ?? Date.now();
@@ -203,7 +207,7 @@ export class CSOP {
         this._ws = null;
         this._pending = new Map(); // request id -> entry sent on this._ws
         this._queue = []; // entries waiting for the connection to be ready
-        this._subs = new Map(); // app handle -> {handle, serverId, channel, payload, callback}
+        this._subs = new Map(); // app handle -> {handle, action, serverId, channel, payload, callback}
         this._byServerId = new Map(); // server subscription id -> app handle
         this._subscribesInFlight = 0;
         this._eventBuffer = [];
@@ -406,7 +410,7 @@ export class CSOP {
         }
         let callback;
         let body = payload;
-        if (action === 'sync.subscribe' && 'callback' in payload) {
+        if (SUBSCRIBE.has(action) && 'callback' in payload) {
             ({ callback, ...body } = payload);
             if (typeof callback !== 'function') callback = undefined;
         }
@@ -431,7 +435,7 @@ export class CSOP {
 
     _frame(entry) {
         let payload = entry.payload;
-        if (entry.action === 'sync.unsubscribe' && typeof payload.subscription === 'string') {
+        if (UNSUBSCRIBE.has(entry.action) && typeof payload.subscription === 'string') {
             const sub = this._subs.get(payload.subscription);
             if (sub && sub.serverId) payload = { ...payload, subscription: sub.serverId };
         }
@@ -447,12 +451,15 @@ export class CSOP {
             this._enqueue(entry);
             return;
         }
-        if (!entry.internal && entry.action === 'sync.unsubscribe' && typeof entry.payload.subscription === 'string') {
+        if (!entry.internal && UNSUBSCRIBE.has(entry.action) && typeof entry.payload.subscription === 'string') {
             const sub = this._subs.get(entry.payload.subscription);
             if (sub && !sub.serverId) {
                 // Its re-subscription failed after a reconnect: the server holds nothing to remove.
                 this._removeSub(sub.handle);
-                this._finish(entry, { id: entry.id, status: 'ok', data: { unsubscribed: true, channel: sub.channel, count: 1 }, duration: now() - entry.started });
+                const data = entry.action === 'storage.unwatch'
+                    ? { unwatched: true, subscription: sub.handle }
+                    : { unsubscribed: true, channel: sub.channel, count: 1 };
+                this._finish(entry, { id: entry.id, status: 'ok', data, duration: now() - entry.started });
                 return;
             }
         }
@@ -460,7 +467,7 @@ export class CSOP {
         entry.ws = ws;
         entry.size = frame.length;
         this._pending.set(entry.id, entry);
-        if (entry.action === 'sync.subscribe') this._subscribesInFlight += 1;
+        if (SUBSCRIBE.has(entry.action)) this._subscribesInFlight += 1;
         if (!entry.internal) {
             const attempt = typeof entry.options.timeout === 'number' ? entry.options.timeout : DEFAULT_ATTEMPT_TIMEOUT;
             const retries = retryCount(entry.options.retry);
@@ -496,7 +503,7 @@ export class CSOP {
     _unpend(entry) {
         if (this._pending.get(entry.id) === entry) {
             this._pending.delete(entry.id);
-            if (entry.action === 'sync.subscribe') this._subscribesInFlight -= 1;
+            if (SUBSCRIBE.has(entry.action)) this._subscribesInFlight -= 1;
         }
         clearTimeout(entry.guardTimer);
         entry.guardTimer = null;
@@ -594,7 +601,7 @@ export class CSOP {
             return response;
         }));
         for (const sub of this._subs.values()) {
-            steps.push(this._internal(ws, 'sync.subscribe', sub.payload).then((response) => {
+            steps.push(this._internal(ws, sub.action, sub.payload).then((response) => {
                 if (!response) return;
                 if (!this._subs.has(sub.handle)) return;
                 if (sub.serverId) this._byServerId.delete(sub.serverId);
@@ -605,7 +612,9 @@ export class CSOP {
                     sub.serverId = null;
                     this._emit('error', {
                         code: response.error?.code ?? 'SUBSCRIPTION_FAILED',
-                        message: `re-subscribing ${sub.handle} to "${sub.channel}" after a reconnect failed: ${response.error?.message ?? 'no answer'}`,
+                        message: sub.action === 'storage.watch'
+                            ? `renewing the storage watch ${sub.handle} of "${sub.channel}" after a reconnect failed: ${response.error?.message ?? 'no answer'}`
+                            : `re-subscribing ${sub.handle} to "${sub.channel}" after a reconnect failed: ${response.error?.message ?? 'no answer'}`,
                         subscription: sub.handle,
                     });
                 }
@@ -683,11 +692,11 @@ export class CSOP {
         let response = message;
         const domain = entry.action.slice(0, entry.action.indexOf('.'));
         if (response.status === 'ok') this._knownDomains.add(domain);
-        if (response.status === 'ok' && entry.action === 'sync.subscribe') response = this._subscribed(entry, response);
-        if (response.status === 'ok' && entry.action === 'sync.unsubscribe') this._unsubscribed(entry, response);
+        if (response.status === 'ok' && SUBSCRIBE.has(entry.action)) response = this._subscribed(entry, response);
+        if (response.status === 'ok' && UNSUBSCRIBE.has(entry.action)) this._unsubscribed(entry, response);
         if (this._compat) response = toCompat(entry.action, response);
         this._finish(entry, response);
-        if (entry.action === 'sync.subscribe') this._flushEvents();
+        if (SUBSCRIBE.has(entry.action)) this._flushEvents();
     }
 
     _subscribed(entry, response) {
@@ -700,10 +709,11 @@ export class CSOP {
             this._counter += 1;
             handle = `s${this._counter}_${this._idPrefix}`;
         }
-        const sub = {
-            handle, serverId: data.subscription, channel: data.channel ?? entry.payload.channel ?? 'default',
-            payload: { ...entry.payload }, callback: entry.callback,
-        };
+        // `channel`: a sync subscription's channel, or a storage watch's prefix.
+        const channel = entry.action === 'storage.watch'
+            ? data.prefix ?? entry.payload.prefix ?? ''
+            : data.channel ?? entry.payload.channel ?? 'default';
+        const sub = { handle, action: entry.action, serverId: data.subscription, channel, payload: { ...entry.payload }, callback: entry.callback };
         this._subs.set(handle, sub);
         this._byServerId.set(data.subscription, handle);
         if (handle === data.subscription) return response;
@@ -714,9 +724,9 @@ export class CSOP {
         const { subscription, channel } = entry.payload;
         if (typeof subscription === 'string') {
             this._removeSub(subscription);
-        } else {
+        } else if (entry.action === 'sync.unsubscribe') {
             const name = typeof channel === 'string' ? channel : response.data?.channel;
-            for (const sub of Array.from(this._subs.values())) if (sub.channel === name) this._removeSub(sub.handle);
+            for (const sub of Array.from(this._subs.values())) if (sub.action === 'sync.subscribe' && sub.channel === name) this._removeSub(sub.handle);
         }
     }
 

@@ -317,6 +317,47 @@ test('a first connection that fails rejects init with NOT_CONNECTED', async () =
     assert.equal((await csop.dispatch('storage.get', { key: 'a' })).error.code, 'NOT_INITIALIZED');
 });
 
+test('a storage watch is renewed after a reconnect under the same handle, and unwatch reaches the new id', async () => {
+    const { csop, sockets, ws } = await connected();
+    const got = [];
+    const p = csop.dispatch('storage.watch', { prefix: 'doc:', callback: (e) => got.push(e) });
+    await tick();
+    const watch = ws.request('storage.watch');
+    assert.deepEqual(watch.payload, { prefix: 'doc:' });
+    ws.answer(watch, { watching: true, subscription: 'watch_1', prefix: 'doc:' });
+    const handle = (await p).data.subscription;
+    assert.equal(handle, 'watch_1');
+    ws.reply({ type: 'event', subscription: 'watch_1', event: 'storage.changed', data: { key: 'doc:1', version: 1, deleted: false } });
+
+    ws.drop(1001, 'going away');
+    await until(() => sockets.length === 2, 'a second socket');
+    const ws2 = sockets[1];
+    ws2.accept();
+    await until(() => ws2.request('storage.watch'), 'the renewed watch');
+    const renewed = ws2.request('storage.watch');
+    assert.deepEqual(renewed.payload, { prefix: 'doc:' });
+    assert.equal(ws2.sent.some((m) => m.action === 'sync.subscribe'), false);
+    ws2.answer(renewed, { watching: true, subscription: 'watch_7', prefix: 'doc:' });
+    ws2.answer(ws2.request('host.info'), { capabilities: [] });
+    await tick();
+    ws2.reply({ type: 'event', subscription: 'watch_7', event: 'storage.changed', data: { key: 'doc:2', version: 1, deleted: false } });
+    assert.deepEqual(got.map((e) => [e.subscription, e.data.key]), [['watch_1', 'doc:1'], ['watch_1', 'doc:2']]);
+
+    // A sync unsubscribe by channel does not take the watch; storage.unwatch maps the handle.
+    const byChannel = csop.dispatch('sync.unsubscribe', { channel: 'doc:' });
+    await tick();
+    ws2.answer(ws2.request('sync.unsubscribe'), { unsubscribed: false, channel: 'doc:', count: 0 });
+    await byChannel;
+    const u = csop.dispatch('storage.unwatch', { subscription: handle });
+    await tick();
+    assert.equal(ws2.request('storage.unwatch').payload.subscription, 'watch_7');
+    ws2.answer(ws2.request('storage.unwatch'), { unwatched: true, subscription: 'watch_7' });
+    assert.equal((await u).status, 'ok');
+    ws2.reply({ type: 'event', subscription: 'watch_7', event: 'storage.changed', data: { key: 'doc:3', version: 1, deleted: false } });
+    assert.equal(got.length, 2);
+    csop.close();
+});
+
 test('reconnect: in-flight answers NOT_CONNECTED or is resent; subscriptions come back under the same handle', async () => {
     const { csop, sockets, ws } = await connected();
     const got = [];
