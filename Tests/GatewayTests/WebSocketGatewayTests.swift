@@ -123,14 +123,19 @@ extension WebSocketOutboundWriter {
             }
             // Closed: the plugin no longer has the subscription.
             let id = try #require(subscription.withLock { $0 })
-            var gone = false
-            for _ in 0..<200 where !gone {
-                let response = await host.dispatch("sync.unsubscribe", ["subscription": .string(id)])
-                gone = response.error?.code.rawValue == "SUBSCRIPTION_FAILED"
-                if !gone { try await Task.sleep(for: .milliseconds(10)) }
-            }
-            #expect(gone, "subscription \(id) outlived its connection")
+            #expect(try await Self.ended(id, by: "sync.unsubscribe", on: host), "subscription \(id) outlived its connection")
         }
+    }
+
+    /// Whether the plugin no longer knows subscription `id` (its end `action` answers
+    /// `SUBSCRIPTION_FAILED`), asking for up to 2 s while the gateway's close reaches it.
+    static func ended(_ id: String, by action: String, on host: CSOPHost) async throws -> Bool {
+        for _ in 0..<200 {
+            let response = await host.dispatch(action, ["subscription": .string(id)])
+            if response.error?.code.rawValue == "SUBSCRIPTION_FAILED" { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
     }
 
     /// A storage change feed over the WebSocket: its events reach only the connection that
@@ -165,13 +170,7 @@ extension WebSocketOutboundWriter {
             }
             // Closed: the plugin no longer has the watch.
             let id = try #require(watch.withLock { $0 })
-            var gone = false
-            for _ in 0..<200 where !gone {
-                let response = await host.dispatch("storage.unwatch", ["subscription": .string(id)])
-                gone = response.error?.code.rawValue == "SUBSCRIPTION_FAILED"
-                if !gone { try await Task.sleep(for: .milliseconds(10)) }
-            }
-            #expect(gone, "watch \(id) outlived its connection")
+            #expect(try await Self.ended(id, by: "storage.unwatch", on: host), "watch \(id) outlived its connection")
         }
     }
 

@@ -22,6 +22,8 @@ enum StorageSQL: Int, CaseIterable {
     case upsert
     case delete
     case listRange
+    case listRangeLive
+    case anyExpired
     case stats
     case totalSize
     case dataVersion
@@ -90,11 +92,17 @@ enum StorageSQL: Int, CaseIterable {
         case .delete: "DELETE FROM csop_storage WHERE key = ?1 RETURNING tier, cold_ref, size, expires, version"
         // Every list, stats and quota total reads one namespace's range (StorageNamespace). List
         // and stats skip expired keys (?5 and ?3 are now); the quota counts them until purged.
+        // A list reads the key index alone (listRange) unless some key is expired and not yet
+        // purged (anyExpired, through the partial index on expires): then every row's expiry
+        // must be read too (listRangeLive), which costs a table read per key.
         case .listRange:
+            "SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+        case .listRangeLive:
             """
             SELECT key FROM csop_storage WHERE key > ?1 AND key >= ?2 AND key < ?3 AND (expires IS NULL OR expires > ?5)
             ORDER BY key LIMIT ?4
             """
+        case .anyExpired: "SELECT 1 FROM csop_storage WHERE expires <= ?1 LIMIT 1"
         case .stats:
             """
             SELECT tier, count(*), total(size), total(stored) FROM csop_storage

@@ -199,18 +199,28 @@ final class LocalStore: Sendable {
     /// `cursor` (a stored key, exclusive), in byte order.
     func list(range: (lower: [UInt8], upper: [UInt8]), after cursor: String?, limit: Int64, callID: UInt64) throws(CSOPError) -> [String] {
         try withReader(callID: callID) { connection throws(SQLiteError) in
-            let statement = try connection.statement(.listRange)
+            let now = Self.nowMilliseconds()
+            let live = try Self.anyExpired(now, connection)
+            let statement = try connection.statement(live ? .listRangeLive : .listRange)
             statement.bind(1, cursor ?? "")
             statement.bindTextBytes(2, range.lower)
             statement.bindTextBytes(3, range.upper)
             statement.bind(4, limit)
-            statement.bind(5, Self.nowMilliseconds())
+            if live { statement.bind(5, now) }
             defer { statement.reset() }
             var keys: [String] = []
             keys.reserveCapacity(Int(min(limit, 1024)))
             while try statement.step() { keys.append(statement.text(0)) }
             return keys
         }
+    }
+
+    /// Whether some key has expired at `now` and is not purged yet.
+    private static func anyExpired(_ now: Int64, _ connection: SQLiteConnection) throws(SQLiteError) -> Bool {
+        let statement = try connection.statement(.anyExpired)
+        defer { statement.reset() }
+        statement.bind(1, now)
+        return try statement.step()
     }
 
     /// Which of `refs` (cold-tier row refs) an index row references, in any namespace.
