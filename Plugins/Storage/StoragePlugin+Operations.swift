@@ -32,7 +32,7 @@ extension StoragePlugin {
 
     func prepare(_ item: StorageRequest.SaveItem) throws(CSOPError) -> PreparedSave {
         let (bytes, flags, keyId) = try codec.encode(item.json, key: item.key, compress: item.compress, encrypt: item.encrypt)
-        return PreparedSave(item: item, bytes: bytes, flags: flags, expires: item.ttl.map { LocalStore.nowMilliseconds() + $0 }, keyId: keyId)
+        return PreparedSave(item: item, bytes: bytes, flags: flags, expires: item.ttl.map { WallClock.milliseconds() + $0 }, keyId: keyId)
     }
 
     // MARK: save
@@ -383,7 +383,7 @@ extension StoragePlugin {
     /// purged yet; until it is, its bytes still count against `maxBytes`. A failure is logged
     /// and the next round tries again.
     func purgeExpired() async {
-        let now = LocalStore.nowMilliseconds()
+        let now = WallClock.milliseconds()
         var removed = 0
         do throws(CSOPError) {
             for _ in 0..<Self.purgeRounds {
@@ -492,7 +492,7 @@ extension StoragePlugin {
                     do throws(CSOPError) {
                         if try await self.rotate(row, callID: call.id) { rotated += 1 } else { changed += 1 }
                     } catch where error.code == .decryptionFailed {
-                        unreadable[row.keyId ?? StorageConfiguration.defaultKeyId, default: 0] += 1
+                        unreadable[row.stored.keyId ?? StorageConfiguration.defaultKeyId, default: 0] += 1
                     }
                 }
                 if rows.count < Self.rotateBatch { break }
@@ -510,8 +510,8 @@ extension StoragePlugin {
 
     /// Re-encrypts one value; false when its key changed meanwhile (nothing written).
     private func rotate(_ row: LocalStore.EncryptedRow, callID: UInt64) async throws(CSOPError) -> Bool {
-        guard row.tier == .cloud, let oldRef = row.coldRef else {
-            let (bytes, keyId) = try codec.reencrypt(row.bytes, keyId: row.keyId, key: row.key)
+        guard row.stored.tier == .cloud, let oldRef = row.stored.coldRef else {
+            let (bytes, keyId) = try codec.reencrypt(row.stored.bytes, keyId: row.stored.keyId, key: row.key)
             return try await onWriter { () throws(CSOPError) in
                 try self.local.replaceEncrypted(row, bytes: bytes, storedSize: Int64(bytes.count), newColdRef: nil, keyId: keyId, callID: callID)
             }
@@ -522,7 +522,7 @@ extension StoragePlugin {
         let stored: [UInt8]?
         do throws(ColdStore.Failure) { stored = try await cold.get(ref: oldRef, callID: callID) } catch { throw error.error }
         guard let stored else { return false }  // Replaced while we read.
-        let (bytes, keyId) = try codec.reencrypt(stored, keyId: row.keyId, key: row.key)
+        let (bytes, keyId) = try codec.reencrypt(stored, keyId: row.stored.keyId, key: row.key)
         let newRef = Self.newColdRef()
         do throws(ColdStore.Failure) {
             try await cold.put(

@@ -138,7 +138,7 @@ final class ClusterTransport: Sendable {
     ) async throws(CSOPError) -> [PresenceUser] {
         let connection = try await commandConnection()
         guard commit() else { throw Self.droppedUnsent }
-        let now = SyncClock.nowMilliseconds()
+        let now = WallClock.milliseconds()
         var joined: PresenceUser?
         try await run(connection) { [configuration, instanceID] in
             let rows = try await connection.queryUnlessClosed(
@@ -203,7 +203,7 @@ final class ClusterTransport: Sendable {
         try await publish(
             SyncMessage(
                 channel: channel, event: "presence.leave", data: PresenceUser.leaveData(userID: userID, reason: reason),
-                timestamp: SyncClock.nowMilliseconds(), origin: instanceID))
+                timestamp: WallClock.milliseconds(), origin: instanceID))
     }
 
     /// Every heartbeat: extend this instance's users. Every half heartbeat: sweep anyone's

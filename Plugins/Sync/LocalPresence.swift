@@ -16,7 +16,7 @@ final class LocalPresence: Sendable {
                 user = users[index]
                 joined = false
             } else {
-                user = PresenceUser(userID: userID, onlineAt: SyncClock.nowMilliseconds(), metadata: metadata)
+                user = PresenceUser(userID: userID, onlineAt: WallClock.milliseconds(), metadata: metadata)
                 users.append(user)
                 joined = true
             }

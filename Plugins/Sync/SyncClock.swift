@@ -1,13 +1,7 @@
 import Glibc
 
-/// Wall-clock milliseconds since the Unix epoch, for event timestamps and `onlineAt`.
+/// Random ids for sync. (Timestamps and `onlineAt` come from CSOPCore's `WallClock`.)
 enum SyncClock {
-    static func nowMilliseconds() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
-
     /// A random 64-bit value as 16 hex digits, for instance and user ids.
     static func randomHex() -> String {
         let value = UInt64.random(in: .min ... .max)

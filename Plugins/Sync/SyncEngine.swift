@@ -114,7 +114,7 @@ final class SyncEngine: Sendable {
                 "payload.data is \(data.count) bytes as JSON; the limit is \(configuration.maxPayloadBytes) (config maxPayloadBytes)")
         }
         let message = SyncMessage(
-            channel: scope.keptChannel(channel), event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
+            channel: scope.keptChannel(channel), event: event, data: data, timestamp: WallClock.milliseconds(), origin: instanceID)
         let result: JSONValue = [
             "sent": true, "channel": .string(channel), "event": .string(event), "mode": .string(mode),
         ]
@@ -265,6 +265,6 @@ final class SyncEngine: Sendable {
     }
 
     private func presenceMessage(_ channel: String, _ event: String, _ data: [UInt8]) -> SyncMessage {
-        SyncMessage(channel: channel, event: event, data: data, timestamp: SyncClock.nowMilliseconds(), origin: instanceID)
+        SyncMessage(channel: channel, event: event, data: data, timestamp: WallClock.milliseconds(), origin: instanceID)
     }
 }

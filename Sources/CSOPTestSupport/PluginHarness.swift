@@ -22,23 +22,8 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
     private let hostAPI: UnsafeMutablePointer<csop_host_api>
     private var instance: UnsafeMutableRawPointer?
     private let commits = CommitLedger()
-    private let emitted = EmittedEvents()
-
-    /// Every event the plugin emitted (`emit_event`), in order, parsed.
-    public var events: [JSONValue] { emitted.all }
-
-    /// Waits until `count` emitted events match `predicate`, or `seconds` pass (which only
-    /// keeps a broken test from hanging); returns those that matched.
-    @discardableResult
-    public func waitForEvents(_ count: Int, seconds: Int = 30, where predicate: @escaping (JSONValue) -> Bool) async -> [JSONValue] {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(seconds)
-        while true {
-            let found = events.filter(predicate)
-            if found.count >= count || clock.now >= deadline { return found }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-    }
+    /// The events the plugin emitted (`emit_event`), in order.
+    public let events = EventRecorder()
 
     /// The descriptor's domain name.
     public var name: String { String(cString: descriptor.pointee.name) }
@@ -52,12 +37,12 @@ public final class PluginHarness: @unchecked Sendable {  // `instance` is set on
         hostAPI.initialize(
             to: csop_host_api(
                 struct_size: hostAPISize ?? UInt32(MemoryLayout<csop_host_api>.size), abi_version: CSOP_ABI_VERSION,
-                // Unretained: `emitted` lives as long as the harness, which destroys the instance first.
-                host_context: Unmanaged.passUnretained(emitted).toOpaque(),
+                // Unretained: `events` lives as long as the harness, which destroys the instance first.
+                host_context: Unmanaged.passUnretained(events).toOpaque(),
                 log: { _, _, _, _ in },
                 emit_event: { context, json, length in
                     guard let context, let json else { return }
-                    Unmanaged<EmittedEvents>.fromOpaque(context).takeUnretainedValue().append(Array(UnsafeBufferPointer(start: json, count: length)))
+                    Unmanaged<EventRecorder>.fromOpaque(context).takeUnretainedValue().record(Array(UnsafeBufferPointer(start: json, count: length)))
                 }))
         let bytes = config.serialized()
         var created: UnsafeMutableRawPointer?
@@ -210,14 +195,3 @@ final class CommitLedger: Sendable {
     var committed: [UInt64] { state.withLock { $0.order } }
 }
 
-/// The events a harnessed plugin emitted.
-private final class EmittedEvents: Sendable {
-    private let events = Mutex<[JSONValue]>([])
-
-    func append(_ bytes: [UInt8]) {
-        let value = (try? JSONValue(parsing: bytes)) ?? .string("unparsable event")
-        events.withLock { $0.append(value) }
-    }
-
-    var all: [JSONValue] { events.withLock { $0 } }
-}

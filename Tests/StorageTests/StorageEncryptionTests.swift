@@ -176,7 +176,7 @@ import Testing
         #expect(rows.map(\.key) == ["k"])
         try write("\"2\"")
         let (bytes, keyId) = try ValueCodec(keys: ["default": Array(repeating: 1, count: 32), "new": Array(repeating: 2, count: 32)], currentKeyId: "new")
-            .reencrypt(rows[0].bytes, keyId: rows[0].keyId, key: "k")
+            .reencrypt(rows[0].stored.bytes, keyId: rows[0].stored.keyId, key: "k")
         #expect(try store.replaceEncrypted(rows[0], bytes: bytes, storedSize: Int64(bytes.count), newColdRef: nil, keyId: keyId, callID: 3) == false)
         let current = try #require(try store.read("k", callID: 4))
         #expect(try codec.decode(current.bytes, flags: current.flags, keyId: current.keyId, key: "k") == Array("\"2\"".utf8))

@@ -19,8 +19,8 @@ import Testing
     /// Waits until the wall clock has passed `milliseconds` from now (no timing is asserted:
     /// a key with that TTL is expired afterwards, however slow the machine).
     static func pass(_ milliseconds: Int64) async throws {
-        let end = LocalStore.nowMilliseconds() + milliseconds
-        while LocalStore.nowMilliseconds() <= end { try await Task.sleep(for: .milliseconds(5)) }
+        let end = WallClock.milliseconds() + milliseconds
+        while WallClock.milliseconds() <= end { try await Task.sleep(for: .milliseconds(5)) }
     }
 
     /// Rows in the file's index, read with a connection of the test's own.

@@ -16,7 +16,7 @@ import Testing
     }
 
     static func changes(_ storage: PluginHarness, _ id: String) -> [JSONValue] {
-        storage.events.filter { $0["subscription"]?.stringValue == id }.compactMap { $0["data"] }
+        storage.events.matching { $0["subscription"]?.stringValue == id }.compactMap { $0["data"] }
     }
 
     @Test func aWatchSeesEveryCommittedChangeOfItsKeysInOrder() async throws {
@@ -39,7 +39,7 @@ import Testing
         #expect(await storage.call("save", ["key": "user:brief", "data": 1, "options": ["ttl": 1]]).isOK)
 
         // The purge announces the expiry.
-        await storage.waitForEvents(1) { $0["data"]?["expired"] == true }
+        await storage.events.wait(for: 1) { $0["data"]?["expired"] == true }
         let expected: [JSONValue] = [
             ["key": "user:1", "version": 1, "deleted": false],
             ["key": "user:1", "version": 2, "deleted": false],
@@ -51,7 +51,7 @@ import Testing
             ["key": "user:brief", "version": 1, "deleted": true, "expired": true],
         ]
         #expect(Self.changes(storage, id) == expected)
-        let event = try #require(storage.events.first)
+        let event = try #require(storage.events.all.first)
         #expect(event["type"] == "event")
         #expect(event["event"] == "storage.changed")
 
@@ -97,6 +97,6 @@ import Testing
         let full = await storage.call("watch", [:])
         #expect(full.code == "SUBSCRIPTION_FAILED")
         #expect(full.error?.message.contains("maxWatches") == true)
-        #expect(storage.events.isEmpty)
+        #expect(storage.events.all.isEmpty)
     }
 }

@@ -1,4 +1,5 @@
 import CSOPCore
+import CSOPTestSupport
 import Testing
 
 @testable import SyncPlugin

@@ -64,7 +64,8 @@ enum StorageSQL: Int, CaseIterable {
 
     var sql: String {
         switch self {
-        case .read: "SELECT tier, flags, value, cold_ref, expires, key_id FROM csop_storage WHERE key = ?1"
+        // A Row's columns (LocalStore.Row(statement, from:)), then expires.
+        case .read: "SELECT tier, flags, value, cold_ref, key_id, expires FROM csop_storage WHERE key = ?1"
         // Saves over a local (or missing) key in one autocommit statement; a cloud key returns no row.
         case .fastSaveLocal:
             """
@@ -122,7 +123,7 @@ enum StorageSQL: Int, CaseIterable {
         // storage.rotate: encrypted values (flags & 2) under another key than ?2, after key ?1.
         case .rotationCandidates:
             """
-            SELECT key, version, tier, value, cold_ref, key_id FROM csop_storage
+            SELECT key, version, tier, flags, value, cold_ref, key_id FROM csop_storage
             WHERE key > ?1 AND flags & 2 != 0 AND coalesce(key_id, 'default') != ?2 ORDER BY key LIMIT ?3
             """
         case .notUnderKey: "SELECT count(*) FROM csop_storage WHERE flags & 2 != 0 AND coalesce(key_id, 'default') != ?1"

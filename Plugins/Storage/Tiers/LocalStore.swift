@@ -56,6 +56,15 @@ final class LocalStore: Sendable {
         var coldRef: String?
         /// The id of the encryption key of an encrypted value (nil: `default`).
         var keyId: String?
+
+        /// The row in `statement`'s columns `tier, flags, value, cold_ref, key_id` from `first`.
+        init(_ statement: SQLiteStatement, from first: Int32) {
+            tier = Tier(rawValue: statement.int64(first)) ?? .local
+            flags = statement.int64(first + 1)
+            bytes = tier == .local ? statement.blob(first + 2) : []
+            coldRef = statement.isNull(first + 3) ? nil : statement.text(first + 3)
+            keyId = statement.isNull(first + 4) ? nil : statement.text(first + 4)
+        }
     }
 
     /// One key to write in a batch.
@@ -174,10 +183,6 @@ final class LocalStore: Sendable {
         }
     }
 
-    /// Milliseconds since the Unix epoch: the clock of `expires`, shared by every process
-    /// that opens the file.
-    static func nowMilliseconds() -> Int64 { WallClock.milliseconds() }
-
     // MARK: Reads
 
     /// The row for `key`, or nil when it does not exist or has expired.
@@ -187,11 +192,8 @@ final class LocalStore: Sendable {
             defer { statement.reset() }
             statement.bind(1, key)
             guard try statement.step() else { return nil }
-            if !statement.isNull(4), statement.int64(4) <= Self.nowMilliseconds() { return nil }
-            let tier = Tier(rawValue: statement.int64(0)) ?? .local
-            return Row(
-                tier: tier, flags: statement.int64(1), bytes: tier == .local ? statement.blob(2) : [],
-                coldRef: statement.isNull(3) ? nil : statement.text(3), keyId: statement.isNull(5) ? nil : statement.text(5))
+            if !statement.isNull(5), statement.int64(5) <= WallClock.milliseconds() { return nil }
+            return Row(statement, from: 0)
         }
     }
 
@@ -199,7 +201,7 @@ final class LocalStore: Sendable {
     /// `cursor` (a stored key, exclusive), in byte order.
     func list(range: (lower: [UInt8], upper: [UInt8]), after cursor: String?, limit: Int64, callID: UInt64) throws(CSOPError) -> [String] {
         try withReader(callID: callID) { connection throws(SQLiteError) in
-            let now = Self.nowMilliseconds()
+            let now = WallClock.milliseconds()
             let live = try Self.anyExpired(now, connection)
             let statement = try connection.statement(live ? .listRangeLive : .listRange)
             statement.bind(1, cursor ?? "")
@@ -242,7 +244,7 @@ final class LocalStore: Sendable {
             let statement = try connection.statement(.stats)
             statement.bindTextBytes(1, range.lower)
             statement.bindTextBytes(2, range.upper)
-            statement.bind(3, Self.nowMilliseconds())
+            statement.bind(3, WallClock.milliseconds())
             defer { statement.reset() }
             var local = TierStats(), cloud = TierStats()
             while try statement.step() {
@@ -329,7 +331,7 @@ final class LocalStore: Sendable {
                 let oldSize = existing ? current.int64(2) : 0
                 let oldRef = existing && !current.isNull(3) ? current.text(3) : nil
                 // An expired row (not purged yet) is a key that does not exist.
-                let visible = existing && (current.isNull(4) || current.int64(4) > Self.nowMilliseconds())
+                let visible = existing && (current.isNull(4) || current.int64(4) > WallClock.milliseconds())
                 current.reset()
                 if let expected = item.ifVersion, expected != (visible ? oldVersion : 0) {
                     let now = visible ? "is at version \(oldVersion)" : "does not exist"
@@ -403,7 +405,7 @@ final class LocalStore: Sendable {
         guard try statement.step() else { return (Deletion(deleted: false, coldRef: nil, version: 0), 0) }
         let ref = statement.int64(0) == Tier.cloud.rawValue && !statement.isNull(1) ? statement.text(1) : nil
         let size = statement.int64(2)
-        let expired = !statement.isNull(3) && statement.int64(3) <= nowMilliseconds()
+        let expired = !statement.isNull(3) && statement.int64(3) <= WallClock.milliseconds()
         let version = statement.int64(4)
         _ = try statement.step()
         return (Deletion(deleted: !expired, coldRef: ref, version: version), size)
@@ -436,13 +438,10 @@ final class LocalStore: Sendable {
 
     /// An encrypted value under another key than the current one.
     struct EncryptedRow: Sendable {
+        /// As stored (``StorageNamespace``).
         var key: String
         var version: Int64
-        var tier: Tier
-        /// The stored bytes of a local value.
-        var bytes: [UInt8]
-        var coldRef: String?
-        var keyId: String?
+        var stored: Row
     }
 
     /// Up to `limit` encrypted values (of every namespace) whose key id is not `keyId`, after
@@ -456,11 +455,7 @@ final class LocalStore: Sendable {
             statement.bind(3, Int64(limit))
             var rows: [EncryptedRow] = []
             while try statement.step() {
-                let tier = Tier(rawValue: statement.int64(2)) ?? .local
-                rows.append(
-                    EncryptedRow(
-                        key: statement.text(0), version: statement.int64(1), tier: tier, bytes: tier == .local ? statement.blob(3) : [],
-                        coldRef: statement.isNull(4) ? nil : statement.text(4), keyId: statement.isNull(5) ? nil : statement.text(5)))
+                rows.append(EncryptedRow(key: statement.text(0), version: statement.int64(1), stored: Row(statement, from: 2)))
             }
             return rows
         }
@@ -492,7 +487,7 @@ final class LocalStore: Sendable {
                 statement.bind(4, keyId)
                 statement.bind(5, row.key)
                 statement.bind(6, row.version)
-                if let old = row.coldRef { statement.bind(7, old) } else { statement.bindNull(7) }
+                if let old = row.stored.coldRef { statement.bind(7, old) } else { statement.bindNull(7) }
                 _ = try statement.step()
                 return state.connection.changes > 0
             }

@@ -1,38 +1,8 @@
 import CSOPCore
 import CSOPTestSupport
-import Synchronization
 import Testing
 
 @testable import SyncPlugin
-
-/// Collects the events an engine emits and waits for them without timed assertions: the
-/// deadline only stops a broken test from hanging.
-final class EventRecorder: Sendable {
-    private let events = Mutex<[JSONValue]>([])
-
-    var emit: @Sendable ([UInt8]) -> Void {
-        { [self] bytes in
-            let value = (try? JSONValue(parsing: bytes)) ?? .string("unparsable event")
-            events.withLock { $0.append(value) }
-        }
-    }
-
-    var all: [JSONValue] { events.withLock { $0 } }
-
-    func matching(_ predicate: (JSONValue) -> Bool) -> [JSONValue] { all.filter(predicate) }
-
-    /// Waits until `count` events match, or the deadline passes; returns what matched.
-    @discardableResult
-    func wait(for count: Int, seconds: Int = 30, _ predicate: @escaping (JSONValue) -> Bool) async -> [JSONValue] {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(seconds)
-        while true {
-            let found = matching(predicate)
-            if found.count >= count || clock.now >= deadline { return found }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-    }
-}
 
 func onChannel(_ channel: String, event: String? = nil) -> (JSONValue) -> Bool {
     { value in
