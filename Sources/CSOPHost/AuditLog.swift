@@ -20,7 +20,7 @@ import Synchronization
 public final class AuditLog: Sendable {
     /// The actions audited whatever their outcome.
     public static let auditedActions: Set<String> = [
-        "compute.register", "compute.unregister", "storage.delete", "storage.sweep", "storage.rotate",
+        "compute.register", "compute.unregister", "storage.delete", "storage.sweep", "storage.rotate", "host.reload",
     ]
     /// The outcomes audited whatever the action.
     public static let auditedCodes: Set<String> = ["FORBIDDEN", "UNAUTHENTICATED", "QUOTA_EXCEEDED"]

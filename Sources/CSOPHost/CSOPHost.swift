@@ -19,10 +19,10 @@ public final class CSOPHost: Sendable {
     /// The plugin ABI version this host loads.
     public static let abiVersion = Int(CSOP_ABI_VERSION)
 
-    /// Plugins that loaded, in load order.
-    public let plugins: [LoadedPluginInfo]
-    /// Entries that did not load, with the reason.
-    public let failures: [PluginLoadFailure]
+    /// Plugins serving now, in entry order (a reload changes them: ``reload()``).
+    public var plugins: [LoadedPluginInfo] { reloader.capabilities.map(\.info) }
+    /// Entries that did not load at the last load or reload, with the reason.
+    public var failures: [PluginLoadFailure] { reloader.failures }
     /// The plugins.d directory the host loaded from.
     public let pluginsDirectory: String
     /// The audit log of ``HostConfiguration/auditLog``, for the host's front ends (the
@@ -30,7 +30,8 @@ public final class CSOPHost: Sendable {
     public let auditLog: AuditLog?
 
     private let router: Router
-    private let capabilities: [PluginCapability]
+    private let reloader: PluginReloader
+    private let watcher: PluginDirectoryWatcher?
     private let hub: EventHub
     private let logger: Logger
     private let stopped = Mutex(false)
@@ -43,46 +44,38 @@ public final class CSOPHost: Sendable {
     /// Loads with an explicit scheduler (tests drive time by hand).
     public init(configuration: HostConfiguration, scheduler: any Scheduler, backoff: BackoffPolicy = .standard) {
         let hub = EventHub()
-        let loader = PluginLoader(configuration: configuration, events: hub)
-        var loaded: [PluginCapability] = []
-        var failures: [PluginLoadFailure] = []
-        var taken: [String: String] = [:]
-        do throws(PluginLoadFailure) {
-            for file in try loader.entryFiles() {
-                do throws(PluginLoadFailure) {
-                    guard let capability = try loader.load(file: file, taken: taken) else {
-                        configuration.logger.debug("\(file): disabled")
-                        continue
-                    }
-                    taken[capability.name] = file
-                    loaded.append(capability)
-                    configuration.logger.debug("loaded \(capability.name) \(capability.version) from \(capability.library.path)")
-                    configuration.auditLog?.record(
-                        "plugin.loaded",
-                        ["plugin": capability.name, "version": capability.version, "library": capability.library.path, "file": file])
-                } catch {
-                    configuration.logger.error("\(error)")
-                    configuration.auditLog?.record("plugin.failed", ["file": error.file, "outcome": error.kind.rawValue, "plugin": error.domain])
-                    failures.append(error)
-                }
-            }
-        } catch {
-            configuration.logger.error("\(error)")
-            configuration.auditLog?.record("plugin.failed", ["file": error.file, "outcome": error.kind.rawValue])
-            failures.append(error)
-        }
-        let infos = loaded.map(\.info)
-        self.plugins = infos
-        self.failures = failures
+        let reloader = PluginReloader(configuration: configuration, events: hub)
         self.pluginsDirectory = configuration.pluginsDirectory
         self.auditLog = configuration.auditLog
-        self.capabilities = loaded
+        self.reloader = reloader
         self.hub = hub
         self.logger = configuration.logger
-        self.router = Router(
-            capabilities: [HostInfoCapability(plugins: loaded, failures: failures, scheduler: scheduler)] + loaded,
+        let info = HostInfoCapability(reloader: reloader, scheduler: scheduler)
+        let router = Router(
+            capabilities: [info] + reloader.capabilities,
             scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes, audit: configuration.auditLog,
-            missingDomainHint: { [failures] domain in Self.whyMissing(domain, failures: failures) })
+            missingDomainHint: { [reloader] domain in reloader.whyMissing(domain) })
+        self.router = router
+        reloader.onInstall { [weak router] capabilities in router?.replaceCapabilities([info] + capabilities) }
+        self.watcher =
+            configuration.watchPluginsDirectory
+            ? PluginDirectoryWatcher(directories: reloader.watchedDirectories, logger: configuration.logger) { [weak reloader] in
+                guard let reloader else { return [] }
+                _ = reloader.reload()
+                return reloader.watchedDirectories
+            }
+            : nil
+    }
+
+    /// Loads what changed in the plugins directory since the last load (see ``PluginReloader``
+    /// for what happens to each entry), without an outage: requests keep being served
+    /// throughout. `csop run` and `csop serve` call it on SIGHUP and when the directory
+    /// changes (``HostConfiguration/watchPluginsDirectory``); `host.reload` calls it too.
+    public func reload() async -> ReloadReport {
+        let reloader = reloader
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: reloader.reload()) }
+        }
     }
 
     /// Why no plugin serves `domain`, from the load failures: appended to `CAPABILITY_NOT_FOUND`.
@@ -187,6 +180,9 @@ public final class CSOPHost: Sendable {
         }
         guard first else { return }
         router.stopAccepting()
+        watcher?.stop()
+        let (serving, draining) = reloader.stop()
+        let capabilities = draining + serving
         let deadline = monotonicMilliseconds() + gracePeriod
         while (router.pendingCount > 0 || capabilities.contains { $0.runningCount > 0 }) && monotonicMilliseconds() < deadline {
             try? await Task.sleep(for: .milliseconds(2))
@@ -194,7 +190,7 @@ public final class CSOPHost: Sendable {
         // A plugin's destroy may block (joining its threads, a goodbye to PostgreSQL): it runs
         // on a thread of its own, never on the concurrency pool other tasks need.
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let (capabilities, logger) = (self.capabilities, self.logger)
+            let logger = self.logger
             Thread.detachNewThread {
                 for capability in capabilities.reversed() {
                     if capability.runningCount > 0 {

@@ -26,6 +26,10 @@ public struct HostConfiguration: Sendable {
 
     /// 512 MiB.
     public static let defaultMaxInFlightBytes = 512 << 20
+    /// Reload when the plugins directory, or a directory a loaded library is in, changes
+    /// (inotify; a reload follows 200 ms without further changes to `*.conf` or `*.so*`
+    /// files). Off by default for embedders; `csop run` and `csop serve` turn it on.
+    public var watchPluginsDirectory = false
     /// Where security-relevant events are recorded (``AuditLog``); nil (the default): nowhere.
     public var auditLog: AuditLog?
 

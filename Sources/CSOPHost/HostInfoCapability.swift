@@ -1,45 +1,66 @@
 import CSOPCore
 import CSOPPluginABI
+import Foundation
 
 /// The host's own `host` domain: `host.info` describes the host and its plugins (with their
-/// calls running now, and those that timed out and were never completed), `host.ping`
-/// answers at once.
+/// generation, load time, calls running now, and those that timed out and were never
+/// completed), `host.ping` answers at once, and `host.reload` reloads the plugins directory
+/// and answers what changed (``ReloadReport/json``). Like every `host.*` action, a token
+/// must allow it; the local owner may.
 final class HostInfoCapability: Capability, Sendable {
     let name = "host"
     let version = CSOPHost.version
-    let operations = ["info", "ping"]
-    private let plugins: [PluginCapability]
-    private let failures: [JSONValue]
+    let operations = ["info", "ping", "reload"]
+    /// Weak: the reloader holds this capability (in what it installs in the router).
+    private weak let reloader: PluginReloader?
     /// The router's clock, for the time an open circuit has left.
     private let scheduler: any Scheduler
 
-    init(plugins: [PluginCapability], failures: [PluginLoadFailure], scheduler: any Scheduler) {
-        self.plugins = plugins
+    init(reloader: PluginReloader, scheduler: any Scheduler) {
+        self.reloader = reloader
         self.scheduler = scheduler
-        self.failures = failures.map {
-            var failure: JSONObject = ["file": .string($0.file), "kind": .string($0.kind.rawValue), "message": .string($0.message)]
-            if let domain = $0.domain { failure["domain"] = .string(domain) }
-            return .object(failure)
-        }
     }
 
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
-        attempt.complete(.success(operation == 0 ? RawJSON(info()) : RawJSON(["pong": true])))
+        switch operation {
+        case 0: attempt.complete(.success(RawJSON(info())))
+        case 1: attempt.complete(.success(RawJSON(["pong": true])))
+        default:
+            guard let reloader else {
+                return attempt.complete(.failure(CSOPError(.notInitialized, "the host is gone")))
+            }
+            // Creating plugins blocks: never on the caller's (perhaps an event loop's) thread.
+            Thread.detachNewThread {
+                let report = reloader.reload()
+                if let refused = report.refused {
+                    attempt.complete(.failure(CSOPError(.notInitialized, refused)))
+                } else {
+                    attempt.complete(.success(RawJSON(report.json)))
+                }
+            }
+        }
     }
 
     func cancel(callID: UInt64) {}
 
     private func info() -> JSONValue {
+        let plugins = reloader?.capabilities ?? []
+        let failures: [JSONValue] = (reloader?.failures ?? []).map {
+            var failure: JSONObject = ["file": .string($0.file), "kind": .string($0.kind.rawValue), "message": .string($0.message)]
+            if let domain = $0.domain { failure["domain"] = .string(domain) }
+            return .object(failure)
+        }
         let capabilities: [JSONValue] =
-            [["name": "host", "version": .string(CSOPHost.version), "operations": ["info", "ping"], "builtin": true]]
+            [["name": "host", "version": .string(CSOPHost.version), "operations": .array(operations.map { .string($0) }), "builtin": true]]
             + plugins.map { plugin in
                 let abandoned = plugin.abandonedCalls
                 var entry: JSONObject = [
                     "name": .string(plugin.name), "version": .string(plugin.version),
                     "operations": .array(plugin.operations.map { .string($0) }),
                     "library": .string(plugin.library.path), "file": .string(plugin.file),
+                    "generation": .int(Int64(plugin.generation)), "loadedAt": .string(plugin.loadedAt),
                     "running": .int(Int64(plugin.runningCount)),
                     "neverCompleted": .int(Int64(abandoned.count)),
                     "neverCompletedCalls": .array(abandoned.prefix(16).map { .int(Int64(bitPattern: $0)) }),

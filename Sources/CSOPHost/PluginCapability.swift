@@ -15,6 +15,11 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     let library: PluginLibrary
     let file: String
     let circuit: CircuitBreaker?
+    /// Which instance of its domain this is in this host: 1 for the first, one more for each
+    /// reload that replaced it.
+    let generation: Int
+    /// When it was created (UTC, ISO 8601).
+    let loadedAt: String
 
     private let descriptor: UnsafePointer<csop_plugin_descriptor>
     private let instance: UnsafeMutableRawPointer
@@ -26,6 +31,8 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     private let recordID: UInt32
     private let operationIndexes: [String: Int]
     private let running = Atomic<Int>(0)
+    /// Requests routed here and not answered yet (``Capability/enter()``).
+    private let users = Atomic<Int>(0)
     private let destroyed = Atomic<Bool>(false)
     /// Calls the router cancelled (timed out) that the plugin has not completed yet, by id;
     /// the count lets the completion path skip the lock while there are none.
@@ -35,9 +42,11 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     init(
         name: String, version: String, operations: [String], library: PluginLibrary, file: String,
         descriptor: UnsafePointer<csop_plugin_descriptor>, instance: UnsafeMutableRawPointer, context: PluginHostContext,
-        circuit: CircuitBreaker? = nil
+        circuit: CircuitBreaker? = nil, generation: Int = 1
     ) {
         self.circuit = circuit
+        self.generation = generation
+        self.loadedAt = WallClock.iso8601()
         self.name = name
         self.version = version
         self.operations = operations
@@ -65,6 +74,13 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
 
     /// Calls that were invoked and not yet completed.
     var runningCount: Int { running.load(ordering: .acquiring) }
+
+    func enter() { users.add(1, ordering: .relaxed) }
+    func leave() { users.subtract(1, ordering: .releasing) }
+
+    /// True when no request uses it and no call of it runs: a reload that took it out of the
+    /// router may destroy it.
+    var isIdle: Bool { users.load(ordering: .acquiring) == 0 && running.load(ordering: .acquiring) == 0 }
 
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
@@ -127,7 +143,9 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     }
 
     var info: LoadedPluginInfo {
-        LoadedPluginInfo(name: name, version: version, operations: operations, library: library.path, file: file)
+        LoadedPluginInfo(
+            name: name, version: version, operations: operations, library: library.path, file: file, generation: generation,
+            loadedAt: loadedAt)
     }
 }
 

@@ -40,4 +40,8 @@ public struct LoadedPluginInfo: Sendable, Hashable {
     public var operations: [String]
     public var library: String
     public var file: String
+    /// Which instance of its domain this is: 1 at start, one more for each reload that replaced it.
+    public var generation: Int = 1
+    /// When the instance was created (UTC, ISO 8601); empty for an entry only checked.
+    public var loadedAt: String = ""
 }

@@ -49,8 +49,25 @@ struct PluginLoader {
     /// The size of a version 1 descriptor before `check_config` was added: the least accepted.
     static let minimumDescriptorSize = MemoryLayout<csop_plugin_descriptor>.offset(of: \csop_plugin_descriptor.check_config)!
 
+    /// What an entry is made of now, to tell whether a reload must load it again: its text and,
+    /// when it is enabled, its library's resolved path and file identity (``FileIdentity``).
+    /// An entry that cannot be read or parsed has a fingerprint too (its error), so it stays
+    /// "changed" against any working version.
+    func fingerprint(file: String) -> String {
+        let text: String
+        do throws(PluginConfigError) {
+            text = try readEntry(file)
+        } catch {
+            return "unreadable: \(error.message)"
+        }
+        guard let entry = try? PluginConfigFile.parse(text, path: file), entry.enabled else { return text }
+        guard let path = try? resolve(entry.library, file: file, domain: nil) else { return text + "\u{0}missing" }
+        return text + "\u{0}" + path + "\u{0}" + (FileIdentity(path: path)?.description ?? "-")
+    }
+
     /// Loads one entry. Returns nil for a disabled entry.
-    func load(file: String, taken: [String: String]) throws(PluginLoadFailure) -> PluginCapability? {
+    /// - Parameter generation: which instance of its domain this will be (``PluginCapability/generation``).
+    func load(file: String, taken: [String: String], generation: (String) -> Int = { _ in 1 }) throws(PluginLoadFailure) -> PluginCapability? {
         guard let inspected = try inspect(file: file) else { return nil }
         let name = inspected.name
         func fail(_ kind: PluginLoadFailure.Kind, _ message: String) -> PluginLoadFailure {
@@ -81,7 +98,8 @@ struct PluginLoader {
         }
         return PluginCapability(
             name: name, version: inspected.version, operations: inspected.operations, library: inspected.library,
-            file: file, descriptor: inspected.descriptor, instance: instance, context: context, circuit: circuit)
+            file: file, descriptor: inspected.descriptor, instance: instance, context: context, circuit: circuit,
+            generation: generation(name))
     }
 
     /// - Throws: `DUPLICATE_DOMAIN` when an earlier entry (in `taken`, domain → file) serves the same domain.
@@ -241,7 +259,7 @@ struct PluginLoader {
     /// ``maxEntryBytes``, opened without blocking, so a FIFO, a device or a directory named
     /// `*.conf` is a clear error instead of a hang; its permissions are checked on the opened
     /// file itself.
-    private func readEntry(_ path: String) throws(PluginConfigError) -> String {
+    func readEntry(_ path: String) throws(PluginConfigError) -> String {
         func fail(_ message: String, _ kind: PluginLoadFailure.Kind = .badConfig) -> PluginConfigError {
             PluginConfigError(file: path, line: nil, message: message, kind: kind)
         }

@@ -25,10 +25,19 @@ protocol Capability: AnyObject, Sendable {
     /// Its circuit breaker, when its plugins.d entry configures one; the router consults it
     /// before each attempt.
     var circuit: CircuitBreaker? { get }
+
+    /// A request was routed here and is not answered yet (its attempts and the waits between
+    /// them); ``leave()`` follows exactly once. A reload destroys a capability it replaced
+    /// only once no request uses it.
+    func enter()
+    func leave()
 }
 
 extension Capability {
     func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
 
     var circuit: CircuitBreaker? { nil }
+
+    func enter() {}
+    func leave() {}
 }

@@ -22,7 +22,8 @@ final class Router: Sendable {
             || raw == "FORBIDDEN" || raw == "UNAUTHENTICATED"
     }
 
-    private let capabilities: [String: any Capability]
+    /// What serves each domain now; a reload swaps it whole (``replaceCapabilities(_:)``).
+    private let capabilities: Mutex<[String: any Capability]>
     private let missingDomainHint: @Sendable (String) -> String?
     private let scheduler: any Scheduler
     private let backoff: BackoffPolicy
@@ -50,13 +51,25 @@ final class Router: Sendable {
     ) {
         self.audit = audit
         self.missingDomainHint = missingDomainHint
-        var byName: [String: any Capability] = [:]
-        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
-        self.capabilities = byName
+        self.capabilities = Mutex(Self.byName(capabilities))
         self.scheduler = scheduler
         self.backoff = backoff
         self.random = random
         self.maxInFlightBytes = maxInFlightBytes
+    }
+
+    private static func byName(_ capabilities: [any Capability]) -> [String: any Capability] {
+        var byName: [String: any Capability] = [:]
+        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
+        return byName
+    }
+
+    /// Routes new requests to `capabilities` from now on. A request already routed keeps its
+    /// capability (its retries included) until it is answered: a capability taken out here
+    /// may be destroyed once its ``Capability/users`` and running calls reach zero.
+    func replaceCapabilities(_ capabilities: [any Capability]) {
+        let table = Self.byName(capabilities)
+        self.capabilities.withLock { $0 = table }
     }
 
     /// Requests dispatched and not yet answered.
@@ -91,6 +104,7 @@ final class Router: Sendable {
         }
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
+            resolved.0.leave()
             return completion(Response(id: request.id, outcome: .failure(refusal), duration: scheduler.now() - start))
         }
         inFlight.add(1, ordering: .relaxed)
@@ -128,13 +142,20 @@ final class Router: Sendable {
             throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
         }
         try request.options.validate()
-        guard let capability = capabilities[action.domain] else {
-            let known = capabilities.keys.sorted().joined(separator: ", ")
+        // Entered under the table's lock, so a reload that swaps the table after this sees the user.
+        let found = capabilities.withLock { table in
+            let capability = table[action.domain]
+            capability?.enter()
+            return capability
+        }
+        guard let capability = found else {
+            let known = capabilities.withLock { $0.keys.sorted() }.joined(separator: ", ")
             var message = "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)"
             if let hint = missingDomainHint(action.domain) { message += "; \(hint)" }
             throw CSOPError(.capabilityNotFound, message)
         }
         guard let index = capability.operationIndex(action.operation) else {
+            capability.leave()
             throw CSOPError(
                 .operationNotFound,
                 "\(action.domain) has no operation \"\(action.operation)\"; it offers: \(capability.operations.joined(separator: ", "))")
@@ -238,6 +259,7 @@ final class Router: Sendable {
         let response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
         inFlightBytes.subtract(job.payload.count, ordering: .relaxed)
         inFlight.subtract(1, ordering: .releasing)
+        job.capability.leave()
         job.completion(response)
     }
 

@@ -6,11 +6,20 @@
  *   hello.whoami -> {"tenant":…,"subject":…,"actions":…} from the call's caller fields, or
  *                   {"owner":true} for the local owner (tests pass names that need no escaping)
  * Build: cc -shared -fPIC -I Sources/CSOPPluginABI/include hello.c -o libhello.so
+ * Reload tests build versions of it: -DHELLO_VERSION='"1.0.2"', and -DHELLO_NAME='"extra"'
+ * for a second domain served by the same code.
  */
 #include <csop_plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef HELLO_VERSION
+#define HELLO_VERSION "1.0.0"
+#endif
+#ifndef HELLO_NAME
+#define HELLO_NAME "hello"
+#endif
 
 static const char *const operations[] = {"greet", "echo", "fail", "commit", "whoami"};
 
@@ -74,8 +83,8 @@ static const csop_plugin_descriptor descriptor = {
     .magic = CSOP_PLUGIN_MAGIC,
     .abi_version = CSOP_ABI_VERSION,
     .struct_size = sizeof(csop_plugin_descriptor),
-    .name = "hello",
-    .version = "1.0.0",
+    .name = HELLO_NAME,
+    .version = HELLO_VERSION,
     .operations = operations,
     .operation_count = 5,
     .create = create,
