@@ -600,27 +600,7 @@ export class CSOP {
             }
             return response;
         }));
-        for (const sub of this._subs.values()) {
-            steps.push(this._internal(ws, sub.action, sub.payload).then((response) => {
-                if (!response) return;
-                if (!this._subs.has(sub.handle)) return;
-                if (sub.serverId) this._byServerId.delete(sub.serverId);
-                if (response.status === 'ok' && response.data && typeof response.data.subscription === 'string') {
-                    sub.serverId = response.data.subscription;
-                    this._byServerId.set(sub.serverId, sub.handle);
-                } else {
-                    sub.serverId = null;
-                    this._emit('error', {
-                        code: response.error?.code ?? 'SUBSCRIPTION_FAILED',
-                        message: sub.action === 'storage.watch'
-                            ? `renewing the storage watch ${sub.handle} of "${sub.channel}" after a reconnect failed: ${response.error?.message ?? 'no answer'}`
-                            : `re-subscribing ${sub.handle} to "${sub.channel}" after a reconnect failed: ${response.error?.message ?? 'no answer'}`,
-                        subscription: sub.handle,
-                    });
-                }
-                this._flushEvents();
-            }));
-        }
+        for (const sub of this._subs.values()) steps.push(this._renew(ws, sub, 'after a reconnect'));
         Promise.all(steps).then((responses) => {
             if (this._ws !== ws || this._state !== 'restoring') return;
             if (responses.some((r) => r === null)) return; // the socket closed meanwhile
@@ -737,8 +717,44 @@ export class CSOP {
         if (sub.serverId) this._byServerId.delete(sub.serverId);
     }
 
+    // Subscribes `sub` again on `ws` under the app's handle (after a reconnect, or after a
+    // plugin reload ended it); a failure is an 'error' event naming the handle.
+    _renew(ws, sub, when) {
+        return this._internal(ws, sub.action, sub.payload).then((response) => {
+            if (!response) return response;
+            if (!this._subs.has(sub.handle)) return response;
+            if (sub.serverId) this._byServerId.delete(sub.serverId);
+            if (response.status === 'ok' && response.data && typeof response.data.subscription === 'string') {
+                sub.serverId = response.data.subscription;
+                this._byServerId.set(sub.serverId, sub.handle);
+            } else {
+                sub.serverId = null;
+                this._emit('error', {
+                    code: response.error?.code ?? 'SUBSCRIPTION_FAILED',
+                    message: sub.action === 'storage.watch'
+                        ? `renewing the storage watch ${sub.handle} of "${sub.channel}" ${when} failed: ${response.error?.message ?? 'no answer'}`
+                        : `re-subscribing ${sub.handle} to "${sub.channel}" ${when} failed: ${response.error?.message ?? 'no answer'}`,
+                    subscription: sub.handle,
+                });
+            }
+            this._flushEvents();
+            return response;
+        });
+    }
+
     _event(message) {
         const handle = typeof message.subscription === 'string' ? this._byServerId.get(message.subscription) : undefined;
+        if (message.event === 'subscription.ended' && handle !== undefined && this._ws && this._state === 'ready') {
+            // A reload replaced the plugin that held it: subscribe again; the app keeps its handle.
+            const sub = this._subs.get(handle);
+            this._byServerId.delete(message.subscription);
+            if (sub) {
+                sub.serverId = null;
+                this._renew(this._ws, sub, 'after a plugin reload');
+            }
+            this._deliver({ ...message, subscription: handle });
+            return;
+        }
         if (handle === undefined && this._subscribesInFlight > 0 && typeof message.subscription === 'string') {
             // The event may have overtaken the answer to the subscribe that created it.
             this._eventBuffer.push(message);

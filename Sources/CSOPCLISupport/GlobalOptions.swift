@@ -36,6 +36,11 @@ public struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("audit-keep"), help: "Rotated audit logs kept.")
     public var auditKeep: Int = 5
 
+    @Flag(
+        name: .customLong("no-watch-plugins"),
+        help: "Serving commands (run, serve, subscribe): do not reload when plugins.d or a loaded library changes; SIGHUP and host.reload still reload.")
+    public var noWatchPlugins = false
+
     public init() {}
 
     /// The configuration these options describe; sets up logging (process-wide, once) first.
@@ -64,8 +69,11 @@ public struct GlobalOptions: ParsableArguments {
     /// SIGPIPE is ignored so a closed stdout is an EPIPE the commands handle; SIGUSR1 and
     /// SIGUSR2 are ignored so a stray `kill -USR1` cannot end a serving host. (The compute
     /// plugin moves JavaScriptCore's own use of SIGUSR1 to a real-time signal when it loads.)
+    /// A serving host (`serving: true`, for `csop run`, `serve` and `subscribe`) reloads its
+    /// plugins on SIGHUP and, unless `--no-watch-plugins`, when plugins.d or a loaded library
+    /// changes (``CSOPHost/reload()``); a one-shot command's host does neither.
     /// - Parameter adjust: a command's own settings (limits) applied to the configuration.
-    public func makeHost(_ adjust: (inout HostConfiguration) -> Void = { _ in }) async throws -> CSOPHost {
+    public func makeHost(serving: Bool = false, _ adjust: (inout HostConfiguration) -> Void = { _ in }) async throws -> CSOPHost {
         signal(SIGPIPE, SIG_IGN)
         signal(SIGUSR1, SIG_IGN)
         signal(SIGUSR2, SIG_IGN)
@@ -78,8 +86,11 @@ public struct GlobalOptions: ParsableArguments {
                 throw ValidationError("--audit-log: \(error.message)")
             }
         }
+        configuration.watchPluginsDirectory = serving && !noWatchPlugins
         adjust(&configuration)
-        return await CSOPHost.load(configuration)
+        let host = await CSOPHost.load(configuration)
+        if serving { HangupReload.install(for: host) }
+        return host
     }
 }
 

@@ -46,6 +46,7 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     ) {
         self.circuit = circuit
         self.generation = generation
+        context.generation.store(generation, ordering: .relaxed)
         self.loadedAt = WallClock.iso8601()
         self.name = name
         self.version = version

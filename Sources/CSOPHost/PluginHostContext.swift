@@ -1,6 +1,7 @@
 import CSOPCore
 import CSOPPluginABI
 import Logging
+import Synchronization
 
 /// What `csop_host_api.host_context` points at for one plugin: its logger and the event hub.
 /// Owns the `csop_host_api` table it hands the plugin and frees it when it goes; the plugin
@@ -9,6 +10,8 @@ final class PluginHostContext: @unchecked Sendable {  // `api` is written once i
     let name: String
     let logger: Logger
     let events: EventHub
+    /// The generation of the instance, set once it is created (its events carry it).
+    let generation = Atomic<Int>(0)
     /// The function table for `create`; valid as long as this context.
     let api: UnsafeMutablePointer<csop_host_api>
 
@@ -63,5 +66,6 @@ private func hostEmitEvent(context: UnsafeMutableRawPointer?, json: UnsafePointe
         host.logger.error("dropped an event that is not a JSON object")
         return
     }
-    host.events.publish(HostEvent(plugin: host.name, json: RawJSON(unchecked: Array(buffer))))
+    host.events.publish(
+        HostEvent(plugin: host.name, generation: host.generation.load(ordering: .relaxed), json: RawJSON(unchecked: Array(buffer))))
 }

@@ -155,7 +155,7 @@ final class PluginReloader: Sendable {
                     if let current {
                         taken.removeValue(forKey: current.capability.name)
                         retired.append(current.capability)
-                        items.append(.init(change: .removed, plugin: current.capability.name, file: file))
+                        items.append(.init(change: .removed, plugin: current.capability.name, file: file, generation: current.capability.generation))
                     }
                     continue
                 }
@@ -184,7 +184,7 @@ final class PluginReloader: Sendable {
         }
         for entry in previous where fingerprints[entry.file] == nil {
             retired.append(entry.capability)
-            items.append(.init(change: .removed, plugin: entry.capability.name, file: entry.file))
+            items.append(.init(change: .removed, plugin: entry.capability.name, file: entry.file, generation: entry.capability.generation))
         }
         let removedDomains = Set(retired.map(\.name)).subtracting(next.map(\.capability.name))
         state.withLock { state in

@@ -74,10 +74,13 @@ final class ConnectionScope: Sendable {
                     }
                 }
                 if let id {
-                    router.subscribeFinished(id: id, sink: sink, first: response.serialized())
+                    let owner = EventRouter.Owner(
+                        sink: sink, domain: request.action == "storage.watch" ? "storage" : "sync", generation: response.generation
+                    ) { [weak self] id in self?.forget(id) }
+                    router.subscribeFinished((id, owner), first: response.serialized())
                     completion(nil)
                 } else {
-                    router.subscribeFinished(id: nil, sink: nil, first: nil)
+                    router.subscribeFinished(nil, first: nil)
                     completion(response)
                 }
             }
@@ -162,6 +165,12 @@ final class ConnectionScope: Sendable {
     private func unsubscribe(_ ids: [String]) {
         let ended = owned.withLock { owned in ids.compactMap { id in owned.subscriptions.removeValue(forKey: id).map { (id, $0) } } }
         for (id, kind) in ended { end(id, kind) }
+    }
+
+    /// A reload ended `id` with the plugin instance that made it: nothing is left to end, and
+    /// another instance may hand the same id to someone else.
+    private func forget(_ id: String) {
+        _ = owned.withLock { $0.subscriptions.removeValue(forKey: id) }
     }
 
     /// Stops routing `id`'s events and ends it in its plugin.

@@ -105,7 +105,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try configuration()
-        let host = try await global.makeHost()
+        let host = try await global.makeHost(serving: true)
         var logger = Logger(label: "csop.serve")
         logger.logLevel = global.logLevel.level
         let gateway: Gateway

@@ -31,7 +31,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let host = try await global.makeHost { $0.maxInFlightBytes = maxInFlightBytes }
+        let host = try await global.makeHost(serving: true) { $0.maxInFlightBytes = maxInFlightBytes }
         let server = LineServer(host: host, maxInFlight: maxInFlight, maxLineBytes: maxLineBytes)
         let signals = SignalWatcher(SignalWatcher.stopSignals) { server.stop() }
         defer { signals.cancel() }

@@ -19,7 +19,7 @@ struct SubscribeCommand: AsyncParsableCommand {
     var events: String?
 
     func run() async throws {
-        let host = try await global.makeHost()
+        let host = try await global.makeHost(serving: true)
         let stop = StopSignal()
         _ = host.addEventListener { event in
             // A closed stdout (the reader went away) ends the subscription.

@@ -54,6 +54,32 @@ import Testing
         #expect(await run.finish() == 0)
     }
 
+    /// SIGHUP reloads plugins.d instead of ending the process, and so does a change to it
+    /// (unless --no-watch-plugins); each change is a `host.plugin` line on stdout.
+    @Test(arguments: [false, true])
+    func aHangupOrAChangedDirectoryReloadsThePlugins(watch: Bool) async throws {
+        let run = try RunProcess(pluginsDirectory: plugins, arguments: watch ? [] : ["--no-watch-plugins"], environment: environment)
+        #expect(try await run.call("before", "diag.noop")?["status"] == "ok")
+        try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so", extra: "\n# edited\n")])
+        if !watch {
+            // Nothing watches: only the signal reloads.
+            #expect(Self.diag(try await run.call("still", "host.info"))?["generation"] == 1)
+            run.kill(SIGHUP)
+        }
+        let event = await run.waitFor(timeout: 60) { $0["type"] == "host.plugin" }
+        #expect(event?["change"] == "replaced" && event?["plugin"] == "diag" && event?["generation"] == 2, "\(String(describing: event))")
+        let info = try await run.call("after", "host.info")
+        #expect(Self.diag(info)?["generation"] == 2)
+        #expect(try await run.call("noop", "diag.noop")?["status"] == "ok")
+        #expect(await run.finish() == 0)
+        #expect(!run.diedOfSignal)
+    }
+
+    /// diag's entry in a `host.info` answer.
+    static func diag(_ info: JSONValue?) -> JSONValue? {
+        info?["data"]?["capabilities"]?.arrayValue?.first { $0["name"] == "diag" }
+    }
+
     /// A stop signal stops reading at once: running work drains, lines already read are
     /// refused, and the process exits by itself.
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])

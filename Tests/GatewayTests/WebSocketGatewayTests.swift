@@ -127,6 +127,43 @@ extension WebSocketOutboundWriter {
         }
     }
 
+    /// A reload that replaces sync ends the subscriptions its old instance made, with an event,
+    /// and the new instance's ids (which may repeat the old ones) reach only their own connection.
+    @Test func aReloadThatReplacesSyncEndsItsSubscriptionsAndIdsNeverCross() async throws {
+        let setup = try ServeSetup()
+        try await withGateway(setup) { port, host in
+            _ = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"id":"s","action":"sync.subscribe","payload":{"channel":"room"}}"#)
+                let old = try #require(try await inbox.response("s")?["data"]?["subscription"]?.stringValue)
+                try setup.directory.writePlugins([
+                    PluginEntry("40-sync.conf", library: TestEnvironment.library("sync"), extra: "\n# edited\n")
+                ])
+                let report = await host.reload()
+                #expect(report.items.map { "\($0.change.rawValue) \($0.plugin ?? "")" } == ["replaced sync"])
+                let ended = try await inbox.wait { $0["event"] == "subscription.ended" }
+                #expect(ended?["subscription"] == .string(old))
+                #expect(ended?["data"]?["change"] == "replaced")
+                // Another connection subscribes on the new instance and hears its own channel only.
+                let other = try await webSocket(port: port) { out2, inbox2 in
+                    try await out2.send(#"{"id":"s2","action":"sync.subscribe","payload":{"channel":"secret"}}"#)
+                    try await inbox2.response("s2")
+                    try await out2.send(#"{"id":"b","action":"sync.broadcast","payload":{"channel":"secret","event":"private"}}"#)
+                    try await inbox2.wait { $0["event"] == "private" }
+                    try await out2.close(.normalClosure, reason: nil)
+                }
+                #expect(other.frames.contains { $0["event"] == "private" })
+                // The first connection subscribes again and hears its channel, and never the other's.
+                try await out.send(#"{"id":"again","action":"sync.subscribe","payload":{"channel":"room"}}"#)
+                try await inbox.response("again")
+                try await out.send(#"{"id":"b2","action":"sync.broadcast","payload":{"channel":"room","event":"public"}}"#)
+                #expect(try await inbox.wait { $0["event"] == "public" } != nil)
+                try await out.close(.normalClosure, reason: nil)
+            }.frames.forEach { frame in
+                #expect(frame["event"] != "private", "an event of another connection's subscription crossed over: \(frame)")
+            }
+        }
+    }
+
     /// Whether the plugin no longer knows subscription `id` (its end `action` answers
     /// `SUBSCRIPTION_FAILED`), asking for up to 2 s while the gateway's close reaches it.
     static func ended(_ id: String, by action: String, on host: CSOPHost) async throws -> Bool {

@@ -288,6 +288,28 @@ test('subscribe: the callback is kept in the page and gets its events', async ()
     csop.close();
 });
 
+test('a subscription a plugin reload ended is renewed under the same handle', async () => {
+    const { csop, ws } = await connected();
+    const got = [];
+    const p = csop.dispatch('sync.subscribe', { channel: 'news', callback: (e) => got.push(e) });
+    await tick();
+    ws.answer(ws.request('sync.subscribe'), { subscribed: true, channel: 'news', subscription: 'sub_1' });
+    assert.equal((await p).data.subscription, 'sub_1');
+    const ended = [];
+    csop.on('event', (e) => { if (e.event === 'subscription.ended') ended.push(e); });
+    ws.reply({ type: 'event', subscription: 'sub_1', event: 'subscription.ended', data: { plugin: 'sync', change: 'replaced', reason: 'r' } });
+    await tick();
+    assert.deepEqual(ended.map((e) => e.subscription), ['sub_1']);
+    const again = ws.sent.filter((m) => m.action === 'sync.subscribe');
+    assert.equal(again.length, 2);
+    assert.deepEqual(again[1].payload, { channel: 'news' });
+    ws.answer(again[1], { subscribed: true, channel: 'news', subscription: 'sub_9' });
+    await tick();
+    ws.reply({ type: 'event', subscription: 'sub_9', channel: 'news', event: 'after', data: 1 });
+    assert.deepEqual(got.filter((e) => e.event === 'after').map((e) => e.subscription), ['sub_1']);
+    csop.close();
+});
+
 test('a refused token is final: init rejects, dispatch answers it, no reconnect', async () => {
     const { FakeWebSocket, sockets } = makeFake();
     const csop = new CSOP({ url: 'ws://server.test/v1/ws', token: 'bad', WebSocket: FakeWebSocket, reconnect: { minDelay: 1, maxDelay: 2 } });

@@ -31,6 +31,9 @@ protocol Capability: AnyObject, Sendable {
     /// only once no request uses it.
     func enter()
     func leave()
+
+    /// Which instance of its domain it is (1, then one more per reload that replaced it); 0 for built-ins.
+    var generation: Int { get }
 }
 
 extension Capability {
@@ -40,4 +43,6 @@ extension Capability {
 
     func enter() {}
     func leave() {}
+
+    var generation: Int { 0 }
 }

@@ -6,6 +6,11 @@ public struct Response: Sendable, CustomStringConvertible {
     public var outcome: Result<RawJSON, CSOPError>
     /// Milliseconds from dispatch to the answer, retries included.
     public var duration: Double
+    /// Which instance of its plugin answered (``LoadedPluginInfo/generation``): a front end
+    /// that keeps per-connection state a plugin handed out (subscription ids) tells instances
+    /// apart by it across reloads. 0 when no plugin answered (the host's own, a refusal).
+    /// Not part of the JSON.
+    public var generation: Int = 0
 
     public init(id: String, outcome: Result<RawJSON, CSOPError>, duration: Double) {
         self.id = id

@@ -256,7 +256,8 @@ final class Router: Sendable {
             error.retryable = false
             outcome = .failure(error)
         }
-        let response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
+        var response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
+        response.generation = job.capability.generation
         inFlightBytes.subtract(job.payload.count, ordering: .relaxed)
         inFlight.subtract(1, ordering: .releasing)
         job.capability.leave()
