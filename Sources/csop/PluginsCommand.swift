@@ -20,7 +20,7 @@ struct PluginsCommand: AsyncParsableCommand {
             writeAll(1, (await host.info()).serialized() + [0x0A])
         } else {
             for plugin in host.plugins {
-                printLine("\(plugin.name) \(plugin.version)  \(plugin.library)")
+                printLine("\(plugin.name) \(plugin.version)  \(plugin.library)  (generation \(plugin.generation), loaded \(plugin.loadedAt))")
                 printLine("  operations: \(plugin.operations.map { "\(plugin.name).\($0)" }.joined(separator: ", "))")
             }
             if host.plugins.isEmpty { printLine("no plugins loaded from \(host.pluginsDirectory)") }
