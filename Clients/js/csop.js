@@ -628,10 +628,10 @@ export class CSOP {
     }
 
     // Resolves with the response, or with null when the socket closes first.
-    _internal(ws, action, payload) {
+    _internal(ws, action, payload, options = {}) {
         return new Promise((resolve) => {
             const entry = {
-                id: this._nextId(), action, payload, options: {}, started: now(), internal: true,
+                id: this._nextId(), action, payload, options, started: now(), internal: true,
                 retriesLeft: 0, resolve, ws: null, size: 0, waitTimer: null, guardTimer: null,
             };
             if (this._ws !== ws || ws.readyState !== OPEN) return resolve(null);
@@ -719,8 +719,8 @@ export class CSOP {
 
     // Subscribes `sub` again on `ws` under the app's handle (after a reconnect, or after a
     // plugin reload ended it); a failure is an 'error' event naming the handle.
-    _renew(ws, sub, when) {
-        return this._internal(ws, sub.action, sub.payload).then((response) => {
+    _renew(ws, sub, when, options = {}) {
+        return this._internal(ws, sub.action, sub.payload, options).then((response) => {
             if (!response) return response;
             if (!this._subs.has(sub.handle)) return response;
             if (sub.serverId) this._byServerId.delete(sub.serverId);
@@ -745,12 +745,13 @@ export class CSOP {
     _event(message) {
         const handle = typeof message.subscription === 'string' ? this._byServerId.get(message.subscription) : undefined;
         if (message.event === 'subscription.ended' && handle !== undefined && this._ws && this._state === 'ready') {
-            // A reload replaced the plugin that held it: subscribe again; the app keeps its handle.
+            // A reload replaced the plugin that held it, or its process crashed: subscribe again
+            // (the server retries while a crashed plugin restarts); the app keeps its handle.
             const sub = this._subs.get(handle);
             this._byServerId.delete(message.subscription);
             if (sub) {
                 sub.serverId = null;
-                this._renew(this._ws, sub, 'after a plugin reload');
+                this._renew(this._ws, sub, 'after a plugin reload or restart', { retry: 5 });
             }
             this._deliver({ ...message, subscription: handle });
             return;

@@ -30,6 +30,10 @@ public struct HostConfiguration: Sendable {
     /// (inotify; a reload follows 200 ms without further changes to `*.conf` or `*.so*`
     /// files). Off by default for embedders; `csop run` and `csop serve` turn it on.
     public var watchPluginsDirectory = false
+    /// The `csop` executable that runs plugins whose entry says `isolation = "process"`
+    /// (as `csop plugin-host`); nil (the default): `csop` beside the running executable, else
+    /// the first `csop` on `PATH`.
+    public var pluginHostExecutable: String?
     /// Where security-relevant events are recorded (``AuditLog``); nil (the default): nowhere.
     public var auditLog: AuditLog?
 

@@ -59,13 +59,14 @@ final class HostInfoCapability: Capability, Sendable {
                 var entry: JSONObject = [
                     "name": .string(plugin.name), "version": .string(plugin.version),
                     "operations": .array(plugin.operations.map { .string($0) }),
-                    "library": .string(plugin.library.path), "file": .string(plugin.file),
+                    "library": .string(plugin.libraryPath), "file": .string(plugin.file),
                     "generation": .int(Int64(plugin.generation)), "loadedAt": .string(plugin.loadedAt),
                     "running": .int(Int64(plugin.runningCount)),
                     "neverCompleted": .int(Int64(abandoned.count)),
                     "neverCompletedCalls": .array(abandoned.prefix(16).map { .int(Int64(bitPattern: $0)) }),
                 ]
                 if let circuit = plugin.circuit { entry["circuit"] = circuit.json(now: scheduler.now()) }
+                for (key, value) in plugin.infoDetails.members { entry[key] = value }
                 return .object(entry)
             }
         return [

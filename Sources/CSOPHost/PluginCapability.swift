@@ -8,7 +8,7 @@ import Synchronization
 /// A loaded plugin instance seen as a ``Capability``: turns router calls into `csop_call`s
 /// and plugin completions back into results. Owns what it hands the plugin: the host API
 /// table (through its context) and the operation-name strings, freed when it goes.
-final class PluginCapability: Capability, @unchecked Sendable {  // Immutable after init; the instance is thread-safe by contract.
+final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable after init; the instance is thread-safe by contract.
     let name: String
     let version: String
     let operations: [String]
@@ -86,7 +86,14 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
-        let pending = PendingCall(owner: self, attempt: attempt)
+        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, sink: attempt)
+    }
+
+    /// Calls the plugin; its completion goes to `sink`.
+    func invoke(
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, sink: any CallSink
+    ) {
+        let pending = PendingCall(owner: self, attempt: sink)
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
         payload.withUnsafeBufferPointer { bytes in
@@ -143,19 +150,15 @@ final class PluginCapability: Capability, @unchecked Sendable {  // Immutable af
         descriptor.pointee.destroy(instance)
     }
 
-    var info: LoadedPluginInfo {
-        LoadedPluginInfo(
-            name: name, version: version, operations: operations, library: library.path, file: file, generation: generation,
-            loadedAt: loadedAt)
-    }
+    var libraryPath: String { library.path }
 }
 
 /// One call in flight: the router's attempt, reached through the call's `host_reserved`.
 private final class PendingCall {
     let owner: PluginCapability
-    let attempt: Attempt
+    let attempt: any CallSink
 
-    init(owner: PluginCapability, attempt: Attempt) {
+    init(owner: PluginCapability, attempt: any CallSink) {
         self.owner = owner
         self.attempt = attempt
     }

@@ -19,6 +19,12 @@ import TOMLKit
 /// [circuit]                        # optional: a circuit breaker (see CircuitBreaker)
 /// failures = 5                     # consecutive retryable failures that open it
 /// coolDown = 30_000                # ms it stays open before one probe call
+///
+/// isolation = "process"            # optional (a top-level key): run it in a child process
+/// [limits]                         # optional, with isolation = "process": the child's limits
+/// memory = 1_073_741_824           # bytes of address space
+/// cpuSeconds = 3600                # CPU time
+/// openFiles = 1024                 # open file descriptors
 /// ```
 /// Tables become objects, arrays arrays, integers and floats numbers; dates, times, `inf`
 /// and `nan` have no JSON form and are refused.
@@ -31,6 +37,10 @@ public struct PluginConfigFile: Sendable, Equatable {
     public var config: JSONObject
     /// The circuit breaker's settings, when the entry has a `[circuit]` table.
     public var circuit: CircuitPolicy?
+    /// Whether the plugin runs in the host's process (the default) or in a child of its own.
+    public var isolation: PluginIsolation = .inProcess
+    /// The child's resource limits (`[limits]`), with `isolation = "process"` only.
+    public var limits = PluginLimits()
 
     /// Parses the text of the file at `path`.
     /// - Throws: ``PluginConfigError`` naming the file, and the line where it is known.
@@ -44,6 +54,8 @@ public struct PluginConfigFile: Sendable, Equatable {
         var expectedName: String?
         var config = JSONObject()
         var circuit: CircuitPolicy?
+        var isolation = PluginIsolation.inProcess
+        var limits = PluginLimits()
         for key in table.keys {
             guard let value = table[key] else { continue }
             switch key {
@@ -76,15 +88,33 @@ public struct PluginConfigFile: Sendable, Equatable {
                 } catch {
                     throw fail(key, error.message)
                 }
+            case "isolation":
+                guard let text = value.string, let mode = PluginIsolation(rawValue: text) else {
+                    throw fail(key, "isolation must be \"in-process\" (the default) or \"process\"")
+                }
+                isolation = mode
+            case "limits":
+                guard let section = value.table else { throw fail(key, "limits must be a table: write [limits] above memory, cpuSeconds and openFiles") }
+                do throws(PluginConfigError.Reason) {
+                    limits = try PluginLimits(json: try Self.json(section, at: "limits"))
+                } catch {
+                    throw fail(error.key, error.text)
+                }
             default:
-                let what = value.type == .table ? "unknown section [\(key)]; the sections are [config] and [circuit]" : "unknown key \"\(key)\""
-                throw fail(key, "\(what); top-level keys are library, enabled and name (plugin settings go under [config])")
+                let what = value.type == .table ? "unknown section [\(key)]; the sections are [config], [circuit] and [limits]" : "unknown key \"\(key)\""
+                throw fail(key, "\(what); top-level keys are library, enabled, name and isolation (plugin settings go under [config])")
             }
         }
         guard let library else {
             throw PluginConfigError(file: path, line: nil, message: "missing required key library = \"libNAME.so\"")
         }
-        return PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config, circuit: circuit)
+        if !limits.isEmpty, isolation != .process {
+            throw fail("limits", "[limits] applies to a plugin in a child process: add isolation = \"process\"")
+        }
+        var entry = PluginConfigFile(path: path, library: library, enabled: enabled, expectedName: expectedName, config: config, circuit: circuit)
+        entry.isolation = isolation
+        entry.limits = limits
+        return entry
     }
 
     /// Parses any TOML document (csop serve's config file, say) into JSON, by the rules an
@@ -262,5 +292,56 @@ extension StringProtocol {
         guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
         let end = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
         return String(String.UnicodeScalarView(scalars[start...end]))
+    }
+}
+
+/// Where a plugin runs.
+public enum PluginIsolation: String, Sendable, Equatable {
+    /// In the host's process: the fastest, and a crash of the plugin is a crash of the host.
+    case inProcess = "in-process"
+    /// In a child process of its own (the `csop` executable in plugin-host mode): a crash
+    /// fails its calls in flight with `PLUGIN_CRASHED` and the child is restarted.
+    case process
+}
+
+/// Resource limits of an isolated plugin's child process (`setrlimit`), from `[limits]`.
+public struct PluginLimits: Sendable, Equatable {
+    /// Bytes of address space (`RLIMIT_AS`): past it, allocations fail.
+    public var memory: Int?
+    /// Seconds of CPU time (`RLIMIT_CPU`): past it, the child is killed (and restarted).
+    public var cpuSeconds: Int?
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    public var openFiles: Int?
+
+    public init() {}
+
+    var isEmpty: Bool { memory == nil && cpuSeconds == nil && openFiles == nil }
+
+    init(json: JSONObject) throws(PluginConfigError.Reason) {
+        for (key, value) in json.members {
+            let range: ClosedRange<Int64> =
+                switch key {
+                case "memory": (16 << 20)...(1 << 44)
+                case "cpuSeconds": 1...31_536_000
+                case "openFiles": 16...1_048_576
+                default: throw PluginConfigError.Reason(key, "unknown key limits.\(key); the limits are memory (bytes), cpuSeconds and openFiles")
+                }
+            guard case .int(let number) = value, range.contains(number) else {
+                throw PluginConfigError.Reason(key, "limits.\(key) must be an integer from \(range.lowerBound) to \(range.upperBound)")
+            }
+            switch key {
+            case "memory": memory = Int(number)
+            case "cpuSeconds": cpuSeconds = Int(number)
+            default: openFiles = Int(number)
+            }
+        }
+    }
+
+    var json: JSONValue {
+        var object = JSONObject()
+        if let memory { object["memory"] = .int(Int64(memory)) }
+        if let cpuSeconds { object["cpuSeconds"] = .int(Int64(cpuSeconds)) }
+        if let openFiles { object["openFiles"] = .int(Int64(openFiles)) }
+        return .object(object)
     }
 }

@@ -8,6 +8,8 @@ import Logging
 struct PluginLoader {
     let configuration: HostConfiguration
     let events: EventHub
+    /// True in an isolated plugin's child (`csop plugin-host`): every entry loads in this process.
+    var inChild = false
 
     /// Domains the host keeps for itself.
     static let reservedDomains: Set<String> = ["host"]
@@ -66,8 +68,16 @@ struct PluginLoader {
     }
 
     /// Loads one entry. Returns nil for a disabled entry.
-    /// - Parameter generation: which instance of its domain this will be (``PluginCapability/generation``).
-    func load(file: String, taken: [String: String], generation: (String) -> Int = { _ in 1 }) throws(PluginLoadFailure) -> PluginCapability? {
+    /// An entry with `isolation = "process"` starts a child process that loads it (``IsolatedPlugin``).
+    /// - Parameter generation: the generation of a new instance of a domain (``Capability/generation``);
+    ///   an isolated plugin asks again for each restart of its child.
+    func load(
+        file: String, taken: [String: String], generation: @escaping @Sendable (String) -> Int = { _ in 1 }
+    ) throws(PluginLoadFailure) -> (any LoadedPlugin)? {
+        if !inChild, let entry = try? PluginConfigFile.parse(try readEntry(file), path: file), entry.enabled, entry.isolation == .process {
+            return try IsolatedPlugin.start(
+                file: file, entry: entry, configuration: configuration, events: events, taken: taken, generation: generation)
+        }
         guard let inspected = try inspect(file: file) else { return nil }
         let name = inspected.name
         func fail(_ kind: PluginLoadFailure.Kind, _ message: String) -> PluginLoadFailure {

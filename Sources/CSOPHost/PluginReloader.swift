@@ -22,7 +22,7 @@ final class PluginReloader: Sendable {
     struct Entry: Sendable {
         let file: String
         let fingerprint: String
-        let capability: PluginCapability
+        let capability: any LoadedPlugin
     }
 
     private struct State {
@@ -33,7 +33,7 @@ final class PluginReloader: Sendable {
         /// Domains a reload removed, with their entry file, for `CAPABILITY_NOT_FOUND`'s message.
         var removed: [String: String] = [:]
         /// Instances taken out and not yet destroyed.
-        var draining: [PluginCapability] = []
+        var draining: [any LoadedPlugin] = []
         var stopped = false
     }
 
@@ -44,7 +44,7 @@ final class PluginReloader: Sendable {
     private let configuration: HostConfiguration
     private let hub: EventHub
     /// Routes to these capabilities from now on (set once by the host, before any reload).
-    private let install = Mutex<(@Sendable ([PluginCapability]) -> Void)?>(nil)
+    private let install = Mutex<(@Sendable ([any LoadedPlugin]) -> Void)?>(nil)
 
     /// Loads every enabled entry of the plugins directory, in name order.
     init(configuration: HostConfiguration, events: EventHub) {
@@ -55,12 +55,12 @@ final class PluginReloader: Sendable {
     }
 
     /// Sets what a reload calls with the capabilities to route to.
-    func onInstall(_ body: @escaping @Sendable ([PluginCapability]) -> Void) {
+    func onInstall(_ body: @escaping @Sendable ([any LoadedPlugin]) -> Void) {
         install.withLock { $0 = body }
     }
 
     /// The instances serving now, in entry order.
-    var capabilities: [PluginCapability] { state.withLock { $0.entries.map(\.capability) } }
+    var capabilities: [any LoadedPlugin] { state.withLock { $0.entries.map(\.capability) } }
 
     /// The entries that did not load at the last load or reload.
     var failures: [PluginLoadFailure] { state.withLock { $0.failures } }
@@ -68,7 +68,7 @@ final class PluginReloader: Sendable {
     /// The directories whose changes may change what a reload loads: the plugins directory and
     /// those of the libraries loaded.
     var watchedDirectories: [String] {
-        let libraries = state.withLock { $0.entries.map(\.capability.library.path) }
+        let libraries = state.withLock { $0.entries.map(\.capability.libraryPath) }
         var directories = [configuration.pluginsDirectory]
         for path in libraries {
             guard let slash = path.lastIndex(of: "/") else { continue }
@@ -129,7 +129,7 @@ final class PluginReloader: Sendable {
 
         var next: [Entry] = []
         var failures: [PluginLoadFailure] = []
-        var retired: [PluginCapability] = []
+        var retired: [any LoadedPlugin] = []
         var items: [ReloadReport.Item] = []
         var unchanged = 0
         for file in files {
@@ -143,8 +143,9 @@ final class PluginReloader: Sendable {
             var others = taken
             if let current { others.removeValue(forKey: current.capability.name) }
             do throws(PluginLoadFailure) {
-                let loaded = try loader.load(file: file, taken: others) { domain in
-                    self.state.withLock { state in
+                let loaded = try loader.load(file: file, taken: others) { [weak self] domain in
+                    guard let self else { return 0 }
+                    return self.state.withLock { state in
                         let generation = (state.generations[domain] ?? 0) + 1
                         state.generations[domain] = generation
                         return generation
@@ -168,7 +169,7 @@ final class PluginReloader: Sendable {
                 items.append(
                     .init(
                         change: current == nil || first ? .loaded : .replaced, plugin: loaded.name, file: file,
-                        version: loaded.version, generation: loaded.generation, library: loaded.library.path))
+                        version: loaded.version, generation: loaded.generation, library: loaded.libraryPath))
             } catch {
                 var failure = error
                 if let current {
@@ -241,7 +242,7 @@ final class PluginReloader: Sendable {
     /// Destroys each of `retired` once no request uses it and no call of it runs, on a thread
     /// of its own. One that stays busy is warned about after 30 s and destroyed whenever it
     /// becomes idle; shutdown takes over what is still draining then.
-    private func drain(_ retired: [PluginCapability]) {
+    private func drain(_ retired: [any LoadedPlugin]) {
         let logger = configuration.logger
         Thread.detachNewThread { [self] in
             var waiting = retired
@@ -275,7 +276,7 @@ final class PluginReloader: Sendable {
 
     /// Ends reloading and draining: returns what serves and what still drains, for shutdown
     /// to wait for and destroy.
-    func stop() -> (serving: [PluginCapability], draining: [PluginCapability]) {
+    func stop() -> (serving: [any LoadedPlugin], draining: [any LoadedPlugin]) {
         serial.withLock { _ in
             state.withLock { state in
                 state.stopped = true

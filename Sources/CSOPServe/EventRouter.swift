@@ -22,7 +22,8 @@ protocol EventSink: AnyObject, Sendable {
 /// instance may hand out the same id. So an owner holds the domain and generation of the
 /// instance that answered its subscribe, only that instance's events reach it, and when a
 /// reload retires the instance (a `host.plugin` event), each of its subscriptions ends with
-/// a `subscription.ended` event to its connection, which then forgets it.
+/// a `subscription.ended` event to its connection, which then forgets it. So does the crash
+/// of an isolated plugin's child (`crashed`): the restarted child is a new generation.
 final class EventRouter: Sendable {
     /// A registered subscription: where its events go, and which plugin instance made it.
     struct Owner: Sendable {
@@ -84,7 +85,8 @@ final class EventRouter: Sendable {
     /// A `host.plugin` event: a reload replaced or removed a plugin, so the subscriptions its
     /// retired instances made end.
     private func retire(_ event: JSONValue) {
-        guard event["type"] == "host.plugin", let change = event["change"]?.stringValue, change == "replaced" || change == "removed",
+        // An isolated plugin's child that crashed took its subscriptions with it, as a removal does.
+        guard event["type"] == "host.plugin", let change = event["change"]?.stringValue, ["replaced", "removed", "crashed"].contains(change),
             let domain = event["plugin"]?.stringValue, case .int(let generation)? = event["generation"]
         else { return }
         let through = Int(generation) - (change == "replaced" ? 1 : 0)
@@ -102,7 +104,10 @@ final class EventRouter: Sendable {
 
     /// `{"type":"event","subscription":…,"event":"subscription.ended","data":{plugin, change, reason}}`.
     static func endedEvent(_ id: String, domain: String, change: String) -> [UInt8] {
-        let reason = "a reload \(change) the \(domain) plugin, and with it this subscription; subscribe again"
+        let reason =
+            change == "crashed"
+            ? "the \(domain) plugin's process crashed, and with it this subscription; subscribe again once it is back"
+            : "a reload \(change) the \(domain) plugin, and with it this subscription; subscribe again"
         let data: JSONObject = ["plugin": .string(domain), "change": .string(change), "reason": .string(reason)]
         let event: JSONObject = [
             "type": "event", "subscription": .string(id), "event": "subscription.ended", "data": .object(data),

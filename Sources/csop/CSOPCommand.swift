@@ -13,6 +13,6 @@ struct CSOPCommand: AsyncParsableCommand {
         version: "csop \(CSOPHost.version) (plugin ABI \(CSOPHost.abiVersion))",
         subcommands: [
             DispatchCommand.self, PluginsCommand.self, CheckCommand.self, RunCommand.self, SubscribeCommand.self,
-            BenchCommand.self, ServeCommand.self, TokenCommand.self,
+            BenchCommand.self, ServeCommand.self, TokenCommand.self, PluginHostCommand.self,
         ])
 }

@@ -303,6 +303,7 @@ test('a subscription a plugin reload ended is renewed under the same handle', as
     const again = ws.sent.filter((m) => m.action === 'sync.subscribe');
     assert.equal(again.length, 2);
     assert.deepEqual(again[1].payload, { channel: 'news' });
+    assert.equal(again[1].options?.retry, 5, 'the server retries while a crashed plugin restarts');
     ws.answer(again[1], { subscribed: true, channel: 'news', subscription: 'sub_9' });
     await tick();
     ws.reply({ type: 'event', subscription: 'sub_9', channel: 'news', event: 'after', data: 1 });

@@ -10,7 +10,7 @@ import Synchronization
 /// no longer abandons it. The answer is then the completion, however late, and if none comes
 /// within ``Router/commitGrace`` after the timeout, a non-retryable `TIMEOUT` that says the
 /// effect may have happened.
-final class Attempt: Sendable {
+final class Attempt: CallSink, Sendable {
     let callID: UInt64
     /// Zero-based: the first try is attempt 0.
     let number: Int
@@ -96,4 +96,13 @@ final class Attempt: Sendable {
         guard first else { return }
         router.settle(self, outcome: .failure(router.commitOverdueError(self)))
     }
+}
+
+/// Where a plugin call's outcome goes: the router's ``Attempt``, or, in an isolated plugin's
+/// child process, the frame that carries it back to the host.
+protocol CallSink: AnyObject, Sendable {
+    /// The outcome, exactly once; later ones are ignored.
+    func complete(_ outcome: Result<RawJSON, CSOPError>)
+    /// True while the call is still wanted (see ``Attempt/beginCommit()``).
+    func beginCommit() -> Bool
 }

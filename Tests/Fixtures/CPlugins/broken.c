@@ -8,10 +8,13 @@
  *   -DREFUSE_CONFIG check_config refuses every config naming "port"
  *   -DNEVER_COMPLETE "status" is never completed
  *   -DDOUBLE_COMPLETE every call is completed twice, the second time with an error
+ *   -DCRASHES       "status" dereferences NULL (SIGSEGV): for process isolation
+ *   -DABORTS        "status" calls abort() (SIGABRT)
  *   -DNAME=\"x\"    serves domain x (default "broken")
  */
 #define _GNU_SOURCE
 #include <csop_plugin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef NAME
@@ -40,6 +43,15 @@ static int32_t create(const csop_host_api *host, const uint8_t *config, size_t c
 
 static void invoke(void *instance, const csop_call *call) {
     (void)instance;
+#ifdef CRASHES
+    if (call->operation_index == 1) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+    }
+#endif
+#ifdef ABORTS
+    if (call->operation_index == 1) abort();
+#endif
 #ifdef NEVER_COMPLETE
     if (call->operation_index == 1) return;
 #endif
