@@ -1,6 +1,7 @@
 import CSOPCore
 import CSOPHost
 import Foundation
+import Synchronization
 import Histogram
 
 /// What a suite gets: a scratch directory, hosts built from plugin entries, and timers.
@@ -49,6 +50,58 @@ final class BenchContext: Sendable {
         let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: directory, pluginSearchPath: [buildDirectory]))
         if let failure = host.failures.first { throw BenchError(message: failure.description) }
         return host
+    }
+
+    /// Loads a host whose one entry runs `library` in a child process (`isolation = "process"`).
+    func makeIsolatedHost(library: String) async throws -> CSOPHost {
+        let directory = "\(workDirectory)/plugins-\(UInt32.random(in: 0 ... .max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try "library = \"\(library)\"\nisolation = \"process\"\n".write(
+            toFile: "\(directory)/00-bench.conf", atomically: true, encoding: .utf8)
+        let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: directory, pluginSearchPath: [buildDirectory]))
+        if let failure = host.failures.first { throw BenchError(message: failure.description) }
+        return host
+    }
+
+    /// Requests per second with `window` requests kept in flight: each completion lets one
+    /// more go. Completions that come inline (a plugin answering inside dispatch) do not
+    /// recurse: one thread at a time sends, in a loop, while there is room.
+    func throughput(_ host: CSOPHost, _ request: Request, count: Int, window: Int) async -> Double {
+        struct Flow {
+            var room: Int
+            var sent = 0
+            var done = 0
+            var sending = false
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let flow = Mutex(Flow(room: min(window, count)))
+            @Sendable func pump() {
+                while flow.withLock({ flow -> Bool in
+                    guard flow.room > 0, flow.sent < count else {
+                        flow.sending = false
+                        return false
+                    }
+                    flow.room -= 1
+                    flow.sent += 1
+                    return true
+                }) {
+                    host.dispatch(request) { _ in
+                        let (finished, takeOver) = flow.withLock { flow -> (Bool, Bool) in
+                            flow.done += 1
+                            flow.room += 1
+                            let takeOver = !flow.sending
+                            if takeOver { flow.sending = true }
+                            return (flow.done == count, takeOver)
+                        }
+                        if finished { continuation.resume() } else if takeOver { pump() }
+                    }
+                }
+            }
+            flow.withLock { $0.sending = true }
+            pump()
+        }
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 
     /// Times `body` `iterations` times after `warmup` untimed runs.

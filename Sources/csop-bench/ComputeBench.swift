@@ -35,7 +35,7 @@ struct ComputeBench: BenchSuite {
             try Self.check(await host.dispatch(addRequest), "custom a+b")
         }
         let bareAdd = try BareJavaScript().measureAdd(context, iterations: iterations)
-        let inFlight = await Self.throughput(host, addRequest, count: context.iterations(200_000), window: 64)
+        let inFlight = await context.throughput(host, addRequest, count: context.iterations(200_000), window: 64)
         let fib = try await context.measure(iterations: iterations, warmup: 2000) {
             try Self.check(await host.dispatch(fibRequest), "fibonacci")
         }
@@ -78,31 +78,6 @@ struct ComputeBench: BenchSuite {
 
     private static func check(_ response: Response, _ what: String) throws {
         if let error = response.error { throw BenchError(message: "compute bench: \(what) failed: \(error)") }
-    }
-
-    /// Requests per second with `window` requests kept in flight.
-    private static func throughput(_ host: CSOPHost, _ request: Request, count: Int, window: Int) async -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let state = Mutex((sent: 0, done: 0))
-            @Sendable func send() {
-                let go = state.withLock { s -> Bool in
-                    guard s.sent < count else { return false }
-                    s.sent += 1
-                    return true
-                }
-                guard go else { return }
-                host.dispatch(request) { _ in
-                    let finished = state.withLock { s -> Bool in
-                        s.done += 1
-                        return s.done == count
-                    }
-                    if finished { continuation.resume() } else { send() }
-                }
-            }
-            for _ in 0..<min(window, count) { send() }
-        }
-        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
 }
 

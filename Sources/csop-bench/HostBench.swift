@@ -20,7 +20,16 @@ struct HostBench: BenchSuite {
         let baseline = context.measure(iterations: iterations, warmup: 2000) {
             _ = request.payload.serialized()
         }
+        let inProcessLoad = await context.throughput(host, request, count: context.iterations(200_000), window: 64)
         await host.shutdown()
+
+        // The same plugin in a child process (isolation = "process"), beside the in-process rows.
+        let isolated = try await context.makeIsolatedHost(library: "libcsop-diag.so")
+        let isolatedStats = await context.measure(iterations: context.iterations(50_000), warmup: 2000) {
+            _ = await isolated.dispatch(request)
+        }
+        let isolatedLoad = await context.throughput(isolated, request, count: context.iterations(200_000), window: 64)
+        await isolated.shutdown()
 
         let directory = try context.makePluginsDirectory([(library: "libcsop-diag.so", config: JSONObject())])
         let count = context.iterations(200_000)
@@ -37,6 +46,13 @@ struct HostBench: BenchSuite {
             BenchRow(
                 suite: name, name: "no-op dispatch, in-process (callback)", stats: callbackStats,
                 throughput: 1e6 / callbackStats.mean, baseline: "serialize the payload only", baselineStats: baseline),
+            BenchRow(
+                suite: name, name: "no-op dispatch, isolated plugin (await)", stats: isolatedStats,
+                throughput: 1e6 / isolatedStats.mean, baseline: "in-process (await)", baselineStats: asyncStats,
+                targets: [.maxP50(microseconds: 25)]),
+            BenchRow(
+                suite: name, name: "no-op, isolated plugin, 64 in flight", throughput: isolatedLoad,
+                baseline: "in-process, 64 in flight", baselineThroughput: inProcessLoad, targets: [.minThroughput(100_000)]),
             BenchRow(
                 suite: name, name: "no-op via csop run, 64 in flight", stats: run.latency, throughput: run.throughput,
                 baseline: "same lines echoed by cat", baselineStats: cat.latency, baselineThroughput: cat.throughput,
