@@ -151,6 +151,22 @@ import Testing
         await host.shutdown()
     }
 
+    /// A child that cannot load its plugin is a load failure like any other, with the child's reason.
+    @Test func aChildThatCannotLoadItsPluginIsAnEntryFailure() async throws {
+        try writeEntry("10-missing.conf", library: "libnowhere.so")
+        try writeEntry("20-failing.conf", library: try await compile("broken.c", ["FAILING_INIT", "NAME=\"failing\""], as: "libfailing.so"))
+        try writeEntry("30-hello.conf", library: try await compile("hello.c", as: "libhello.so"))
+        let host = try host()
+        #expect(host.failures.map(\.kind) == [.libraryNotFound, .initFailed], "\(host.failures)")
+        #expect(host.failures.last?.message.contains("cannot open /nonexistent/db") == true, "\(host.failures)")
+        #expect(host.failures.last?.domain == "failing")
+        #expect(host.plugins.map(\.name) == ["hello"])
+        #expect(await host.dispatch("hello.greet").error == nil)
+        let missing = await host.dispatch("failing.ping")
+        #expect(missing.error?.code == .capabilityNotFound)
+        await host.shutdown()
+    }
+
     @Test func badIsolationSettingsAreConfigErrors() throws {
         func parse(_ text: String) -> String? {
             do throws(PluginConfigError) {

@@ -40,7 +40,7 @@ public enum IsolatedPluginHost {
 
         init(channel: IsolationChannel) {
             self.channel = channel
-            self.reader = IsolationChannel.FrameReader(descriptor: channel.descriptor)
+            self.reader = channel.makeReader()
         }
 
         /// Reads and handles frames until the host closes the socket.
@@ -148,6 +148,7 @@ public enum IsolatedPluginHost {
             var object: JSONObject = ["kind": .string(failure.kind.rawValue), "message": .string(failure.message)]
             if let domain = failure.domain { object["domain"] = .string(domain) }
             channel.send(.failed, JSONValue.object(object).serialized())
+            channel.flush()
             channel.shutdownBoth()
         }
 

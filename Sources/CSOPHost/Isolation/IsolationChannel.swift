@@ -5,8 +5,13 @@ import Synchronization
 /// One end of the Unix stream socket between the host and an isolated plugin's child: frames
 /// of `[u32 length, little-endian][u8 kind][body]`, `length` counting the kind and the body.
 ///
-/// Writes from any thread (one `write` per frame, under a lock, so frames never interleave);
-/// reads from one thread (``readFrames(_:)``). Owns the descriptor and closes it when it goes.
+/// Writes from any thread; frames never interleave. Sends coalesce: while one thread writes,
+/// frames sent meanwhile are appended and go out in its next `send`, and frames sent from the
+/// reading thread itself (answers produced while handling what was read) wait until that
+/// thread has handled every frame it already holds, then go out together just before it
+/// blocks to read again. Under load that is one system call for many frames; alone, a frame
+/// goes out at once. Reads from one thread (``readFrames(_:)`` or a ``FrameReader``). Owns the
+/// descriptor and closes it when it goes.
 final class IsolationChannel: Sendable {
     /// What a frame carries. Bodies: see ``IsolatedPlugin`` (host side) and
     /// ``IsolatedPluginHost`` (child side).
@@ -37,14 +42,22 @@ final class IsolationChannel: Sendable {
     static let maxFrame = 1 << 30
 
     let descriptor: Int32
-    private let writeLock = Mutex(())
+    private struct Outbox {
+        var bytes: [UInt8] = []
+        var writing = false
+        var failed = false
+    }
+    private let outbox = Mutex(Outbox())
     private let closed = Atomic<Bool>(false)
+    /// The reading thread (`pthread_t`), 0 before one starts.
+    private let reader = Atomic<UInt>(0)
 
     init(descriptor: Int32) { self.descriptor = descriptor }
 
     deinit { close(descriptor) }
 
-    /// Sends one frame. - Returns: false when the peer is gone.
+    /// Sends one frame (from the reading thread: queues it until ``flush()``).
+    /// - Returns: false when the peer is known to be gone.
     @discardableResult
     func send(_ kind: Kind, _ body: [UInt8]) -> Bool {
         var frame = [UInt8]()
@@ -52,8 +65,31 @@ final class IsolationChannel: Sendable {
         Self.appendU32(&frame, UInt32(body.count + 1))
         frame.append(kind.rawValue)
         frame += body
-        return writeLock.withLock { _ in
-            frame.withUnsafeBytes { raw in
+        if reader.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: pthread_self())) {
+            return outbox.withLock { outbox in
+                outbox.bytes += frame
+                return !outbox.failed
+            }
+        }
+        return write(frame)
+    }
+
+    /// Writes what is queued.
+    @discardableResult
+    func flush() -> Bool { write([]) }
+
+    /// Appends `frame` and, unless another thread is writing (it will take the frame along),
+    /// writes everything queued until nothing is left.
+    private func write(_ frame: [UInt8]) -> Bool {
+        var chunk: [UInt8]? = outbox.withLock { outbox in
+            outbox.bytes += frame
+            guard !outbox.writing, !outbox.bytes.isEmpty, !outbox.failed else { return nil }
+            outbox.writing = true
+            defer { outbox.bytes = [] }
+            return outbox.bytes
+        }
+        while let bytes = chunk {
+            let ok = bytes.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
                     let n = Glibc.send(descriptor, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
@@ -63,7 +99,25 @@ final class IsolationChannel: Sendable {
                 }
                 return true
             }
+            chunk = outbox.withLock { outbox in
+                if !ok { outbox.failed = true }
+                guard ok, !outbox.bytes.isEmpty else {
+                    outbox.writing = false
+                    outbox.bytes = []
+                    return nil
+                }
+                defer { outbox.bytes = [] }
+                return outbox.bytes
+            }
         }
+        return outbox.withLock { !$0.failed }
+    }
+
+    /// A reader for this channel on the calling thread: frames it sends are queued and
+    /// flushed each time the reader is about to wait.
+    func makeReader() -> FrameReader {
+        reader.store(UInt(bitPattern: Int(bitPattern: pthread_self())), ordering: .relaxed)
+        return FrameReader(descriptor: descriptor) { [weak self] in self?.flush() }
     }
 
     /// Stops both directions: the reader sees the end, the peer sees EOF.
@@ -75,7 +129,7 @@ final class IsolationChannel: Sendable {
     /// Reads frames and hands each to `handle` until the peer closes, an error, or a frame
     /// over ``maxFrame``. Blocks: run it on a thread of its own.
     func readFrames(_ handle: (Kind?, ArraySlice<UInt8>) -> Void) {
-        let reader = FrameReader(descriptor: descriptor)
+        let reader = makeReader()
         while let (kind, body) = reader.next() { handle(kind, body[...]) }
     }
 
@@ -86,8 +140,12 @@ final class IsolationChannel: Sendable {
         private var buffer = [UInt8](repeating: 0, count: 256 * 1024)
         private var start = 0
         private var end = 0
+        private let willWait: () -> Void
 
-        init(descriptor: Int32) { self.descriptor = descriptor }
+        init(descriptor: Int32, willWait: @escaping () -> Void = {}) {
+            self.descriptor = descriptor
+            self.willWait = willWait
+        }
 
         /// The next frame, or nil at the end (the peer closed, an error, a frame too large).
         func next() -> (Kind?, [UInt8])? {
@@ -114,6 +172,8 @@ final class IsolationChannel: Sendable {
                     }
                     if buffer.count < 4 + length { buffer += [UInt8](repeating: 0, count: 4 + length - buffer.count) }
                 }
+                // Nothing whole is left to handle: what handling it queued goes out before we wait.
+                willWait()
                 let n = buffer.withUnsafeMutableBytes { raw in recv(descriptor, raw.baseAddress! + end, raw.count - end, 0) }
                 if n < 0, errno == EINTR { continue }
                 guard n > 0 else { return nil }
