@@ -41,4 +41,7 @@ public struct ErrorCode: RawRepresentable, Sendable, Hashable, CustomStringConve
     /// The plugin's circuit breaker is open after repeated failures: calls fail at once until
     /// its cool-down ends; retryable later.
     public static let circuitOpen: ErrorCode = "CIRCUIT_OPEN"
+    /// The child process of an isolated plugin died while the call ran, or is being
+    /// restarted; retryable.
+    public static let pluginCrashed: ErrorCode = "PLUGIN_CRASHED"
 }

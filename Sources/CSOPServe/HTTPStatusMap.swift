@@ -14,7 +14,7 @@ public import HTTPTypes
 /// | `CONFLICT` | 409 |
 /// | `PAYLOAD_TOO_LARGE`, `QUOTA_EXCEEDED` | 413 |
 /// | `QUEUE_FULL`, `RATE_LIMITED` | 429, with `Retry-After` |
-/// | `NOT_CONNECTED`, `NOT_INITIALIZED`, `CIRCUIT_OPEN` | 503 |
+/// | `NOT_CONNECTED`, `NOT_INITIALIZED`, `CIRCUIT_OPEN`, `PLUGIN_CRASHED` | 503 |
 /// | `TIMEOUT` | 504 |
 /// | anything else | 500 |
 public enum HTTPStatusMap {
@@ -27,7 +27,8 @@ public enum HTTPStatusMap {
         case "CONFLICT": return .conflict
         case GatewayErrorCode.payloadTooLarge.rawValue, "QUOTA_EXCEEDED": return .contentTooLarge
         case ErrorCode.queueFull.rawValue, ErrorCode.rateLimited.rawValue: return .tooManyRequests
-        case "NOT_CONNECTED", ErrorCode.notInitialized.rawValue, ErrorCode.circuitOpen.rawValue: return .serviceUnavailable
+        case "NOT_CONNECTED", ErrorCode.notInitialized.rawValue, ErrorCode.circuitOpen.rawValue, ErrorCode.pluginCrashed.rawValue:
+            return .serviceUnavailable
         case ErrorCode.timeout.rawValue: return .gatewayTimeout
         default:
             if raw.hasPrefix("INVALID_") { return .badRequest }

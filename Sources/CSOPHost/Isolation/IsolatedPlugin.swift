@@ -233,7 +233,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         let (crash, restartAt) = state.withLock { ($0.lastCrash, $0.restartAt) }
         let wait = restartAt.map { " and restarts in \(Int(max(0, $0 - monotonicMilliseconds()))) ms" } ?? " and is restarting"
         return CSOPError(
-            "PLUGIN_CRASHED", "the isolated plugin \(name) \(crash ?? "stopped")\(wait); retry", retryable: true)
+            .pluginCrashed, "the isolated plugin \(name) \(crash ?? "stopped")\(wait); retry", retryable: true)
     }
 
     /// Ends the child: it destroys its plugin and exits when its socket closes; after 5 s it is killed.
@@ -339,7 +339,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         logger.error("\(message)")
         audit?.record("plugin.crashed", ["plugin": name, "file": file, "outcome": how])
         announce("crashed", generation: child.generation, message: message)
-        let error = CSOPError("PLUGIN_CRASHED", "the isolated plugin \(name) \(how) while this call ran; it restarts in \(Int(delay)) ms", retryable: true)
+        let error = CSOPError(.pluginCrashed, "the isolated plugin \(name) \(how) while this call ran; it restarts in \(Int(delay)) ms", retryable: true)
         for attempt in failed { attempt.complete(.failure(error)) }
         scheduleRestart(after: delay)
     }
