@@ -151,6 +151,49 @@ import Testing
         await host.shutdown()
     }
 
+    /// A timeout cancels the call in the child: the Swift diag plugin, isolated, counts the
+    /// cancellation its sleep received.
+    @Test func aTimeoutCancelsTheCallInTheChild() async throws {
+        try writeEntry("00-diag.conf", library: "libcsop-diag.so")
+        let host = try host()
+        #expect(host.failures.isEmpty, "\(host.failures)")
+        let slow = await host.dispatch("diag.sleep", ["ms": 30_000], options: RequestOptions(timeout: 100))
+        #expect(slow.error?.code == .timeout)
+        var cancelled: JSONValue?
+        for _ in 0..<500 where cancelled != 1 {
+            cancelled = await host.dispatch("diag.cancelled").data
+            if cancelled != 1 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(cancelled == 1, "the sleep in the child was never cancelled")
+        await host.shutdown()
+    }
+
+    /// A reload that changes an isolated entry starts a new child, then ends the old one.
+    @Test func aReloadReplacesTheChildAndEndsTheOldOne() async throws {
+        let library = try await compile("hello.c", as: "libhello.so")
+        try writeEntry("10-hello.conf", library: library)
+        let host = try host()
+        func pid() async -> Int64? {
+            let info = await host.info()
+            guard case .int(let pid)? = info["capabilities"]?.arrayValue?.first(where: { $0["name"] == "hello" })?["pid"] else { return nil }
+            return pid
+        }
+        let first = try #require(await pid())
+        try writeEntry("10-hello.conf", library: library, limits: "# edited\n")
+        #expect(await host.reload().items.map(\.change) == [.replaced])
+        let second = try #require(await pid())
+        #expect(second != first)
+        #expect(await host.dispatch("hello.greet").error == nil)
+        var gone = false
+        for _ in 0..<500 where !gone {
+            gone = kill(pid_t(first), 0) != 0
+            if !gone { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(gone, "the old child \(first) still runs")
+        await host.shutdown()
+        #expect(kill(pid_t(second), 0) != 0, "shutdown ends the child")
+    }
+
     /// A child that cannot load its plugin is a load failure like any other, with the child's reason.
     @Test func aChildThatCannotLoadItsPluginIsAnEntryFailure() async throws {
         try writeEntry("10-missing.conf", library: "libnowhere.so")
