@@ -99,12 +99,8 @@ struct PluginLoader {
             throw fail(.initFailed, "plugin \"\(name)\" failed to start: \(failure.code): \(failure.message)")
         }
         let events = events
-        let logger = configuration.logger
-        let circuit = inspected.entry.circuit.map { policy in
-            CircuitBreaker(plugin: name, policy: policy) { plugin, state, policy in
-                logger.warning("\(plugin): circuit \(state.name)")
-                events.publish(HostEvent(plugin: "host", json: RawJSON(CircuitBreaker.event(plugin: plugin, state: state, policy: policy))))
-            }
+        let circuit = inspected.entry.circuit.map {
+            CircuitBreaker.announcing(plugin: name, policy: $0, logger: configuration.logger, events: events)
         }
         return PluginCapability(
             name: name, version: inspected.version, operations: inspected.operations, library: inspected.library,

@@ -1,4 +1,5 @@
 public import CSOPCore
+import Logging
 import Synchronization
 
 /// When a plugin's circuit opens and for how long: a plugins.d entry's `[circuit]` table.
@@ -145,6 +146,15 @@ final class CircuitBreaker: Sendable {
     }
 
     /// The event a change of state emits: `{type: "host.circuit", plugin, state, …}`.
+    /// A plugin's breaker as a loaded plugin has it: each change of state is a warning in
+    /// `logger` and a `host.circuit` event on `events`.
+    static func announcing(plugin: String, policy: CircuitPolicy, logger: Logger, events: EventHub) -> CircuitBreaker {
+        CircuitBreaker(plugin: plugin, policy: policy) { plugin, state, policy in
+            logger.warning("\(plugin): circuit \(state.name)")
+            events.publish(HostEvent(plugin: "host", json: RawJSON(CircuitBreaker.event(plugin: plugin, state: state, policy: policy))))
+        }
+    }
+
     static func event(plugin: String, state: State, policy: CircuitPolicy) -> JSONValue {
         var object: JSONObject = ["type": "host.circuit", "plugin": .string(plugin), "state": .string(state.name)]
         if case .open = state { object["coolDown"] = .double(policy.coolDown) }

@@ -86,12 +86,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         var indexes: [String: Int] = [:]
         for (i, op) in ready.operations.enumerated() { indexes[op] = i }
         self.operationIndexes = indexes
-        self.circuit = entry.circuit.map { policy in
-            CircuitBreaker(plugin: ready.name, policy: policy) { [events, logger] plugin, state, policy in
-                logger.warning("\(plugin): circuit \(state.name)")
-                events.publish(HostEvent(plugin: "host", json: RawJSON(CircuitBreaker.event(plugin: plugin, state: state, policy: policy))))
-            }
-        }
+        self.circuit = entry.circuit.map { CircuitBreaker.announcing(plugin: ready.name, policy: $0, logger: logger, events: events) }
     }
 
     /// What a child says once its plugin is created.
