@@ -76,24 +76,30 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     /// Calls that were invoked and not yet completed.
     var runningCount: Int { running.load(ordering: .acquiring) }
 
-    func enter() { users.add(1, ordering: .relaxed) }
+    // Sequentially consistent: see Router.resolveCapability.
+    func enter() { users.add(1, ordering: .sequentiallyConsistent) }
     func leave() { users.subtract(1, ordering: .releasing) }
 
     /// True when no request uses it and no call of it runs: a reload that took it out of the
     /// router may destroy it.
-    var isIdle: Bool { users.load(ordering: .acquiring) == 0 && running.load(ordering: .acquiring) == 0 }
+    var isIdle: Bool { users.load(ordering: .sequentiallyConsistent) == 0 && running.load(ordering: .acquiring) == 0 }
 
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
-        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, sink: attempt)
+        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, pending: PendingCall(owner: self, attempt: attempt))
     }
 
     /// Calls the plugin; its completion goes to `sink`.
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, sink: any CallSink
     ) {
-        let pending = PendingCall(owner: self, attempt: sink)
+        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, pending: PendingCall(owner: self, sink: sink))
+    }
+
+    private func invoke(
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, pending: PendingCall
+    ) {
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
         payload.withUnsafeBufferPointer { bytes in
@@ -153,14 +159,31 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     var libraryPath: String { library.path }
 }
 
-/// One call in flight: the router's attempt, reached through the call's `host_reserved`.
+/// One call in flight, reached through the call's `host_reserved`: the router's attempt
+/// (called directly, on the hot path), or another sink (an isolated plugin's child).
 private final class PendingCall {
     let owner: PluginCapability
-    let attempt: any CallSink
+    let attempt: Attempt?
+    let sink: (any CallSink)?
 
-    init(owner: PluginCapability, attempt: any CallSink) {
+    init(owner: PluginCapability, attempt: Attempt) {
         self.owner = owner
         self.attempt = attempt
+        self.sink = nil
+    }
+
+    init(owner: PluginCapability, sink: any CallSink) {
+        self.owner = owner
+        self.attempt = nil
+        self.sink = sink
+    }
+
+    func complete(_ result: Result<RawJSON, CSOPError>) {
+        if let attempt { attempt.complete(result) } else { sink?.complete(result) }
+    }
+
+    func beginCommit() -> Bool {
+        if let attempt { attempt.beginCommit() } else { sink?.beginCommit() ?? false }
     }
 }
 
@@ -180,7 +203,7 @@ private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointe
     let result = decodeOutcome(outcome, plugin: pending.owner.name)
     pending.owner.callFinished(call.pointee.call_id)
     CallRecords.shared.retire(record)
-    pending.attempt.complete(result)
+    pending.complete(result)
 }
 
 /// `csop_call.begin_commit`: 1 while the router still wants the call (it will now wait for
@@ -190,7 +213,7 @@ private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
     guard let call else { return 0 }
     let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     guard let pending = csop_load_pointer(slot) else { return 0 }
-    return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().attempt.beginCommit() ? 1 : 0
+    return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().beginCommit() ? 1 : 0
 }
 
 /// The least `csop_outcome.struct_size` the host reads: every field of ABI version 1.

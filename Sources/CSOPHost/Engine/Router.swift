@@ -23,7 +23,12 @@ final class Router: Sendable {
     }
 
     /// What serves each domain now; a reload swaps it whole (``replaceCapabilities(_:)``).
-    private let capabilities: Mutex<[String: any Capability]>
+    /// Read without a lock on every request: see ``CapabilityTable``.
+    private let current: Atomic<Unmanaged<CapabilityTable>>
+    /// Every table ever current, kept for the life of the router: a request may still read
+    /// one a reload has just replaced (see ``resolveCapability(_:)``). A table is a small
+    /// dictionary; reloads are rare.
+    private let tables: Mutex<[CapabilityTable]>
     private let missingDomainHint: @Sendable (String) -> String?
     private let scheduler: any Scheduler
     private let backoff: BackoffPolicy
@@ -51,25 +56,41 @@ final class Router: Sendable {
     ) {
         self.audit = audit
         self.missingDomainHint = missingDomainHint
-        self.capabilities = Mutex(Self.byName(capabilities))
+        let table = CapabilityTable(capabilities)
+        self.current = Atomic(Unmanaged.passUnretained(table))
+        self.tables = Mutex([table])
         self.scheduler = scheduler
         self.backoff = backoff
         self.random = random
         self.maxInFlightBytes = maxInFlightBytes
     }
 
-    private static func byName(_ capabilities: [any Capability]) -> [String: any Capability] {
-        var byName: [String: any Capability] = [:]
-        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
-        return byName
-    }
-
     /// Routes new requests to `capabilities` from now on. A request already routed keeps its
     /// capability (its retries included) until it is answered: a capability taken out here
     /// may be destroyed once its ``Capability/users`` and running calls reach zero.
     func replaceCapabilities(_ capabilities: [any Capability]) {
-        let table = Self.byName(capabilities)
-        self.capabilities.withLock { $0 = table }
+        let table = CapabilityTable(capabilities)
+        tables.withLock { $0.append(table) }
+        // Sequentially consistent, with the loads in resolveCapability: a reloader that reads
+        // a capability's user count after this store sees every request that will use it.
+        current.store(Unmanaged.passUnretained(table), ordering: .sequentiallyConsistent)
+    }
+
+    /// The capability serving `domain` now, entered (``Capability/enter()``), or nil.
+    ///
+    /// Lock-free: enter, then check that the table is still current. A request that entered
+    /// before a reload swapped the table is seen by the reloader's drain (which reads the
+    /// count after the swap); one that entered after it sees the new table, leaves, and reads
+    /// again, never calling the capability it entered — whose object stays valid, as every
+    /// table keeps its capabilities.
+    private func resolveCapability(_ domain: String) -> (any Capability)? {
+        while true {
+            let table = current.load(ordering: .sequentiallyConsistent)
+            guard let capability = table.takeUnretainedValue().byName[domain] else { return nil }
+            capability.enter()
+            if current.load(ordering: .sequentiallyConsistent).toOpaque() == table.toOpaque() { return capability }
+            capability.leave()
+        }
     }
 
     /// Requests dispatched and not yet answered.
@@ -142,14 +163,8 @@ final class Router: Sendable {
             throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
         }
         try request.options.validate()
-        // Entered under the table's lock, so a reload that swaps the table after this sees the user.
-        let found = capabilities.withLock { table in
-            let capability = table[action.domain]
-            capability?.enter()
-            return capability
-        }
-        guard let capability = found else {
-            let known = capabilities.withLock { $0.keys.sorted() }.joined(separator: ", ")
+        guard let capability = resolveCapability(action.domain) else {
+            let known = current.load(ordering: .acquiring).takeUnretainedValue().byName.keys.sorted().joined(separator: ", ")
             var message = "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)"
             if let hint = missingDomainHint(action.domain) { message += "; \(hint)" }
             throw CSOPError(.capabilityNotFound, message)
@@ -266,5 +281,17 @@ final class Router: Sendable {
 
     private static func format(_ milliseconds: Double) -> String {
         milliseconds == milliseconds.rounded() ? String(Int64(milliseconds)) : String(milliseconds)
+    }
+}
+
+/// The capabilities a router serves, by domain: immutable, replaced whole by a reload.
+final class CapabilityTable: Sendable {
+    let byName: [String: any Capability]
+
+    /// The first of each name wins.
+    init(_ capabilities: [any Capability]) {
+        var byName: [String: any Capability] = [:]
+        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
+        self.byName = byName
     }
 }

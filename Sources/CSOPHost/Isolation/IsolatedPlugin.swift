@@ -166,12 +166,13 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
 
     func operationIndex(_ operation: String) -> Int? { operationIndexes[operation] }
 
-    func enter() { users.add(1, ordering: .relaxed) }
+    // Sequentially consistent: see Router.resolveCapability.
+    func enter() { users.add(1, ordering: .sequentiallyConsistent) }
     func leave() { users.subtract(1, ordering: .releasing) }
 
     var runningCount: Int { state.withLock { $0.pending.count } }
     var abandonedCalls: [UInt64] { state.withLock { $0.abandoned.sorted() } }
-    var isIdle: Bool { users.load(ordering: .acquiring) == 0 && runningCount == 0 }
+    var isIdle: Bool { users.load(ordering: .sequentiallyConsistent) == 0 && runningCount == 0 }
 
     var infoDetails: JSONObject {
         state.withLock { state in
