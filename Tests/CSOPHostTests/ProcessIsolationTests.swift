@@ -101,6 +101,11 @@ import Testing
         #expect(crashy?["generation"] == 2)
         #expect(crashy?["lastCrash"]?.stringValue?.contains("killed by signal") == true)
         await host.shutdown()
+        if case .int(let pid)? = crashy?["pid"] {
+            #expect(kill(pid_t(pid), 0) != 0, "shutdown ends the restarted child too")
+        } else {
+            Issue.record("no pid for the restarted child")
+        }
     }
 
     /// The same plugin in-process takes the whole host down (documented): `csop dispatch`

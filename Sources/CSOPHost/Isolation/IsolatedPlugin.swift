@@ -30,6 +30,8 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         let channel: IsolationChannel
         let generation: Int
         let startedAt: Double
+        /// Signalled once the child has exited and been reaped.
+        let exited = DispatchSemaphore(value: 0)
     }
 
     private struct State {
@@ -55,8 +57,6 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
     private let events: EventHub
     private let nextGeneration: @Sendable (String) -> Int
     private let audit: AuditLog?
-    /// Signalled when a destroyed child's reader has seen it exit.
-    private let exited = DispatchSemaphore(value: 0)
 
     /// How to start a child: the executable and what the first frame tells it.
     private struct Launch: Sendable {
@@ -242,7 +242,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         }
         guard let child else { return }
         child.channel.shutdownBoth()
-        if exited.wait(timeout: .now() + 5) == .timedOut {
+        if child.exited.wait(timeout: .now() + 5) == .timedOut {
             logger.warning("the isolated plugin \(name) (pid \(child.pid)) did not exit within 5 s of its end; killing it")
             kill(child.pid, SIGKILL)
         }
@@ -316,7 +316,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
     /// The child's socket ended: it exited, or was destroyed.
     fileprivate func ended(_ child: Child) {
         let how = Self.reap(child.pid)
-        exited.signal()
+        child.exited.signal()
         let (failed, destroyed, delay): ([Attempt], Bool, Double) = state.withLock { state in
             guard !state.destroyed, state.child?.pid == child.pid else { return ([], true, 0) }
             let failed = Array(state.pending.values)
