@@ -199,6 +199,17 @@ import Testing
         #expect(kill(pid_t(second), 0) != 0, "shutdown ends the child")
     }
 
+    /// A plugin that breaks the contract in its child gets PLUGIN_FAULT, as in-process.
+    @Test func aContractBreachInTheChildIsAPluginFault() async throws {
+        try writeEntry("10-bad.conf", library: try await compile("broken.c", ["BAD_OUTPUT", "NAME=\"bad\""], as: "libbad.so"))
+        let host = try host()
+        let ping = await host.dispatch("bad.ping")
+        #expect(ping.error?.code == .pluginFault)
+        #expect(ping.error?.message.contains("returned invalid JSON") == true, "\(ping)")
+        #expect(await host.dispatch("bad.status").error?.code == .pluginFault)
+        await host.shutdown()
+    }
+
     /// A child that cannot load its plugin is a load failure like any other, with the child's reason.
     @Test func aChildThatCannotLoadItsPluginIsAnEntryFailure() async throws {
         try writeEntry("10-missing.conf", library: "libnowhere.so")

@@ -261,7 +261,13 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             }
             guard let attempt else { return }
             if ok == 1 {
-                attempt.complete(.success(RawJSON(unchecked: Array(reader.body))))
+                // The child is where an untrusted plugin runs: its bytes are checked as an
+                // in-process plugin's are.
+                do throws(JSONParseError) {
+                    attempt.complete(.success(try RawJSON(validating: Array(reader.body))))
+                } catch {
+                    attempt.complete(.failure(CSOPError(.pluginFault, "plugin \(name) returned invalid JSON: \(error)")))
+                }
             } else {
                 attempt.complete(.failure(Self.decodeError(reader.body, plugin: name)))
             }
@@ -293,6 +299,10 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         }
         if let problem {
             logger.error("dropped an event from the isolated plugin \(plugin) that is not valid JSON: \(problem)")
+            return
+        }
+        guard bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else {
+            logger.error("dropped an event from the isolated plugin \(plugin) that is not a JSON object")
             return
         }
         events.publish(HostEvent(plugin: plugin, generation: generation, json: RawJSON(unchecked: bytes)))
