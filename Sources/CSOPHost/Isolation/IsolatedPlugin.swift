@@ -434,10 +434,19 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw fail(.initFailed, "cannot make the socket to an isolated plugin: \(String(cString: strerror(errno)))")
         }
+        if pair[1] == 3 {
+            // dup2(3, 3) would leave close-on-exec set, and the child would start without its socket.
+            let moved = fcntl(pair[1], F_DUPFD_CLOEXEC, 10)
+            close(pair[1])
+            pair[1] = moved
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, pair[1], 3)
+        // The child's stdout is the host's stderr: a plugin that prints must not write into
+        // `csop run`'s answers.
+        posix_spawn_file_actions_adddup2(&actions, 2, 1)
         _ = addCloseFrom?(&actions, 4)
         let arguments = [launch.executable, "plugin-host", "--fd", "3"]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
