@@ -111,9 +111,15 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
                 .initFailed,
                 "isolation = \"process\" runs the plugin in `csop plugin-host`, and no csop executable was found beside this program or on PATH; set HostConfiguration.pluginHostExecutable")
         }
+        // The child searches as this process would: its own executable's directory is csop's,
+        // so this program's directory (and ../lib/csop beside it) go in the search path.
+        var searchPath = configuration.pluginSearchPath
+        if configuration.searchExecutableDirectory, let directory = HostConfiguration.executableDirectory() {
+            searchPath += [directory, HostConfiguration.normalize("\(directory)/../lib/csop")]
+        }
         let start: JSONObject = [
             "file": .string(file), "pluginsDirectory": .string(configuration.pluginsDirectory),
-            "searchPath": .array(configuration.pluginSearchPath.map { .string($0) }),
+            "searchPath": .array(searchPath.map { .string($0) }),
             "searchExecutableDirectory": .bool(configuration.searchExecutableDirectory),
             "allowInsecurePermissions": .bool(configuration.allowInsecurePermissions),
             "logLevel": .string(configuration.logger.logLevel.rawValue), "limits": entry.limits.json,
