@@ -56,14 +56,8 @@ private func hostEmitEvent(context: UnsafeMutableRawPointer?, json: UnsafePointe
     guard let context, let json, length > 0 else { return }
     let host = Unmanaged<PluginHostContext>.fromOpaque(context).takeUnretainedValue()
     let buffer = UnsafeBufferPointer(start: json, count: length)
-    do throws(JSONParseError) {
-        try JSONParser.validate(buffer)
-    } catch {
-        host.logger.error("dropped an event that is not valid JSON: \(error)")
-        return
-    }
-    guard let first = buffer.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }), first == UInt8(ascii: "{") else {
-        host.logger.error("dropped an event that is not a JSON object")
+    if let problem = HostEvent.problem(buffer) {
+        host.logger.error("dropped an event that \(problem)")
         return
     }
     host.events.publish(

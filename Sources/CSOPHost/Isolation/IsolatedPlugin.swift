@@ -47,6 +47,15 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         /// When the next child starts (monotonic ms), while there is none.
         var restartAt: Double?
         var destroyed = false
+
+        /// Counts one more failure in a row and sets when the next child starts: the router's
+        /// own backoff (0.1 s doubling to 10 s, half of it jitter). - Returns: the delay (ms).
+        mutating func nextRestart() -> Double {
+            crashesInARow += 1
+            let delay = BackoffPolicy.standard.delay(afterAttempt: crashesInARow - 1, random: Double.random(in: 0..<1))
+            restartAt = monotonicMilliseconds() + delay
+            return delay
+        }
     }
 
     private let state: Mutex<State>
@@ -295,20 +304,8 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
 
     static func publish(_ body: ArraySlice<UInt8>, plugin: String, generation: Int, events: EventHub, logger: Logger) {
         let bytes = Array(body)
-        let problem: String? = bytes.withUnsafeBufferPointer { buffer in
-            do throws(JSONParseError) {
-                try JSONParser.validate(buffer)
-                return nil
-            } catch {
-                return "\(error)"
-            }
-        }
-        if let problem {
-            logger.error("dropped an event from the isolated plugin \(plugin) that is not valid JSON: \(problem)")
-            return
-        }
-        guard bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else {
-            logger.error("dropped an event from the isolated plugin \(plugin) that is not a JSON object")
+        if let problem = bytes.withUnsafeBufferPointer(HostEvent.problem) {
+            logger.error("dropped an event from the isolated plugin \(plugin) that \(problem)")
             return
         }
         events.publish(HostEvent(plugin: plugin, generation: generation, json: RawJSON(unchecked: bytes)))
@@ -317,7 +314,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
     static func log(_ reader: inout IsolationChannel.Reader, logger: Logger) {
         guard let level = reader.u8() else { return }
         let text = String(decoding: reader.body, as: UTF8.self)
-        let levels: [Logger.Level] = [.trace, .debug, .info, .notice, .warning, .error, .critical]
+        let levels = IsolationChannel.logLevels
         logger.log(level: levels[min(Int(level), levels.count - 1)], "\(text)")
     }
 
@@ -341,10 +338,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             state.child = nil
             state.lastCrash = how
             if monotonicMilliseconds() - child.startedAt > 10_000 { state.crashesInARow = 0 }
-            state.crashesInARow += 1
-            let delay = min(10_000, 100 * pow(2, Double(state.crashesInARow - 1))) * Double.random(in: 0.5...1)
-            state.restartAt = monotonicMilliseconds() + delay
-            return (failed, false, delay)
+            return (failed, false, state.nextRestart())
         }
         guard !destroyed else { return }
         let message = "the isolated plugin \(name) (pid \(child.pid)) \(how); \(failed.count) calls in flight failed; restarting in \(Int(delay)) ms"
@@ -402,11 +396,8 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             failure = error.message
         }
         let delay: Double = state.withLock { state in
-            state.crashesInARow += 1
-            let delay = min(10_000, 100 * pow(2, Double(state.crashesInARow - 1))) * Double.random(in: 0.5...1)
-            state.restartAt = monotonicMilliseconds() + delay
             state.lastCrash = "could not be restarted (\(failure))"
-            return delay
+            return state.nextRestart()
         }
         logger.error("the isolated plugin \(name) could not be restarted: \(failure); trying again in \(Int(delay)) ms")
         scheduleRestart(after: delay)

@@ -243,8 +243,7 @@ public enum IsolatedPluginHost {
         }
 
         func log(event: LogEvent) {
-            let levels: [Logger.Level] = [.trace, .debug, .info, .notice, .warning, .error, .critical]
-            var body: [UInt8] = [UInt8(levels.firstIndex(of: event.level) ?? 4)]
+            var body: [UInt8] = [UInt8(IsolationChannel.logLevels.firstIndex(of: event.level) ?? 4)]
             body += Array("\(event.message)".utf8)
             channel.send(.log, body)
         }

@@ -1,6 +1,7 @@
 import CSOPCore
 import Dispatch
 import Glibc
+import Logging
 import Synchronization
 
 /// One end of the Unix stream socket between the host and an isolated plugin's child: frames
@@ -38,6 +39,9 @@ final class IsolationChannel: Sendable {
         /// host → child: u64 call id, u8 1 (go on) or 0 (answered already).
         case commitAnswer = 10
     }
+
+    /// Log levels as a `log` frame numbers them (the index).
+    static let logLevels: [Logger.Level] = [.trace, .debug, .info, .notice, .warning, .error, .critical]
 
     /// Frames larger than this end the connection: 1 GiB, past any payload the host admits.
     static let maxFrame = 1 << 30
