@@ -65,24 +65,3 @@ func startThread(_ body: @escaping @Sendable () -> Void) {
     }, Unmanaged.passRetained(Box(body)).toOpaque())
     pthread_detach(thread)
 }
-
-/// Turns signals into a call, for graceful shutdown.
-final class SignalWatcher: @unchecked Sendable {  // Dispatch sources are thread-safe; the array is immutable.
-    private let sources: [any DispatchSourceSignal]
-
-    /// The signals that stop a serving command gracefully: SIGINT, SIGTERM and SIGQUIT (which
-    /// would otherwise print a crash report and, with the Swift backtracer, keep serving).
-    static let stopSignals = [SIGINT, SIGTERM, SIGQUIT]
-
-    init(_ signals: [Int32], handler: @escaping @Sendable () -> Void) {
-        sources = signals.map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler(handler: handler)
-            source.resume()
-            return source
-        }
-    }
-
-    func cancel() { for source in sources { source.cancel() } }
-}
