@@ -29,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        // Metrics: the swift-metrics API, exported in Prometheus's text format (host and plugins).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // WebAssembly tasks (the compute plugin): an interpreter with fuel, no file system or WASI.
         .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2", traits: ["MultiThread"]),
         // The network gateway (csop-serve) only: csop itself links none of these.
@@ -43,7 +46,14 @@ let package = Package(
         // The C contract, nothing else.
         .target(name: "CSOPPluginABI"),
         // What plugin authors and embedders share: JSON, errors, Fields, locks, backoff.
-        .target(name: "CSOPCore", dependencies: ["CSOPPluginABI"], swiftSettings: swiftSettings),
+        .target(
+            name: "CSOPCore",
+            dependencies: [
+                "CSOPPluginABI",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings),
         // An atomic exchange on the plugin-visible call struct (C, for memory Swift does not own).
         .target(name: "CSOPHostShims"),
         // The engine and the embedding API: router, timers, plugins.d, the dlopen loader.

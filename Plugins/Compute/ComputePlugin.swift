@@ -89,6 +89,8 @@ final class ComputePlugin: CSOPPlugin {
     func cancel(callID: UInt64) { service.cancel(callID: callID) }
 
     func shutdown() { service.shutdown() }
+
+    func writeMetrics(into buffer: inout [UInt8]) { service.writeMetrics(into: &buffer) }
 }
 
 /// The descriptor the library exports. The `csop_plugin_register` symbol itself lives in

@@ -65,6 +65,7 @@ final class ComputeService: Sendable {
     private let registry = Mutex(Registry())
     private let cancellers = Cancellers()
     private let inlineCompleted = Atomic<Int>(0)
+    private let metrics = ComputeMetrics()
 
     init(settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.settings = settings
@@ -298,6 +299,13 @@ final class ComputeService: Sendable {
         _ = try Fields(payload, path: "payload", allowed: [])
         let registered = registry.withLock { $0.names(of: tenant) }
         return ["builtin": .array(Self.builtinNames.map { .string($0) }), "registered": .array(registered.map { .string($0) })]
+    }
+
+    /// The plugin's metrics, from the same figures as `compute.stats` (all tenants).
+    func writeMetrics(into buffer: inout [UInt8]) {
+        metrics.write(
+            into: &buffer, stats: pool.stats, workers: settings.workers, queued: pool.queued, queuedBytes: pool.queuedBytes,
+            inlineCompleted: inlineCompleted.load(ordering: .relaxed), registered: registry.withLock { $0.sources.count })
     }
 
     /// The pool's figures are the plugin's; `registered` and `registeredBytes` count the

@@ -56,7 +56,7 @@ extension StoragePlugin {
             switch fast {
             case .done(let version?):
                 watches.announce(WatchRegistry.Change(key: item.key, version: version, deleted: false))
-                return call.succeed(rawJSON: Self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
+                return call.succeed(rawJSON: self.saveReply(key: item.key, cloud: false, size: prepared.size, version: version, warning: nil))
             case .done(nil): break  // The key is in the cold tier: the full write moves it.
             case .wouldBlock: return saveWaiting(call, prepared)
             }
@@ -76,7 +76,7 @@ extension StoragePlugin {
     }
 
     private func finishSave(_ call: PluginCall, _ prepared: PreparedSave, _ result: LocalStore.WriteResult) {
-        let reply = Self.saveReply(key: prepared.item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
+        let reply = self.saveReply(key: prepared.item.key, cloud: false, size: prepared.size, version: result.versions[0], warning: nil)
         watches.announce(WatchRegistry.Change(key: prepared.item.key, version: result.versions[0], deleted: false))
         if result.obsoleteColdRefs.isEmpty {
             call.succeed(rawJSON: reply)
@@ -144,7 +144,7 @@ extension StoragePlugin {
         }
         await deleteCold(result.obsoleteColdRefs, callID: callID)
         return writes.indices.map { i in
-            Self.saveReply(
+            self.saveReply(
                 key: writes[i].key, cloud: writes[i].tier == .cloud, size: writes[i].size, version: result.versions[i],
                 warning: warnings[i])
         }
@@ -168,7 +168,8 @@ extension StoragePlugin {
     }
 
     /// - Parameter key: the stored key; the reply names the user's.
-    static func saveReply(key stored: String, cloud: Bool, size: Int64, version: Int64, warning: String?) -> [UInt8] {
+    func saveReply(key stored: String, cloud: Bool, size: Int64, version: Int64, warning: String?) -> [UInt8] {
+        metrics.wrote(cold: cloud, bytes: size)
         let key = StorageNamespace.userKey(stored)
         var writer = JSONWriter(capacity: 96 + key.utf8.count)
         writer.append("{\"key\":")
@@ -191,6 +192,7 @@ extension StoragePlugin {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = space.storedKey(try StorageRequest.key(fields))
         guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
+        metrics.read(cold: row.tier != .local)
         if row.tier == .local {
             call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, keyId: row.keyId, key: key))
             return

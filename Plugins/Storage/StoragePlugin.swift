@@ -40,6 +40,7 @@ final class StoragePlugin: CSOPPlugin {
     /// and off the concurrency pool.
     let writerQueue = DispatchQueue(label: "csop.storage.writer")
     private let queuedWrites = Atomic<Int>(0)
+    let metrics = StorageMetrics()
     /// Purges expired keys every `purgeInterval` on the writer thread; cancelled at shutdown.
     private let purgeTask = Mutex<Task<Void, Never>?>(nil)
 
@@ -104,6 +105,13 @@ final class StoragePlugin: CSOPPlugin {
         local.interrupt(callID: callID)
         cold?.cancel(callID: callID)
         calls.cancel(callID)
+    }
+
+    /// Values and bytes per tier are read from the database (one aggregate query, on a reader
+    /// connection), so a scrape costs about what `storage.stats` does.
+    func writeMetrics(into buffer: inout [UInt8]) {
+        let stats = try? local.stats(range: (lower: [], upper: [0xFF, 0xFF, 0xFF, 0xFF]), callID: 0)
+        metrics.write(into: &buffer, stats: stats, maxBytes: configuration.maxBytes)
     }
 
     func shutdown() {

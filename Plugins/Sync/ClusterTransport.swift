@@ -46,6 +46,10 @@ final class ClusterTransport: Sendable {
     private let logger = Logger(label: "csop.sync", factory: { _ in SwiftLogNoOpLogHandler() })
     private let state = Mutex(State())
     private let nextSequence = Atomic<UInt64>(1)
+    /// Times the connection was lost and a reconnect began, for the metrics.
+    let reconnects = Atomic<Int>(0)
+    /// NOTIFY frames dropped as malformed or not ours, for the metrics.
+    let droppedFrames = Atomic<Int>(0)
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
 
@@ -326,6 +330,7 @@ final class ClusterTransport: Sendable {
                     for try await notification in notifications {
                         let malformed = receiver.malformed
                         for message in receiver.receive(notification.payload) { registry.deliver(message) }
+                        if receiver.malformed > malformed { droppedFrames.add(receiver.malformed - malformed, ordering: .relaxed) }
                         if receiver.malformed > malformed,
                             let line = droppedLog.dropped(
                                 receiver.malformed - malformed, problem: receiver.lastProblem ?? "unreadable", at: .now)
@@ -339,6 +344,7 @@ final class ClusterTransport: Sendable {
                     let reason = postgres.describe(connectionError: error)
                     state.withLock { $0.lastFailure = reason }
                     log(.warning, "sync lost PostgreSQL at \(postgres) (\(reason)); reconnecting")
+                    reconnects.add(1, ordering: .relaxed)
                 }
             }
             markDisconnected()

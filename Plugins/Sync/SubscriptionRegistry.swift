@@ -25,6 +25,8 @@ final class SubscriptionRegistry: Sendable {
     private let state = Mutex(State())
     private let gate = DeliveryGate()
     private let emit: @Sendable ([UInt8]) -> Void
+    /// Events delivered to subscriptions (one per matching subscription), for the metrics.
+    let delivered = Atomic<Int>(0)
     let maxSubscriptions: Int
 
     init(maxSubscriptions: Int, emit: @escaping @Sendable ([UInt8]) -> Void) {
@@ -76,6 +78,9 @@ final class SubscriptionRegistry: Sendable {
         }
     }
 
+    /// Subscriptions open now.
+    var count: Int { state.withLock { $0.channelOfID.count } }
+
     /// Pushes `message` to every matching subscription, inline (or, from inside an event on
     /// the delivering thread, right after the current message).
     func deliver(_ message: SyncMessage) {
@@ -91,6 +96,7 @@ final class SubscriptionRegistry: Sendable {
                 writer.append("{\"type\":\"event\",\"subscription\":")
                 writer.writeString(subscription.id)
                 writer.appendRaw(suffix!.bytes)
+                delivered.add(1, ordering: .relaxed)
                 emit(writer.bytes)
             }
         }

@@ -1,5 +1,6 @@
 import CSOPCore
 import CSOPPluginKit
+import Synchronization
 
 /// The `sync` domain without the C boundary: validates requests, keeps subscriptions and
 /// presence, and delivers messages locally or through a ``ClusterTransport``.
@@ -21,6 +22,8 @@ final class SyncEngine: Sendable {
     let instanceID: String
     let registry: SubscriptionRegistry
     private let localPresence = LocalPresence()
+    /// Broadcasts accepted (before they are sent: one that then fails counts too), for the metrics.
+    let published = Atomic<Int>(0)
     let cluster: ClusterTransport?
 
     /// - Parameters:
@@ -118,6 +121,7 @@ final class SyncEngine: Sendable {
         let result: JSONValue = [
             "sent": true, "channel": .string(channel), "event": .string(event), "mode": .string(mode),
         ]
+        published.add(1, ordering: .relaxed)
         guard let cluster else {
             guard commit() else { return complete(.failure(ClusterTransport.droppedUnsent)) }
             registry.deliver(message)

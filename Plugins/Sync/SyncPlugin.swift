@@ -11,6 +11,7 @@ final class SyncPlugin: CSOPPlugin {
     static let version = "1.0.0"
 
     let engine: SyncEngine
+    private let metrics: SyncMetrics
 
     static func checkConfig(_ config: JSONValue) throws(CSOPError) {
         _ = try SyncConfiguration(config: config)
@@ -22,12 +23,15 @@ final class SyncPlugin: CSOPPlugin {
             configuration: configuration,
             emit: { bytes in host.emit(rawJSON: bytes) },
             log: { level, message in host.log(level, message) })
+        metrics = SyncMetrics(cluster: engine.cluster != nil)
         host.log(.info, "sync plugin ready in \(engine.mode) mode as instance \(engine.instanceID)")
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
         engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in call.complete(result) }
     }
+
+    func writeMetrics(into buffer: inout [UInt8]) { metrics.write(into: &buffer, engine: engine) }
 
     func shutdown() {
         guard engine.cluster != nil else { return }

@@ -28,6 +28,9 @@ public final class CSOPHost: Sendable {
     /// The audit log of ``HostConfiguration/auditLog``, for the host's front ends (the
     /// gateway records authentication failures in it).
     public let auditLog: AuditLog?
+    /// The metrics of ``HostConfiguration/metrics``, for the host's front ends (the gateway
+    /// adds its own series); nil when metrics are off.
+    public let metrics: HostMetrics?
 
     private let router: Router
     private let reloader: PluginReloader
@@ -47,6 +50,7 @@ public final class CSOPHost: Sendable {
         let reloader = PluginReloader(configuration: configuration, events: hub)
         self.pluginsDirectory = configuration.pluginsDirectory
         self.auditLog = configuration.auditLog
+        self.metrics = configuration.metrics
         self.reloader = reloader
         self.hub = hub
         self.logger = configuration.logger
@@ -54,9 +58,20 @@ public final class CSOPHost: Sendable {
         let router = Router(
             capabilities: [info] + reloader.capabilities,
             scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes, audit: configuration.auditLog,
-            missingDomainHint: { [reloader] domain in reloader.whyMissing(domain) })
+            metrics: configuration.metrics, missingDomainHint: { [reloader] domain in reloader.whyMissing(domain) })
         self.router = router
         reloader.onInstall { [weak router] capabilities in router?.replaceCapabilities([info] + capabilities) }
+        if let metrics = configuration.metrics {
+            for plugin in reloader.capabilities { metrics.pluginChanged(plugin.name, "loaded") }
+            for failure in reloader.failures { metrics.pluginChanged(failure.domain ?? "", "failed") }
+            // Later changes (reloads, an isolated plugin's crash and restart) are announced as events.
+            _ = hub.add { event in
+                guard event.plugin == "host", case .object(let object) = event.json.value, object["type"] == "host.plugin",
+                    case .string(let change)? = object["change"]
+                else { return }
+                if case .string(let plugin)? = object["plugin"] { metrics.pluginChanged(plugin, change) } else { metrics.pluginChanged("", change) }
+            }
+        }
         self.watcher =
             configuration.watchPluginsDirectory
             ? PluginDirectoryWatcher(directories: reloader.watchedDirectories, logger: configuration.logger) { [weak reloader] in
@@ -206,6 +221,27 @@ public final class CSOPHost: Sendable {
             }
         }
         for continuation in streams.withLock({ $0.values }) { continuation.finish() }
+    }
+
+    /// Every metric in Prometheus's text exposition format (version 0.0.4): the host's own
+    /// (``HostMetrics``) and, after them, each plugin's (`write_metrics`; an isolated plugin's
+    /// child is asked and given 1 s). Nil when metrics are off (``HostConfiguration/metrics``).
+    public func metricsText() async -> [UInt8]? {
+        guard let metrics else { return nil }
+        let (router, reloader) = (router, reloader)
+        return await withCheckedContinuation { continuation in
+            // An isolated plugin's answer is waited for: not on the concurrency pool.
+            Thread.detachNewThread {
+                let plugins = reloader.capabilities
+                metrics.refresh(
+                    inFlight: router.pendingCount, bytes: router.inFlightByteCount, plugins: plugins.map(\.info),
+                    failing: reloader.failures.count)
+                var text: [UInt8] = []
+                metrics.registry.emit(into: &text)
+                for plugin in plugins { plugin.writeMetrics(into: &text) }
+                continuation.resume(returning: text)
+            }
+        }
     }
 
     /// What `host.info` answers.

@@ -36,6 +36,9 @@ public struct HostConfiguration: Sendable {
     public var pluginHostExecutable: String?
     /// Where security-relevant events are recorded (``AuditLog``); nil (the default): nowhere.
     public var auditLog: AuditLog?
+    /// Where requests, plugin changes and plugins' own metrics are counted (``HostMetrics``,
+    /// read with ``CSOPHost/metricsText()``); nil (the default): metrics are off and cost nothing.
+    public var metrics: HostMetrics?
 
     /// - Parameters:
     ///   - pluginsDirectory: the plugins.d directory; nil looks it up as

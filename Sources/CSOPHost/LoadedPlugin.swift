@@ -20,6 +20,9 @@ protocol LoadedPlugin: Capability {
     func destroy()
     /// More `host.info` members describing it (an isolated plugin's child process).
     var infoDetails: JSONObject { get }
+    /// Appends the plugin's own metrics (its `write_metrics`), only its own series kept
+    /// (``PluginMetricsText``). May block briefly (an isolated plugin's child is asked).
+    func writeMetrics(into buffer: inout [UInt8])
 }
 
 extension LoadedPlugin {

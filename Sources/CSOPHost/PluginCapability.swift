@@ -33,7 +33,9 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     private let running = Atomic<Int>(0)
     /// Requests routed here and not answered yet (``Capability/enter()``).
     private let users = Atomic<Int>(0)
-    private let destroyed = Atomic<Bool>(false)
+    /// Set once `destroy` ran; held while `write_metrics` runs, so a scrape never meets a
+    /// destroyed instance (a reload destroys one whenever it has drained).
+    private let destroyed = Mutex<Bool>(false)
     /// Calls the router cancelled (timed out) that the plugin has not completed yet, by id;
     /// the count lets the completion path skip the lock while there are none.
     private let abandoned = Mutex<Set<UInt64>>([])
@@ -68,7 +70,7 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
         for name in operationNames { free(name) }
         // A plugin never destroyed (calls still running at shutdown) may still call the host
         // from its own threads: its API table must stay valid, so the context is kept.
-        if !destroyed.load(ordering: .acquiring) { _ = Unmanaged.passRetained(context) }
+        if !destroyed.withLock({ $0 }) { _ = Unmanaged.passRetained(context) }
     }
 
     func operationIndex(_ operation: String) -> Int? { operationIndexes[operation] }
@@ -152,8 +154,33 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
 
     /// Destroys the instance; the caller has waited for running calls.
     func destroy() {
-        guard !destroyed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        descriptor.pointee.destroy(instance)
+        let first = destroyed.withLock { destroyed in
+            defer { destroyed = true }
+            return !destroyed
+        }
+        if first { descriptor.pointee.destroy(instance) }
+    }
+
+    /// Appends the plugin's own metrics (`write_metrics`), keeping only its own series
+    /// (``PluginMetricsText``); nothing once destroyed or when the plugin has none.
+    func writeMetrics(into buffer: inout [UInt8]) {
+        // CSOP_DESCRIPTOR_HAS_WRITE_METRICS: an older descriptor ends before the field.
+        let end = MemoryLayout<csop_plugin_descriptor>.offset(of: \.write_metrics)! + MemoryLayout<UnsafeRawPointer>.size
+        guard Int(descriptor.pointee.struct_size) >= end, let write = descriptor.pointee.write_metrics else { return }
+        let text = destroyed.withLock { destroyed -> [UInt8] in
+            guard !destroyed else { return [] }
+            var text: [UInt8] = []
+            withUnsafeMutablePointer(to: &text) { target in
+                write(instance, target) { context, bytes, length in
+                    guard let context, let bytes, length > 0 else { return }
+                    let text = context.assumingMemoryBound(to: [UInt8].self)
+                    guard text.pointee.count + length <= PluginMetricsText.maxBytes else { return }
+                    text.pointee.append(contentsOf: UnsafeBufferPointer(start: bytes, count: length))
+                }
+            }
+            return text
+        }
+        PluginMetricsText.append(text, plugin: name, to: &buffer)
     }
 
     var libraryPath: String { library.path }

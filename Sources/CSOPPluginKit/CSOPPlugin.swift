@@ -45,12 +45,19 @@ public protocol CSOPPlugin: AnyObject, Sendable {
 
     /// Releases resources. No call is running and none will start.
     func shutdown()
+
+    /// Appends the plugin's own metrics in Prometheus's text format, each name starting
+    /// `csop_<name>_` (the host drops other lines). Called when the host is scraped, on any
+    /// thread, while calls run: set gauges from live counts, then emit a ``MetricsRegistry``.
+    /// The host counts requests by action itself. The default writes nothing.
+    func writeMetrics(into buffer: inout [UInt8])
 }
 
 extension CSOPPlugin {
     public static func checkConfig(_ config: JSONValue) throws(CSOPError) {}
     public func cancel(callID: UInt64) {}
     public func shutdown() {}
+    public func writeMetrics(into buffer: inout [UInt8]) {}
 
     /// The operation names the descriptor lists: the ``Operation`` raw values in case order.
     public static var operationNames: [String] { Operation.allCases.map(\.rawValue) }

@@ -72,7 +72,8 @@ public enum PluginExport {
                 invoke: pluginInvoke,
                 cancel: pluginCancel,
                 destroy: pluginDestroy,
-                check_config: checkEntryPoints[slot]))
+                check_config: checkEntryPoints[slot],
+                write_metrics: pluginWriteMetrics))
         return descriptor
     }
 }
@@ -120,6 +121,7 @@ class PluginInstance {
     @usableFromInline func invoke(_ call: PluginCall, index: Int) {}
     @usableFromInline func cancel(callID: UInt64) {}
     @usableFromInline func shutdown() {}
+    @usableFromInline func writeMetrics(into buffer: inout [UInt8]) {}
 }
 
 @usableFromInline
@@ -143,6 +145,7 @@ final class TypedInstance<P: CSOPPlugin>: PluginInstance {
 
     @inlinable override func cancel(callID: UInt64) { plugin.cancel(callID: callID) }
     @inlinable override func shutdown() { plugin.shutdown() }
+    @inlinable override func writeMetrics(into buffer: inout [UInt8]) { plugin.writeMetrics(into: &buffer) }
 }
 
 /// The strings of the last failed `create` or `check_config` on one thread: the host copies
@@ -238,6 +241,16 @@ private func pluginInvoke(instance: UnsafeMutableRawPointer?, call: UnsafePointe
 private func pluginCancel(instance: UnsafeMutableRawPointer?, callID: UInt64) {
     guard let instance else { return }
     Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue().cancel(callID: callID)
+}
+
+private func pluginWriteMetrics(
+    instance: UnsafeMutableRawPointer?, context: UnsafeMutableRawPointer?,
+    write: (@convention(c) (UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, Int) -> Void)?
+) {
+    guard let instance, let write else { return }
+    var text: [UInt8] = []
+    Unmanaged<PluginInstance>.fromOpaque(instance).takeUnretainedValue().writeMetrics(into: &text)
+    text.withUnsafeBufferPointer { write(context, $0.baseAddress, $0.count) }
 }
 
 private func pluginDestroy(instance: UnsafeMutableRawPointer?) {

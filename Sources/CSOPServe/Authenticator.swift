@@ -67,50 +67,52 @@ public final class Authenticator: Sendable {
     /// - Throws: `UNAUTHENTICATED` saying what is wrong with the token.
     public func verify(_ token: String) async throws(CSOPError) -> Caller {
         if let caller = cached(token) { return caller }
-        do throws(CSOPError) {
+        do throws(Refusal) {
             return try await check(token)
         } catch {
-            audit?.record("auth.failed", ["outcome": error.code.rawValue, "reason": error.message])
-            throw error
+            countRefusal(error.kind)
+            audit?.record("auth.failed", ["outcome": error.error.code.rawValue, "reason": error.error.message])
+            throw error.error
         }
     }
 
     /// Records a request that came without a token, over `transport` (`http`, `websocket`).
     func recordMissingToken(transport: String) {
+        countRefusal("missing")
         audit?.record("auth.failed", ["outcome": ErrorCode.unauthenticated.rawValue, "reason": "no token", "transport": transport])
     }
 
-    private func check(_ token: String) async throws(CSOPError) -> Caller {
+    private func check(_ token: String) async throws(Refusal) -> Caller {
         let now = Date().timeIntervalSince1970
-        guard token.utf8.count <= 16_384 else { throw Self.refusal("the token is longer than 16 KiB") }
+        guard token.utf8.count <= 16_384 else { throw Self.refusal("the token is longer than 16 KiB", kind: "too_long") }
         let claims: TokenClaims
         do {
             claims = try await keys.verify(token, as: TokenClaims.self)
         } catch let error as JWTError {
-            throw Self.refusal(Self.reason(error))
+            throw Self.refusal(error)
         } catch let error as DecodingError {
-            throw Self.refusal(Self.reason(error))
+            throw Self.refusal(Self.reason(error), kind: "claims")
         } catch {
-            throw Self.refusal("the token could not be verified")
+            throw Self.refusal("the token could not be verified", kind: "invalid")
         }
         let expires = claims.exp.value.timeIntervalSince1970
-        guard expires + clockSkew > now else { throw Self.refusal("the token expired at \(Self.format(expires))") }
+        guard expires + clockSkew > now else { throw Self.refusal("the token expired at \(Self.format(expires))", kind: "expired") }
         if let notBefore = claims.nbf?.value.timeIntervalSince1970, notBefore - clockSkew > now {
-            throw Self.refusal("the token is not valid before \(Self.format(notBefore))")
+            throw Self.refusal("the token is not valid before \(Self.format(notBefore))", kind: "not_yet_valid")
         }
         if let audience {
             guard let aud = claims.aud, aud.value.contains(audience) else {
-                throw Self.refusal("the token's audience (aud) does not include \"\(audience)\"")
+                throw Self.refusal("the token's audience (aud) does not include \"\(audience)\"", kind: "audience")
             }
         }
         guard let csop = claims.csop else {
-            throw Self.refusal("the token has no csop claim; add \"csop\": {\"actions\": [\"storage.*\", ...]}")
+            throw Self.refusal("the token has no csop claim; add \"csop\": {\"actions\": [\"storage.*\", ...]}", kind: "claims")
         }
         let caller: Caller
         do throws(CSOPError) {
             caller = try Self.caller(subject: claims.sub.value, tenant: csop.tenant, actions: csop.actions)
         } catch {
-            throw Self.refusal("its claims are not usable: \(error.message)")
+            throw Self.refusal("its claims are not usable: \(error.message)", kind: "claims")
         }
         cache.withLock { cache in
             if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
@@ -145,23 +147,38 @@ public final class Authenticator: Sendable {
         return caller
     }
 
-    private static func refusal(_ reason: String) -> CSOPError {
-        CSOPError(ErrorCode.unauthenticated, "the bearer token was refused: \(reason)", retryable: false)
+    /// A refused token: the error for the caller, and a short kind for the metrics.
+    private struct Refusal: Error {
+        let error: CSOPError
+        let kind: String
     }
+
+    private static func refusal(_ reason: String, kind: String) -> Refusal {
+        Refusal(error: CSOPError(ErrorCode.unauthenticated, "the bearer token was refused: \(reason)", retryable: false), kind: kind)
+    }
+
+    /// Refused tokens by kind (`missing`, `malformed`, `bad_signature`, `unknown_key`,
+    /// `algorithm`, `expired`, `not_yet_valid`, `audience`, `claims`, `too_long`, `invalid`),
+    /// for the gateway's `csop_gateway_auth_failures_total`.
+    var refusals: [String: Int] { refusalCounts.withLock { $0 } }
+    private let refusalCounts = Mutex<[String: Int]>([:])
+
+    private func countRefusal(_ kind: String) { refusalCounts.withLock { $0[kind, default: 0] += 1 } }
 
     private static func format(_ seconds: Double) -> String {
         let formatter = ISO8601DateFormatter()
         return formatter.string(from: Date(timeIntervalSince1970: seconds))
     }
 
-    private static func reason(_ error: JWTError) -> String {
+    private static func refusal(_ error: JWTError) -> Refusal {
         switch error.errorType {
-        case .malformedToken: "it is not a well-formed JWT (three base64url parts separated by dots)"
-        case .signatureVerificationFailed: "its signature does not verify with the server's keys"
-        case .unknownKID, .missingKIDHeader: "its key id (kid) names no key the server has"
-        case .unsupportedAlgorithm, .signingAlgorithmFailure, .noKeyProvided: "it is signed with an algorithm the server does not accept"
-        case .claimVerificationFailure: "a claim failed verification"
-        default: "it could not be verified"
+        case .malformedToken: refusal("it is not a well-formed JWT (three base64url parts separated by dots)", kind: "malformed")
+        case .signatureVerificationFailed: refusal("its signature does not verify with the server's keys", kind: "bad_signature")
+        case .unknownKID, .missingKIDHeader: refusal("its key id (kid) names no key the server has", kind: "unknown_key")
+        case .unsupportedAlgorithm, .signingAlgorithmFailure, .noKeyProvided:
+            refusal("it is signed with an algorithm the server does not accept", kind: "algorithm")
+        case .claimVerificationFailure: refusal("a claim failed verification", kind: "claims")
+        default: refusal("it could not be verified", kind: "invalid")
         }
     }
 

@@ -71,7 +71,8 @@ public struct Gateway: Sendable {
             server: server,
             configuration: ApplicationConfiguration(
                 address: .hostname(address.host, port: address.port), serverName: nil, backlog: 1024,
-                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
+                availableConnectionsDelegate: CountingConnections(
+                    limit: MaximumAvailableConnections(configuration.maxConnections, logger: logger), metrics: services.metrics)),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? address.port) },
             logger: logger)
         // The server runs in an inner group that only the coordinator stops, so WebSockets are
@@ -103,6 +104,9 @@ public struct Gateway: Sendable {
         }
         router.get("healthz") { _, _ in routes.healthz() }
         router.get("readyz") { _, _ in await routes.readyz() }
+        if services.metrics != nil {
+            router.get("metrics") { request, _ in await routes.metrics(request) }
+        }
         router.get("v1/csop.js") { request, _ in routes.clientScript(request) }
         // POST /v1/dispatch and /v1/{domain}/{operation} are served before the router, on the
         // event loop: see DispatchHandler.

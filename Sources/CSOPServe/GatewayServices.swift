@@ -14,6 +14,8 @@ final class GatewayServices: Sendable {
     let router: EventRouter
     /// The open WebSockets, each with how to close it when the server stops.
     let openSockets = OpenSockets()
+    /// Nil when the host's metrics are off (``HostConfiguration/metrics``).
+    let metrics: GatewayMetrics?
 
     init(host: CSOPHost, configuration: GatewayConfiguration, authenticator: Authenticator?) {
         self.host = host
@@ -21,6 +23,7 @@ final class GatewayServices: Sendable {
         self.authenticator = authenticator
         self.rateLimiter = RateLimiter(rate: configuration.rateLimit, burst: configuration.rateBurst)
         self.router = EventRouter()
+        self.metrics = host.metrics.map { GatewayMetrics(registry: $0.registry) }
     }
 
     /// The caller of an HTTP request's `Authorization: Bearer` token (or, for SSE, its
@@ -104,6 +107,9 @@ final class OpenSockets: Sendable {
     func remove(_ id: UInt64) {
         _ = closers.withLock { $0.removeValue(forKey: id) }
     }
+
+    /// WebSockets open now.
+    var count: Int { closers.withLock { $0.count } }
 
     /// Closes every open socket, each once, concurrently.
     func closeAll() async {

@@ -57,6 +57,31 @@ struct HTTPRoutes: Sendable {
         return Self.json(ready ? .ok : .serviceUnavailable, body.serialized())
     }
 
+    /// `GET /metrics`: every series in Prometheus's text format (the host's, each plugin's and
+    /// the gateway's). With auth on, it needs a token that allows `host.metrics` (`host.*`
+    /// or `*` do): request counts by action and tenant-blind totals are not for every client.
+    func metrics(_ request: HTTPRequestValue) async -> HTTPReply {
+        do throws(CSOPError) {
+            if let caller = try await services.authenticate(request), !caller.allows(Self.metricsAction) {
+                return Self.failure(
+                    CSOPError(.forbidden, "GET /metrics needs a token that allows \(Self.metricsAction) (or host.*); this one allows only \(caller.actions)"))
+            }
+        } catch {
+            return Self.failure(error)
+        }
+        services.metrics?.refresh(services)
+        guard let text = await services.host.metricsText() else {
+            return Self.failure(CSOPError(.operationNotFound, "metrics are off on this host"))
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return HTTPReply(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
+    }
+
+    /// What a token must allow to read `/metrics` when auth is on.
+    static let metricsAction = "host.metrics"
+
     func clientScript(_ request: HTTPRequestValue) -> HTTPReply {
         var headers: HTTPFields = [.contentType: "text/javascript; charset=utf-8", .cacheControl: "no-cache"]
         // A page on another origin may import the module; what it may call is up to the token.

@@ -15,6 +15,10 @@ public final class RateLimiter: Sendable {
     /// Past this many keys, buckets that have refilled completely are forgotten.
     private static let maxKeys = 100_000
 
+    /// Takes that were refused (each answered `RATE_LIMITED`), for the metrics.
+    public var refusedCount: Int { refused.load(ordering: .relaxed) }
+    private let refused = Atomic<Int>(0)
+
     /// Whether any request can be limited (a rate was set).
     public var isEnabled: Bool { rate > 0 }
 
@@ -39,6 +43,7 @@ public final class RateLimiter: Sendable {
                 buckets[key] = bucket
             }
             guard bucket.tokens >= wanted else {
+                refused.add(1, ordering: .relaxed)
                 return (min(wanted, burst) - bucket.tokens) / rate
             }
             bucket.tokens -= wanted

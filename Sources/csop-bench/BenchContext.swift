@@ -45,9 +45,12 @@ final class BenchContext: Sendable {
     }
 
     /// Loads a host from the given entries. Throws when any entry fails to load.
-    func makeHost(_ entries: [(library: String, config: JSONObject)]) async throws -> CSOPHost {
+    /// - Parameter metrics: keep metrics (``HostMetrics``), as `csop serve` does.
+    func makeHost(_ entries: [(library: String, config: JSONObject)], metrics: Bool = false) async throws -> CSOPHost {
         let directory = try makePluginsDirectory(entries)
-        let host = await CSOPHost.load(HostConfiguration(pluginsDirectory: directory, pluginSearchPath: [buildDirectory]))
+        var configuration = HostConfiguration(pluginsDirectory: directory, pluginSearchPath: [buildDirectory])
+        configuration.metrics = metrics ? HostMetrics() : nil
+        let host = await CSOPHost.load(configuration)
         if let failure = host.failures.first { throw BenchError(message: failure.description) }
         return host
     }

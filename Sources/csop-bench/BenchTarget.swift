@@ -14,6 +14,8 @@ enum BenchTarget: Sendable {
     case minRatio(Double)
     /// The row's ``BenchValue`` at most this (in the row's unit).
     case maxValue(Double, unit: String)
+    /// p50 at most this many microseconds above the baseline's p50 (an added cost).
+    case maxAddedP50(microseconds: Double)
 
     var text: String {
         switch self {
@@ -24,6 +26,7 @@ enum BenchTarget: Sendable {
         case .maxP99(let us): us >= 1000 ? "≤ \(BenchFormat.number(us / 1000)) ms p99" : "≤ \(BenchFormat.number(us)) µs p99"
         case .minRatio(let r): "≥ \(BenchFormat.number(r))× baseline"
         case .maxValue(let amount, let unit): "≤ \(BenchFormat.number(amount)) \(unit)"
+        case .maxAddedP50(let us): "≤ +\(BenchFormat.number(us)) µs p50"
         }
     }
 
@@ -51,6 +54,9 @@ enum BenchTarget: Sendable {
         case .maxValue(let amount, let unit):
             guard let value = row.value else { return nil }
             return (value.amount <= amount, "\(BenchFormat.number(value.amount)) \(unit)")
+        case .maxAddedP50(let us):
+            guard let p50 = row.stats?.p50, let base = row.baselineStats?.p50 else { return nil }
+            return (p50 - base <= us, "\(p50 >= base ? "+" : "")\(BenchFormat.microseconds(p50 - base)) µs")
         }
     }
 }

@@ -21,6 +21,16 @@ struct HostBench: BenchSuite {
             _ = request.payload.serialized()
         }
         let inProcessLoad = await context.throughput(host, request, count: context.iterations(200_000), window: 64)
+
+        // The same dispatch with metrics on (as csop serve has them), right after the row without.
+        let measured = try await context.makeHost([(library: "libcsop-diag.so", config: JSONObject())], metrics: true)
+        let metricsStats = context.measure(iterations: iterations, warmup: 2000) {
+            measured.dispatch(request) { _ in }
+        }
+        let metricsOffAgain = context.measure(iterations: iterations, warmup: 2000) {
+            host.dispatch(request) { _ in }
+        }
+        await measured.shutdown()
         await host.shutdown()
 
         // The same plugin in a child process (isolation = "process"), beside the in-process rows.
@@ -47,6 +57,10 @@ struct HostBench: BenchSuite {
                 suite: name, name: "no-op dispatch, in-process (callback)", stats: callbackStats,
                 throughput: 1e6 / callbackStats.mean, baseline: "serialize the payload only", baselineStats: baseline),
             BenchRow(
+                suite: name, name: "no-op dispatch with metrics on (callback)", stats: metricsStats,
+                throughput: 1e6 / metricsStats.mean, baseline: "metrics off (callback)", baselineStats: Self.faster(callbackStats, metricsOffAgain),
+                targets: [.maxAddedP50(microseconds: 0.3)]),
+            BenchRow(
                 suite: name, name: "no-op dispatch, isolated plugin (await)", stats: isolatedStats,
                 throughput: 1e6 / isolatedStats.mean, baseline: "in-process (await)", baselineStats: asyncStats,
                 targets: [.maxP50(microseconds: 25)]),
@@ -59,4 +73,8 @@ struct HostBench: BenchSuite {
                 targets: [.minThroughput(100_000)], note: run.errors > 0 ? "\(run.errors) error responses!" : nil),
         ]
     }
+
+    /// Of two measurements of the same thing, the one with the lower p50 (the baseline a
+    /// cost is added to: measured before and after, so drift cannot hide the cost).
+    static func faster(_ a: LatencyStats, _ b: LatencyStats) -> LatencyStats { a.p50 <= b.p50 ? a : b }
 }

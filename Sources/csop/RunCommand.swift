@@ -22,6 +22,11 @@ struct RunCommand: AsyncParsableCommand {
         help: "Bytes of request lines running at once; past it, stdin is not read until answers free room. The host refuses a payload larger than this.")
     var maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes
 
+    @Option(
+        name: .customLong("metrics-listen"),
+        help: "Serve GET /metrics (Prometheus's text format) at PORT, HOST:PORT or [IPV6]:PORT (host 127.0.0.1 unless given). No auth: keep it on loopback.")
+    var metricsListen: String?
+
     func validate() throws {
         guard ((1 << 20)...(1 << 40)).contains(maxInFlightBytes) else {
             throw ValidationError("--max-in-flight-bytes must be between 1048576 and 1099511627776")
@@ -31,7 +36,23 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let host = try await global.makeHost(serving: true) { $0.maxInFlightBytes = maxInFlightBytes }
+        let metrics = metricsListen == nil ? nil : HostMetrics()
+        let host = try await global.makeHost(serving: true) { configuration in
+            configuration.maxInFlightBytes = maxInFlightBytes
+            configuration.metrics = metrics
+        }
+        var listener: MetricsListener?
+        if let metricsListen {
+            do throws(MetricsListenerError) {
+                listener = try MetricsListener(address: metricsListen, host: host)
+            } catch {
+                await host.shutdown()
+                throw ValidationError(error.description)
+            }
+            listener?.start()
+            printLine("csop run: metrics at http://\(Self.shown(metricsListen, port: listener!.port))/metrics", to: 2)
+        }
+        defer { listener?.stop() }
         let server = LineServer(host: host, maxInFlight: maxInFlight, maxLineBytes: maxLineBytes)
         let signals = SignalWatcher(SignalWatcher.stopSignals) { server.stop() }
         defer { signals.cancel() }
@@ -48,6 +69,14 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         await host.shutdown()
+    }
+}
+
+extension RunCommand {
+    /// `HOST:PORT` as given, with the bound port (for port 0).
+    static func shown(_ address: String, port: Int) -> String {
+        let host = (try? MetricsListener.split(address).0) ?? "127.0.0.1"
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }
 

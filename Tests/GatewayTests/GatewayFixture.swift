@@ -16,6 +16,8 @@ struct ServeSetup {
     let secretFile: String
     /// Where the host records audit events; none by default.
     var auditLog: AuditLog?
+    /// Metrics on, as `csop serve` has them unless --no-metrics.
+    var metrics = true
 
     /// - Parameters: storage, sync: more `[config]` for those plugins (a cold tier, cluster mode).
     init(label: String = "csop-gateway", storage: JSONObject = [:], sync: JSONObject = [:]) throws {
@@ -47,6 +49,7 @@ struct ServeSetup {
         var configuration = HostConfiguration(
             pluginsDirectory: pluginsDirectory, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false)
         configuration.auditLog = auditLog
+        configuration.metrics = metrics ? HostMetrics() : nil
         return await CSOPHost.load(configuration)
     }
 }

@@ -41,6 +41,8 @@ final class Router: Sendable {
     let maxInFlightBytes: Int
     /// Where audited requests are recorded (``AuditLog/record(request:outcome:)``); nil: nowhere.
     private let audit: AuditLog?
+    /// Where every answer is counted; nil: metrics are off.
+    private let metrics: HostMetrics?
 
     /// - Parameters:
     ///   - capabilities: what to route to, by domain; names must be unique.
@@ -51,12 +53,13 @@ final class Router: Sendable {
     init(
         capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
         backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-        maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes, audit: AuditLog? = nil,
+        maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes, audit: AuditLog? = nil, metrics: HostMetrics? = nil,
         missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
     ) {
         self.audit = audit
+        self.metrics = metrics
         self.missingDomainHint = missingDomainHint
-        let table = CapabilityTable(capabilities)
+        let table = CapabilityTable(capabilities, metrics: metrics)
         self.current = Atomic(Unmanaged.passUnretained(table))
         self.tables = Mutex([table])
         self.scheduler = scheduler
@@ -69,7 +72,7 @@ final class Router: Sendable {
     /// capability (its retries included) until it is answered: a capability taken out here
     /// may be destroyed once its ``Capability/users`` and running calls reach zero.
     func replaceCapabilities(_ capabilities: [any Capability]) {
-        let table = CapabilityTable(capabilities)
+        let table = CapabilityTable(capabilities, metrics: metrics)
         tables.withLock { $0.append(table) }
         // Sequentially consistent, with the loads in resolveCapability: a reloader that reads
         // a capability's user count after this store sees every request that will use it.
@@ -83,13 +86,13 @@ final class Router: Sendable {
     /// count after the swap); one that entered after it sees the new table, leaves, and reads
     /// again, never calling the capability it entered — whose object stays valid, as every
     /// table keeps its capabilities.
-    private func resolveCapability(_ domain: String) -> (any Capability)? {
+    private func resolveCapability(_ domain: String) -> CapabilityTable.Entry? {
         while true {
             let table = current.load(ordering: .sequentiallyConsistent)
-            guard let capability = table.takeUnretainedValue().byName[domain] else { return nil }
-            capability.enter()
-            if current.load(ordering: .sequentiallyConsistent).toOpaque() == table.toOpaque() { return capability }
-            capability.leave()
+            guard let entry = table.takeUnretainedValue().byName[domain] else { return nil }
+            entry.capability.enter()
+            if current.load(ordering: .sequentiallyConsistent).toOpaque() == table.toOpaque() { return entry }
+            entry.capability.leave()
         }
     }
 
@@ -115,21 +118,28 @@ final class Router: Sendable {
         let start = scheduler.now()
         guard accepting.load(ordering: .acquiring) else {
             let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
+            metrics?.unrouted.record(.failure(error), milliseconds: nil)
             return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
         }
-        let resolved: (any Capability, Int)
+        let resolved: (entry: CapabilityTable.Entry, operation: Int)
         do throws(CSOPError) {
             resolved = try resolve(request)
         } catch {
+            metrics?.unrouted.record(.failure(error), milliseconds: nil)
             return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
         }
+        let capability = resolved.entry.capability
+        let operationMetrics = metrics == nil ? nil : resolved.entry.metrics[resolved.operation]
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
-            resolved.0.leave()
+            capability.leave()
+            operationMetrics?.record(.failure(refusal), milliseconds: nil)
             return completion(Response(id: request.id, outcome: .failure(refusal), duration: scheduler.now() - start))
         }
         inFlight.add(1, ordering: .relaxed)
-        let job = Job(request: request, capability: resolved.0, operation: resolved.1, payload: payload, start: start, completion: completion)
+        let job = Job(
+            request: request, capability: capability, operation: resolved.operation, payload: payload, start: start,
+            metrics: operationMetrics, completion: completion)
         attempt(job, number: 0)
     }
 
@@ -149,7 +159,7 @@ final class Router: Sendable {
             retryable: true)
     }
 
-    private func resolve(_ request: Request) throws(CSOPError) -> (any Capability, Int) {
+    private func resolve(_ request: Request) throws(CSOPError) -> (entry: CapabilityTable.Entry, operation: Int) {
         let action = try Action(request.action)
         if let caller = request.caller {
             // Before the capability is looked up: a forbidden domain does not reveal whether it is loaded.
@@ -163,19 +173,20 @@ final class Router: Sendable {
             throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
         }
         try request.options.validate()
-        guard let capability = resolveCapability(action.domain) else {
+        guard let entry = resolveCapability(action.domain) else {
             let known = current.load(ordering: .acquiring).takeUnretainedValue().byName.keys.sorted().joined(separator: ", ")
             var message = "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)"
             if let hint = missingDomainHint(action.domain) { message += "; \(hint)" }
             throw CSOPError(.capabilityNotFound, message)
         }
+        let capability = entry.capability
         guard let index = capability.operationIndex(action.operation) else {
             capability.leave()
             throw CSOPError(
                 .operationNotFound,
                 "\(action.domain) has no operation \"\(action.operation)\"; it offers: \(capability.operations.joined(separator: ", "))")
         }
-        return (capability, index)
+        return (entry, index)
     }
 
     /// How long past its timeout an attempt that began committing (``Attempt/beginCommit()``)
@@ -189,13 +200,16 @@ final class Router: Sendable {
         let operation: Int
         let payload: [UInt8]
         let start: Double
+        /// Where its answer is counted; nil when metrics are off.
+        let metrics: OperationMetrics?
         let completion: @Sendable (Response) -> Void
 
         init(
             request: Request, capability: any Capability, operation: Int, payload: [UInt8], start: Double,
-            completion: @escaping @Sendable (Response) -> Void
+            metrics: OperationMetrics? = nil, completion: @escaping @Sendable (Response) -> Void
         ) {
             self.request = request
+            self.metrics = metrics
             self.capability = capability
             self.operation = operation
             self.payload = payload
@@ -230,6 +244,7 @@ final class Router: Sendable {
     func abandon(_ attempt: Attempt) {
         let job = attempt.job
         job.capability.cancel(callID: attempt.callID)
+        job.metrics?.timeouts.increment()
         let timeout = job.request.options.timeout
         let error = CSOPError(
             .timeout,
@@ -257,6 +272,7 @@ final class Router: Sendable {
         job.capability.circuit?.record(failed: retryable, probe: attempt.isProbe, now: scheduler.now())
         if retryable, number < job.request.options.retry, accepting.load(ordering: .acquiring) {
             let delay = backoff.delay(afterAttempt: number, random: random())
+            job.metrics?.retries.increment()
             _ = scheduler.schedule(after: delay) { [self] in self.attempt(job, number: number + 1) }
             return
         }
@@ -273,6 +289,7 @@ final class Router: Sendable {
         }
         var response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
         response.generation = job.capability.generation
+        job.metrics?.record(outcome, milliseconds: response.duration)
         inFlightBytes.subtract(job.payload.count, ordering: .relaxed)
         inFlight.subtract(1, ordering: .releasing)
         job.capability.leave()
@@ -286,12 +303,21 @@ final class Router: Sendable {
 
 /// The capabilities a router serves, by domain: immutable, replaced whole by a reload.
 final class CapabilityTable: Sendable {
-    let byName: [String: any Capability]
+    struct Entry: Sendable {
+        let capability: any Capability
+        /// Each operation's series, by operation index; empty when metrics are off.
+        let metrics: [OperationMetrics]
+    }
+
+    let byName: [String: Entry]
 
     /// The first of each name wins.
-    init(_ capabilities: [any Capability]) {
-        var byName: [String: any Capability] = [:]
-        for capability in capabilities where byName[capability.name] == nil { byName[capability.name] = capability }
+    init(_ capabilities: [any Capability], metrics: HostMetrics?) {
+        var byName: [String: Entry] = [:]
+        for capability in capabilities where byName[capability.name] == nil {
+            let series = metrics.map { metrics in capability.operations.map { metrics.operation("\(capability.name).\($0)") } } ?? []
+            byName[capability.name] = Entry(capability: capability, metrics: series)
+        }
         self.byName = byName
     }
 }

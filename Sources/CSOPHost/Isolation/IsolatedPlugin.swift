@@ -66,6 +66,17 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
     private let events: EventHub
     private let nextGeneration: @Sendable (String) -> Int
     private let audit: AuditLog?
+    /// Scrapes waiting for the child's metrics, by request id.
+    private let metricsRequests = Mutex<(next: UInt64, waiting: [UInt64: MetricsAnswer])>((0, [:]))
+
+    /// Where the child's answer to one metrics request goes.
+    private final class MetricsAnswer: Sendable {
+        let text = Mutex<ArraySlice<UInt8>?>(nil)
+        let arrived = DispatchSemaphore(value: 0)
+    }
+
+    /// How long a scrape waits for the child's metrics.
+    static let metricsTimeout: Double = 1_000
 
     /// How to start a child: the executable and what the first frame tells it.
     private struct Launch: Sendable {
@@ -247,6 +258,27 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             .pluginCrashed, "the isolated plugin \(name) \(crash ?? "stopped")\(wait); retry", retryable: true)
     }
 
+    /// Asks the child for its plugin's metrics and appends them, filtered again (the child is
+    /// where untrusted code runs). Nothing when there is no child or it does not answer within
+    /// ``metricsTimeout``.
+    func writeMetrics(into buffer: inout [UInt8]) {
+        guard let channel = state.withLock({ $0.child?.channel }) else { return }
+        let answer = MetricsAnswer()
+        let id = metricsRequests.withLock { requests in
+            requests.next += 1
+            requests.waiting[requests.next] = answer
+            return requests.next
+        }
+        defer { _ = metricsRequests.withLock { $0.waiting.removeValue(forKey: id) } }
+        var body: [UInt8] = []
+        IsolationChannel.appendU64(&body, id)
+        guard channel.send(.metrics, body),
+            answer.arrived.wait(timeout: .now() + .milliseconds(Int(Self.metricsTimeout))) == .success,
+            let text = answer.text.withLock({ $0 })
+        else { return }
+        PluginMetricsText.append(Array(text.prefix(PluginMetricsText.maxBytes)), plugin: name, to: &buffer)
+    }
+
     /// Ends the child: it destroys its plugin and exits when its socket closes; after 5 s it is killed.
     func destroy() {
         let child: Child? = state.withLock { state in
@@ -297,6 +329,10 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             Self.publish(reader.body, plugin: name, generation: child.generation, events: events, logger: logger)
         case .log:
             Self.log(&reader, logger: logger)
+        case .metricsText:
+            guard let id = reader.u64(), let answer = metricsRequests.withLock({ $0.waiting[id] }) else { return }
+            answer.text.withLock { $0 = reader.body }
+            answer.arrived.signal()
         default:
             logger.error("the isolated plugin \(name) sent an unexpected frame (kind \(kind.map { String($0.rawValue) } ?? "unknown")); ignored")
         }

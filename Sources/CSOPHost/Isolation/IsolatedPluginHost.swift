@@ -95,6 +95,12 @@ public enum IsolatedPluginHost {
             case .commitAnswer:
                 guard let id = reader.u64(), let ok = reader.u8() else { return }
                 commits.withLock { $0.removeValue(forKey: id) }?.answer(ok == 1)
+            case .metrics:
+                guard let id = reader.u64() else { return }
+                var answer: [UInt8] = []
+                IsolationChannel.appendU64(&answer, id)
+                plugin?.writeMetrics(into: &answer)
+                channel.send(.metricsText, answer)
             default: break
             }
         }

@@ -38,6 +38,10 @@ final class IsolationChannel: Sendable {
         case commit = 9
         /// host → child: u64 call id, u8 1 (go on) or 0 (answered already).
         case commitAnswer = 10
+        /// host → child: u64 request id (a scrape asks for the plugin's metrics).
+        case metrics = 11
+        /// child → host: u64 request id, the plugin's metrics text (already filtered in the child).
+        case metricsText = 12
     }
 
     /// Log levels as a `log` frame numbers them (the index).

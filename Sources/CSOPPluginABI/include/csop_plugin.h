@@ -240,7 +240,30 @@ typedef struct csop_plugin_descriptor {
      * May be NULL: the host then checks only that the config is a JSON object.
      */
     int32_t (*check_config)(const uint8_t *config, size_t config_length, csop_error *error);
+
+    /* Added after the first release of ABI version 1, after `check_config`: the host reads it
+     * only when `struct_size` covers it (CSOP_DESCRIPTOR_HAS_WRITE_METRICS). */
+
+    /**
+     * Writes the instance's own metrics (a pool's queue depth, a store's bytes) in Prometheus's
+     * text exposition format, version 0.0.4: `# HELP` and `# TYPE` lines and samples, each line
+     * ending in "\n". Every metric name must start with "csop_" followed by the plugin's `name`
+     * and "_" (`csop_storage_bytes`); the host drops lines that do not, so that plugins never
+     * overwrite each other's series or the host's. The host adds each request's count and
+     * duration by action itself: do not count requests here.
+     *
+     * Calls `write(context, text, length)` any number of times, on the calling thread, before
+     * it returns; the host copies the bytes. Called on any thread, at any time between `create`
+     * and `destroy` while calls run (when a scraper asks): read counters, do not block.
+     * May be NULL: the plugin has no metrics of its own.
+     */
+    void (*write_metrics)(void *instance, void *context, void (*write)(void *context, const uint8_t *text, size_t length));
 } csop_plugin_descriptor;
+
+/** Whether `descriptor` (a `const csop_plugin_descriptor *`) carries a usable `write_metrics`. */
+#define CSOP_DESCRIPTOR_HAS_WRITE_METRICS(descriptor) \
+    ((descriptor)->struct_size >= offsetof(csop_plugin_descriptor, write_metrics) + sizeof(void (*)(void)) && \
+     (descriptor)->write_metrics != NULL)
 
 /** The size of a version 1 descriptor before `check_config` was added: the least the host accepts. */
 #define CSOP_PLUGIN_DESCRIPTOR_MIN_SIZE (offsetof(csop_plugin_descriptor, check_config))

@@ -5,12 +5,16 @@
  *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
  *   hello.whoami -> {"tenant":…,"subject":…,"actions":…} from the call's caller fields, or
  *                   {"owner":true} for the local owner (tests pass names that need no escaping)
+ * Metrics (write_metrics): csop_hello_greetings_total, in two writes that split a line, and
+ * lines the host must drop: another plugin's name, a name without the prefix, a sample line
+ * with no name. Tests check that only the first survives.
  * Build: cc -shared -fPIC -I Sources/CSOPPluginABI/include hello.c -o libhello.so
  * Reload tests build versions of it: -DHELLO_VERSION='"1.0.2"', and -DHELLO_NAME='"extra"'
  * for a second domain served by the same code.
  */
 #include <csop_plugin.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,12 +36,15 @@ static int32_t create(const csop_host_api *host, const uint8_t *config, size_t c
     return 0;
 }
 
+static atomic_long greetings;
+
 static void invoke(void *instance, const csop_call *call) {
     const csop_host_api *host = instance;
     csop_outcome outcome = {0};
     outcome.struct_size = sizeof outcome;
     char buffer[512];
     if (strcmp(call->operation, "greet") == 0) {
+        atomic_fetch_add(&greetings, 1);
         int n = snprintf(buffer, sizeof buffer, "{\"greeting\":\"hello from C\",\"payloadBytes\":%zu}",
                          call->payload_length);
         outcome.status = CSOP_STATUS_OK;
@@ -79,6 +86,20 @@ static void invoke(void *instance, const csop_call *call) {
 
 static void destroy(void *instance) { (void)instance; }
 
+static void write_metrics(void *instance, void *context, void (*write)(void *context, const uint8_t *text, size_t length)) {
+    (void)instance;
+    char buffer[512];
+    int n = snprintf(buffer, sizeof buffer,
+                     "# HELP csop_" HELLO_NAME "_greetings_total Greetings answered.\n"
+                     "# TYPE csop_" HELLO_NAME "_greetings_total counter\n"
+                     "csop_" HELLO_NAME "_greetings_total %ld\n",
+                     atomic_load(&greetings));
+    write(context, (const uint8_t *)buffer, 20); /* a line split across writes */
+    write(context, (const uint8_t *)buffer + 20, (size_t)n - 20);
+    static const char dropped[] = "# TYPE csop_storage_bytes gauge\ncsop_storage_bytes 7\nhello_other 1\n {} 3\n";
+    write(context, (const uint8_t *)dropped, sizeof dropped - 1);
+}
+
 static const csop_plugin_descriptor descriptor = {
     .magic = CSOP_PLUGIN_MAGIC,
     .abi_version = CSOP_ABI_VERSION,
@@ -91,6 +112,8 @@ static const csop_plugin_descriptor descriptor = {
     .invoke = invoke,
     .cancel = NULL,
     .destroy = destroy,
+    .check_config = NULL,
+    .write_metrics = write_metrics,
 };
 
 const csop_plugin_descriptor *csop_plugin_register(void) { return &descriptor; }
