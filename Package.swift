@@ -153,7 +153,7 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.embedInCode("Resources/csop.js")],
+            resources: [.embedInCode("Resources/csop.js"), .embedInCode("Resources/status.html")],
             swiftSettings: swiftSettings),
         // `csop serve` and `csop token` run this; kept apart so csop links no HTTP stack.
         .executableTarget(

@@ -106,6 +106,9 @@ public struct Gateway: Sendable {
         router.get("readyz") { _, _ in await routes.readyz() }
         if services.metrics != nil {
             router.get("metrics") { request, _ in await routes.metrics(request) }
+            if let path = services.configuration.statusPath {
+                router.get(RouterPath(path)) { _, _ in routes.statusPage() }
+            }
         }
         router.get("v1/csop.js") { request, _ in routes.clientScript(request) }
         // POST /v1/dispatch and /v1/{domain}/{operation} are served before the router, on the

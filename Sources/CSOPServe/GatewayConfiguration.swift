@@ -8,6 +8,7 @@ import Glibc
 /// ```toml
 /// listen = "0.0.0.0:7420"
 /// static-dir = "public"                   # files served at /, optional
+/// status-page = "/"                       # --status-page: the status page's path ("" for none)
 /// [tls]
 /// cert = "/etc/csop/cert.pem"             # --tls-cert
 /// key = "/etc/csop/key.pem"               # --tls-key
@@ -50,6 +51,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var corsOrigins: [String] = []
     /// A directory whose files are served at `/` (an app, a test page); nil serves none.
     public var staticDirectory: String?
+    /// Where the status page is served (plugins, live charts from `/metrics`); nil: nowhere.
+    /// A file of ``staticDirectory`` at the same path wins.
+    public var statusPath: String? = "/"
     public var maxBodyBytes = 8 << 20
     public var maxFrameBytes = 1 << 20
     public var maxConnections = 16_384
@@ -90,7 +94,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
             throw GatewayConfigurationError(error.description)
         }
         do throws(CSOPError) {
-            try apply(Fields(.object(document), path: path, allowed: ["listen", "static-dir", "tls", "auth", "cors", "limits"]))
+            try apply(Fields(.object(document), path: path, allowed: ["listen", "static-dir", "status-page", "tls", "auth", "cors", "limits"]))
         } catch {
             throw GatewayConfigurationError("\(path): \(error.message)")
         }
@@ -99,6 +103,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     private mutating func apply(_ fields: Fields) throws(CSOPError) {
         if let value = try fields.string("listen") { listen = value }
         if let value = try fields.string("static-dir") { staticDirectory = value }
+        if let value = try fields.string("status-page", nonEmpty: false, maxLength: 256) { statusPath = value.isEmpty ? nil : value }
         if fields.has("tls") {
             let tls = try fields.nested("tls", allowed: ["cert", "key"])
             if let value = try tls.string("cert") { tlsCertificate = value }
@@ -184,6 +189,15 @@ public struct GatewayConfiguration: Sendable, Equatable {
             )
         }
         if rateBurst < 1 { throw GatewayConfigurationError("--rate-burst must be at least 1") }
+        if let statusPath {
+            let reserved = ["/metrics", "/healthz", "/readyz"]
+            guard statusPath.hasPrefix("/"), !statusPath.hasPrefix("/v1/"), !reserved.contains(statusPath),
+                !statusPath.split(separator: "/").contains(".."), statusPath.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "?") && $0 != UInt8(ascii: "#") })
+            else {
+                throw GatewayConfigurationError(
+                    "--status-page \(statusPath) is not a usable path: write one like / or /status (not under /v1/, not /metrics, /healthz or /readyz), or \"\" for no status page")
+            }
+        }
     }
 }
 

@@ -79,6 +79,20 @@ struct HTTPRoutes: Sendable {
         return HTTPReply(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
     }
 
+    /// The status page (``GatewayConfiguration/statusPath``): one static file with no data of
+    /// its own and no outside assets. Its script reads `/metrics` (with the token the user
+    /// gives it, when auth is on) and `/readyz`.
+    func statusPage() -> HTTPReply {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/html; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        headers[.contentSecurityPolicy] =
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'self'"
+        headers[.xContentTypeOptions] = "nosniff"
+        headers[HTTPField.Name("Referrer-Policy")!] = "no-referrer"
+        return HTTPReply(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: PackageResources.status_html)))
+    }
+
     /// What a token must allow to read `/metrics` when auth is on.
     static let metricsAction = "host.metrics"
 

@@ -57,6 +57,26 @@ public final class Chromium: Sendable {
     /// Everything the browser printed.
     public var log: String { output.withLock { String(decoding: $0, as: UTF8.self) } }
 
+    /// Saves a PNG of `url` as a `width`×`height` window shows it after `virtualMilliseconds`
+    /// of page time (timers run ahead; the page's fetches are waited for). Returns what the
+    /// browser printed.
+    public static func screenshot(url: String, to path: String, width: Int = 1280, height: Int = 1100, virtualMilliseconds: Int = 9000)
+        async throws -> String
+    {
+        guard let executable else {
+            throw ServeProcessError(message: "Chromium is not installed: apt-get install chromium (scripts/test.sh does), or set CSOP_CHROMIUM")
+        }
+        let profile = try TemporaryDirectory("csop-chromium")
+        let result = try await ChildProcess.run(
+            executable,
+            [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+                "--disable-extensions", "--disable-background-networking", "--user-data-dir=\(profile.path)", "--hide-scrollbars",
+                "--screenshot=\(path)", "--window-size=\(width),\(height)", "--virtual-time-budget=\(virtualMilliseconds)", url,
+            ], timeout: 120)
+        return result.stdout + result.stderr
+    }
+
     /// Ends the browser and its child processes.
     public func stop() async {
         let process = self.process

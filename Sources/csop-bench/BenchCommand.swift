@@ -19,6 +19,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Only these suites (comma-separated): host, storage, compute, sync, gateway.")
     var only: String?
 
+    @Option(help: "Also write the table as an HTML page with a chart of each row against its baseline and peer.")
+    var html: String?
+
     @Flag(help: .hidden)
     var bareWebsocketServer = false
 
@@ -30,6 +33,11 @@ struct BenchCommand: AsyncParsableCommand {
         #if DEBUG
             printLine("warning: this is a debug build; numbers are not representative (swift build -c release)", to: 2)
         #endif
+        // A path that cannot be written is found now, not after the whole run.
+        if let html, !FileManager.default.createFile(atPath: html, contents: nil) {
+            printLine("cannot write --html \(html): check that its directory exists and is writable", to: 2)
+            throw ExitCode(2)
+        }
         let context = try BenchContext(quick: quick)
         defer { context.cleanUp() }
         let selected = only.map { Set($0.split(separator: ",").map(String.init)) }
@@ -46,6 +54,16 @@ struct BenchCommand: AsyncParsableCommand {
             }
         }
         if json { writeAll(1, JSONValue.array(rows.map(Self.json)).serialized() + [0x0A]) }
+        if let html {
+            let page = BenchReport.html(rows, title: "csop bench \(WallClock.iso8601())")
+            do {
+                try page.write(toFile: html, atomically: true, encoding: .utf8)
+                printLine("wrote \(html)", to: 2)
+            } catch {
+                printLine("cannot write --html \(html): \(error)", to: 2)
+                throw ExitCode(1)
+            }
+        }
     }
 
     static func format(_ row: BenchRow) -> String {

@@ -49,6 +49,8 @@ struct ServeCommand: AsyncParsableCommand {
     var corsOrigins: [String] = []
     @Option(name: .customLong("static-dir"), help: "Serve the files of this directory at /.")
     var staticDir: String?
+    @Option(name: .customLong("status-page"), help: "Where the status page is served (default /; \"\" for none). Its data needs a token allowing host.metrics when auth is on.")
+    var statusPage: String?
     @Option(name: .customLong("max-body-bytes"), help: "The largest HTTP body (default 8388608).")
     var maxBodyBytes: Int?
     @Option(name: .customLong("max-frame-bytes"), help: "The largest WebSocket message (default 1048576).")
@@ -87,6 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
         if insecureNoAuth { configuration.insecureNoAuth = true }
         if !corsOrigins.isEmpty { configuration.corsOrigins = corsOrigins }
         if let staticDir { configuration.staticDirectory = staticDir }
+        if let statusPage { configuration.statusPath = statusPage.isEmpty ? nil : statusPage }
         if let maxBodyBytes { configuration.maxBodyBytes = maxBodyBytes }
         if let maxFrameBytes { configuration.maxFrameBytes = maxFrameBytes }
         if let maxConnections { configuration.maxConnections = maxConnections }

@@ -156,3 +156,30 @@ import Testing
         #expect(lines.contains { $0["event"] == "hello" && $0["data"] == ["text": "hi"] })
     }
 }
+
+/// `csop bench --html FILE`: the table as one page with a chart per row (a quick debug run of
+/// the host suite: the figures do not matter here, the page does).
+@Suite struct BenchHTMLTests {
+    @Test func benchWritesAnHTMLPageWithAChartPerRow() async throws {
+        let directory = try TemporaryDirectory("csop-bench-html")
+        let page = directory.file("bench.html")
+        let result = try await ChildProcess.run(
+            TestEnvironment.csopExecutable, ["bench", "--quick", "--only", "host", "--html", page], timeout: 600)
+        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        #expect(html.hasPrefix("<!doctype html>"))
+        let rows = result.stdout.split(separator: "\n").filter { $0.hasPrefix("host | ") }
+        #expect(rows.count >= 5)
+        // One chart per row, each with the row's bar and its baseline's.
+        #expect(html.components(separatedBy: "<svg").count - 1 == rows.count, "\(rows.count) rows")
+        #expect(html.contains("no-op dispatch with metrics on (callback)"))
+        #expect(html.contains("metrics off (callback): "))
+        #expect(!html.contains("<script"), "the page must need no script")
+        #expect(!html.contains("http://") && !html.contains("https://"), "the page must need no outside assets")
+
+        let refused = try await ChildProcess.run(
+            TestEnvironment.csopExecutable, ["bench", "--quick", "--only", "host", "--html", directory.file("missing/dir/b.html")])
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("cannot write --html"), "\(refused.stderr)")
+    }
+}

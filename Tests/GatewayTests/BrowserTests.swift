@@ -40,6 +40,45 @@ import Testing
         await collector.stop()
     }
 
+    /// The status page at / (#13): charts fed by /metrics while the test page sends requests,
+    /// the plugins listed, a token asked for when none is given, no console errors. A
+    /// screenshot is saved as a test artifact (.build/test-artifacts/status-page.png).
+    @Test func statusPage() async throws {
+        let setup = try ServeSetup(label: "csop-browser")
+        let server = try await serve(setup)
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("operator")
+        let (report, browser) = try await run(setup, server: server, collector: collector, page: "status", path: "status.html?token=\(token)")
+        await browser.stop()
+        #expect(report?["ok"] == .bool(true), "failed checks:\n\(failedChecks(report))\nbrowser log:\n\(browser.log.suffix(3000))")
+        // The frame without a token is answered 401 on purpose; anything else is an error.
+        let errors = browser.consoleLines.filter {
+            ($0.contains("Uncaught") || $0.contains("ERROR")) && !$0.contains("status of 401")
+        }
+        #expect(errors.isEmpty, "console errors: \(errors)")
+        #expect(!browser.log.contains(token), "the token reached the browser's log")
+
+        let artifacts = "\(CCompiler.packageRoot)/.build/test-artifacts"
+        try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
+        let shot = "\(artifacts)/status-page.png"
+        try? FileManager.default.removeItem(atPath: shot)
+        let load = Task {
+            let http = HTTP(port: server.port)
+            for i in 0..<400 where !Task.isCancelled {
+                _ = try await http.post("/v1/dispatch", #"{"action":"diag.noop"}"#, token: token)
+                if i % 4 == 0 { _ = try await http.post("/v1/dispatch", #"{"action":"diag.fail","payload":{"code":"TEAPOT"}}"#, token: token) }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        let log = try await Chromium.screenshot(url: "http://127.0.0.1:\(server.port)/#token=\(token)", to: shot)
+        load.cancel()
+        _ = await load.result
+        let png = FileManager.default.contents(atPath: shot) ?? Data()
+        #expect(png.count > 10_000 && png.starts(with: [0x89, 0x50, 0x4E, 0x47]), "no screenshot at \(shot):\n\(log.suffix(2000))")
+        try await server.stop()
+        await collector.stop()
+    }
+
     @Test func subscribeAndBroadcastBetweenTwoPages() async throws {
         let setup = try ServeSetup(label: "csop-browser")
         let server = try await serve(setup)
