@@ -32,6 +32,8 @@ let package = Package(
         // Metrics: the swift-metrics API, exported in Prometheus's text format (host and plugins).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Tracing: a span per request and per attempt, for whatever tracer the embedder or csop serve sets.
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         // WebAssembly tasks (the compute plugin): an interpreter with fuel, no file system or WASI.
         .package(url: "https://github.com/swiftwasm/WasmKit", from: "0.4.2", traits: ["MultiThread"]),
         // The network gateway (csop-serve) only: csop itself links none of these.
@@ -63,6 +65,7 @@ let package = Package(
                 "CSOPCore", "CSOPPluginABI", "CSOPHostShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -208,7 +211,11 @@ let package = Package(
         .testTarget(name: "CSOPCoreTests", dependencies: ["CSOPCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CSOPHostTests",
-            dependencies: ["CSOPCore", "CSOPHost", "CSOPTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPTestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(name: "CLITests", dependencies: ["CSOPCore", "CSOPTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FuzzTests", dependencies: ["CSOPTestSupport"], swiftSettings: swiftSettings),

@@ -17,6 +17,9 @@ public struct RawDispatchHead: Sendable, Equatable {
     public var origin: String?
     public var host: String?
     public var authorization: String?
+    /// W3C Trace Context headers, as sent (the gateway checks them).
+    public var traceparent: String?
+    public var tracestate: String?
 
     /// The path: the target up to its query.
     public var path: Substring {
@@ -107,6 +110,13 @@ public struct RawDispatchHead: Sendable, Equatable {
             case "authorization":
                 guard head.authorization == nil else { return .handOn }
                 head.authorization = String(decoding: value, as: UTF8.self)
+            case "traceparent":
+                guard head.traceparent == nil else { return .handOn }
+                head.traceparent = String(decoding: value, as: UTF8.self)
+            case "tracestate":
+                // Several tracestate lines make one list: NIO's parser reads those.
+                guard head.tracestate == nil else { return .handOn }
+                head.tracestate = String(decoding: value, as: UTF8.self)
             default:
                 break
             }

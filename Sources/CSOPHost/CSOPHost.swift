@@ -58,7 +58,7 @@ public final class CSOPHost: Sendable {
         let router = Router(
             capabilities: [info] + reloader.capabilities,
             scheduler: scheduler, backoff: backoff, maxInFlightBytes: configuration.maxInFlightBytes, audit: configuration.auditLog,
-            metrics: configuration.metrics, missingDomainHint: { [reloader] domain in reloader.whyMissing(domain) })
+            metrics: configuration.metrics, tracer: configuration.tracer, missingDomainHint: { [reloader] domain in reloader.whyMissing(domain) })
         self.router = router
         reloader.onInstall { [weak router] capabilities in router?.replaceCapabilities([info] + capabilities) }
         if let metrics = configuration.metrics {

@@ -1,5 +1,6 @@
 import Glibc
 public import Logging
+public import Tracing
 
 /// How a ``CSOPHost`` finds and loads its plugins.
 public struct HostConfiguration: Sendable {
@@ -39,6 +40,12 @@ public struct HostConfiguration: Sendable {
     /// Where requests, plugin changes and plugins' own metrics are counted (``HostMetrics``,
     /// read with ``CSOPHost/metricsText()``); nil (the default): metrics are off and cost nothing.
     public var metrics: HostMetrics?
+    /// Where the router's spans go (swift-distributed-tracing): `csop.dispatch` per request and
+    /// `csop.attempt` per try, children of the request's W3C `traceparent` when the tracer reads
+    /// it (swift-otel's does). Nil (the default): no spans, one nil check per request; plugins
+    /// still get the caller's `traceparent`. `InstrumentationSystem.tracer` after bootstrapping
+    /// one is the usual value.
+    public var tracer: (any Tracer)?
 
     /// - Parameters:
     ///   - pluginsDirectory: the plugins.d directory; nil looks it up as

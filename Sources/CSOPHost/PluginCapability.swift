@@ -89,18 +89,24 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, _ attempt: Attempt
     ) {
-        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, pending: PendingCall(owner: self, attempt: attempt))
+        invoke(
+            callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller,
+            trace: attempt.trace, pending: PendingCall(owner: self, attempt: attempt))
     }
 
     /// Calls the plugin; its completion goes to `sink`.
     func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, sink: any CallSink
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, trace: TraceContext?,
+        sink: any CallSink
     ) {
-        invoke(callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller, pending: PendingCall(owner: self, sink: sink))
+        invoke(
+            callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller,
+            trace: trace, pending: PendingCall(owner: self, sink: sink))
     }
 
     private func invoke(
-        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, pending: PendingCall
+        callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, trace: TraceContext?,
+        pending: PendingCall
     ) {
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
@@ -113,19 +119,28 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
                     payload: bytes.baseAddress, payload_length: bytes.count,
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
                     host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit,
-                    tenant: nil, tenant_length: 0, subject: nil, subject_length: 0, actions: nil, actions_length: 0))
-            guard let caller else { return descriptor.pointee.invoke(instance, raw) }
+                    tenant: nil, tenant_length: 0, subject: nil, subject_length: 0, actions: nil, actions_length: 0,
+                    traceparent: nil, traceparent_length: 0, tracestate: nil, tracestate_length: 0))
+            guard caller != nil || trace != nil else { return descriptor.pointee.invoke(instance, raw) }
             // Valid only during invoke (csop_plugin.h), like the payload: the plugin copies what it keeps.
-            caller.tenant.withCString { tenant in
-                caller.subject.withCString { subject in
-                    caller.actions.description.withCString { actions in
-                        raw.pointee.tenant = tenant
-                        raw.pointee.tenant_length = strlen(tenant)
-                        raw.pointee.subject = subject
-                        raw.pointee.subject_length = strlen(subject)
-                        raw.pointee.actions = actions
-                        raw.pointee.actions_length = strlen(actions)
-                        descriptor.pointee.invoke(instance, raw)
+            withCString(caller?.tenant) { tenant in
+                withCString(caller?.subject) { subject in
+                    withCString(caller?.actions.description) { actions in
+                        withCString(trace?.traceparent) { traceparent in
+                            withCString(trace?.state) { tracestate in
+                                raw.pointee.tenant = tenant.pointer
+                                raw.pointee.tenant_length = tenant.length
+                                raw.pointee.subject = subject.pointer
+                                raw.pointee.subject_length = subject.length
+                                raw.pointee.actions = actions.pointer
+                                raw.pointee.actions_length = actions.length
+                                raw.pointee.traceparent = traceparent.pointer
+                                raw.pointee.traceparent_length = traceparent.length
+                                raw.pointee.tracestate = tracestate.pointer
+                                raw.pointee.tracestate_length = tracestate.length
+                                descriptor.pointee.invoke(instance, raw)
+                            }
+                        }
                     }
                 }
             }
@@ -241,6 +256,12 @@ private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
     let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     guard let pending = csop_load_pointer(slot) else { return 0 }
     return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().beginCommit() ? 1 : 0
+}
+
+/// `text` as a NUL-terminated C string with its length, valid during `body`; (nil, 0) for nil.
+private func withCString<R>(_ text: String?, _ body: ((pointer: UnsafePointer<CChar>?, length: Int)) -> R) -> R {
+    guard let text else { return body((nil, 0)) }
+    return text.withCString { body(($0, strlen($0))) }
 }
 
 /// The least `csop_outcome.struct_size` the host reads: every field of ABI version 1.

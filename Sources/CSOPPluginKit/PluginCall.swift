@@ -20,6 +20,10 @@ public final class PluginCall: Sendable {
     /// Keep each ``Caller/tenant``'s data apart; the host has already checked that its
     /// actions allow this call.
     public let caller: Caller?
+    /// The W3C trace context the call runs in (`csop_call.traceparent`): start the plugin's own
+    /// spans (a query, a job) as its children so they join the caller's trace. Nil when the
+    /// request came without one and the host does not trace, or the host is older.
+    public let trace: TraceContext?
 
     // The csop_call is owned by the host and valid until completed.
     private nonisolated(unsafe) let raw: UnsafePointer<csop_call>
@@ -33,6 +37,15 @@ public final class PluginCall: Sendable {
         self.payload = payload
         self.timeoutMilliseconds = raw.pointee.timeout_ms
         self.caller = caller
+        self.trace = Self.trace(of: raw)
+    }
+
+    /// The trace fields of `raw` (csop_plugin.h, `CSOP_CALL_HAS_TRACE`), when present and valid.
+    static func trace(of raw: UnsafePointer<csop_call>) -> TraceContext? {
+        let end = MemoryLayout<csop_call>.offset(of: \csop_call.tracestate_length)! + MemoryLayout<Int>.size
+        guard Int(raw.pointee.struct_size) >= end, let traceparent = raw.pointee.traceparent else { return nil }
+        let state = raw.pointee.tracestate.map { String(cString: $0) }
+        return try? TraceContext(traceparent: String(cString: traceparent), tracestate: state)
     }
 
     /// The caller the host put in `raw` (csop_plugin.h, `CSOP_CALL_HAS_CALLER`): nil for the

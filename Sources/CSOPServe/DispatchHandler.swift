@@ -171,7 +171,9 @@ final class DispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let fields = head.headerFields
         let routeHead = DispatchRoute.Head(
             target: dispatch.target, uri: head.path ?? "/", origin: fields[.origin], authority: head.authority,
-            authorization: fields[.authorization])
+            authorization: fields[.authorization],
+            trace: DispatchRoute.Head.trace(
+                traceparent: fields[HTTPField.Name("traceparent")!], tracestate: fields[values: HTTPField.Name("tracestate")!].joined(separator: ",")))
         route.serve(routeHead, body: dispatch.body, peer: peer, completion: finisher(for: head))
     }
 

@@ -47,6 +47,14 @@ struct DispatchRoute: Sendable {
         /// The `Host` (the server's own origin is allowed).
         var authority: String?
         var authorization: String?
+        /// The `traceparent` and `tracestate` headers: requests without a `trace` field of
+        /// their own run in this context. Malformed ones are ignored, as W3C Trace Context asks.
+        var trace: TraceContext?
+
+        static func trace(traceparent: String?, tracestate: String?) -> TraceContext? {
+            guard let traceparent else { return nil }
+            return try? TraceContext(traceparent: traceparent, tracestate: tracestate)
+        }
     }
 
     /// Answers one dispatch: checks its origin and token, then runs it. `completion` is called
@@ -82,12 +90,12 @@ struct DispatchRoute: Sendable {
     private func answer(_ head: Head, body: ByteBuffer, caller: Caller?, peer: String, completion: @escaping @Sendable (HTTPAnswer) -> Void) {
         let rateKey = services.rateLimiter.isEnabled ? GatewayServices.rateKey(caller, peer: peer) : ""
         switch head.target {
-        case .dispatch: dispatch(body: body, caller: caller, rateKey: rateKey, completion: completion)
-        case .action(let action): dispatch(action, uri: head.uri, body: body, caller: caller, rateKey: rateKey, completion: completion)
+        case .dispatch: dispatch(body: body, caller: caller, trace: head.trace, rateKey: rateKey, completion: completion)
+        case .action(let action): dispatch(action, uri: head.uri, body: body, caller: caller, trace: head.trace, rateKey: rateKey, completion: completion)
         }
     }
 
-    private func dispatch(body: ByteBuffer, caller: Caller?, rateKey: String, completion: @escaping @Sendable (HTTPAnswer) -> Void) {
+    private func dispatch(body: ByteBuffer, caller: Caller?, trace: TraceContext?, rateKey: String, completion: @escaping @Sendable (HTTPAnswer) -> Void) {
         let value: JSONValue
         switch Self.parse(body) {
         case .success(let parsed): value = parsed
@@ -95,7 +103,7 @@ struct DispatchRoute: Sendable {
         }
         guard case .array(let items) = value else {
             if let wait = services.rateLimiter.take(rateKey) { return completion(.rateLimited(wait)) }
-            return run(value, caller: caller) { completion(.reply($0)) }
+            return run(value, caller: caller, trace: trace) { completion(.reply($0)) }
         }
         guard !items.isEmpty, items.count <= Self.maxBatch else {
             return completion(.failure(.invalidPayload("a batch holds 1 to \(Self.maxBatch) requests, got \(items.count)")))
@@ -103,7 +111,7 @@ struct DispatchRoute: Sendable {
         if let wait = services.rateLimiter.take(rateKey, count: items.count) { return completion(.rateLimited(wait)) }
         let batch = Batch(count: items.count)
         for (index, item) in items.enumerated() {
-            run(item, caller: caller) { response in
+            run(item, caller: caller, trace: trace) { response in
                 guard let responses = batch.set(index, response) else { return }
                 var writer = JSONWriter(capacity: 128 * responses.count)
                 writer.append("[")
@@ -118,7 +126,7 @@ struct DispatchRoute: Sendable {
     }
 
     private func dispatch(
-        _ action: String, uri: String, body: ByteBuffer, caller: Caller?, rateKey: String,
+        _ action: String, uri: String, body: ByteBuffer, caller: Caller?, trace: TraceContext?, rateKey: String,
         completion: @escaping @Sendable (HTTPAnswer) -> Void
     ) {
         var options = JSONObject()
@@ -139,11 +147,11 @@ struct DispatchRoute: Sendable {
             }
         }
         if let wait = services.rateLimiter.take(rateKey) { return completion(.rateLimited(wait)) }
-        run(.object(["action": .string(action), "payload": payload, "options": .object(options)]), caller: caller) { completion(.reply($0)) }
+        run(.object(["action": .string(action), "payload": payload, "options": .object(options)]), caller: caller, trace: trace) { completion(.reply($0)) }
     }
 
-    /// Runs one request given as JSON.
-    private func run(_ value: JSONValue, caller: Caller?, completion: @escaping @Sendable (CSOPResponse) -> Void) {
+    /// Runs one request given as JSON; its own `trace` field wins over the headers' `trace`.
+    private func run(_ value: JSONValue, caller: Caller?, trace: TraceContext?, completion: @escaping @Sendable (CSOPResponse) -> Void) {
         var request: CSOPRequest
         switch CSOPRequest.decode(value) {
         case .success(let decoded): request = decoded
@@ -156,6 +164,7 @@ struct DispatchRoute: Sendable {
             return completion(CSOPResponse(id: request.id, outcome: .failure(error), duration: 0))
         }
         request.caller = caller
+        if request.trace == nil { request.trace = trace }
         services.host.dispatch(request, completion: completion)
     }
 

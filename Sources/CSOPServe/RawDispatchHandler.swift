@@ -185,7 +185,8 @@ final class RawDispatchHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
         let routeHead = DispatchRoute.Head(
-            target: target, uri: head.uri, origin: head.origin, authority: head.host, authorization: head.authorization)
+            target: target, uri: head.uri, origin: head.origin, authority: head.host, authorization: head.authorization,
+            trace: DispatchRoute.Head.trace(traceparent: head.traceparent, tracestate: head.tracestate))
         let origin = head.origin
         // The answer is written from a task of its own on the event loop, never from inside
         // serve() (a synchronous completion would otherwise re-enter it).

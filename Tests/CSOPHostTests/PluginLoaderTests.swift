@@ -43,7 +43,7 @@ import Testing
         let host = try await TestEnvironment.makeHost([PluginEntry("10-hello.conf", library: library)], in: directory)
         #expect(host.failures.isEmpty)
         #expect(host.plugins.first?.name == "hello")
-        #expect(host.plugins.first?.operations == ["greet", "echo", "fail", "commit", "whoami"])
+        #expect(host.plugins.first?.operations == ["greet", "echo", "fail", "commit", "whoami", "trace"])
         let greet = await host.dispatch("hello.greet", ["a": 1])
         #expect(greet.data == ["greeting": "hello from C", "payloadBytes": 7])
         let fail = await host.dispatch("hello.fail", [:], options: RequestOptions(retry: 3))

@@ -1,5 +1,6 @@
 import CSOPCore
 import Synchronization
+import Tracing
 
 /// One attempt at a request, as the capability running it sees it: finish it exactly once
 /// with ``complete(_:)``, and call ``beginCommit()`` right before an effect that cannot be
@@ -17,6 +18,11 @@ final class Attempt: CallSink, Sendable {
     let job: Router.Job
     /// The one call an open circuit let through after its cool-down (``CircuitBreaker``).
     let isProbe: Bool
+    /// The W3C context the plugin gets (`csop_call.traceparent`): this attempt's span's when a
+    /// tracer is set, else the request's own.
+    let trace: TraceContext?
+    /// Its `csop.attempt` span; nil when no tracer is set.
+    let span: (any Span)?
     private let router: Router
 
     private struct State {
@@ -26,7 +32,12 @@ final class Attempt: CallSink, Sendable {
     }
     private let state = Mutex(State())
 
-    init(router: Router, job: Router.Job, number: Int, callID: UInt64, isProbe: Bool = false) {
+    init(
+        router: Router, job: Router.Job, number: Int, callID: UInt64, isProbe: Bool = false, trace: TraceContext? = nil,
+        span: (any Span)? = nil
+    ) {
+        self.trace = trace
+        self.span = span
         self.router = router
         self.isProbe = isProbe
         self.job = job

@@ -11,16 +11,20 @@ public struct Request: Sendable {
     /// Never read from JSON (``decode(_:)`` leaves it nil, so a client cannot claim one); an
     /// authenticating front end sets it after checking a token.
     public var caller: Caller?
+    /// The W3C trace context the request belongs to (a `traceparent` header, the `trace`
+    /// field); nil when the caller sent none. Plugins get it across the ABI.
+    public var trace: TraceContext?
 
     public static let maxIDLength = 256
-    private static let fields: [String] = ["id", "action", "payload", "options"]
+    private static let fields: [String] = ["id", "action", "payload", "options", "trace"]
 
     /// Creates a request; an id (`csop_` and 16 random hex digits) is generated when nil.
     /// - Parameter caller: who it runs for; nil (the default) for the local owner.
     public init(
         id: String? = nil, action: String, payload: JSONValue = .object(JSONObject()), options: RequestOptions = RequestOptions(),
-        caller: Caller? = nil
+        caller: Caller? = nil, trace: TraceContext? = nil
     ) {
+        self.trace = trace
         self.id = id ?? Request.generateID()
         self.action = action
         self.payload = payload
@@ -43,7 +47,7 @@ public struct Request: Sendable {
         }
         do throws(CSOPError) {
             for member in object.members where !Self.fields.contains(member.key) {
-                throw .invalidPayload("unknown request field \"\(member.key)\"; a request has id, action, payload and options")
+                throw .invalidPayload("unknown request field \"\(member.key)\"; a request has id, action, payload, options and trace")
             }
             guard let actionValue = object["action"] else {
                 throw CSOPError(.invalidAction, "the request has no action; add \"action\": \"domain.operation\"")
@@ -53,7 +57,9 @@ public struct Request: Sendable {
             }
             let payload = object["payload"] ?? .object(JSONObject())
             let options = try RequestOptions(json: object["options"])
-            return .success(Request(id: id, action: action, payload: payload, options: options))
+            var trace: TraceContext?
+            if let value = object["trace"], !value.isNull { trace = try TraceContext(json: value) }
+            return .success(Request(id: id, action: action, payload: payload, options: options, trace: trace))
         } catch {
             return .failure(DecodeFailure(id: id, error: error))
         }

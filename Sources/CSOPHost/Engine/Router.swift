@@ -1,5 +1,6 @@
 import CSOPCore
 import Synchronization
+import Tracing
 
 /// Validates requests and runs them on capabilities with a timeout per attempt and
 /// exponential backoff between retries.
@@ -43,6 +44,8 @@ final class Router: Sendable {
     private let audit: AuditLog?
     /// Where every answer is counted; nil: metrics are off.
     private let metrics: HostMetrics?
+    /// Spans for requests and attempts; nil: no tracer is set.
+    private let tracing: RequestTracing?
 
     /// - Parameters:
     ///   - capabilities: what to route to, by domain; names must be unique.
@@ -54,10 +57,11 @@ final class Router: Sendable {
         capabilities: [any Capability], scheduler: any Scheduler = TimerThread.shared,
         backoff: BackoffPolicy = .standard, random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         maxInFlightBytes: Int = HostConfiguration.defaultMaxInFlightBytes, audit: AuditLog? = nil, metrics: HostMetrics? = nil,
-        missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
+        tracer: (any Tracer)? = nil, missingDomainHint: @escaping @Sendable (String) -> String? = { _ in nil }
     ) {
         self.audit = audit
         self.metrics = metrics
+        self.tracing = tracer.map { RequestTracing(tracer: $0) }
         self.missingDomainHint = missingDomainHint
         let table = CapabilityTable(capabilities, metrics: metrics)
         self.current = Atomic(Unmanaged.passUnretained(table))
@@ -116,30 +120,33 @@ final class Router: Sendable {
 
     private func route(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
         let start = scheduler.now()
+        let span = tracing?.startDispatch(request)
+        /// Answers a request refused before it ran: counted, its span ended.
+        func refuse(_ error: CSOPError, _ operationMetrics: OperationMetrics?) {
+            (operationMetrics ?? metrics?.unrouted)?.record(.failure(error), milliseconds: nil)
+            if let span { RequestTracing.end(span, outcome: .failure(error)) }
+            completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
+        }
         guard accepting.load(ordering: .acquiring) else {
-            let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
-            metrics?.unrouted.record(.failure(error), milliseconds: nil)
-            return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
+            return refuse(CSOPError(.notInitialized, "the host is shutting down and accepts no new requests"), nil)
         }
         let resolved: (entry: CapabilityTable.Entry, operation: Int)
         do throws(CSOPError) {
             resolved = try resolve(request)
         } catch {
-            metrics?.unrouted.record(.failure(error), milliseconds: nil)
-            return completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
+            return refuse(error, nil)
         }
         let capability = resolved.entry.capability
         let operationMetrics = metrics == nil ? nil : resolved.entry.metrics[resolved.operation]
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
             capability.leave()
-            operationMetrics?.record(.failure(refusal), milliseconds: nil)
-            return completion(Response(id: request.id, outcome: .failure(refusal), duration: scheduler.now() - start))
+            return refuse(refusal, operationMetrics)
         }
         inFlight.add(1, ordering: .relaxed)
         let job = Job(
             request: request, capability: capability, operation: resolved.operation, payload: payload, start: start,
-            metrics: operationMetrics, completion: completion)
+            metrics: operationMetrics, span: span, completion: completion)
         attempt(job, number: 0)
     }
 
@@ -202,14 +209,17 @@ final class Router: Sendable {
         let start: Double
         /// Where its answer is counted; nil when metrics are off.
         let metrics: OperationMetrics?
+        /// Its `csop.dispatch` span; nil when no tracer is set.
+        let span: (any Span)?
         let completion: @Sendable (Response) -> Void
 
         init(
             request: Request, capability: any Capability, operation: Int, payload: [UInt8], start: Double,
-            metrics: OperationMetrics? = nil, completion: @escaping @Sendable (Response) -> Void
+            metrics: OperationMetrics? = nil, span: (any Span)? = nil, completion: @escaping @Sendable (Response) -> Void
         ) {
             self.request = request
             self.metrics = metrics
+            self.span = span
             self.capability = capability
             self.operation = operation
             self.payload = payload
@@ -226,11 +236,18 @@ final class Router: Sendable {
             case .probe: isProbe = true
             case .refuse(let error):
                 // Final: retrying against an open circuit is the hammering it exists to stop.
-                return respond(job, outcome: .failure(error))
+                return respond(job, outcome: .failure(error), retries: number)
             }
         }
         let callID = nextCallID.add(1, ordering: .relaxed).newValue
-        let attempt = Attempt(router: self, job: job, number: number, callID: callID, isProbe: isProbe)
+        var span: (any Span)?
+        var trace = job.request.trace
+        if let tracing, let parent = job.span {
+            let attemptSpan = tracing.startAttempt(number: number, of: parent)
+            trace = tracing.pluginTrace(for: attemptSpan, fallback: trace)
+            span = attemptSpan
+        }
+        let attempt = Attempt(router: self, job: job, number: number, callID: callID, isProbe: isProbe, trace: trace, span: span)
         // Armed before invoking: a plugin that works inline (a SQLite read) must be
         // interruptible too, from the timer thread, while the caller is still inside invoke.
         attempt.arm(scheduler.schedule(after: job.request.options.timeout) { attempt.timedOut() })
@@ -269,6 +286,7 @@ final class Router: Sendable {
         let job = attempt.job
         let number = attempt.number
         let retryable: Bool = if case .failure(let error) = outcome { error.retryable && !Self.isNeverRetried(error.code) } else { false }
+        if let span = attempt.span { RequestTracing.end(span, outcome: outcome) }
         job.capability.circuit?.record(failed: retryable, probe: attempt.isProbe, now: scheduler.now())
         if retryable, number < job.request.options.retry, accepting.load(ordering: .acquiring) {
             let delay = backoff.delay(afterAttempt: number, random: random())
@@ -276,12 +294,12 @@ final class Router: Sendable {
             _ = scheduler.schedule(after: delay) { [self] in self.attempt(job, number: number + 1) }
             return
         }
-        respond(job, outcome: outcome)
+        respond(job, outcome: outcome, retries: number)
     }
 
     /// Answers `job` with `outcome` (a retryable error whose code is never retried loses its
     /// retry flag) and lets its payload bytes go.
-    private func respond(_ job: Job, outcome: Result<RawJSON, CSOPError>) {
+    private func respond(_ job: Job, outcome: Result<RawJSON, CSOPError>, retries: Int) {
         var outcome = outcome
         if case .failure(var error) = outcome, error.retryable, Self.isNeverRetried(error.code) {
             error.retryable = false
@@ -290,6 +308,7 @@ final class Router: Sendable {
         var response = Response(id: job.request.id, outcome: outcome, duration: scheduler.now() - job.start)
         response.generation = job.capability.generation
         job.metrics?.record(outcome, milliseconds: response.duration)
+        if let span = job.span { RequestTracing.end(span, outcome: outcome, retries: retries) }
         inFlightBytes.subtract(job.payload.count, ordering: .relaxed)
         inFlight.subtract(1, ordering: .releasing)
         job.capability.leave()

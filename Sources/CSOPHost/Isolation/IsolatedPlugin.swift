@@ -222,11 +222,21 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         }
         guard let channel else { return attempt.complete(.failure(downError())) }
         var body = [UInt8]()
+        // The call's context: its caller and trace, as JSON (empty when it has neither).
         var callerJSON = [UInt8]()
-        if let caller {
-            callerJSON = JSONValue.object([
-                "subject": .string(caller.subject), "tenant": .string(caller.tenant), "actions": .string(caller.actions.description),
-            ]).serialized()
+        let trace = attempt.trace
+        if caller != nil || trace != nil {
+            var context = JSONObject()
+            if let caller {
+                context["subject"] = .string(caller.subject)
+                context["tenant"] = .string(caller.tenant)
+                context["actions"] = .string(caller.actions.description)
+            }
+            if let trace {
+                context["traceparent"] = .string(trace.traceparent)
+                if let state = trace.state { context["tracestate"] = .string(state) }
+            }
+            callerJSON = JSONValue.object(context).serialized()
         }
         body.reserveCapacity(24 + callerJSON.count + payload.count)
         IsolationChannel.appendU64(&body, callID)

@@ -85,10 +85,10 @@ public enum IsolatedPluginHost {
                 guard let plugin, let id = reader.u64(), let operation = reader.u32(), let timeout = reader.double(),
                     let callerLength = reader.u32(), let callerBytes = reader.bytes(Int(callerLength)), Int(operation) < plugin.operations.count
                 else { return }
-                let caller = Self.caller(callerBytes)
+                let context = Self.context(callerBytes)
                 plugin.invoke(
-                    callID: id, operation: Int(operation), payload: Array(reader.body), timeoutMilliseconds: timeout, caller: caller,
-                    sink: ChildCall(id: id, server: self))
+                    callID: id, operation: Int(operation), payload: Array(reader.body), timeoutMilliseconds: timeout,
+                    caller: context.caller, trace: context.trace, sink: ChildCall(id: id, server: self))
             case .cancel:
                 guard let id = reader.u64() else { return }
                 plugin?.cancel(callID: id)
@@ -105,9 +105,17 @@ public enum IsolatedPluginHost {
             }
         }
 
-        private static func caller(_ bytes: ArraySlice<UInt8>) -> Caller? {
-            guard !bytes.isEmpty, case .object(let object)? = try? JSONValue(parsing: Array(bytes)),
-                let subject = object["subject"]?.stringValue, let tenant = object["tenant"]?.stringValue,
+        /// The call's caller and trace from its context JSON (see ``IsolatedPlugin/invoke``).
+        private static func context(_ bytes: ArraySlice<UInt8>) -> (caller: Caller?, trace: TraceContext?) {
+            guard !bytes.isEmpty, case .object(let object)? = try? JSONValue(parsing: Array(bytes)) else { return (nil, nil) }
+            let trace = object["traceparent"]?.stringValue.flatMap {
+                try? TraceContext(traceparent: $0, tracestate: object["tracestate"]?.stringValue)
+            }
+            return (caller(object), trace)
+        }
+
+        private static func caller(_ object: JSONObject) -> Caller? {
+            guard let subject = object["subject"]?.stringValue, let tenant = object["tenant"]?.stringValue,
                 let actions = object["actions"]?.stringValue, let patterns = try? ActionPatterns(parsing: actions)
             else { return nil }
             return Caller(subject: subject, tenant: tenant, actions: patterns)

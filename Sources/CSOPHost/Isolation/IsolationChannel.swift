@@ -24,7 +24,8 @@ final class IsolationChannel: Sendable {
         case ready = 2
         /// child → host: JSON `{kind, message, domain?}` (the load failed).
         case failed = 3
-        /// host → child: u64 call id, u32 operation, f64 timeout ms, u32 caller length, caller JSON, payload.
+        /// host → child: u64 call id, u32 operation, f64 timeout ms, u32 context length, context JSON
+        /// (`{subject, tenant, actions}` of the caller and `{traceparent, tracestate}`, each when set), payload.
         case call = 4
         /// host → child: u64 call id.
         case cancel = 5

@@ -184,6 +184,23 @@ struct csop_call {
     size_t subject_length;
     const char *actions;
     size_t actions_length;
+
+    /* Added after the first release of ABI version 1, after `actions_length`: use the fields
+     * below only when `struct_size` covers them (CSOP_CALL_HAS_TRACE). */
+
+    /**
+     * The W3C trace context the call runs in (https://www.w3.org/TR/trace-context/), so that
+     * spans the plugin records (a query, a job, a publish) join the caller's trace: `traceparent`
+     * is the host's span for this attempt when the host traces, else the caller's own, as
+     * "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>" (55 bytes); NULL when the request
+     * came without one and the host does not trace. `tracestate` is the vendors' list that
+     * travels with it, or NULL. Each is `*_length` bytes and also NUL-terminated, owned by the
+     * host and valid only during `invoke`.
+     */
+    const char *traceparent;
+    size_t traceparent_length;
+    const char *tracestate;
+    size_t tracestate_length;
 };
 
 /** Whether `call` (a `const csop_call *`) carries a usable `begin_commit`. */
@@ -193,6 +210,10 @@ struct csop_call {
 /** Whether `call` (a `const csop_call *`) carries the caller fields; `tenant` may still be NULL (the local owner). */
 #define CSOP_CALL_HAS_CALLER(call) \
     ((call)->struct_size >= offsetof(csop_call, actions_length) + sizeof(size_t))
+
+/** Whether `call` (a `const csop_call *`) carries the trace fields; `traceparent` may still be NULL. */
+#define CSOP_CALL_HAS_TRACE(call) \
+    ((call)->struct_size >= offsetof(csop_call, tracestate_length) + sizeof(size_t))
 
 /** Returned by csop_plugin_register. Static and immutable. */
 typedef struct csop_plugin_descriptor {

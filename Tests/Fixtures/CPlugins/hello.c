@@ -5,6 +5,7 @@
  *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
  *   hello.whoami -> {"tenant":…,"subject":…,"actions":…} from the call's caller fields, or
  *                   {"owner":true} for the local owner (tests pass names that need no escaping)
+ *   hello.trace  -> {"traceparent":…,"tracestate":…} from the call's trace fields (null when absent)
  * Metrics (write_metrics): csop_hello_greetings_total, in two writes that split a line, and
  * lines the host must drop: another plugin's name, a name without the prefix, a sample line
  * with no name. Tests check that only the first survives.
@@ -25,7 +26,7 @@
 #define HELLO_NAME "hello"
 #endif
 
-static const char *const operations[] = {"greet", "echo", "fail", "commit", "whoami"};
+static const char *const operations[] = {"greet", "echo", "fail", "commit", "whoami", "trace"};
 
 static int32_t create(const csop_host_api *host, const uint8_t *config, size_t config_length,
                       void **instance, csop_error *error) {
@@ -61,6 +62,16 @@ static void invoke(void *instance, const csop_call *call) {
          * (the call was answered already: do not). */
         int committed = CSOP_CALL_HAS_BEGIN_COMMIT(call) ? call->begin_commit(call) : -1;
         int n = snprintf(buffer, sizeof buffer, "{\"committed\":%d}", committed);
+        outcome.status = CSOP_STATUS_OK;
+        outcome.data = (const uint8_t *)buffer;
+        outcome.data_length = (size_t)n;
+    } else if (strcmp(call->operation, "trace") == 0) {
+        /* tracestate is printable ASCII without quotes in the tests. */
+        int has = CSOP_CALL_HAS_TRACE(call);
+        const char *parent = has ? call->traceparent : NULL, *state = has ? call->tracestate : NULL;
+        int n = snprintf(buffer, sizeof buffer, "{\"traceparent\":%s%s%s,\"tracestate\":%s%s%s}",
+                         parent ? "\"" : "", parent ? parent : "null", parent ? "\"" : "",
+                         state ? "\"" : "", state ? state : "null", state ? "\"" : "");
         outcome.status = CSOP_STATUS_OK;
         outcome.data = (const uint8_t *)buffer;
         outcome.data_length = (size_t)n;
@@ -107,7 +118,7 @@ static const csop_plugin_descriptor descriptor = {
     .name = HELLO_NAME,
     .version = HELLO_VERSION,
     .operations = operations,
-    .operation_count = 5,
+    .operation_count = 6,
     .create = create,
     .invoke = invoke,
     .cancel = NULL,

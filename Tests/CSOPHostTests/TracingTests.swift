@@ -1,0 +1,114 @@
+import CSOPCore
+@testable import CSOPHost
+import CSOPTestSupport
+import Foundation
+import InMemoryTracing
+import Testing
+import Tracing
+
+/// W3C trace context in and out: parsed strictly from a request's `trace` field, handed to
+/// plugins across the ABI (in process and to an isolated child), and spans per request and
+/// attempt with swift-distributed-tracing.
+@Suite struct TracingTests {
+    let directory: TemporaryDirectory
+
+    init() throws { directory = try TemporaryDirectory("csop-tracing") }
+
+    static let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    func host(isolatedHello: Bool = false, tracer: (any Tracer)? = nil) async throws -> CSOPHost {
+        try await CCompiler.buildPlugin("hello.c", output: directory.file("libhello.so"))
+        let plugins = try directory.writePlugins([
+            PluginEntry("10-diag.conf", library: "libcsop-diag.so"),
+            PluginEntry("20-hello.conf", library: directory.file("libhello.so"), extra: isolatedHello ? "isolation = \"process\"\n" : ""),
+        ])
+        var configuration = HostConfiguration(
+            pluginsDirectory: plugins, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false)
+        configuration.tracer = tracer
+        configuration.pluginHostExecutable = TestEnvironment.csopExecutable
+        let host = CSOPHost(configuration: configuration, scheduler: TimerThread.shared)
+        #expect(host.failures.isEmpty, "\(host.failures)")
+        return host
+    }
+
+    static let patient = RequestOptions(timeout: 600_000)
+
+    @Test func traceparentsAreReadStrictly() throws {
+        let context = try TraceContext(traceparent: Self.parent, tracestate: "congo=t61rcWkgMzE")
+        #expect(context.traceID == "0af7651916cd43dd8448eb211c80319c" && context.spanID == "b7ad6b7169203331" && context.flags == 1)
+        #expect(context.traceparent == Self.parent && context.state == "congo=t61rcWkgMzE")
+        // A later version is read by its first four fields.
+        #expect(try TraceContext(traceparent: "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-extra").flags == 0)
+        let child = context.child()
+        #expect(child.traceID == context.traceID && child.spanID != context.spanID && child.spanID.utf8.count == 16)
+        for bad in [
+            "", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01",
+        ] {
+            #expect(throws: TraceContextError.self, "\(bad)") { try TraceContext(traceparent: bad) }
+        }
+        #expect(throws: TraceContextError.self) { try TraceContext(traceparent: Self.parent, tracestate: String(repeating: "a", count: 513)) }
+        #expect(throws: TraceContextError.self) { try TraceContext(traceparent: Self.parent, tracestate: "a=\u{7}") }
+    }
+
+    @Test func aRequestsTraceFieldIsCheckedAndBadOnesAreNamed() throws {
+        let string = try Request.decode(["action": "diag.noop", "trace": .string(Self.parent)]).get()
+        #expect(string.trace?.traceparent == Self.parent)
+        let object = try Request.decode(["action": "diag.noop", "trace": ["traceparent": .string(Self.parent), "tracestate": "a=b"]]).get()
+        #expect(object.trace?.state == "a=b")
+        for (bad, words) in [
+            (JSONValue.string("nope"), "trace: traceparent must be"), (.int(3), "trace must be a traceparent string"),
+            (["traceparent": .string(Self.parent), "extra": 1], "extra"), (["tracestate": "a=b"], "traceparent"),
+        ] {
+            guard case .failure(let failure) = Request.decode(["id": "x", "action": "diag.noop", "trace": bad]) else {
+                Issue.record("\(bad) was accepted")
+                continue
+            }
+            #expect(failure.error.code == .invalidPayload && failure.error.message.contains(words) && failure.id == "x", "\(failure.error)")
+        }
+    }
+
+    /// Without a tracer the plugin gets the caller's own context, unchanged; none without one.
+    @Test(arguments: [false, true]) func pluginsGetTheCallersTraceContext(isolated: Bool) async throws {
+        let host = try await host(isolatedHello: isolated)
+        let trace = try TraceContext(traceparent: Self.parent, tracestate: "congo=t61rcWkgMzE")
+        let traced = await host.dispatch(Request(action: "hello.trace", options: Self.patient, trace: trace))
+        #expect(traced.data == ["traceparent": .string(Self.parent), "tracestate": "congo=t61rcWkgMzE"], "\(traced)")
+        let plain = await host.dispatch("hello.trace", options: Self.patient)
+        #expect(plain.data == ["traceparent": .null, "tracestate": .null], "\(plain)")
+        await host.shutdown()
+    }
+
+    /// With a tracer: one `csop.dispatch` span per request and a `csop.attempt` child per try,
+    /// with the action, outcome and retries; a refused request gets its span too.
+    @Test func requestsAndAttemptsBecomeSpans() async throws {
+        let tracer = InMemoryTracer()
+        let host = try await host(tracer: tracer)
+        let flaky = await host.dispatch("diag.flaky", ["key": "t", "failures": 1], options: RequestOptions(timeout: 600_000, retry: 2))
+        #expect(flaky.isOK)
+        _ = await host.dispatch("nope.noop")
+        let traced = await host.dispatch(Request(action: "hello.trace", options: Self.patient, trace: try TraceContext(traceparent: Self.parent)))
+        await host.shutdown()
+
+        let spans = tracer.finishedSpans
+        let dispatches = spans.filter { $0.operationName == "csop.dispatch" }
+        let flakyDispatch = try #require(dispatches.first { $0.attributes["csop.action"]?.toSpanAttribute() == "diag.flaky" })
+        #expect(flakyDispatch.kind == .server)
+        #expect(flakyDispatch.attributes["csop.outcome"]?.toSpanAttribute() == "OK")
+        #expect(flakyDispatch.attributes["csop.retries"]?.toSpanAttribute() == 1)
+        #expect(flakyDispatch.attributes["csop.request_id"] != nil)
+        let attempts = spans.filter { $0.operationName == "csop.attempt" && $0.parentSpanID == flakyDispatch.spanID }
+        #expect(attempts.count == 2, "\(spans.map(\.operationName))")
+        let outcomes = attempts.compactMap { $0.attributes["csop.outcome"]?.toSpanAttribute() }
+        #expect(outcomes.count == 2 && outcomes.contains("OK") && outcomes.contains("EXECUTION_FAILED"), "\(outcomes)")
+        #expect(attempts.allSatisfy { $0.traceID == flakyDispatch.traceID })
+
+        let refused = try #require(dispatches.first { $0.attributes["csop.action"]?.toSpanAttribute() == "nope.noop" })
+        #expect(refused.attributes["csop.outcome"]?.toSpanAttribute() == "CAPABILITY_NOT_FOUND")
+        #expect(refused.status?.code == .error)
+        // This tracer injects no W3C header of its own: the plugin gets the caller's context.
+        #expect(traced.data?["traceparent"] == .string(Self.parent))
+    }
+}
