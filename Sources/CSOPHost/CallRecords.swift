@@ -55,6 +55,12 @@ final class CallRecords: Sendable {
         if let plugin { plugin.logger.error(message) } else { Logger(label: "csop").error(message) }
     }
 
+    /// The logger of the plugin that registered `id` (`csop_call.reserved`), for a log line
+    /// about a call that was already completed.
+    func logger(of id: UInt32) -> Logger? {
+        plugins.withLock { Int(id) < $0.count ? $0[Int(id)].logger : nil }
+    }
+
     /// Second completions seen in this process.
     var secondCompletionCount: Int { secondCompletions.load(ordering: .relaxed) }
 }

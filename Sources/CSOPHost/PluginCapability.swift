@@ -120,7 +120,7 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
                     host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit,
                     tenant: nil, tenant_length: 0, subject: nil, subject_length: 0, actions: nil, actions_length: 0,
-                    traceparent: nil, traceparent_length: 0, tracestate: nil, tracestate_length: 0))
+                    traceparent: nil, traceparent_length: 0, tracestate: nil, tracestate_length: 0, log: logCall))
             guard caller != nil || trace != nil else { return descriptor.pointee.invoke(instance, raw) }
             // Valid only during invoke (csop_plugin.h), like the payload: the plugin copies what it keeps.
             withCString(caller?.tenant) { tenant in
@@ -199,6 +199,9 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     }
 
     var libraryPath: String { library.path }
+
+    /// The plugin's logger (tagged with its name).
+    var pluginLogger: Logger { context.logger }
 }
 
 /// One call in flight, reached through the call's `host_reserved`: the router's attempt
@@ -226,6 +229,10 @@ private final class PendingCall {
 
     func beginCommit() -> Bool {
         if let attempt { attempt.beginCommit() } else { sink?.beginCommit() ?? false }
+    }
+
+    func log(_ level: Logger.Level, _ message: String) {
+        (attempt ?? sink)?.log(level, message, plugin: owner.pluginLogger)
     }
 }
 
@@ -256,6 +263,20 @@ private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
     let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     guard let pending = csop_load_pointer(slot) else { return 0 }
     return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().beginCommit() ? 1 : 0
+}
+
+/// `csop_call.log`: the line goes to the plugin's logger with the request's id and trace id;
+/// after the call was completed (a contract violation) it is logged without them.
+private func logCall(call: UnsafePointer<csop_call>?, level: Int32, message: UnsafePointer<CChar>?, length: Int) {
+    guard let call, let message else { return }
+    let text = String(decoding: UnsafeRawBufferPointer(start: message, count: length), as: UTF8.self)
+    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    let logLevel = PluginHostContext.logLevel(level)
+    guard let pending = csop_load_pointer(slot) else {
+        CallRecords.shared.logger(of: call.pointee.reserved)?.log(level: logLevel, "\(text)")
+        return
+    }
+    Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().log(logLevel, text)
 }
 
 /// `text` as a NUL-terminated C string with its length, valid during `body`; (nil, 0) for nil.

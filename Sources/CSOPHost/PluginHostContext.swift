@@ -41,7 +41,12 @@ private func hostLog(context: UnsafeMutableRawPointer?, level: Int32, message: U
     guard let context, let message else { return }
     let host = Unmanaged<PluginHostContext>.fromOpaque(context).takeUnretainedValue()
     let text = String(decoding: UnsafeRawBufferPointer(start: message, count: length), as: UTF8.self)
-    let logLevel: Logger.Level =
+    host.logger.log(level: PluginHostContext.logLevel(level), "\(text)")
+}
+
+extension PluginHostContext {
+    /// A `csop_log_level` as swift-log's level (unknown values are errors).
+    static func logLevel(_ level: Int32) -> Logger.Level {
         switch level {
         case Int32(CSOP_LOG_TRACE.rawValue): .trace
         case Int32(CSOP_LOG_DEBUG.rawValue): .debug
@@ -49,7 +54,7 @@ private func hostLog(context: UnsafeMutableRawPointer?, level: Int32, message: U
         case Int32(CSOP_LOG_WARNING.rawValue): .warning
         default: .error
         }
-    host.logger.log(level: logLevel, "\(text)")
+    }
 }
 
 private func hostEmitEvent(context: UnsafeMutableRawPointer?, json: UnsafePointer<UInt8>?, length: Int) {

@@ -79,6 +79,22 @@ public final class PluginCall: Sendable {
         return caller
     }
 
+    /// Writes a log line about this call through the host's logger, tagged with the request's
+    /// id and trace id (`requestId` and `traceId` in `--log-format json`). Call it before
+    /// completing the call. A host older than `csop_call.log` gets the line untagged through
+    /// `host` (the plugin's ``PluginHost``) when one is given.
+    public func log(_ level: PluginHost.LogLevel, _ message: String, host: PluginHost? = nil) {
+        let end = MemoryLayout<csop_call>.offset(of: \csop_call.log)! + MemoryLayout<UnsafeRawPointer>.size
+        guard Int(raw.pointee.struct_size) >= end, let log = raw.pointee.log else {
+            host?.log(level, message)
+            return
+        }
+        var text = message
+        text.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { log(raw, level.rawValue, $0.baseAddress, $0.count) }
+        }
+    }
+
     /// Whether the call was already completed.
     public var isCompleted: Bool { completed.load(ordering: .acquiring) }
 

@@ -346,7 +346,10 @@ extension PluginCheck.Status {
 /// Collects log messages for assertions.
 final class LogCapture: LogHandler, Sendable {
     private let lines = Mutex<[String]>([])
+    private let tagged = Mutex<[(message: String, metadata: Logger.Metadata)]>([])
     var messages: [String] { lines.withLock { $0 } }
+    /// Each message with the metadata given where it was logged (not the logger's own).
+    var entries: [(message: String, metadata: Logger.Metadata)] { tagged.withLock { $0 } }
 
     var logLevel: Logger.Level {
         get { .trace }
@@ -361,5 +364,8 @@ final class LogCapture: LogHandler, Sendable {
         set {}
     }
 
-    func log(event: LogEvent) { lines.withLock { $0.append("\(event.message)") } }
+    func log(event: LogEvent) {
+        lines.withLock { $0.append("\(event.message)") }
+        tagged.withLock { $0.append(("\(event.message)", event.metadata ?? [:])) }
+    }
 }

@@ -3,6 +3,7 @@ import CSOPCore
 import CSOPTestSupport
 import Foundation
 import InMemoryTracing
+import Logging
 import Testing
 import Tracing
 
@@ -16,7 +17,7 @@ import Tracing
 
     static let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
-    func host(isolatedHello: Bool = false, tracer: (any Tracer)? = nil) async throws -> CSOPHost {
+    func host(isolatedHello: Bool = false, tracer: (any Tracer)? = nil, log: LogCapture? = nil) async throws -> CSOPHost {
         try await CCompiler.buildPlugin("hello.c", output: directory.file("libhello.so"))
         let plugins = try directory.writePlugins([
             PluginEntry("10-diag.conf", library: "libcsop-diag.so"),
@@ -25,6 +26,7 @@ import Tracing
         var configuration = HostConfiguration(
             pluginsDirectory: plugins, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false)
         configuration.tracer = tracer
+        if let log { configuration.logger = Logger(label: "test") { _ in log } }
         configuration.pluginHostExecutable = TestEnvironment.csopExecutable
         let host = CSOPHost(configuration: configuration, scheduler: TimerThread.shared)
         #expect(host.failures.isEmpty, "\(host.failures)")
@@ -110,5 +112,28 @@ import Tracing
         #expect(refused.status?.code == .error)
         // This tracer injects no W3C header of its own: the plugin gets the caller's context.
         #expect(traced.data?["traceparent"] == .string(Self.parent))
+    }
+
+    /// A plugin's log line about a call (`csop_call.log`) carries the request's id and trace
+    /// id, in process and from an isolated child.
+    @Test(arguments: [false, true]) func aCallsLogLinesCarryItsRequestAndTraceIDs(isolated: Bool) async throws {
+        let log = LogCapture()
+        let host = try await host(isolatedHello: isolated, log: log)
+        let trace = try TraceContext(traceparent: Self.parent)
+        #expect(await host.dispatch(Request(id: "req-7", action: "hello.greet", options: Self.patient, trace: trace)).isOK)
+        #expect(await host.dispatch(Request(id: "req-8", action: "hello.greet", options: Self.patient)).isOK)
+        // An isolated child's lines arrive over its socket: wait for them.
+        var lines: [(message: String, metadata: Logger.Metadata)] = []
+        for _ in 0..<200 {
+            lines = log.entries.filter { $0.message == "greeting a caller" }
+            if lines.count >= 2 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(lines.count == 2, "\(log.messages)")
+        let traced = lines.first { $0.metadata["requestId"] == "req-7" }
+        #expect(traced?.metadata["traceId"] == "0af7651916cd43dd8448eb211c80319c", "\(lines)")
+        let plain = lines.first { $0.metadata["requestId"] == "req-8" }
+        #expect(plain != nil && plain?.metadata["traceId"] == nil, "\(lines)")
+        await host.shutdown()
     }
 }

@@ -1,4 +1,5 @@
 import CSOPCore
+import Logging
 import Synchronization
 import Tracing
 
@@ -71,6 +72,13 @@ final class Attempt: CallSink, Sendable {
         }
     }
 
+    /// Logs with the request's id (`requestId`) and its trace id (`traceId`) as metadata.
+    func log(_ level: Logger.Level, _ message: String, plugin logger: Logger) {
+        var metadata: Logger.Metadata = ["requestId": .string(job.request.id)]
+        if let trace = trace ?? job.request.trace { metadata["traceId"] = .string(trace.traceID) }
+        logger.log(level: level, "\(message)", metadata: metadata)
+    }
+
     /// Arms the attempt's timeout: `timer` is kept so a completion can cancel it.
     func arm(_ timer: any ScheduledTimer) {
         let stale = state.withLock { state -> Bool in
@@ -116,4 +124,7 @@ protocol CallSink: AnyObject, Sendable {
     func complete(_ outcome: Result<RawJSON, CSOPError>)
     /// True while the call is still wanted (see ``Attempt/beginCommit()``).
     func beginCommit() -> Bool
+    /// A log line the plugin wrote about the call (`csop_call.log`), for `logger` (the
+    /// plugin's) to write with the request's id and trace id.
+    func log(_ level: Logger.Level, _ message: String, plugin logger: Logger)
 }

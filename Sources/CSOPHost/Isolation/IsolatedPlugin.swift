@@ -339,6 +339,16 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             Self.publish(reader.body, plugin: name, generation: child.generation, events: events, logger: logger)
         case .log:
             Self.log(&reader, logger: logger)
+        case .callLog:
+            guard let id = reader.u64(), let level = reader.u8() else { return }
+            let levels = IsolationChannel.logLevels
+            let text = String(decoding: reader.body, as: UTF8.self)
+            let logLevel = levels[min(Int(level), levels.count - 1)]
+            if let attempt = state.withLock({ $0.pending[id] }) {
+                attempt.log(logLevel, text, plugin: logger)
+            } else {
+                logger.log(level: logLevel, "\(text)")
+            }
         case .metricsText:
             guard let id = reader.u64(), let answer = metricsRequests.withLock({ $0.waiting[id] }) else { return }
             answer.text.withLock { $0 = reader.body }

@@ -197,6 +197,15 @@ public enum IsolatedPluginHost {
             self.server = server
         }
 
+        /// The host logs it with the request's id and trace id (it knows the call by its id).
+        func log(_ level: Logger.Level, _ message: String, plugin logger: Logger) {
+            var body = [UInt8]()
+            IsolationChannel.appendU64(&body, id)
+            body.append(UInt8(IsolationChannel.logLevels.firstIndex(of: level) ?? 4))
+            body += Array(message.utf8)
+            server.channel.send(.callLog, body)
+        }
+
         func complete(_ outcome: Result<RawJSON, CSOPError>) {
             guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
             var body = [UInt8]()

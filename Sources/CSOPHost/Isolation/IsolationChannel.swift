@@ -43,6 +43,8 @@ final class IsolationChannel: Sendable {
         case metrics = 11
         /// child → host: u64 request id, the plugin's metrics text (already filtered in the child).
         case metricsText = 12
+        /// child → host: u64 call id, u8 level, message (the plugin's `csop_call.log`).
+        case callLog = 13
     }
 
     /// Log levels as a `log` frame numbers them (the index).

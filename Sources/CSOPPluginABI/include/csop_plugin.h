@@ -118,6 +118,9 @@ typedef void (*csop_complete_fn)(const csop_call *call, const csop_outcome *outc
  */
 typedef int32_t (*csop_begin_commit_fn)(const csop_call *call);
 
+/** Writes a log line about a call: see csop_call.log. */
+typedef void (*csop_call_log_fn)(const csop_call *call, int32_t level, const char *message, size_t length);
+
 /** One operation request. Valid until `complete` is called for it. */
 struct csop_call {
     /** sizeof(csop_call) as the host compiled it. */
@@ -201,6 +204,15 @@ struct csop_call {
     size_t traceparent_length;
     const char *tracestate;
     size_t tracestate_length;
+
+    /**
+     * Writes a log line (`level` a csop_log_level, `message` `length` UTF-8 bytes) about this
+     * call through the host's logger, tagged with the request's id and trace id, which
+     * `--log-format json` shows as `requestId` and `traceId`. Any thread, before `complete`
+     * and never at the same time as it (after it, the line is logged without the tags). Read
+     * it only when CSOP_CALL_HAS_LOG(call).
+     */
+    csop_call_log_fn log;
 };
 
 /** Whether `call` (a `const csop_call *`) carries a usable `begin_commit`. */
@@ -214,6 +226,10 @@ struct csop_call {
 /** Whether `call` (a `const csop_call *`) carries the trace fields; `traceparent` may still be NULL. */
 #define CSOP_CALL_HAS_TRACE(call) \
     ((call)->struct_size >= offsetof(csop_call, tracestate_length) + sizeof(size_t))
+
+/** Whether `call` (a `const csop_call *`) carries a usable `log`. */
+#define CSOP_CALL_HAS_LOG(call) \
+    ((call)->struct_size >= offsetof(csop_call, log) + sizeof(csop_call_log_fn) && (call)->log != NULL)
 
 /** Returned by csop_plugin_register. Static and immutable. */
 typedef struct csop_plugin_descriptor {

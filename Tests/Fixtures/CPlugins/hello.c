@@ -1,5 +1,5 @@
 /* A complete CSOP plugin in plain C: the "hello" capability.
- *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}
+ *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}, and a log line about the call
  *   hello.echo   -> the payload, unchanged, and an event {"type":"hello.echoed"}
  *   hello.fail   -> error HELLO_FAILED (not retryable)
  *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
@@ -46,6 +46,7 @@ static void invoke(void *instance, const csop_call *call) {
     char buffer[512];
     if (strcmp(call->operation, "greet") == 0) {
         atomic_fetch_add(&greetings, 1);
+        if (CSOP_CALL_HAS_LOG(call)) call->log(call, CSOP_LOG_INFO, "greeting a caller", 17);
         int n = snprintf(buffer, sizeof buffer, "{\"greeting\":\"hello from C\",\"payloadBytes\":%zu}",
                          call->payload_length);
         outcome.status = CSOP_STATUS_OK;
