@@ -198,7 +198,19 @@ extension StoragePlugin {
             return
         }
         runLater(call) { () async throws(CSOPError) -> PluginReply in
-            guard let json = try await self.resolveValue(key, first: row, callID: call.id) else { throw Self.notFound(key) }
+            // The cold tier's round trip to PostgreSQL, as a span of its own when traced.
+            let start = call.isTraced ? WallClock.nanoseconds() : 0
+            let json: [UInt8]?
+            do throws(CSOPError) {
+                json = try await self.resolveValue(key, first: row, callID: call.id)
+            } catch {
+                if call.isTraced { call.recordSpan("storage.cold.get", start: start, end: WallClock.nanoseconds(), error: error.code.rawValue) }
+                throw error
+            }
+            if call.isTraced {
+                call.recordSpan("storage.cold.get", start: start, end: WallClock.nanoseconds(), attributes: ["storage.bytes": .int(Int64(json?.count ?? 0))])
+            }
+            guard let json else { throw Self.notFound(key) }
             return .raw(json)
         }
     }

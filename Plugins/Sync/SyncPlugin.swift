@@ -28,7 +28,17 @@ final class SyncPlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
-        engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in call.complete(result) }
+        guard call.isTraced, operation == .broadcast, engine.cluster != nil else {
+            return engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in call.complete(result) }
+        }
+        // Traced in cluster mode: the publish through PostgreSQL (NOTIFY) as a span of its own.
+        let start = WallClock.nanoseconds()
+        engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in
+            var error: String?
+            if case .failure(let failure) = result { error = failure.code.rawValue }
+            call.recordSpan("sync.publish", start: start, end: WallClock.nanoseconds(), attributes: ["sync.mode": "cluster"], error: error)
+            call.complete(result)
+        }
     }
 
     func writeMetrics(into buffer: inout [UInt8]) { metrics.write(into: &buffer, engine: engine) }

@@ -10,6 +10,13 @@ public enum WallClock {
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
+    /// Nanoseconds since the Unix epoch (span times: `csop_call.record_span`).
+    public static func nanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
     /// Now in UTC as ISO 8601 with milliseconds: `2026-11-26T17:20:01.123Z` (24 characters).
     public static func iso8601() -> String {
         let now = milliseconds()

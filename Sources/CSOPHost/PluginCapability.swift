@@ -91,22 +91,23 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
     ) {
         invoke(
             callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller,
-            trace: attempt.trace, pending: PendingCall(owner: self, attempt: attempt))
+            trace: attempt.trace, traced: attempt.span != nil, pending: PendingCall(owner: self, attempt: attempt))
     }
 
     /// Calls the plugin; its completion goes to `sink`.
+    /// - Parameter traced: whether the host records the plugin's spans (`csop_call.record_span` is set).
     func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, trace: TraceContext?,
-        sink: any CallSink
+        traced: Bool, sink: any CallSink
     ) {
         invoke(
             callID: callID, operation: operation, payload: payload, timeoutMilliseconds: timeoutMilliseconds, caller: caller,
-            trace: trace, pending: PendingCall(owner: self, sink: sink))
+            trace: trace, traced: traced, pending: PendingCall(owner: self, sink: sink))
     }
 
     private func invoke(
         callID: UInt64, operation: Int, payload: [UInt8], timeoutMilliseconds: Double, caller: Caller?, trace: TraceContext?,
-        pending: PendingCall
+        traced: Bool, pending: PendingCall
     ) {
         let raw = UnsafeMutablePointer<csop_call>.allocate(capacity: 1)
         running.add(1, ordering: .relaxed)
@@ -120,7 +121,8 @@ final class PluginCapability: LoadedPlugin, @unchecked Sendable {  // Immutable 
                     timeout_ms: timeoutMilliseconds, complete: completeCall,
                     host_reserved: Unmanaged.passRetained(pending).toOpaque(), begin_commit: beginCommit,
                     tenant: nil, tenant_length: 0, subject: nil, subject_length: 0, actions: nil, actions_length: 0,
-                    traceparent: nil, traceparent_length: 0, tracestate: nil, tracestate_length: 0, log: logCall))
+                    traceparent: nil, traceparent_length: 0, tracestate: nil, tracestate_length: 0, log: logCall,
+                    record_span: traced ? recordSpanCall : nil))
             guard caller != nil || trace != nil else { return descriptor.pointee.invoke(instance, raw) }
             // Valid only during invoke (csop_plugin.h), like the payload: the plugin copies what it keeps.
             withCString(caller?.tenant) { tenant in
@@ -234,6 +236,10 @@ private final class PendingCall {
     func log(_ level: Logger.Level, _ message: String) {
         (attempt ?? sink)?.log(level, message, plugin: owner.pluginLogger)
     }
+
+    func recordSpan(_ json: [UInt8]) {
+        (attempt ?? sink)?.recordSpan(json, plugin: owner.name, logger: owner.pluginLogger)
+    }
 }
 
 private let hostReservedOffset = MemoryLayout<csop_call>.offset(of: \csop_call.host_reserved)!
@@ -277,6 +283,15 @@ private func logCall(call: UnsafePointer<csop_call>?, level: Int32, message: Uns
         return
     }
     Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().log(logLevel, text)
+}
+
+/// `csop_call.record_span`: set only on calls the host traces. After the call was completed
+/// (a contract violation) the span is dropped.
+private func recordSpanCall(call: UnsafePointer<csop_call>?, json: UnsafePointer<UInt8>?, length: Int) {
+    guard let call, let json, length > 0 else { return }
+    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+    guard let pending = csop_load_pointer(slot) else { return }
+    Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().recordSpan(Array(UnsafeBufferPointer(start: json, count: length)))
 }
 
 /// `text` as a NUL-terminated C string with its length, valid during `body`; (nil, 0) for nil.

@@ -95,6 +95,28 @@ public final class PluginCall: Sendable {
         }
     }
 
+    /// Whether the host records this call's spans (``recordSpan(_:start:end:attributes:error:)``):
+    /// measure nothing when it does not.
+    public var isTraced: Bool {
+        let end = MemoryLayout<csop_call>.offset(of: \csop_call.record_span)! + MemoryLayout<UnsafeRawPointer>.size
+        return Int(raw.pointee.struct_size) >= end && raw.pointee.record_span != nil
+    }
+
+    /// Records a span the plugin measured while serving this call (a query, a job, a
+    /// publish), as a child of the host's span for the call. Times are nanoseconds since the
+    /// Unix epoch (``WallClock/nanoseconds()``). Nothing happens when ``isTraced`` is false.
+    /// Call it before completing the call.
+    public func recordSpan(
+        _ name: String, start: UInt64, end: UInt64, attributes: JSONObject = JSONObject(), error: String? = nil
+    ) {
+        guard isTraced, let record = raw.pointee.record_span else { return }
+        var span: JSONObject = ["name": .string(name), "start": .int(Int64(start)), "end": .int(Int64(max(start, end)))]
+        if !attributes.isEmpty { span["attributes"] = .object(attributes) }
+        if let error { span["error"] = .string(error) }
+        let json = JSONValue.object(span).serialized()
+        json.withUnsafeBufferPointer { record(raw, $0.baseAddress, $0.count) }
+    }
+
     /// Whether the call was already completed.
     public var isCompleted: Bool { completed.load(ordering: .acquiring) }
 

@@ -136,4 +136,66 @@ import Tracing
         #expect(plain != nil && plain?.metadata["traceId"] == nil, "\(lines)")
         await host.shutdown()
     }
+
+    /// A span a plugin measured (`csop_call.record_span`) becomes a child of the call's
+    /// attempt span with its own times and attributes, in process and from an isolated child;
+    /// a malformed one is logged and dropped. Without a tracer the plugin is told not to measure.
+    @Test(arguments: [false, true]) func aPluginsSpansJoinTheAttempt(isolated: Bool) async throws {
+        let tracer = InMemoryTracer()
+        let log = LogCapture()
+        let host = try await host(isolatedHello: isolated, tracer: tracer, log: log)
+        #expect(await host.dispatch("hello.greet", options: Self.patient).isOK)
+        var composed: FinishedInMemorySpan?
+        for _ in 0..<200 {
+            composed = tracer.finishedSpans.first { $0.operationName == "hello.compose" }
+            if composed != nil, log.messages.contains(where: { $0.contains("dropped a span") }) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        await host.shutdown()
+        let span = try #require(composed, "\(tracer.finishedSpans.map(\.operationName))")
+        let attempt = try #require(tracer.finishedSpans.first { $0.operationName == "csop.attempt" })
+        #expect(span.parentSpanID == attempt.spanID && span.traceID == attempt.traceID)
+        #expect(span.attributes["words"]?.toSpanAttribute() == 3)
+        #expect(span.attributes["language"]?.toSpanAttribute() == "en")
+        #expect(span.attributes["csop.plugin"]?.toSpanAttribute() == "hello")
+        #expect(span.startInstant.nanosecondsSinceEpoch == 1_700_000_000_000_000_000)
+        #expect(span.endInstant.nanosecondsSinceEpoch == 1_700_000_000_000_500_000)
+        #expect(!tracer.finishedSpans.contains { $0.operationName == "hello.bad" })
+        #expect(log.messages.contains { $0.contains("dropped a span the plugin recorded") && $0.contains("span.end") }, "\(log.messages)")
+
+        let untraced = try await self.host(isolatedHello: isolated)
+        #expect(await untraced.dispatch("hello.greet", options: Self.patient).isOK)
+        await untraced.shutdown()
+    }
+
+    @Test func spansAreReadStrictly() throws {
+        let good = try PluginSpan(json: Array(#"{"name":"q","start":1,"end":2,"attributes":{"a":"b","n":1.5,"f":true}}"#.utf8))
+        #expect(good.name == "q" && good.attributes.count == 3)
+        for (bad, words) in [
+            (#"{"name":"q","start":2,"end":1}"#, "span.end"), (#"{"start":1,"end":2}"#, "span.name"),
+            (#"{"name":"q","start":1,"end":2,"extra":1}"#, "extra"), (#"{"name":"q","start":1,"end":2,"attributes":{"a":[1]}}"#, "span.attributes.a"),
+            (#"{"name":"q","start":-1,"end":2}"#, "span.start"), ("nope", "JSON"), (#"{"name":"q","start":1,"end":2,"attributes":3}"#, "attributes"),
+        ] {
+            #expect(throws: CSOPError.self, "\(bad)") { try PluginSpan(json: Array(bad.utf8)) }
+            do { _ = try PluginSpan(json: Array(bad.utf8)) } catch { #expect(error.message.contains(words), "\(bad): \(error.message)") }
+        }
+    }
+
+    /// The compute plugin records each traced job as a span under the attempt.
+    @Test func computeJobsBecomeSpans() async throws {
+        let tracer = InMemoryTracer()
+        let plugins = try directory.writePlugins([PluginEntry("10-compute.conf", library: "libcsop-compute.so", config: ["workers": 1])])
+        var configuration = HostConfiguration(
+            pluginsDirectory: plugins, pluginSearchPath: [TestEnvironment.buildDirectory], searchExecutableDirectory: false)
+        configuration.tracer = tracer
+        let host = CSOPHost(configuration: configuration, scheduler: TimerThread.shared)
+        let answer = await host.dispatch("compute.execute", ["task": "fibonacci", "data": ["n": 30]], options: Self.patient)
+        #expect(answer.isOK, "\(answer)")
+        await host.shutdown()
+        let job = try #require(tracer.finishedSpans.first { $0.operationName == "compute.job" }, "\(tracer.finishedSpans.map(\.operationName))")
+        let attempt = try #require(tracer.finishedSpans.first { $0.operationName == "csop.attempt" })
+        #expect(job.parentSpanID == attempt.spanID)
+        #expect(job.attributes["compute.task"]?.toSpanAttribute() == "fibonacci")
+        #expect(job.attributes["csop.plugin"]?.toSpanAttribute() == "compute")
+    }
 }

@@ -79,6 +79,12 @@ final class Attempt: CallSink, Sendable {
         logger.log(level: level, "\(message)", metadata: metadata)
     }
 
+    /// Records it under this attempt's span; dropped when the host does not trace.
+    func recordSpan(_ json: [UInt8], plugin name: String, logger: Logger) {
+        guard let span else { return }
+        router.record(pluginSpan: json, under: span, plugin: name, logger: logger)
+    }
+
     /// Arms the attempt's timeout: `timer` is kept so a completion can cancel it.
     func arm(_ timer: any ScheduledTimer) {
         let stale = state.withLock { state -> Bool in
@@ -127,4 +133,7 @@ protocol CallSink: AnyObject, Sendable {
     /// A log line the plugin wrote about the call (`csop_call.log`), for `logger` (the
     /// plugin's) to write with the request's id and trace id.
     func log(_ level: Logger.Level, _ message: String, plugin logger: Logger)
+    /// A span the plugin measured for the call (`csop_call.record_span`, JSON); a malformed
+    /// one is reported to `logger`.
+    func recordSpan(_ json: [UInt8], plugin name: String, logger: Logger)
 }

@@ -42,6 +42,20 @@ struct RequestTracing: Sendable {
         return (try? TraceContext(traceparent: traceparent, tracestate: carrier["tracestate"])) ?? fallback
     }
 
+    /// Records a span a plugin measured (`csop_call.record_span`) as a child of `parent`, with
+    /// its own start and end.
+    func record(_ measured: PluginSpan, under parent: any Span, plugin: String) {
+        let span = tracer.startSpan(
+            measured.name, context: parent.context, ofKind: .internal, at: DefaultTracerClock.Timestamp(nanosecondsSinceEpoch: measured.start))
+        span.attributes["csop.plugin"] = plugin
+        for (key, value) in measured.attributes { span.attributes[key] = value }
+        if let error = measured.error {
+            span.attributes["csop.outcome"] = error
+            span.setStatus(SpanStatus(code: .error, message: error))
+        }
+        span.end(at: DefaultTracerClock.Timestamp(nanosecondsSinceEpoch: measured.end))
+    }
+
     /// Records the outcome on `span` and ends it.
     static func end(_ span: any Span, outcome: Result<RawJSON, CSOPError>, retries: Int? = nil) {
         switch outcome {

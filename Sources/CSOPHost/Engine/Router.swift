@@ -1,4 +1,5 @@
 import CSOPCore
+import Logging
 import Synchronization
 import Tracing
 
@@ -254,6 +255,16 @@ final class Router: Sendable {
         job.capability.invoke(
             callID: callID, operation: job.operation, payload: job.payload, timeoutMilliseconds: job.request.options.timeout,
             caller: job.request.caller, attempt)
+    }
+
+    /// A span a plugin measured under `parent` (see ``Attempt/recordSpan(_:plugin:logger:)``).
+    func record(pluginSpan json: [UInt8], under parent: any Span, plugin: String, logger: Logger) {
+        guard let tracing else { return }
+        do throws(CSOPError) {
+            tracing.record(try PluginSpan(json: json), under: parent, plugin: plugin)
+        } catch {
+            logger.warning("dropped a span the plugin recorded: \(error.message)")
+        }
     }
 
     /// A timed-out attempt that had not begun committing: cancel it on its capability and

@@ -225,7 +225,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         // The call's context: its caller and trace, as JSON (empty when it has neither).
         var callerJSON = [UInt8]()
         let trace = attempt.trace
-        if caller != nil || trace != nil {
+        if caller != nil || trace != nil || attempt.span != nil {
             var context = JSONObject()
             if let caller {
                 context["subject"] = .string(caller.subject)
@@ -236,6 +236,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
                 context["traceparent"] = .string(trace.traceparent)
                 if let state = trace.state { context["tracestate"] = .string(state) }
             }
+            if attempt.span != nil { context["traced"] = true }
             callerJSON = JSONValue.object(context).serialized()
         }
         body.reserveCapacity(24 + callerJSON.count + payload.count)
@@ -339,6 +340,9 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             Self.publish(reader.body, plugin: name, generation: child.generation, events: events, logger: logger)
         case .log:
             Self.log(&reader, logger: logger)
+        case .callSpan:
+            guard let id = reader.u64() else { return }
+            state.withLock { $0.pending[id] }?.recordSpan(Array(reader.body), plugin: name, logger: logger)
         case .callLog:
             guard let id = reader.u64(), let level = reader.u8() else { return }
             let levels = IsolationChannel.logLevels

@@ -88,7 +88,7 @@ public enum IsolatedPluginHost {
                 let context = Self.context(callerBytes)
                 plugin.invoke(
                     callID: id, operation: Int(operation), payload: Array(reader.body), timeoutMilliseconds: timeout,
-                    caller: context.caller, trace: context.trace, sink: ChildCall(id: id, server: self))
+                    caller: context.caller, trace: context.trace, traced: context.traced, sink: ChildCall(id: id, server: self))
             case .cancel:
                 guard let id = reader.u64() else { return }
                 plugin?.cancel(callID: id)
@@ -106,12 +106,12 @@ public enum IsolatedPluginHost {
         }
 
         /// The call's caller and trace from its context JSON (see ``IsolatedPlugin/invoke``).
-        private static func context(_ bytes: ArraySlice<UInt8>) -> (caller: Caller?, trace: TraceContext?) {
-            guard !bytes.isEmpty, case .object(let object)? = try? JSONValue(parsing: Array(bytes)) else { return (nil, nil) }
+        private static func context(_ bytes: ArraySlice<UInt8>) -> (caller: Caller?, trace: TraceContext?, traced: Bool) {
+            guard !bytes.isEmpty, case .object(let object)? = try? JSONValue(parsing: Array(bytes)) else { return (nil, nil, false) }
             let trace = object["traceparent"]?.stringValue.flatMap {
                 try? TraceContext(traceparent: $0, tracestate: object["tracestate"]?.stringValue)
             }
-            return (caller(object), trace)
+            return (caller(object), trace, object["traced"] == .bool(true))
         }
 
         private static func caller(_ object: JSONObject) -> Caller? {
@@ -195,6 +195,14 @@ public enum IsolatedPluginHost {
         init(id: UInt64, server: Server) {
             self.id = id
             self.server = server
+        }
+
+        /// The host records it under the call's span (it knows the call by its id).
+        func recordSpan(_ json: [UInt8], plugin name: String, logger: Logger) {
+            var body = [UInt8]()
+            IsolationChannel.appendU64(&body, id)
+            body += json
+            server.channel.send(.callSpan, body)
         }
 
         /// The host logs it with the request's id and trace id (it knows the call by its id).

@@ -25,7 +25,8 @@ final class IsolationChannel: Sendable {
         /// child → host: JSON `{kind, message, domain?}` (the load failed).
         case failed = 3
         /// host → child: u64 call id, u32 operation, f64 timeout ms, u32 context length, context JSON
-        /// (`{subject, tenant, actions}` of the caller and `{traceparent, tracestate}`, each when set), payload.
+        /// (`{subject, tenant, actions}` of the caller, `{traceparent, tracestate}` and `traced: true`
+        /// when the host records the plugin's spans, each when set), payload.
         case call = 4
         /// host → child: u64 call id.
         case cancel = 5
@@ -45,6 +46,8 @@ final class IsolationChannel: Sendable {
         case metricsText = 12
         /// child → host: u64 call id, u8 level, message (the plugin's `csop_call.log`).
         case callLog = 13
+        /// child → host: u64 call id, the span's JSON (the plugin's `csop_call.record_span`).
+        case callSpan = 14
     }
 
     /// Log levels as a `log` frame numbers them (the index).

@@ -121,6 +121,9 @@ typedef int32_t (*csop_begin_commit_fn)(const csop_call *call);
 /** Writes a log line about a call: see csop_call.log. */
 typedef void (*csop_call_log_fn)(const csop_call *call, int32_t level, const char *message, size_t length);
 
+/** Records a span of a call: see csop_call.record_span. */
+typedef void (*csop_call_record_span_fn)(const csop_call *call, const uint8_t *json, size_t length);
+
 /** One operation request. Valid until `complete` is called for it. */
 struct csop_call {
     /** sizeof(csop_call) as the host compiled it. */
@@ -213,6 +216,18 @@ struct csop_call {
      * it only when CSOP_CALL_HAS_LOG(call).
      */
     csop_call_log_fn log;
+
+    /**
+     * Records a span the plugin measured while serving this call (a query, a job, a publish)
+     * as a child of the host's span for the call, so it reaches whatever tracer the host
+     * exports to; without a tracer the host drops it. `json` (`length` bytes, copied) is an
+     * object: {"name": 1-128 bytes, "start": and "end": nanoseconds since the Unix epoch
+     * (end >= start), "attributes": {name: string, number or bool}? (at most 32),
+     * "error": a code such as "QUERY_FAILED"?}. A malformed one is logged and dropped. Any
+     * thread, before `complete` and never at the same time as it. Read it only when
+     * CSOP_CALL_HAS_RECORD_SPAN(call).
+     */
+    csop_call_record_span_fn record_span;
 };
 
 /** Whether `call` (a `const csop_call *`) carries a usable `begin_commit`. */
@@ -230,6 +245,10 @@ struct csop_call {
 /** Whether `call` (a `const csop_call *`) carries a usable `log`. */
 #define CSOP_CALL_HAS_LOG(call) \
     ((call)->struct_size >= offsetof(csop_call, log) + sizeof(csop_call_log_fn) && (call)->log != NULL)
+
+/** Whether `call` (a `const csop_call *`) carries a usable `record_span`. */
+#define CSOP_CALL_HAS_RECORD_SPAN(call) \
+    ((call)->struct_size >= offsetof(csop_call, record_span) + sizeof(csop_call_record_span_fn) && (call)->record_span != NULL)
 
 /** Returned by csop_plugin_register. Static and immutable. */
 typedef struct csop_plugin_descriptor {

@@ -1,5 +1,6 @@
 /* A complete CSOP plugin in plain C: the "hello" capability.
- *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}, and a log line about the call
+ *   hello.greet  -> {"greeting":"hello from C","payloadBytes":N}, a log line about the call, and
+ *                   when the host traces, a span "hello.compose" and a malformed one it must drop
  *   hello.echo   -> the payload, unchanged, and an event {"type":"hello.echoed"}
  *   hello.fail   -> error HELLO_FAILED (not retryable)
  *   hello.commit -> {"committed":1}: asks the host before an irreversible effect (begin_commit)
@@ -47,6 +48,14 @@ static void invoke(void *instance, const csop_call *call) {
     if (strcmp(call->operation, "greet") == 0) {
         atomic_fetch_add(&greetings, 1);
         if (CSOP_CALL_HAS_LOG(call)) call->log(call, CSOP_LOG_INFO, "greeting a caller", 17);
+        if (CSOP_CALL_HAS_RECORD_SPAN(call)) {
+            static const char span[] =
+                "{\"name\":\"hello.compose\",\"start\":1700000000000000000,\"end\":1700000000000500000,"
+                "\"attributes\":{\"words\":3,\"language\":\"en\"}}";
+            call->record_span(call, (const uint8_t *)span, sizeof span - 1);
+            static const char bad[] = "{\"name\":\"hello.bad\",\"start\":5,\"end\":4}";
+            call->record_span(call, (const uint8_t *)bad, sizeof bad - 1);
+        }
         int n = snprintf(buffer, sizeof buffer, "{\"greeting\":\"hello from C\",\"payloadBytes\":%zu}",
                          call->payload_length);
         outcome.status = CSOP_STATUS_OK;
