@@ -21,10 +21,21 @@ final class Attempt: CallSink, Sendable {
     let isProbe: Bool
     /// The W3C context the plugin gets (`csop_call.traceparent`): this attempt's span's when a
     /// tracer is set, else the request's own.
-    let trace: TraceContext?
+    var trace: TraceContext? { tracing?.trace }
     /// Its `csop.attempt` span; nil when no tracer is set.
-    let span: (any Span)?
+    var span: (any Span)? { tracing?.span }
+    /// Both, boxed: most attempts have neither, and then carry one nil pointer.
+    private let tracing: TraceBox?
     private let router: Router
+
+    private final class TraceBox: Sendable {
+        let trace: TraceContext?
+        let span: (any Span)?
+        init(trace: TraceContext?, span: (any Span)?) {
+            self.trace = trace
+            self.span = span
+        }
+    }
 
     private struct State {
         var finished = false
@@ -37,8 +48,7 @@ final class Attempt: CallSink, Sendable {
         router: Router, job: Router.Job, number: Int, callID: UInt64, isProbe: Bool = false, trace: TraceContext? = nil,
         span: (any Span)? = nil
     ) {
-        self.trace = trace
-        self.span = span
+        self.tracing = trace == nil && span == nil ? nil : TraceBox(trace: trace, span: span)
         self.router = router
         self.isProbe = isProbe
         self.job = job

@@ -91,13 +91,15 @@ final class Router: Sendable {
     /// count after the swap); one that entered after it sees the new table, leaves, and reads
     /// again, never calling the capability it entered — whose object stays valid, as every
     /// table keeps its capabilities.
-    private func resolveCapability(_ domain: String) -> CapabilityTable.Entry? {
+    private func resolveCapability(_ domain: String) -> (any Capability, CapabilityTable)? {
         while true {
             let table = current.load(ordering: .sequentiallyConsistent)
-            guard let entry = table.takeUnretainedValue().byName[domain] else { return nil }
-            entry.capability.enter()
-            if current.load(ordering: .sequentiallyConsistent).toOpaque() == table.toOpaque() { return entry }
-            entry.capability.leave()
+            guard let capability = table.takeUnretainedValue().byName[domain] else { return nil }
+            capability.enter()
+            if current.load(ordering: .sequentiallyConsistent).toOpaque() == table.toOpaque() {
+                return (capability, table.takeUnretainedValue())
+            }
+            capability.leave()
         }
     }
 
@@ -122,33 +124,37 @@ final class Router: Sendable {
     private func route(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
         let start = scheduler.now()
         let span = tracing?.startDispatch(request)
-        /// Answers a request refused before it ran: counted, its span ended.
-        func refuse(_ error: CSOPError, _ operationMetrics: OperationMetrics?) {
-            (operationMetrics ?? metrics?.unrouted)?.record(.failure(error), milliseconds: nil)
-            if let span { RequestTracing.end(span, outcome: .failure(error)) }
-            completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
-        }
         guard accepting.load(ordering: .acquiring) else {
-            return refuse(CSOPError(.notInitialized, "the host is shutting down and accepts no new requests"), nil)
+            let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
+            return refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
         }
-        let resolved: (entry: CapabilityTable.Entry, operation: Int)
+        let resolved: (capability: any Capability, table: CapabilityTable, operation: Int)
         do throws(CSOPError) {
             resolved = try resolve(request)
         } catch {
-            return refuse(error, nil)
+            return refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
         }
-        let capability = resolved.entry.capability
-        let operationMetrics = metrics == nil ? nil : resolved.entry.metrics[resolved.operation]
+        let operationMetrics = metrics == nil ? nil : resolved.table.metrics[resolved.capability.name]?[resolved.operation]
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
-            capability.leave()
-            return refuse(refusal, operationMetrics)
+            resolved.capability.leave()
+            return refuse(request, refusal, metrics: operationMetrics, span: span, start: start, completion: completion)
         }
         inFlight.add(1, ordering: .relaxed)
         let job = Job(
-            request: request, capability: capability, operation: resolved.operation, payload: payload, start: start,
+            request: request, capability: resolved.capability, operation: resolved.operation, payload: payload, start: start,
             metrics: operationMetrics, span: span, completion: completion)
         attempt(job, number: 0)
+    }
+
+    /// Answers a request refused before it ran: counted, its span ended.
+    private func refuse(
+        _ request: Request, _ error: CSOPError, metrics: OperationMetrics?, span: (any Span)?, start: Double,
+        completion: @Sendable (Response) -> Void
+    ) {
+        metrics?.record(.failure(error), milliseconds: nil)
+        if let span { RequestTracing.end(span, outcome: .failure(error)) }
+        completion(Response(id: request.id, outcome: .failure(error), duration: scheduler.now() - start))
     }
 
     /// Counts `size` payload bytes in flight, or says why not: the byte budget bounds the
@@ -167,7 +173,7 @@ final class Router: Sendable {
             retryable: true)
     }
 
-    private func resolve(_ request: Request) throws(CSOPError) -> (entry: CapabilityTable.Entry, operation: Int) {
+    private func resolve(_ request: Request) throws(CSOPError) -> (capability: any Capability, table: CapabilityTable, operation: Int) {
         let action = try Action(request.action)
         if let caller = request.caller {
             // Before the capability is looked up: a forbidden domain does not reveal whether it is loaded.
@@ -181,20 +187,19 @@ final class Router: Sendable {
             throw .invalidPayload("payload must be a JSON object, got \(request.payload.typeName)")
         }
         try request.options.validate()
-        guard let entry = resolveCapability(action.domain) else {
+        guard let (capability, table) = resolveCapability(action.domain) else {
             let known = current.load(ordering: .acquiring).takeUnretainedValue().byName.keys.sorted().joined(separator: ", ")
             var message = "no plugin serves \"\(action.domain)\"; loaded capabilities: \(known.isEmpty ? "none" : known)"
             if let hint = missingDomainHint(action.domain) { message += "; \(hint)" }
             throw CSOPError(.capabilityNotFound, message)
         }
-        let capability = entry.capability
         guard let index = capability.operationIndex(action.operation) else {
             capability.leave()
             throw CSOPError(
                 .operationNotFound,
                 "\(action.domain) has no operation \"\(action.operation)\"; it offers: \(capability.operations.joined(separator: ", "))")
         }
-        return (entry, index)
+        return (capability, table, index)
     }
 
     /// How long past its timeout an attempt that began committing (``Attempt/beginCommit()``)
@@ -333,21 +338,20 @@ final class Router: Sendable {
 
 /// The capabilities a router serves, by domain: immutable, replaced whole by a reload.
 final class CapabilityTable: Sendable {
-    struct Entry: Sendable {
-        let capability: any Capability
-        /// Each operation's series, by operation index; empty when metrics are off.
-        let metrics: [OperationMetrics]
-    }
-
-    let byName: [String: Entry]
+    let byName: [String: any Capability]
+    /// Each capability's operations' series, by domain and operation index; empty when
+    /// metrics are off (a separate map, so a request without metrics copies nothing more).
+    let metrics: [String: [OperationMetrics]]
 
     /// The first of each name wins.
     init(_ capabilities: [any Capability], metrics: HostMetrics?) {
-        var byName: [String: Entry] = [:]
+        var byName: [String: any Capability] = [:]
+        var series: [String: [OperationMetrics]] = [:]
         for capability in capabilities where byName[capability.name] == nil {
-            let series = metrics.map { metrics in capability.operations.map { metrics.operation("\(capability.name).\($0)") } } ?? []
-            byName[capability.name] = Entry(capability: capability, metrics: series)
+            byName[capability.name] = capability
+            if let metrics { series[capability.name] = capability.operations.map { metrics.operation("\(capability.name).\($0)") } }
         }
         self.byName = byName
+        self.metrics = series
     }
 }
