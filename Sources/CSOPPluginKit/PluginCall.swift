@@ -42,8 +42,7 @@ public final class PluginCall: Sendable {
 
     /// The trace fields of `raw` (csop_plugin.h, `CSOP_CALL_HAS_TRACE`), when present and valid.
     static func trace(of raw: UnsafePointer<csop_call>) -> TraceContext? {
-        let end = MemoryLayout<csop_call>.offset(of: \csop_call.tracestate_length)! + MemoryLayout<Int>.size
-        guard Int(raw.pointee.struct_size) >= end, let traceparent = raw.pointee.traceparent else { return nil }
+        guard Int(raw.pointee.struct_size) >= CallLayout.traceEnd, let traceparent = raw.pointee.traceparent else { return nil }
         let state = raw.pointee.tracestate.map { String(cString: $0) }
         return try? TraceContext(traceparent: String(cString: traceparent), tracestate: state)
     }
@@ -54,8 +53,7 @@ public final class PluginCall: Sendable {
     ///   (a subject or tenant missing, too long or with control characters, bad patterns):
     ///   such a call must fail, never run as the owner.
     static func caller(of raw: UnsafePointer<csop_call>) throws(CSOPError) -> Caller? {
-        let end = MemoryLayout<csop_call>.offset(of: \csop_call.actions_length)! + MemoryLayout<Int>.size
-        guard Int(raw.pointee.struct_size) >= end, let tenantBytes = raw.pointee.tenant else { return nil }
+        guard Int(raw.pointee.struct_size) >= CallLayout.callerEnd, let tenantBytes = raw.pointee.tenant else { return nil }
         func text(_ pointer: UnsafePointer<CChar>?, _ length: Int) -> String? {
             guard let pointer else { return nil }
             return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
@@ -84,8 +82,7 @@ public final class PluginCall: Sendable {
     /// completing the call. A host older than `csop_call.log` gets the line untagged through
     /// `host` (the plugin's ``PluginHost``) when one is given.
     public func log(_ level: PluginHost.LogLevel, _ message: String, host: PluginHost? = nil) {
-        let end = MemoryLayout<csop_call>.offset(of: \csop_call.log)! + MemoryLayout<UnsafeRawPointer>.size
-        guard Int(raw.pointee.struct_size) >= end, let log = raw.pointee.log else {
+        guard Int(raw.pointee.struct_size) >= CallLayout.logEnd, let log = raw.pointee.log else {
             host?.log(level, message)
             return
         }
@@ -98,8 +95,7 @@ public final class PluginCall: Sendable {
     /// Whether the host records this call's spans (``recordSpan(_:start:end:attributes:error:)``):
     /// measure nothing when it does not.
     public var isTraced: Bool {
-        let end = MemoryLayout<csop_call>.offset(of: \csop_call.record_span)! + MemoryLayout<UnsafeRawPointer>.size
-        return Int(raw.pointee.struct_size) >= end && raw.pointee.record_span != nil
+        return Int(raw.pointee.struct_size) >= CallLayout.recordSpanEnd && raw.pointee.record_span != nil
     }
 
     /// Records a span the plugin measured while serving this call (a query, a job, a
@@ -131,7 +127,7 @@ public final class PluginCall: Sendable {
     public func beginCommit() -> Bool {
         guard !isCompleted else { return false }
         let size = Int(raw.pointee.struct_size)
-        guard size >= MemoryLayout<csop_call>.offset(of: \csop_call.begin_commit)! + MemoryLayout<csop_begin_commit_fn>.size,
+        guard size >= CallLayout.beginCommitEnd,
             let begin = raw.pointee.begin_commit
         else { return true }
         return begin(raw) != 0
@@ -194,4 +190,14 @@ public final class PluginCall: Sendable {
     private func claim() -> Bool {
         !completed.exchange(true, ordering: .acquiringAndReleasing)
     }
+}
+
+/// Where each later field of `csop_call` ends: a call whose `struct_size` reaches it carries the
+/// field (csop_plugin.h's `CSOP_CALL_HAS_*`). Computed once: a key path's offset is not free.
+enum CallLayout {
+    static let beginCommitEnd = MemoryLayout<csop_call>.offset(of: \csop_call.begin_commit)! + MemoryLayout<csop_begin_commit_fn>.size
+    static let callerEnd = MemoryLayout<csop_call>.offset(of: \csop_call.actions_length)! + MemoryLayout<Int>.size
+    static let traceEnd = MemoryLayout<csop_call>.offset(of: \csop_call.tracestate_length)! + MemoryLayout<Int>.size
+    static let logEnd = MemoryLayout<csop_call>.offset(of: \csop_call.log)! + MemoryLayout<UnsafeRawPointer>.size
+    static let recordSpanEnd = MemoryLayout<csop_call>.offset(of: \csop_call.record_span)! + MemoryLayout<UnsafeRawPointer>.size
 }
