@@ -25,7 +25,7 @@ public final class MetricsRegistry: Sendable {
 
     /// A counter: only goes up (`increment(by:)`).
     public func counter(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> CoreMetrics.Counter {
-        let series = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, helpText: help), labels: labels)
+        let series = registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
         return CoreMetrics.Counter(label: name, dimensions: labels, handler: series, factory: factory)
     }
 
@@ -38,19 +38,19 @@ public final class MetricsRegistry: Sendable {
 
     /// A gauge: set to the current value (`record(_:)`).
     public func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> CoreMetrics.Gauge {
-        let series = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, helpText: help), labels: labels)
+        let series = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
         return CoreMetrics.Gauge(label: name, dimensions: labels, aggregate: false, handler: series, factory: factory)
     }
 
     /// Takes the gauge `name` with `labels` out of the export (what it measured is gone).
     public func removeGauge(_ name: String, _ help: String, _ labels: [(String, String)]) {
-        registry.unregisterGauge(registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, helpText: help), labels: labels))
+        registry.unregisterGauge(registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels))
     }
 
     /// A duration histogram (`recordNanoseconds(_:)`), in seconds with ``durationBuckets``.
     public func timer(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> CoreMetrics.Timer {
         let series = registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: name, helpText: help), labels: labels, buckets: Self.durationBuckets)
+            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels, buckets: Self.durationBuckets)
         return CoreMetrics.Timer(label: name, dimensions: labels, handler: series, factory: factory)
     }
 
