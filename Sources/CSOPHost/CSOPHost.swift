@@ -237,7 +237,7 @@ public final class CSOPHost: Sendable {
                     inFlight: router.pendingCount, bytes: router.inFlightByteCount, plugins: plugins.map(\.info),
                     failing: reloader.failures.count)
                 var text: [UInt8] = []
-                metrics.registry.emit(into: &text)
+                metrics.emit(into: &text)
                 for plugin in plugins { plugin.writeMetrics(into: &text) }
                 continuation.resume(returning: text)
             }

@@ -146,4 +146,21 @@ import Testing
         #expect(sample(text, #"csop_requests_total{action="diag.fail",code="OTHER"}"#) == 10)
         await host.shutdown()
     }
+
+    /// The request-duration histogram: a value on a bound counts in that bucket, past the last
+    /// bound only in +Inf; buckets are cumulative; the sum is in seconds; label values escaped.
+    @Test func durationBucketsAreCumulativeAndBoundsInclusive() {
+        let histogram = LatencyHistogram(action: "a.\"b\"")
+        for nanoseconds in [1_000, 1_001, 2_500, 40_000_000_000] { histogram.record(nanoseconds: nanoseconds) }
+        var buffer: [UInt8] = []
+        histogram.emit(name: "h", into: &buffer)
+        let text = String(decoding: buffer, as: UTF8.self)
+        #expect(text.contains(#"h_bucket{action="a.\"b\"",le="0.000001"} 1"# + "\n"), "\(text)")
+        #expect(text.contains(#"h_bucket{action="a.\"b\"",le="0.0000025"} 3"# + "\n"))
+        #expect(text.contains(#"h_bucket{action="a.\"b\"",le="30.0"} 3"# + "\n"))
+        #expect(text.contains(#"h_bucket{action="a.\"b\"",le="+Inf"} 4"# + "\n"))
+        #expect(text.contains(#"h_count{action="a.\"b\""} 4"# + "\n"))
+        #expect(text.contains(#"h_sum{action="a.\"b\""} 40.000004501"# + "\n"))
+        #expect(LatencyHistogram.bounds.count == 23 && LatencyHistogram.bounds == LatencyHistogram.bounds.sorted())
+    }
 }

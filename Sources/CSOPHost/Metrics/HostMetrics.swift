@@ -35,6 +35,18 @@ public final class HostMetrics: Sendable {
         failingEntries = registry.gauge("csop_plugin_entries_failing", "plugins.d entries that did not load at the last load or reload.")
     }
 
+    /// Every series in Prometheus's text format: the registry's, then the request durations.
+    public func emit(into buffer: inout [UInt8]) {
+        registry.emit(into: &buffer)
+        let histograms = operations.withLock { table in table.values.filter { !$0.action.isEmpty }.map(\.duration) }
+        guard !histograms.isEmpty else { return }
+        buffer.append(contentsOf: "# HELP \(Self.durationName) \(Self.durationHelp)\n# TYPE \(Self.durationName) histogram\n".utf8)
+        for histogram in histograms.sorted(by: { $0.action < $1.action }) { histogram.emit(name: Self.durationName, into: &buffer) }
+    }
+
+    static let durationName = "csop_request_duration_seconds"
+    static let durationHelp = "Time from dispatch to answer, retries included, by action."
+
     /// The series of `action`, made on first use and kept (a reload keeps counting on them).
     func operation(_ action: String) -> OperationMetrics {
         if let metrics = operations.withLock({ $0[action] }) { return metrics }

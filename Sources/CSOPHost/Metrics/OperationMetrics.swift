@@ -9,7 +9,7 @@ final class OperationMetrics: Sendable {
     let action: String
     private let registry: MetricsRegistry
     private let succeeded: CoreMetrics.Counter
-    private let duration: CoreMetrics.Timer
+    let duration: LatencyHistogram
     let retries: CoreMetrics.Counter
     let timeouts: CoreMetrics.Counter
     /// Failures by error code, made on first use. Codes are few (each plugin's documented
@@ -21,8 +21,7 @@ final class OperationMetrics: Sendable {
         self.registry = registry
         let labels = [("action", action)]
         succeeded = registry.counter(HostMetrics.requestsName, HostMetrics.requestsHelp, labels + [("code", "OK")])
-        duration = registry.timer(
-            "csop_request_duration_seconds", "Time from dispatch to answer, retries included, by action.", labels)
+        duration = LatencyHistogram(action: action)
         retries = registry.counter("csop_request_retries_total", "Attempts made again after a retryable failure, by action.", labels)
         timeouts = registry.counter(
             "csop_request_timeouts_total",
@@ -37,7 +36,7 @@ final class OperationMetrics: Sendable {
         case .success: succeeded.increment()
         case .failure(let error): failureCounter(error.code.rawValue).increment()
         }
-        if let milliseconds { duration.recordNanoseconds(Int64(milliseconds * 1_000_000)) }
+        if let milliseconds { duration.record(nanoseconds: Int(milliseconds * 1_000_000)) }
     }
 
     static let maxCodes = 64
