@@ -134,7 +134,7 @@ final class Router: Sendable {
         } catch {
             return refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
         }
-        let operationMetrics = metrics == nil ? nil : resolved.table.metrics[resolved.capability.name]?[resolved.operation]
+        let operationMetrics = metrics == nil ? nil : resolved.table.metrics[ObjectIdentifier(resolved.capability)]?[resolved.operation]
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
             resolved.capability.leave()
@@ -339,17 +339,20 @@ final class Router: Sendable {
 /// The capabilities a router serves, by domain: immutable, replaced whole by a reload.
 final class CapabilityTable: Sendable {
     let byName: [String: any Capability]
-    /// Each capability's operations' series, by domain and operation index; empty when
-    /// metrics are off (a separate map, so a request without metrics copies nothing more).
-    let metrics: [String: [OperationMetrics]]
+    /// Each capability's operations' series, by capability object and operation index; empty
+    /// when metrics are off (a separate map, so a request without metrics copies nothing more,
+    /// keyed by identity so a request with them hashes no string twice).
+    let metrics: [ObjectIdentifier: [OperationMetrics]]
 
     /// The first of each name wins.
     init(_ capabilities: [any Capability], metrics: HostMetrics?) {
         var byName: [String: any Capability] = [:]
-        var series: [String: [OperationMetrics]] = [:]
+        var series: [ObjectIdentifier: [OperationMetrics]] = [:]
         for capability in capabilities where byName[capability.name] == nil {
             byName[capability.name] = capability
-            if let metrics { series[capability.name] = capability.operations.map { metrics.operation("\(capability.name).\($0)") } }
+            if let metrics {
+                series[ObjectIdentifier(capability)] = capability.operations.map { metrics.operation("\(capability.name).\($0)") }
+            }
         }
         self.byName = byName
         self.metrics = series
