@@ -60,7 +60,8 @@ import Testing
         #expect(idle.items.isEmpty && idle.unchanged == 2)
 
         // A changed entry: a new instance serves new requests, the old one finishes its own.
-        let slow = Task { await host.dispatch("diag.sleep", ["ms": 300]) }
+        // A timeout long enough for a loaded machine: the point is the drain, not the clock.
+        let slow = Task { await host.dispatch("diag.sleep", ["ms": 300], options: RequestOptions(timeout: 600_000)) }
         try await Task.sleep(for: .milliseconds(50))
         try write(PluginEntry("00-diag.conf", library: "libcsop-diag.so", extra: "\n# edited\n"))
         let edited = await host.reload()
