@@ -81,19 +81,15 @@ final class ComputePlugin: CSOPPlugin {
     func invoke(_ operation: Operation, _ call: PluginCall) {
         let milliseconds = call.timeoutMilliseconds
         let deadline = milliseconds > 0 && milliseconds < 1e12 ? DispatchTime.now().uptimeNanoseconds + UInt64(milliseconds * 1e6) : .max
-        guard call.isTraced else {
-            return service.handle(operation, payload: call.payload, callID: call.id, tenant: call.caller?.tenant, deadline: deadline) {
-                call.complete(rawJSON: $0)
-            }
-        }
         // Traced: the job (queue wait and run) as a span of its own, named by its task.
-        let start = WallClock.nanoseconds()
+        let start = call.isTraced ? WallClock.nanoseconds() : nil
         service.handle(operation, payload: call.payload, callID: call.id, tenant: call.caller?.tenant, deadline: deadline) { result in
-            var attributes: JSONObject = ["compute.operation": .string(operation.rawValue)]
-            if case .string(let task)? = call.payload["task"] { attributes["compute.task"] = .string(task) }
-            var error: String?
-            if case .failure(let failure) = result { error = failure.code.rawValue }
-            call.recordSpan("compute.job", start: start, end: WallClock.nanoseconds(), attributes: attributes, error: error)
+            if let start {
+                var attributes: JSONObject = ["compute.operation": .string(operation.rawValue)]
+                if case .string(let task)? = call.payload["task"] { attributes["compute.task"] = .string(task) }
+                let error: String? = if case .failure(let failure) = result { failure.code.rawValue } else { nil }
+                call.recordSpan("compute.job", start: start, end: WallClock.nanoseconds(), attributes: attributes, error: error)
+            }
             call.complete(rawJSON: result)
         }
     }

@@ -28,15 +28,13 @@ final class SyncPlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
-        guard call.isTraced, operation == .broadcast, engine.cluster != nil else {
-            return engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in call.complete(result) }
-        }
         // Traced in cluster mode: the publish through PostgreSQL (NOTIFY) as a span of its own.
-        let start = WallClock.nanoseconds()
+        let start = call.isTraced && operation == .broadcast && engine.cluster != nil ? WallClock.nanoseconds() : nil
         engine.perform(operation, call.payload, caller: call.caller, commit: { call.beginCommit() }) { result in
-            var error: String?
-            if case .failure(let failure) = result { error = failure.code.rawValue }
-            call.recordSpan("sync.publish", start: start, end: WallClock.nanoseconds(), attributes: ["sync.mode": "cluster"], error: error)
+            if let start {
+                let error: String? = if case .failure(let failure) = result { failure.code.rawValue } else { nil }
+                call.recordSpan("sync.publish", start: start, end: WallClock.nanoseconds(), attributes: ["sync.mode": "cluster"], error: error)
+            }
             call.complete(result)
         }
     }

@@ -6,7 +6,7 @@ import Synchronization
 /// request counts and durations) or one plugin instance's (a pool's queue depth).
 ///
 /// Metrics are made once and kept: each factory method returns a swift-metrics handle
-/// (`Counter`, `Gauge`, `Timer`) whose updates are a few atomic or locked instructions, backed
+/// (`Counter`, `Gauge`) whose updates are a few atomic or locked instructions, backed
 /// by swift-prometheus. A second call with the same name and labels returns the same series.
 /// Names follow Prometheus's conventions (`csop_<domain>_<what>_<unit>`, counters ending in
 /// `_total`); each name keeps one help text and one set of label names.
@@ -45,13 +45,6 @@ public final class MetricsRegistry: Sendable {
     /// Takes the gauge `name` with `labels` out of the export (what it measured is gone).
     public func removeGauge(_ name: String, _ help: String, _ labels: [(String, String)]) {
         registry.unregisterGauge(registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels))
-    }
-
-    /// A duration histogram (`recordNanoseconds(_:)`), in seconds with ``durationBuckets``.
-    public func timer(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> CoreMetrics.Timer {
-        let series = registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels, buckets: Self.durationBuckets)
-        return CoreMetrics.Timer(label: name, dimensions: labels, handler: series, factory: factory)
     }
 
     /// 1 µs to 30 s, about three buckets a decade: a no-op dispatch (1–2 µs), a SQLite get

@@ -244,12 +244,21 @@ private final class PendingCall {
 
 private let hostReservedOffset = MemoryLayout<csop_call>.offset(of: \csop_call.host_reserved)!
 
+/// `call->host_reserved`: the pending call until the first completion takes it (nil after).
+private func pendingSlot(_ call: UnsafePointer<csop_call>) -> UnsafeMutablePointer<UnsafeMutableRawPointer?> {
+    (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+}
+
+/// The pending call of a call not yet completed, or nil.
+private func pending(_ call: UnsafePointer<csop_call>) -> PendingCall? {
+    csop_load_pointer(pendingSlot(call)).map { Unmanaged<PendingCall>.fromOpaque($0).takeUnretainedValue() }
+}
+
 private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointer<csop_outcome>?) {
     guard let call else { return }
     let record = UnsafeMutablePointer(mutating: call)
     // The first completion takes the pending call; any later one finds nothing and changes nothing.
-    let slot = (UnsafeMutableRawPointer(record) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-    let taken = csop_exchange_pointer(slot, nil)
+    let taken = csop_exchange_pointer(pendingSlot(call), nil)
     guard let taken else {
         CallRecords.shared.reportSecondCompletion(record)
         return
@@ -266,9 +275,7 @@ private func completeCall(call: UnsafePointer<csop_call>?, outcome: UnsafePointe
 /// (a contract violation) gets 0: there is nothing left to commit for.
 private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
     guard let call else { return 0 }
-    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-    guard let pending = csop_load_pointer(slot) else { return 0 }
-    return Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().beginCommit() ? 1 : 0
+    return pending(call)?.beginCommit() == true ? 1 : 0
 }
 
 /// `csop_call.log`: the line goes to the plugin's logger with the request's id and trace id;
@@ -276,22 +283,19 @@ private func beginCommit(call: UnsafePointer<csop_call>?) -> Int32 {
 private func logCall(call: UnsafePointer<csop_call>?, level: Int32, message: UnsafePointer<CChar>?, length: Int) {
     guard let call, let message else { return }
     let text = String(decoding: UnsafeRawBufferPointer(start: message, count: length), as: UTF8.self)
-    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
     let logLevel = PluginHostContext.logLevel(level)
-    guard let pending = csop_load_pointer(slot) else {
+    guard let pending = pending(call) else {
         CallRecords.shared.logger(of: call.pointee.reserved)?.log(level: logLevel, "\(text)")
         return
     }
-    Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().log(logLevel, text)
+    pending.log(logLevel, text)
 }
 
 /// `csop_call.record_span`: set only on calls the host traces. After the call was completed
 /// (a contract violation) the span is dropped.
 private func recordSpanCall(call: UnsafePointer<csop_call>?, json: UnsafePointer<UInt8>?, length: Int) {
     guard let call, let json, length > 0 else { return }
-    let slot = (UnsafeMutableRawPointer(mutating: call) + hostReservedOffset).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-    guard let pending = csop_load_pointer(slot) else { return }
-    Unmanaged<PendingCall>.fromOpaque(pending).takeUnretainedValue().recordSpan(Array(UnsafeBufferPointer(start: json, count: length)))
+    pending(call)?.recordSpan(Array(UnsafeBufferPointer(start: json, count: length)))
 }
 
 /// `text` as a NUL-terminated C string with its length, valid during `body`; (nil, 0) for nil.

@@ -85,7 +85,7 @@ final class Attempt: CallSink, Sendable {
     /// Logs with the request's id (`requestId`) and its trace id (`traceId`) as metadata.
     func log(_ level: Logger.Level, _ message: String, plugin logger: Logger) {
         var metadata: Logger.Metadata = ["requestId": .string(job.request.id)]
-        if let trace = trace ?? job.request.trace { metadata["traceId"] = .string(trace.traceID) }
+        if let trace { metadata["traceId"] = .string(trace.traceID) }
         logger.log(level: level, "\(message)", metadata: metadata)
     }
 

@@ -345,9 +345,8 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
             state.withLock { $0.pending[id] }?.recordSpan(Array(reader.body), plugin: name, logger: logger)
         case .callLog:
             guard let id = reader.u64(), let level = reader.u8() else { return }
-            let levels = IsolationChannel.logLevels
             let text = String(decoding: reader.body, as: UTF8.self)
-            let logLevel = levels[min(Int(level), levels.count - 1)]
+            let logLevel = IsolationChannel.logLevel(level)
             if let attempt = state.withLock({ $0.pending[id] }) {
                 attempt.log(logLevel, text, plugin: logger)
             } else {
@@ -373,9 +372,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
 
     static func log(_ reader: inout IsolationChannel.Reader, logger: Logger) {
         guard let level = reader.u8() else { return }
-        let text = String(decoding: reader.body, as: UTF8.self)
-        let levels = IsolationChannel.logLevels
-        logger.log(level: levels[min(Int(level), levels.count - 1)], "\(text)")
+        logger.log(level: IsolationChannel.logLevel(level), "\(String(decoding: reader.body, as: UTF8.self))")
     }
 
     static func decodeError(_ body: ArraySlice<UInt8>, plugin: String) -> CSOPError {

@@ -209,7 +209,7 @@ public enum IsolatedPluginHost {
         func log(_ level: Logger.Level, _ message: String, plugin logger: Logger) {
             var body = [UInt8]()
             IsolationChannel.appendU64(&body, id)
-            body.append(UInt8(IsolationChannel.logLevels.firstIndex(of: level) ?? 4))
+            body.append(IsolationChannel.logByte(level))
             body += Array(message.utf8)
             server.channel.send(.callLog, body)
         }
@@ -274,7 +274,7 @@ public enum IsolatedPluginHost {
         }
 
         func log(event: LogEvent) {
-            var body: [UInt8] = [UInt8(IsolationChannel.logLevels.firstIndex(of: event.level) ?? 4)]
+            var body: [UInt8] = [IsolationChannel.logByte(event.level)]
             body += Array("\(event.message)".utf8)
             channel.send(.log, body)
         }

@@ -50,8 +50,14 @@ final class IsolationChannel: Sendable {
         case callSpan = 14
     }
 
-    /// Log levels as a `log` frame numbers them (the index).
+    /// Log levels as `log` and `callLog` frames number them (the index).
     static let logLevels: [Logger.Level] = [.trace, .debug, .info, .notice, .warning, .error, .critical]
+
+    /// A log level as a frame byte.
+    static func logByte(_ level: Logger.Level) -> UInt8 { UInt8(logLevels.firstIndex(of: level) ?? 4) }
+
+    /// A frame byte as a log level (an unknown one is the most severe).
+    static func logLevel(_ byte: UInt8) -> Logger.Level { logLevels[min(Int(byte), logLevels.count - 1)] }
 
     /// Frames larger than this end the connection: 1 GiB, past any payload the host admits.
     static let maxFrame = 1 << 30
