@@ -20,6 +20,12 @@ let package = Package(
         .library(name: "csop-compute", type: .dynamic, targets: ["ComputeExport"]),
         .library(name: "csop-sync", type: .dynamic, targets: ["SyncExport"]),
     ],
+    traits: [
+        // `swift build --traits OTLP`: csop and csop serve can send their spans to an OpenTelemetry
+        // collector (--otlp-endpoint). Off by default: swift-otel, async-http-client and
+        // swift-protobuf add minutes to a build that most users do not need.
+        .trait(name: "OTLP", description: "OTLP/HTTP span export for csop and csop serve (swift-otel)."),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -43,6 +49,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // The C contract, nothing else.
@@ -133,6 +140,9 @@ let package = Package(
                 "CSOPHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLP"])),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: ["OTLP"])),
             ],
             swiftSettings: swiftSettings),
         // The gateway's raw reading of dispatch request heads (no dependencies, so csop-fuzz can fuzz it).

@@ -4,7 +4,8 @@
 # client in headless Chromium included) and the browser client's unit tests (Node), then
 # installs the build into a temporary prefix and runs it with the Swift toolchain hidden
 # (scripts/check-installed.sh), and fuzzes every parser for CSOP_FUZZ_SECONDS (default 60) per
-# target (scripts/fuzz.sh). No test is skipped: the PostgreSQL tests fail if the server is
+# target (scripts/fuzz.sh), and last builds csop with the OTLP trait and checks its span export
+# against a collector on loopback (scripts/otlp-test.sh). No test is skipped: the PostgreSQL tests fail if the server is
 # unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +19,5 @@ node Clients/js/test/unit.mjs
 
 CSOP_CONFIGURATION=debug CSOP_SKIP_BUILD=1 scripts/check-installed.sh
 scripts/fuzz.sh "${CSOP_FUZZ_SECONDS:-60}"
+# Last: it rebuilds csop and csop-serve in .build with the OTLP trait.
+scripts/otlp-test.sh

@@ -115,16 +115,12 @@ final class StoragePlugin: CSOPPlugin {
     }
 
     /// Stops the purge and the calls' tasks, then the cold tier. A purge round still running
-    /// logs nothing from now on: the host's table is gone once `destroy` returns.
+    /// may finish; what it logs after `destroy` is dropped (``PluginHost``).
     func shutdown() {
-        stopped.store(true, ordering: .releasing)
         purgeTask.withLock { $0?.cancel() }
         calls.cancelAll()
         cold?.shutdown()
     }
-
-    /// Set by ``shutdown()``: nothing is logged through the host after it.
-    private let stopped = Atomic<Bool>(false)
 
     /// Runs `work` in a task that ``cancel(callID:)`` can reach, then completes `call`.
     func runLater(_ call: PluginCall, _ work: @escaping @Sendable () async throws(CSOPError) -> PluginReply) {
@@ -165,7 +161,6 @@ final class StoragePlugin: CSOPPlugin {
     }
 
     func log(_ level: PluginHost.LogLevel, _ message: String) {
-        guard !stopped.load(ordering: .acquiring) else { return }
         host?.log(level, message)
     }
 }

@@ -41,6 +41,9 @@ public struct GlobalOptions: ParsableArguments {
         help: "Serving commands (run, serve, subscribe): do not reload when plugins.d or a loaded library changes; SIGHUP and host.reload still reload.")
     public var noWatchPlugins = false
 
+    @OptionGroup(title: "Tracing")
+    public var traceExport: TraceExportOptions
+
     public init() {}
 
     /// The configuration these options describe; sets up logging (process-wide, once) first.
@@ -87,6 +90,7 @@ public struct GlobalOptions: ParsableArguments {
             }
         }
         configuration.watchPluginsDirectory = serving && !noWatchPlugins
+        try traceExport.configure(&configuration)
         adjust(&configuration)
         let host = await CSOPHost.load(configuration)
         if serving { HangupReload.install(for: host) }

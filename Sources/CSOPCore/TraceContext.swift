@@ -4,6 +4,11 @@
 /// Read from HTTP headers by the gateway, from a request's `trace` field (`csop run`,
 /// WebSocket), and handed to plugins across the ABI (`csop_call.traceparent`), so that a
 /// plugin's own spans join the caller's trace.
+///
+/// Parsed here rather than with swift-w3c-trace-context (which swift-otel uses): that one
+/// refuses every version but `00`, where the specification asks for later versions to be read
+/// by their first four fields, and its errors say nothing a caller could act on, where a
+/// malformed `trace` field is answered `INVALID_PAYLOAD` naming what to fix.
 public struct TraceContext: Sendable, Equatable, CustomStringConvertible {
     /// 32 lowercase hex digits, not all zero.
     public var traceID: String

@@ -38,6 +38,7 @@ public final class CSOPHost: Sendable {
     private let hub: EventHub
     private let logger: Logger
     private let stopped = Mutex(false)
+    private let afterShutdown: (@Sendable () async -> Void)?
 
     /// Loads every enabled entry of `configuration.pluginsDirectory`, in name order.
     public static func load(_ configuration: HostConfiguration) async -> CSOPHost {
@@ -54,6 +55,7 @@ public final class CSOPHost: Sendable {
         self.reloader = reloader
         self.hub = hub
         self.logger = configuration.logger
+        self.afterShutdown = configuration.afterShutdown
         let info = HostInfoCapability(reloader: reloader, scheduler: scheduler)
         let router = Router(
             capabilities: [info] + reloader.capabilities,
@@ -221,6 +223,7 @@ public final class CSOPHost: Sendable {
             }
         }
         for continuation in streams.withLock({ $0.values }) { continuation.finish() }
+        await afterShutdown?()
     }
 
     /// Every metric in Prometheus's text exposition format (version 0.0.4): the host's own

@@ -46,6 +46,10 @@ public struct HostConfiguration: Sendable {
     /// still get the caller's `traceparent`. `InstrumentationSystem.tracer` after bootstrapping
     /// one is the usual value.
     public var tracer: (any Tracer)?
+    /// Run once at the end of ``CSOPHost/shutdown(gracePeriod:)``, after every plugin is
+    /// destroyed: for what must outlive the host's last span, such as an exporter sending the
+    /// spans it still holds (`csop --otlp-endpoint` uses it). Nil (the default): nothing.
+    public var afterShutdown: (@Sendable () async -> Void)?
 
     /// - Parameters:
     ///   - pluginsDirectory: the plugins.d directory; nil looks it up as

@@ -117,6 +117,8 @@ struct PluginFactory: Sendable {
 /// What the host's `void *instance` points at.
 @usableFromInline
 class PluginInstance {
+    /// The host's services the instance was made with; closed by destroy.
+    var host: PluginHost?
     @usableFromInline init() {}
     @usableFromInline func invoke(_ call: PluginCall, index: Int) {}
     @usableFromInline func cancel(callID: UInt64) {}
@@ -192,7 +194,9 @@ private func pluginCreate(
         return report(CSOPError(.notInitialized, "plugin registration incomplete"), into: errorOut)
     }
     do throws(CSOPError) {
-        let created = try factory.create(try parseConfig(config, configLength), try PluginHost(api: host))
+        let services = try PluginHost(api: host)
+        let created = try factory.create(try parseConfig(config, configLength), services)
+        created.host = services
         instance.pointee = Unmanaged.passRetained(created).toOpaque()
         return 0
     } catch {
@@ -257,5 +261,8 @@ private func pluginDestroy(instance: UnsafeMutableRawPointer?) {
     guard let instance else { return }
     let box = Unmanaged<PluginInstance>.fromOpaque(instance)
     box.takeUnretainedValue().shutdown()
+    // Background work the plugin did not stop may still log or emit: from here on that does
+    // nothing, so it never reaches the table the host frees once this returns.
+    box.takeUnretainedValue().host?.close()
     box.release()
 }
