@@ -109,9 +109,12 @@ let package = Package(
         .target(
             name: "ComputePlugin",
             dependencies: [
-                "CSOPCore", "CSOPPluginKit", "CJavaScriptCore",
+                "CSOPCore", "CSOPPluginKit", "CJavaScriptCore", "CSOPPostgres",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "WasmKit", package: "WasmKit"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Plugins/Compute",
             exclude: ["Export"],

@@ -23,9 +23,12 @@ struct ComputeConfiguration: Sendable {
     var maxResultBytes: Int
     /// The most UTF-8 bytes of source all registered functions hold together. Default 64 MiB.
     var maxRegisteredBytes: Int
+    /// Durable jobs shared through PostgreSQL (`[config.jobs]`); nil: `compute.submit` is off.
+    var jobs: JobsConfiguration?
 
     static let keys: Set<String> = [
         "workers", "maxQueue", "maxQueueBytes", "timeout", "memoryLimitMB", "maxConsoleBytes", "maxResultBytes", "maxRegisteredBytes",
+        "jobs",
     ]
     static let maxTimeout = 3_600_000.0
 
@@ -55,5 +58,6 @@ struct ComputeConfiguration: Sendable {
         if let value = try fields.int("maxConsoleBytes", in: 0...(64 << 20)) { maxConsoleBytes = Int(value) }
         if let value = try fields.int("maxResultBytes", in: 64...(1 << 30)) { maxResultBytes = Int(value) }
         if let value = try fields.int("maxRegisteredBytes", in: 1024...(16 << 30)) { maxRegisteredBytes = Int(value) }
+        jobs = try JobsConfiguration.read(fields, workers: workers)
     }
 }

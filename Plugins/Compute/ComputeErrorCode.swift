@@ -10,4 +10,8 @@ extension ErrorCode {
     static let resourceExhausted: ErrorCode = "RESOURCE_EXHAUSTED"
     /// More registered functions than the plugin keeps (never retried).
     static let quotaExceeded: ErrorCode = "QUOTA_EXCEEDED"
+    /// The jobs database cannot be reached (retryable).
+    static let notConnected: ErrorCode = "NOT_CONNECTED"
+    /// No job of the caller's has that id.
+    static let jobNotFound: ErrorCode = "JOB_NOT_FOUND"
 }

@@ -9,6 +9,9 @@ import Dispatch
 /// - `execute {task, data, options?: {timeout}}` → `{result, logs?, logsTruncated?}`.
 /// - `batch {tasks: [{task, data}], options?: {maxConcurrent, failFast, timeout}}` →
 ///   `{total, completed, failed, results: [{status, task, result | error, logs?}]}` in input order.
+/// - `submit {task, data, options?: {priority, maxAttempts, runAt, idempotencyKey, timeout}}` →
+///   `{id, created}`, `job {id}` → the job, `jobs {state?, limit?, cursor?}` → `{jobs, cursor?}`:
+///   durable jobs in PostgreSQL that every host with the same `[config.jobs]` runs (``SharedJobs``).
 /// - `register {name, fn}` (fn is a function body taking `data`; compiled once per worker) or
 ///   `register {name, wasm}` (a WebAssembly module in base64; validated once), `unregister {name}`,
 ///   `tasks`, `stats`.
@@ -57,6 +60,8 @@ final class ComputePlugin: CSOPPlugin {
     static let version = "1.0.0"
 
     let service: ComputeService
+    /// `compute.submit`, `job` and `jobs`, when `[config.jobs]` is set.
+    let jobs: SharedJobs?
 
     static func checkConfig(_ config: JSONValue) throws(CSOPError) {
         _ = try ComputeConfiguration(config: config)
@@ -64,7 +69,9 @@ final class ComputePlugin: CSOPPlugin {
 
     init(config: JSONValue, host: PluginHost) throws(CSOPError) {
         let settings = try ComputeConfiguration(config: config)
-        service = ComputeService(settings: settings) { message in host.log(.error, message) }
+        let service = ComputeService(settings: settings) { message in host.log(.error, message) }
+        self.service = service
+        jobs = settings.jobs.map { SharedJobs(configuration: $0, service: service, host: host) }
         host.log(
             .info,
             "compute: \(settings.workers) workers, queue \(settings.maxQueue) tasks and \(settings.maxQueueBytes) bytes, timeout \(Int(settings.timeout)) ms, memory cap \(settings.memoryLimitMB) MiB"
@@ -79,6 +86,7 @@ final class ComputePlugin: CSOPPlugin {
     }
 
     func invoke(_ operation: Operation, _ call: PluginCall) {
+        if let jobs, SharedJobs.handles(operation) { return jobs.handle(operation, call) }
         let milliseconds = call.timeoutMilliseconds
         let deadline = milliseconds > 0 && milliseconds < 1e12 ? DispatchTime.now().uptimeNanoseconds + UInt64(milliseconds * 1e6) : .max
         // Traced: the job (queue wait and run) as a span of its own, named by its task.
@@ -94,9 +102,15 @@ final class ComputePlugin: CSOPPlugin {
         }
     }
 
-    func cancel(callID: UInt64) { service.cancel(callID: callID) }
+    func cancel(callID: UInt64) {
+        service.cancel(callID: callID)
+        jobs?.cancel(callID: callID)
+    }
 
-    func shutdown() { service.shutdown() }
+    func shutdown() {
+        jobs?.shutdown()
+        service.shutdown()
+    }
 
     func writeMetrics(into buffer: inout [UInt8]) { service.writeMetrics(into: &buffer) }
 }

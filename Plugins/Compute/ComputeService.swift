@@ -8,6 +8,8 @@ final class ComputeService: Sendable {
     /// The compute operations, in the order the descriptor lists them.
     enum Operation: String, PluginOperation {
         case execute, batch, register, unregister, tasks, stats
+        /// Durable jobs (``SharedJobs``), answered by the plugin when `[config.jobs]` is set.
+        case submit, job, jobs
     }
 
     /// Receives an operation's outcome: serialized JSON data, or an error.
@@ -91,6 +93,7 @@ final class ComputeService: Sendable {
             case .unregister: reply(.success(try unregister(payload, tenant: tenant).serialized()))
             case .tasks: reply(.success(try tasks(payload, tenant: tenant).serialized()))
             case .stats: reply(.success(try stats(payload, tenant: tenant).serialized()))
+            case .submit, .job, .jobs: throw SharedJobs.notConfigured
             }
         } catch {
             reply(.failure(error))
