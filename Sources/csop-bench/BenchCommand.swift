@@ -16,7 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Fewer iterations, for a smoke run.")
     var quick = false
 
-    @Option(help: "Only these suites (comma-separated): host, storage, compute, sync, gateway.")
+    @Option(help: "Only these suites (comma-separated): host, storage, compute, sync, gateway, jobs.")
     var only: String?
 
     @Option(help: "Also write the table as an HTML page with a chart of each row against its baseline and peer.")
@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: .hidden)
     var bareWebsocketServer = false
 
-    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench(), GatewayBench()]
+    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench(), GatewayBench(), JobsBench()]
 
     func run() async throws {
         if bareWebsocketServer { return try await BareServers.serveWebSocketEchoUntilStdinCloses() }

@@ -179,15 +179,21 @@ final class JobRunner: Sendable {
         }
     }
 
-    /// `{"id","state","tenant"}` from the done channel → `{type: "event", event:
-    /// "compute.job.done", data: {id, state, tenant?}}`.
+    /// `{id, state, tenant?}` objects, alone or in an array, from the done channel → one
+    /// `{type: "event", event: "compute.job.done", data: {id, state, tenant?}}` each.
     private func announce(_ payload: String) {
-        guard case .object(let object)? = try? JSONValue(parsing: payload), case .string(let id)? = object["id"],
-            case .string(let state)? = object["state"]
-        else { return }
-        var data: JSONObject = ["id": .string(id), "state": .string(state)]
-        if case .string(let tenant)? = object["tenant"], !tenant.isEmpty { data["tenant"] = .string(tenant) }
-        emit(JSONValue.object(["type": "event", "event": "compute.job.done", "data": .object(data)]).serialized())
+        let ended: [JSONValue]
+        switch try? JSONValue(parsing: payload) {
+        case .array(let array)?: ended = array
+        case let object?: ended = [object]
+        case nil: return
+        }
+        for job in ended {
+            guard case .object(let object) = job, case .string(let id)? = object["id"], case .string(let state)? = object["state"] else { continue }
+            var data: JSONObject = ["id": .string(id), "state": .string(state)]
+            if case .string(let tenant)? = object["tenant"], !tenant.isEmpty { data["tenant"] = .string(tenant) }
+            emit(JSONValue.object(["type": "event", "event": "compute.job.done", "data": .object(data)]).serialized())
+        }
     }
 
     // MARK: Running one job

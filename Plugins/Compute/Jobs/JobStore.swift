@@ -13,6 +13,12 @@ import Synchronization
 /// `lease_owner`, so a host whose lease expired cannot overwrite what the host that took the
 /// job over writes: a row ends `succeeded` at most once. Statements run on a few connections,
 /// each reconnected on first use after it was lost.
+///
+/// Submits commit durably (`synchronous_commit` as the server says: an answered job survives a
+/// PostgreSQL crash) and are batched, so a burst costs one WAL flush per batch. Everything a
+/// runner writes — claims, lease renewals, results — goes over connections with
+/// `synchronous_commit = off`: a PostgreSQL crash may forget the last fraction of a second of
+/// them, and the jobs concerned then run again (at least once still holds).
 final class JobStore: Sendable {
     /// A claimed job, for the runner.
     struct Claimed: Sendable {
@@ -36,19 +42,29 @@ final class JobStore: Sendable {
     /// This host's name in `lease_owner`.
     let owner: String
     private let logger = Logger(label: "csop.compute.jobs", factory: { _ in SwiftLogNoOpLogHandler() })
-    /// The statement connections, each made once by the first statement that needs it (the
-    /// others wait for it) and made again after it was lost.
-    private let connections: Mutex<[Task<PostgresConnection, any Error>?]>
+    /// Which connections a statement runs on.
+    enum Durability: Sendable {
+        /// Submits: committed to disk before they are answered.
+        case durable
+        /// What runners write, and reads: `synchronous_commit = off`.
+        case fast
+    }
+
+    /// Per ``Durability``, the statement connections, each made once by the first statement that
+    /// needs it (the others wait for it) and made again after it was lost.
+    private let connections: Mutex<[[Task<PostgresConnection, any Error>?]]>
     private let connectionCount: Int
+    private let submits = StatementBatcher<Submission, Int64?>(maxBatch: 1000)
+    private let finishes = StatementBatcher<Finished, Bool>(maxBatch: 1000)
     private let next = Atomic<Int>(0)
     private let schemaReady = Atomic<Bool>(false)
     private let schema = Mutex<Task<Void, any Error>?>(nil)
     private let nextConnectionID = Atomic<Int>(100)
 
-    init(configuration: JobsConfiguration, owner: String, connections: Int = 3) {
+    init(configuration: JobsConfiguration, owner: String, connections: Int = 2) {
         self.configuration = configuration
         self.owner = owner
-        self.connections = Mutex(Array(repeating: nil, count: connections))
+        self.connections = Mutex(Array(repeating: Array(repeating: nil, count: connections), count: 2))
         self.connectionCount = connections
     }
 
@@ -56,32 +72,31 @@ final class JobStore: Sendable {
 
     // MARK: Operations
 
+    /// A job to store.
+    struct Submission: Sendable {
+        var tenant: String?
+        var task: String
+        var data: String
+        var timeout: Double?
+        var priority: Int
+        var maxAttempts: Int
+        /// Milliseconds since 1970; nil: now.
+        var runAt: Int64?
+        var idempotencyKey: String?
+    }
+
     /// Stores a job; answers its id and whether it is new (false: `idempotencyKey` named an
-    /// existing job of the same tenant, whose id is answered).
-    func submit(
-        tenant: String?, task: String, data: String, timeout: Double?, priority: Int, maxAttempts: Int, runAt: Int64?,
-        idempotencyKey: String?
-    ) async throws(CSOPError) -> (id: Int64, created: Bool) {
-        let tenantKey = tenant ?? ""
-        let inserted: Int64? = try await run { [table, configuration] connection in
-            let rows = try await connection.queryUnlessClosed(
-                """
-                WITH ins AS (
-                    INSERT INTO \(unescaped: table) (tenant, task, data, timeout, priority, max_attempts, run_at, idempotency_key)
-                    VALUES (\(tenantKey), \(task), \(data), \(timeout), \(priority), \(maxAttempts),
-                            COALESCE(to_timestamp(\(runAt)::float8 / 1000), now()), \(idempotencyKey))
-                    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                    RETURNING id)
-                SELECT id, pg_notify(\(configuration.wakeChannel), '')::text FROM ins
-                """, logger: self.logger)
-            for try await (id, _) in rows.decode((Int64, String).self) { return id }
-            return nil
+    /// existing job of the same tenant, whose id is answered). Submits that come together are
+    /// stored by one statement.
+    func submit(_ job: Submission) async throws(CSOPError) -> (id: Int64, created: Bool) {
+        if let inserted = try await submits.run(job, { items throws(CSOPError) in try await self.insert(items) }) {
+            return (inserted, true)
         }
-        if let inserted { return (inserted, true) }
-        guard let idempotencyKey else { throw CSOPError(.executionFailed, "the job was not stored (no row came back)", retryable: true) }
-        let existing: Int64? = try await run { [table] connection in
+        guard let key = job.idempotencyKey else { throw CSOPError(.executionFailed, "the job was not stored (no row came back)", retryable: true) }
+        let tenant = job.tenant ?? ""
+        let existing: Int64? = try await run(.durable) { [table] connection in
             let rows = try await connection.queryUnlessClosed(
-                "SELECT id FROM \(unescaped: table) WHERE tenant = \(tenantKey) AND idempotency_key = \(idempotencyKey)", logger: self.logger)
+                "SELECT id FROM \(unescaped: table) WHERE tenant = \(tenant) AND idempotency_key = \(key)", logger: self.logger)
             for try await id in rows.decode(Int64.self) { return id }
             return nil
         }
@@ -89,6 +104,43 @@ final class JobStore: Sendable {
             throw CSOPError(.executionFailed, "a job with this idempotencyKey was being stored at the same time; try again", retryable: true)
         }
         return (existing, false)
+    }
+
+    /// Inserts `jobs` in one statement; answers each one's new id, or nil where its
+    /// idempotency key was taken.
+    private func insert(_ jobs: [Submission]) async throws(CSOPError) -> [Int64?] {
+        // Arrays without NULLs: "" for no tenant or key, -1 for no timeout or runAt.
+        let tenants = jobs.map { $0.tenant ?? "" }
+        let tasks = jobs.map(\.task)
+        let data = jobs.map(\.data)
+        let timeouts = jobs.map { $0.timeout ?? -1 }
+        let priorities = jobs.map { Int32($0.priority) }
+        let attempts = jobs.map { Int32($0.maxAttempts) }
+        let runAts = jobs.map { $0.runAt.map(Double.init) ?? -1 }
+        let keys = jobs.map { $0.idempotencyKey ?? "" }
+        let order = (0..<jobs.count).map(Int32.init)
+        return try await run(.durable) { [table, configuration] connection in
+            let rows = try await connection.queryUnlessClosed(
+                """
+                WITH input AS MATERIALIZED (
+                    SELECT t.*, nextval(pg_get_serial_sequence(\(table), 'id')) AS id
+                    FROM unnest(\(tenants)::text[], \(tasks)::text[], \(data)::text[], \(timeouts)::float8[], \(priorities)::int4[],
+                                \(attempts)::int4[], \(runAts)::float8[], \(keys)::text[], \(order)::int4[])
+                         AS t(tenant, task, data, timeout, priority, max_attempts, run_at, idempotency_key, ord)),
+                ins AS (
+                    INSERT INTO \(unescaped: table) (id, tenant, task, data, timeout, priority, max_attempts, run_at, idempotency_key)
+                    SELECT id, tenant, task, data, NULLIF(timeout, -1), priority, max_attempts,
+                           CASE WHEN run_at < 0 THEN now() ELSE to_timestamp(run_at / 1000) END, NULLIF(idempotency_key, '')
+                    FROM input ORDER BY ord
+                    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                    RETURNING id)
+                SELECT input.id, ins.id IS NOT NULL, (SELECT pg_notify(\(configuration.wakeChannel), '')::text)
+                FROM input LEFT JOIN ins ON ins.id = input.id ORDER BY input.ord
+                """, logger: self.logger)
+            var ids: [Int64?] = []
+            for try await (id, inserted, _) in rows.decode((Int64, Bool, String).self) { ids.append(inserted ? id : nil) }
+            return ids
+        }
     }
 
     /// One job of `tenant`, as `compute.job` answers it; nil when there is none.
@@ -99,12 +151,12 @@ final class JobStore: Sendable {
     /// Jobs of `tenant` in id order after `after`, optionally in one state.
     func list(tenant: String?, id: Int64? = nil, state: String?, after: Int64?, limit: Int) async throws(CSOPError) -> [JSONValue] {
         let tenantKey = tenant ?? ""
-        return try await run { [table] connection in
+        return try await run(.fast) { [table] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
                 SELECT id, state, task, priority, attempts, max_attempts,
-                       (extract(epoch FROM run_at) * 1000)::int8, (extract(epoch FROM created_at) * 1000)::int8,
-                       (extract(epoch FROM started_at) * 1000)::int8, (extract(epoch FROM finished_at) * 1000)::int8,
+                       extract(epoch FROM run_at)::float8 * 1000, extract(epoch FROM created_at)::float8 * 1000,
+                       extract(epoch FROM started_at)::float8 * 1000, extract(epoch FROM finished_at)::float8 * 1000,
                        result, error, idempotency_key
                 FROM \(unescaped: table)
                 WHERE tenant = \(tenantKey) AND (\(id)::int8 IS NULL OR id = \(id))
@@ -113,14 +165,14 @@ final class JobStore: Sendable {
                 """, logger: self.logger)
             var jobs: [JSONValue] = []
             for try await row in rows.decode(
-                (Int64, String, String, Int32, Int32, Int32, Int64, Int64, Int64?, Int64?, String?, String?, String?).self)
+                (Int64, String, String, Int32, Int32, Int32, Double, Double, Double?, Double?, String?, String?, String?).self)
             {
                 var job: JSONObject = [
                     "id": .string(String(row.0)), "state": .string(row.1), "task": .string(row.2), "priority": .int(Int64(row.3)),
-                    "attempts": .int(Int64(row.4)), "maxAttempts": .int(Int64(row.5)), "runAt": .int(row.6), "createdAt": .int(row.7),
+                    "attempts": .int(Int64(row.4)), "maxAttempts": .int(Int64(row.5)), "runAt": .double(row.6), "createdAt": .double(row.7),
                 ]
-                if let started = row.8 { job["startedAt"] = .int(started) }
-                if let finished = row.9 { job["finishedAt"] = .int(finished) }
+                if let started = row.8 { job["startedAt"] = .double(started) }
+                if let finished = row.9 { job["finishedAt"] = .double(finished) }
                 if let result = row.10 { job["result"] = (try? JSONValue(parsing: result)) ?? .string(result) }
                 if let error = row.11 { job["error"] = (try? JSONValue(parsing: error)) ?? .string(error) }
                 if let key = row.12 { job["idempotencyKey"] = .string(key) }
@@ -133,7 +185,7 @@ final class JobStore: Sendable {
     /// Claims up to `limit` due jobs for this host: highest priority first, then oldest `runAt`.
     /// Jobs other hosts are claiming at the same moment are skipped, never waited for.
     func claim(limit: Int) async throws(CSOPError) -> [Claimed] {
-        try await run { [table, owner, configuration] connection in
+        try await run(.fast) { [table, owner, configuration] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
                 UPDATE \(unescaped: table) SET state = 'running', attempts = attempts + 1, lease_owner = \(owner),
@@ -154,34 +206,104 @@ final class JobStore: Sendable {
         }
     }
 
-    /// Records how this host's attempt at job `id` ended. False when the job is no longer this
-    /// host's (its lease expired and another host took it): nothing was written.
+    /// How one attempt ended, to record.
+    struct Finished: Sendable {
+        var id: Int64
+        var outcome: Outcome
+    }
+
+    /// Records how this host's attempt at job `id` ended, and tells every host when the job
+    /// ended for good. False when the job is no longer this host's (its lease expired and
+    /// another host took it): nothing was written. Ends that come together are recorded by
+    /// one statement.
     func finish(id: Int64, _ outcome: Outcome) async throws(CSOPError) -> Bool {
-        let (result, error, final, delay): (String?, String?, Bool, Int) =
-            switch outcome {
-            case .succeeded(let result): (String(decoding: result, as: UTF8.self), nil, true, 0)
+        try await finishes.run(Finished(id: id, outcome: outcome), { items throws(CSOPError) in try await self.record(items) })
+    }
+
+    private func record(_ ends: [Finished]) async throws(CSOPError) -> [Bool] {
+        var ids: [Int64] = []
+        var succeeded: [Bool] = []
+        var results: [String] = []
+        var errors: [String] = []
+        var finals: [Bool] = []
+        var delays: [Double] = []
+        for end in ends {
+            ids.append(end.id)
+            switch end.outcome {
+            case .succeeded(let result):
+                succeeded.append(true)
+                results.append(String(decoding: result, as: UTF8.self))
+                errors.append("")
+                finals.append(true)
+                delays.append(0)
             case .failed(let failure, let final, let delay):
-                (nil, String(decoding: JSONValue.object(["code": .string(failure.code.rawValue), "message": .string(failure.message)]).serialized(), as: UTF8.self), final, delay)
+                succeeded.append(false)
+                results.append("")
+                errors.append(
+                    String(decoding: JSONValue.object(["code": .string(failure.code.rawValue), "message": .string(failure.message)]).serialized(), as: UTF8.self))
+                finals.append(final)
+                delays.append(Double(delay))
             }
-        let succeeded = result != nil
-        return try await run { [table, owner, configuration] connection in
+        }
+        let recorded: [(written: Bool, ended: JSONValue?)] = try await run(.fast) {
+            [table, owner, ids, succeeded, results, errors, finals, delays] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
-                WITH done AS (
-                    UPDATE \(unescaped: table) SET
-                        state = CASE WHEN \(succeeded) THEN 'succeeded'
-                                     WHEN \(final) OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-                        result = \(result), error = \(error), lease_owner = NULL, lease_until = NULL,
-                        run_at = CASE WHEN \(succeeded) OR \(final) OR attempts >= max_attempts THEN run_at
-                                      ELSE now() + \(delay)::float8 * interval '1 millisecond' END,
-                        finished_at = CASE WHEN \(succeeded) OR \(final) OR attempts >= max_attempts THEN now() END
-                    WHERE id = \(id) AND state = 'running' AND lease_owner = \(owner)
-                    RETURNING id, tenant, state)
-                SELECT state, CASE WHEN state = 'queued' THEN '' ELSE pg_notify(\(configuration.doneChannel),
-                    json_build_object('id', id::text, 'state', state, 'tenant', tenant)::text)::text END FROM done
+                WITH input AS (
+                    SELECT * FROM unnest(\(ids)::int8[], \(succeeded)::bool[], \(results)::text[], \(errors)::text[],
+                                         \(finals)::bool[], \(delays)::float8[]) WITH ORDINALITY
+                        AS t(id, succeeded, result, error, final, delay, ord)),
+                done AS (
+                    UPDATE \(unescaped: table) AS j SET
+                        state = CASE WHEN i.succeeded THEN 'succeeded' WHEN i.final OR j.attempts >= j.max_attempts THEN 'failed'
+                                     ELSE 'queued' END,
+                        result = NULLIF(i.result, ''), error = NULLIF(i.error, ''), lease_owner = NULL, lease_until = NULL,
+                        run_at = CASE WHEN i.succeeded OR i.final OR j.attempts >= j.max_attempts THEN j.run_at
+                                      ELSE now() + i.delay * interval '1 millisecond' END,
+                        finished_at = CASE WHEN i.succeeded OR i.final OR j.attempts >= j.max_attempts THEN now() END
+                    FROM input i
+                    WHERE j.id = i.id AND j.state = 'running' AND j.lease_owner = \(owner)
+                    RETURNING j.id, j.tenant, j.state)
+                SELECT done.id IS NOT NULL, done.tenant, done.state FROM input LEFT JOIN done ON done.id = input.id ORDER BY input.ord
                 """, logger: self.logger)
-            for try await _ in rows.decode((String, String?).self) { return true }
-            return false
+            var recorded: [(Bool, JSONValue?)] = []
+            var index = 0
+            for try await (written, tenant, state) in rows.decode((Bool, String?, String?).self) {
+                var ended: JSONValue?
+                if written, let state, state != "queued" {
+                    var job: JSONObject = ["id": .string(String(ids[index])), "state": .string(state)]
+                    if let tenant, !tenant.isEmpty { job["tenant"] = .string(tenant) }
+                    ended = .object(job)
+                }
+                recorded.append((written, ended))
+                index += 1
+            }
+            return recorded
+        }
+        try await announce(recorded.compactMap(\.ended))
+        return recorded.map(\.written)
+    }
+
+    /// NOTIFYs the done channel: JSON arrays of `{id, state, tenant?}`, each under NOTIFY's
+    /// 8000-byte limit.
+    private func announce(_ ended: [JSONValue]) async throws(CSOPError) {
+        guard !ended.isEmpty else { return }
+        var payloads: [String] = []
+        var current: [UInt8] = []
+        for job in ended {
+            let bytes = job.serialized()
+            if !current.isEmpty && current.count + bytes.count + 2 > 7900 {
+                payloads.append(String(decoding: current + [UInt8(ascii: "]")], as: UTF8.self))
+                current = []
+            }
+            current += current.isEmpty ? [UInt8(ascii: "[")] : [UInt8(ascii: ",")]
+            current += bytes
+        }
+        payloads.append(String(decoding: current + [UInt8(ascii: "]")], as: UTF8.self))
+        try await run(.fast) { [configuration, payloads] connection in
+            let rows = try await connection.queryUnlessClosed(
+                "SELECT count(pg_notify(\(configuration.doneChannel), p)) FROM unnest(\(payloads)::text[]) AS p", logger: self.logger)
+            for try await _ in rows {}
         }
     }
 
@@ -189,7 +311,7 @@ final class JobStore: Sendable {
     /// the answer was taken over after its lease expired: its run here should stop).
     func renew(ids: [Int64]) async throws(CSOPError) -> Set<Int64> {
         guard !ids.isEmpty else { return [] }
-        return try await run { [table, owner, configuration] connection in
+        return try await run(.fast) { [table, owner, configuration] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
                 UPDATE \(unescaped: table) SET lease_until = now() + \(configuration.lease)::float8 * interval '1 millisecond'
@@ -204,7 +326,7 @@ final class JobStore: Sendable {
     /// Gives this host's running jobs `ids` back at shutdown: `queued` again at once, the
     /// attempt not counted, and runners woken.
     func giveBack(ids: [Int64]) async throws(CSOPError) -> Int {
-        try await run { [table, owner, configuration] connection in
+        try await run(.fast) { [table, owner, configuration] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
                 WITH back AS (
@@ -222,7 +344,7 @@ final class JobStore: Sendable {
     /// the lease): back to `queued` for any host to run again, or `failed` when that was the last
     /// attempt. Answers how many were released.
     func releaseExpired() async throws(CSOPError) -> Int {
-        try await run { [table, configuration] connection in
+        try await run(.fast) { [table, configuration] connection in
             let rows = try await connection.queryUnlessClosed(
                 """
                 WITH expired AS (
@@ -247,9 +369,11 @@ final class JobStore: Sendable {
 
     /// Closes the connections.
     func shutdown() {
+        submits.stop()
+        finishes.stop()
         let made = connections.withLock { connections in
-            defer { connections = Array(repeating: nil, count: connectionCount) }
-            return connections.compactMap { $0 }
+            defer { connections = Array(repeating: Array(repeating: nil, count: connectionCount), count: 2) }
+            return connections.joined().compactMap { $0 }
         }
         for task in made {
             Task { try? await task.value.closeInBackground() }
@@ -259,10 +383,11 @@ final class JobStore: Sendable {
     // MARK: Connections
 
     /// Opens a connection to the jobs database (also the runner's LISTEN connection).
-    func connect() async throws(CSOPError) -> PostgresConnection {
+    func connect(_ durability: Durability = .durable) async throws(CSOPError) -> PostgresConnection {
         do {
             var config = configuration.postgres.connectionConfiguration()
             config.options.additionalStartupParameters = [("application_name", "csop-compute-jobs-\(owner)")]
+            if durability == .fast { config.options.additionalStartupParameters.append(("synchronous_commit", "off")) }
             return try await PostgresConnection.connect(
                 configuration: config, id: nextConnectionID.add(1, ordering: .relaxed).newValue, logger: logger)
         } catch {
@@ -273,19 +398,22 @@ final class JobStore: Sendable {
         }
     }
 
-    /// Runs `body` on one of the connections (round robin), connecting it first when needed.
+    /// Runs `body` on one of the `durability` connections (round robin), connecting it first when needed.
     /// A lost connection is `NOT_CONNECTED`, a failed statement `EXECUTION_FAILED` with the
     /// server's message (never the statement or its values); both retryable.
-    private func run<T: Sendable>(_ body: @Sendable (PostgresConnection) async throws -> T) async throws(CSOPError) -> T {
+    private func run<T: Sendable>(
+        _ durability: Durability, _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws(CSOPError) -> T {
+        let kind = durability == .durable ? 0 : 1
         let slot = next.add(1, ordering: .relaxed).newValue % connectionCount
         var connection: PostgresConnection?
         var failure = CSOPError(
             .notConnected, "the connection to the jobs database (\(configuration.postgres.endpoint)) was lost; try again", retryable: true)
         for _ in 0..<2 {
             let making = connections.withLock { connections in
-                if let making = connections[slot] { return making }
-                let making = Task { () async throws -> PostgresConnection in try await self.connect() }
-                connections[slot] = making
+                if let making = connections[kind][slot] { return making }
+                let making = Task { () async throws -> PostgresConnection in try await self.connect(durability) }
+                connections[kind][slot] = making
                 return making
             }
             do {
@@ -299,7 +427,7 @@ final class JobStore: Sendable {
             }
             // Failed, or lost since: the next try makes a new one.
             connections.withLock { connections in
-                if connections[slot] == making { connections[slot] = nil }
+                if connections[kind][slot] == making { connections[kind][slot] = nil }
             }
         }
         guard let connection else { throw failure }
@@ -337,7 +465,7 @@ final class JobStore: Sendable {
         let statements = [
             """
             CREATE TABLE IF NOT EXISTS \(table) (
-                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
                 tenant text NOT NULL DEFAULT '', task text NOT NULL, data text NOT NULL, timeout float8,
                 priority integer NOT NULL DEFAULT 0, state text NOT NULL DEFAULT 'queued',
                 attempts integer NOT NULL DEFAULT 0, max_attempts integer NOT NULL DEFAULT 3,

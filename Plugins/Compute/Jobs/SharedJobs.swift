@@ -88,8 +88,9 @@ final class SharedJobs: Sendable {
         let key = try options.string("idempotencyKey", maxLength: 256)
         let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout)
         let (id, created) = try await store.submit(
-            tenant: tenant, task: task, data: String(decoding: data, as: UTF8.self), timeout: timeout, priority: priority,
-            maxAttempts: maxAttempts, runAt: runAt, idempotencyKey: key)
+            JobStore.Submission(
+                tenant: tenant, task: task, data: String(decoding: data, as: UTF8.self), timeout: timeout, priority: priority,
+                maxAttempts: maxAttempts, runAt: runAt, idempotencyKey: key))
         return ["id": .string(String(id)), "created": .bool(created)]
     }
 
