@@ -90,18 +90,21 @@ final class JobRunner: Sendable {
     private func claimLoop() async {
         for await _ in wake {
             while !isStopped {
-                let room = configuration.concurrency - runningCount
-                guard room > 0 else { break }
+                // Claims come in batches: a wake while more than half the room is taken waits
+                // for more jobs to end, rather than claiming them one at a time.
+                let running = runningCount
+                let room = configuration.concurrency - running
+                guard room > 0, running == 0 || room * 2 >= configuration.concurrency else { break }
                 let claimed: [JobStore.Claimed]
                 do throws(CSOPError) {
-                    claimed = try await store.claim(limit: min(room, 64))
+                    claimed = try await store.claim(limit: min(room, 256))
                 } catch {
-                    log("compute jobs: claiming failed (the next wake retries): \(error.message)")
+                    if !isStopped { log("compute jobs: claiming failed (the next wake retries): \(error.message)") }
                     break
                 }
                 if claimed.isEmpty { break }
                 for job in claimed { run(job) }
-                if claimed.count < min(room, 64) { break }
+                if claimed.count < min(room, 256) { break }
             }
         }
     }
