@@ -280,7 +280,10 @@ final class JobStore: Sendable {
             }
             return recorded
         }
-        try await announce(recorded.compactMap(\.ended))
+        // Not awaited: the runner's next claim need not wait for it. An announcement that fails
+        // is lost (the events are best effort; the row is what counts).
+        let ended = recorded.compactMap(\.ended)
+        if !ended.isEmpty { Task { try? await self.announce(ended) } }
         return recorded.map(\.written)
     }
 
