@@ -9,7 +9,8 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-PACKAGES=(pkg-config libsqlite3-dev zlib1g-dev libjavascriptcoregtk-4.1-dev postgresql openssl)
+# curl and python3: scripts/otlp-test.sh's requests and its stand-in OpenTelemetry collector.
+PACKAGES=(pkg-config libsqlite3-dev zlib1g-dev libjavascriptcoregtk-4.1-dev postgresql openssl curl python3)
 # The browser client's tests run in headless Chromium (and its unit tests in Node); the
 # gateway benchmark drives wrk.
 if [ "${CSOP_SKIP_BROWSER:-0}" != "1" ]; then PACKAGES+=(chromium nodejs wrk); fi
