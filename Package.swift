@@ -193,8 +193,9 @@ let package = Package(
         .executableTarget(
             name: "csop-bench",
             dependencies: [
-                "CSOPCore", "CSOPHost", "CSOPCLISupport", "CSQLite", "CJavaScriptCore", "CSOPServe",
+                "CSOPCore", "CSOPHost", "CSOPCLISupport", "CSQLite", "CJavaScriptCore", "CSOPServe", "CSOPPostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -220,7 +221,14 @@ let package = Package(
         ),
         // Top-level code with no Foundation import, embedding the host as the README shows.
         .executableTarget(name: "csop-embed-example", dependencies: ["CSOPHost"], path: "examples/embed", swiftSettings: swiftSettings),
-        .target(name: "CSOPTestSupport", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI"], swiftSettings: swiftSettings),
+        .target(
+            name: "CSOPTestSupport",
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPPluginABI", "CSOPPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         .testTarget(name: "CSOPCoreTests", dependencies: ["CSOPCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CSOPHostTests",
@@ -250,7 +258,8 @@ let package = Package(
             name: "StorageTests", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI", "CSQLite", "StoragePlugin", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "ComputeTests", dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPTestSupport"],
+            name: "ComputeTests",
+            dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SyncTests",

@@ -34,10 +34,10 @@ const DEFAULT_ATTEMPT_TIMEOUT = 5000;
 const COMMIT_GRACE = 30000;
 const MAX_BUFFERED_EVENTS = 1000;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
-// What makes a subscription (a sync channel's or a storage watch's) and what ends it: the
-// client renews both after a reconnect and maps their ids to the app's handles.
-const SUBSCRIBE = new Set(['sync.subscribe', 'storage.watch']);
-const UNSUBSCRIBE = new Set(['sync.unsubscribe', 'storage.unwatch']);
+// What makes a subscription (a sync channel's, a storage watch's, a compute job watch's) and
+// what ends it: the client renews them after a reconnect and maps their ids to the app's handles.
+const SUBSCRIBE = new Set(['sync.subscribe', 'storage.watch', 'compute.watch']);
+const UNSUBSCRIBE = new Set(['sync.unsubscribe', 'storage.unwatch', 'compute.unwatch']);
 
 function now() {
     return globalThis.performance?.now?.() ?? Date.now();
@@ -456,7 +456,7 @@ export class CSOP {
             if (sub && !sub.serverId) {
                 // Its re-subscription failed after a reconnect: the server holds nothing to remove.
                 this._removeSub(sub.handle);
-                const data = entry.action === 'storage.unwatch'
+                const data = entry.action !== 'sync.unsubscribe'
                     ? { unwatched: true, subscription: sub.handle }
                     : { unsubscribed: true, channel: sub.channel, count: 1 };
                 this._finish(entry, { id: entry.id, status: 'ok', data, duration: now() - entry.started });
@@ -689,10 +689,10 @@ export class CSOP {
             this._counter += 1;
             handle = `s${this._counter}_${this._idPrefix}`;
         }
-        // `channel`: a sync subscription's channel, or a storage watch's prefix.
+        // `channel`: a sync subscription's channel, a storage watch's prefix, or '' for a job watch.
         const channel = entry.action === 'storage.watch'
             ? data.prefix ?? entry.payload.prefix ?? ''
-            : data.channel ?? entry.payload.channel ?? 'default';
+            : entry.action === 'compute.watch' ? '' : data.channel ?? entry.payload.channel ?? 'default';
         const sub = { handle, action: entry.action, serverId: data.subscription, channel, payload: { ...entry.payload }, callback: entry.callback };
         this._subs.set(handle, sub);
         this._byServerId.set(data.subscription, handle);
@@ -733,6 +733,8 @@ export class CSOP {
                     code: response.error?.code ?? 'SUBSCRIPTION_FAILED',
                     message: sub.action === 'storage.watch'
                         ? `renewing the storage watch ${sub.handle} of "${sub.channel}" ${when} failed: ${response.error?.message ?? 'no answer'}`
+                        : sub.action === 'compute.watch'
+                        ? `renewing the job watch ${sub.handle} ${when} failed: ${response.error?.message ?? 'no answer'}`
                         : `re-subscribing ${sub.handle} to "${sub.channel}" ${when} failed: ${response.error?.message ?? 'no answer'}`,
                     subscription: sub.handle,
                 });

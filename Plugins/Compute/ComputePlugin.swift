@@ -10,7 +10,8 @@ import Dispatch
 /// - `batch {tasks: [{task, data}], options?: {maxConcurrent, failFast, timeout}}` →
 ///   `{total, completed, failed, results: [{status, task, result | error, logs?}]}` in input order.
 /// - `submit {task, data, options?: {priority, maxAttempts, runAt, idempotencyKey, timeout}}` →
-///   `{id, created}`, `job {id}` → the job, `jobs {state?, limit?, cursor?}` → `{jobs, cursor?}`:
+///   `{id, created}`, `job {id}` → the job, `jobs {state?, limit?, cursor?}` → `{jobs, cursor?}`,
+///   `watch {}` → `{subscription}` (`compute.job.done` events), `unwatch {subscription}`:
 ///   durable jobs in PostgreSQL that every host with the same `[config.jobs]` runs (``SharedJobs``).
 /// - `register {name, fn}` (fn is a function body taking `data`; compiled once per worker) or
 ///   `register {name, wasm}` (a WebAssembly module in base64; validated once), `unregister {name}`,

@@ -9,7 +9,7 @@ final class ComputeService: Sendable {
     enum Operation: String, PluginOperation {
         case execute, batch, register, unregister, tasks, stats
         /// Durable jobs (``SharedJobs``), answered by the plugin when `[config.jobs]` is set.
-        case submit, job, jobs
+        case submit, job, jobs, watch, unwatch
     }
 
     /// Receives an operation's outcome: serialized JSON data, or an error.
@@ -93,7 +93,7 @@ final class ComputeService: Sendable {
             case .unregister: reply(.success(try unregister(payload, tenant: tenant).serialized()))
             case .tasks: reply(.success(try tasks(payload, tenant: tenant).serialized()))
             case .stats: reply(.success(try stats(payload, tenant: tenant).serialized()))
-            case .submit, .job, .jobs: throw SharedJobs.notConfigured
+            case .submit, .job, .jobs, .watch, .unwatch: throw SharedJobs.notConfigured
             }
         } catch {
             reply(.failure(error))

@@ -8,20 +8,26 @@ import Synchronization
 ///
 /// `sync.unsubscribe {channel}` here means this connection's subscriptions to that channel,
 /// not every subscriber's: the scope turns it into one unsubscribe per subscription it owns.
-/// `storage.watch` subscriptions (change feeds) belong to the connection the same way, and
-/// `storage.unwatch` ends only this connection's.
+/// Watches — `storage.watch` (change feeds) and `compute.watch` (ended jobs) — belong to the
+/// connection the same way, and their `unwatch` ends only this connection's.
 final class ConnectionScope: Sendable {
+    /// The actions that make a watch, and the action that ends each.
+    static let watches: [String: String] = ["storage.watch": "storage.unwatch", "compute.watch": "compute.unwatch"]
+
+    /// Whether `action` makes a subscription, which needs a connection to deliver its events to.
+    static func subscribes(_ action: String) -> Bool { action == "sync.subscribe" || watches[action] != nil }
+
     /// What made a subscription, and so what ends it.
-    private enum Kind: Sendable {
+    private enum Kind: Sendable, Equatable {
         /// `sync.subscribe`, to this channel.
         case channel(String)
-        /// `storage.watch`.
-        case watch
+        /// A watch, ended by this action.
+        case watch(end: String)
 
         var endAction: String {
             switch self {
             case .channel: "sync.unsubscribe"
-            case .watch: "storage.unwatch"
+            case .watch(let end): end
             }
         }
     }
@@ -55,13 +61,13 @@ final class ConnectionScope: Sendable {
         scoped.caller = caller
         let request = scoped
         switch request.action {
-        case "sync.subscribe", "storage.watch":
+        case let action where Self.subscribes(action):
             router.subscribeStarted()
             host.dispatch(request) { [self] response in
                 var id: String?
                 if case .object(let data)? = response.data, case .string(let subscription)? = data["subscription"] {
                     let channel = data["channel"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
-                    let kind = request.action == "storage.watch" ? Kind.watch : .channel(channel)
+                    let kind = Self.watches[request.action].map { Kind.watch(end: $0) } ?? .channel(channel)
                     let kept = owned.withLock { owned in
                         guard !owned.closed else { return false }
                         owned.subscriptions[subscription] = kind
@@ -75,7 +81,7 @@ final class ConnectionScope: Sendable {
                 }
                 if let id {
                     let owner = EventRouter.Owner(
-                        sink: sink, domain: request.action == "storage.watch" ? "storage" : "sync", generation: response.generation
+                        sink: sink, domain: String(request.action.prefix { $0 != "." }), generation: response.generation
                     ) { [weak self] id in self?.forget(id) }
                     router.subscribeFinished((id, owner), first: response.serialized())
                     completion(nil)
@@ -86,7 +92,7 @@ final class ConnectionScope: Sendable {
             }
         case "sync.unsubscribe":
             unsubscribe(request, completion: completion)
-        case "storage.unwatch":
+        case let action where Self.watches.values.contains(action):
             unwatch(request, completion: completion)
         case "sync.presence", "sync.leave":
             host.dispatch(request) { [self] response in
@@ -143,7 +149,7 @@ final class ConnectionScope: Sendable {
         answer(.success(.object(["unsubscribed": .bool(!ids.isEmpty), "channel": .string(channel), "count": .int(Int64(ids.count))])))
     }
 
-    /// `storage.unwatch {subscription}` of a watch this connection made.
+    /// `storage.unwatch` or `compute.unwatch {subscription}` of a watch of that kind this connection made.
     private func unwatch(_ request: Request, completion: @escaping @Sendable (Response?) -> Void) {
         let start = monotonicMilliseconds()
         guard case .object(let payload) = request.payload, case .string(let id)? = payload["subscription"] else {
@@ -151,7 +157,7 @@ final class ConnectionScope: Sendable {
             return host.dispatch(request, completion: completion)
         }
         let outcome: Result<JSONValue, CSOPError>
-        if case .watch? = owned.withLock({ $0.subscriptions[id] }) {
+        if owned.withLock({ $0.subscriptions[id] }) == .watch(end: request.action) {
             unsubscribe([id])
             outcome = .success(["unwatched": true, "subscription": .string(id)])
         } else {

@@ -14,7 +14,7 @@ import Synchronization
 ///   ``maxBatch`` requests → an array of responses in the same order (status 200; each
 ///   carries its own outcome). Batches run concurrently.
 /// - `/v1/{domain}/{operation}?timeout=&retry=`: the body is the payload (empty: `{}`).
-/// - `sync.subscribe` and `storage.watch` are refused: a subscription needs a connection to deliver to.
+/// - `sync.subscribe` and the watches (`storage.watch`, `compute.watch`) are refused: a subscription needs a connection to deliver to.
 struct DispatchRoute: Sendable {
     enum Target: Sendable, Equatable {
         case dispatch
@@ -158,7 +158,7 @@ struct DispatchRoute: Sendable {
         case .failure(let failure):
             return completion(CSOPResponse(id: failure.id ?? CSOPRequest.generateID(), outcome: .failure(failure.error), duration: 0))
         }
-        if request.action == "sync.subscribe" || request.action == "storage.watch" {
+        if ConnectionScope.subscribes(request.action) {
             let sse = request.action == "sync.subscribe" ? ", or GET /v1/events?channel=... (Server-Sent Events)" : ""
             let error = CSOPError(.invalidAction, "\(request.action) needs a connection to deliver events to: use the WebSocket at /v1/ws\(sse)")
             return completion(CSOPResponse(id: request.id, outcome: .failure(error), duration: 0))

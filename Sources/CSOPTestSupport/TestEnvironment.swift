@@ -1,6 +1,9 @@
 public import CSOPCore
 public import CSOPHost
+import CSOPPostgres
 import Foundation
+import Logging
+import PostgresNIO
 
 /// Where the built artifacts and test services are.
 public enum TestEnvironment {
@@ -96,4 +99,15 @@ public struct PluginEntry: Sendable {
 
     /// The plugins.d text of this entry.
     public var text: String { PluginConfigFile.render(library: library, enabled: enabled, config: config) + extra }
+}
+
+extension TestEnvironment {
+    /// Drops `table` from the test database (``postgresURL``), so a test leaves nothing behind.
+    public static func dropTable(_ table: String) async throws {
+        let url = try PostgresURL(postgresURL, field: "CSOP_TEST_POSTGRES_URL")
+        let logger = Logger(label: "csop.test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let connection = try await PostgresConnection.connect(configuration: url.connectionConfiguration(), id: 1, logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(table)"), logger: logger)
+        try await connection.close()
+    }
 }

@@ -1,6 +1,9 @@
 import CSOPCore
 import CSOPHost
+import CSOPPostgres
 import Foundation
+import Logging
+import PostgresNIO
 import Synchronization
 
 /// Shared-jobs rows (`compute.submit` through PostgreSQL on loopback): jobs/s with one and with
@@ -22,12 +25,13 @@ struct JobsBench: BenchSuite {
         var submitterJobs = jobs
         submitterJobs["run"] = false
         let submitter = try await context.makeHost([(library: "libcsop-compute.so", config: ["workers": 1, "jobs": .object(submitterJobs)])])
-        defer { Task { await submitter.shutdown() } }
         let done = DoneCounter()
         let listener = submitter.addEventListener { event in
             if event.value["event"] == "compute.job.done" { done.count(event.value["data"]?["id"]?.stringValue) }
         }
         defer { submitter.removeEventListener(listener) }
+        let watched = await submitter.dispatch(Request(action: "compute.watch", payload: [:], options: RequestOptions(timeout: 60_000)))
+        guard watched.isOK else { throw BenchError(message: "compute.watch failed: \(watched)") }
         let runnersDirectory = try context.makePluginsDirectory([(library: "libcsop-compute.so", config: ["jobs": .object(jobs)])])
 
         // Baseline: the task through compute.execute, in process.
@@ -82,7 +86,18 @@ struct JobsBench: BenchSuite {
                     note: finished == nil ? "only \(done.total) of \(total) ended!" : "submits alone: \(Int(submitted))/s"))
             runners.stop()
         }
+        await submitter.shutdown()
+        try await Self.drop(table, url: url)
         return rows
+    }
+
+    /// Drops the bench's jobs table: a run leaves nothing behind in the database.
+    private static func drop(_ table: String, url: String) async throws {
+        let postgres = try PostgresURL(url, field: "CSOP_COMPUTE_JOBS_URL")
+        let logger = Logger(label: "csop.bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let connection = try await PostgresConnection.connect(configuration: postgres.connectionConfiguration(), id: 1, logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: "DROP TABLE IF EXISTS \(table)"), logger: logger)
+        try await connection.close()
     }
 }
 

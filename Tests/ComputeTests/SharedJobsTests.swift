@@ -35,10 +35,14 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
 
     @Test func aJobRunsRetriesAndEndsWithItsResultOrError() async throws {
         let directory = try TemporaryDirectory("csop-jobs")
-        let host = try await TestEnvironment.makeHost([Self.entry(table: uniqueName("jobs"), ["retryDelay": 10])], in: directory)
+        let table = uniqueName("jobs")
+        let host = try await TestEnvironment.makeHost([Self.entry(table: table, ["retryDelay": 10])], in: directory)
         #expect(host.failures.isEmpty, "\(host.failures)")
         let events = host.events()
         var seen = events.makeAsyncIterator()
+        let watch = try #require(await call(host, "watch", [:]).data?["subscription"])
+        // Another tenant's watch hears nothing of the owner's jobs.
+        let theirs = try #require(await call(host, "watch", [:], Self.alice).data?["subscription"])
 
         let fib = await call(host, "submit", ["task": "fibonacci", "data": ["n": 20], "options": ["priority": 5]])
         #expect(fib.data?["created"] == true)
@@ -50,6 +54,7 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         #expect(done["priority"] == 5)
         let event = await seen.next()?.value
         #expect(event?["event"] == "compute.job.done")
+        #expect(event?["subscription"] == watch)
         #expect(event?["data"] == ["id": id, "state": "succeeded"])
 
         // A script that throws is retried up to maxAttempts, then ends failed with its error.
@@ -68,12 +73,22 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         #expect(never["state"] == "failed")
         #expect(never["attempts"] == 1)
         #expect(never["error"]?["code"] == "INVALID_TASK")
+        // Each ended job reached the owner's watch once, and never alice's.
+        var heard: [JSONValue] = []
+        while heard.count < 2, let next = await seen.next() { heard.append(next.value) }
+        #expect(Set(heard.compactMap { $0["data"]?["id"] }) == [throwingID, unknownID])
+        #expect(heard.allSatisfy { $0["subscription"] == watch })
+        #expect(await call(host, "unwatch", ["subscription": theirs]).error?.code == "SUBSCRIPTION_FAILED")
+        #expect(await call(host, "unwatch", ["subscription": theirs], Self.alice).data?["unwatched"] == true)
+        #expect(await call(host, "unwatch", ["subscription": watch]).data?["unwatched"] == true)
         await host.shutdown()
+        try await TestEnvironment.dropTable(table)
     }
 
     @Test func idempotencyKeysTenantsRunAtAndListing() async throws {
         let directory = try TemporaryDirectory("csop-jobs")
-        let host = try await TestEnvironment.makeHost([Self.entry(table: uniqueName("jobs"))], in: directory)
+        let table = uniqueName("jobs")
+        let host = try await TestEnvironment.makeHost([Self.entry(table: table)], in: directory)
         let first = await call(host, "submit", ["task": "sum", "data": ["numbers": [1, 2, 3]], "options": ["idempotencyKey": "order-7"]])
         let again = await call(host, "submit", ["task": "sum", "data": ["numbers": [4]], "options": ["idempotencyKey": "order-7"]])
         let firstID = try #require(first.data?["id"])
@@ -105,11 +120,13 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         #expect(rest.data?["cursor"] == nil)
         #expect(await call(host, "jobs", ["state": "queued"]).data?["jobs"]?.arrayValue?.contains { $0["id"] == laterID } == true)
         await host.shutdown()
+        try await TestEnvironment.dropTable(table)
     }
 
     @Test func badInputIsRefusedWithTheFieldToFix() async throws {
         let directory = try TemporaryDirectory("csop-jobs")
-        let host = try await TestEnvironment.makeHost([Self.entry(table: uniqueName("jobs"))], in: directory)
+        let table = uniqueName("jobs")
+        let host = try await TestEnvironment.makeHost([Self.entry(table: table)], in: directory)
         let cases: [(String, JSONValue, String)] = [
             ("submit", [:], "payload.task"),
             ("submit", ["task": "sum", "options": ["priority": 5000]], "payload.options.priority"),
@@ -128,6 +145,7 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
             #expect(answer.error?.message.contains(field) == true, "\(answer.error?.message ?? "") should name \(field)")
         }
         await host.shutdown()
+        try await TestEnvironment.dropTable(table)
 
         // Without [config.jobs] the operations say what to configure.
         let plain = try await TestEnvironment.makeHost(
@@ -147,17 +165,15 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
     }
 
     /// The bar: three `csop run` processes on one PostgreSQL — a submitter and two runners —
-    /// run 2,000 jobs while one runner is killed -9 halfway. Every job ends `succeeded` once,
+    /// run 2,000 jobs while one runner is killed -9 mid-run, holding jobs. Every job ends `succeeded` once,
     /// with its own result; the jobs the killed runner held are run again by the other after
     /// their lease expires.
     @Test func twoHostsRunEveryJobWhileOneIsKilled() async throws {
         let directory = try TemporaryDirectory("csop-jobs")
         let table = uniqueName("jobs")
         let runners = try directory.writePlugins(
-            [Self.entry(table: table, ["lease": 1500, "concurrency": 8])], directory: "runners")
+            [Self.entry(table: table, ["lease": 1500, "concurrency": 32])], directory: "runners")
         let submitters = try directory.writePlugins([Self.entry(table: table, ["run": false])], directory: "submitters")
-        let a = try RunProcess(pluginsDirectory: runners)
-        let b = try RunProcess(pluginsDirectory: runners)
         let submitter = try RunProcess(pluginsDirectory: submitters)
         let count = 2000
         // About 4 ms of work each, so the kill lands with jobs running.
@@ -168,15 +184,41 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
                 "payload": ["task": "custom", "data": ["fn": .string(fn), "args": .int(Int64(i))], "options": ["maxAttempts": 5]],
             ])
         }
-        // Kill a -9 halfway (the submits are still being answered): once it has run about a
-        // quarter of the jobs, about half its share.
-        let clock = ContinuousClock()
-        var deadline = clock.now + .seconds(300)
-        var ranOnA: Int64 = 0
-        while ranOnA < Int64(count / 4), clock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-            ranOnA = try #require(await a.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]?["completed"]?.int64Value ?? 0
+        var ids: [JSONValue] = []
+        for i in 0..<count {
+            let answer = try #require(await submitter.response("s\(i)", timeout: 120), "submit \(i) unanswered")
+            let id = answer["data"]?["id"]
+            #expect(id != nil, "submit \(i): \(answer.jsonString)")
+            ids.append(try #require(id))
         }
+        // The runners start on a backlog of 2,000, so each holds a batch of claimed jobs.
+        let a = try RunProcess(pluginsDirectory: runners)
+        let b = try RunProcess(pluginsDirectory: runners)
+        // Kill a runner -9 while it holds jobs: the first seen, once it has run 100, at a moment
+        // its pool has 8 or more claimed jobs waiting or running (it claims up to 32).
+        let clock = ContinuousClock()
+        var deadline = clock.now + .seconds(120)
+        var victim: RunProcess?
+        var seen: [String] = []
+        while victim == nil, clock.now < deadline {
+            for (name, runner) in [("a", a), ("b", b)] {
+                let stats = try #require(await runner.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]
+                let ran = stats?["completed"]?.int64Value ?? 0
+                let holding = (stats?["busy"]?.int64Value ?? 0) + (stats?["queued"]?.int64Value ?? 0)
+                seen = Array((seen + ["\(name): ran \(ran), holding \(holding)"]).suffix(6))
+                // 8 or more: tens of milliseconds of work that cannot end before the kill.
+                if ran >= 100 && holding >= 8 {
+                    victim = runner
+                    break
+                }
+            }
+            if victim == nil { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let killed = try #require(victim, "no runner was seen holding jobs after running 100: \(seen)")
+        killed.kill(SIGKILL)
+        let survivor = killed === a ? b : a
+        #expect(await killed.waitForExit() != nil)
+
         func succeeded() async throws -> [JSONValue] {
             var jobs: [JSONValue] = []
             var cursor: JSONValue?
@@ -189,16 +231,6 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
             } while cursor != nil
             return jobs
         }
-        a.kill(SIGKILL)
-        #expect(await a.waitForExit() != nil)
-        var ids: [JSONValue] = []
-        for i in 0..<count {
-            let answer = try #require(await submitter.response("s\(i)", timeout: 120), "submit \(i) unanswered")
-            let id = answer["data"]?["id"]
-            #expect(id != nil, "submit \(i): \(answer.jsonString)")
-            ids.append(try #require(id))
-        }
-
         deadline = clock.now + .seconds(300)
         var done = try await succeeded()
         while done.count < count, clock.now < deadline {
@@ -209,9 +241,10 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         #expect(Set(done.map { $0["id"] }).count == count)
         #expect(Set(done.compactMap { $0["id"] }) == Set(ids))
         #expect(Set(done.compactMap { $0["result"]?.int64Value }) == Set((0..<count).map { Int64($0 * 2) }))
-        // The jobs a held when it died were run again (their second attempt): the kill hit work.
-        #expect(done.contains { ($0["attempts"]?.int64Value ?? 0) > 1 })
-        #expect(await b.finish() == 0)
+        // The jobs the killed runner held were run again (their second attempt): the kill hit work.
+        #expect(done.contains { ($0["attempts"]?.int64Value ?? 0) > 1 }, "\(seen)")
+        #expect(await survivor.finish() == 0)
         #expect(await submitter.finish() == 0)
+        try await TestEnvironment.dropTable(table)
     }
 }

@@ -19,15 +19,18 @@ struct ServeSetup {
     /// Metrics on, as `csop serve` has them unless --no-metrics.
     var metrics = true
 
-    /// - Parameters: storage, sync: more `[config]` for those plugins (a cold tier, cluster mode).
-    init(label: String = "csop-gateway", storage: JSONObject = [:], sync: JSONObject = [:]) throws {
+    /// - Parameters: storage, compute, sync: more `[config]` for those plugins (a cold tier,
+    ///   shared jobs, cluster mode).
+    init(label: String = "csop-gateway", storage: JSONObject = [:], compute: JSONObject = [:], sync: JSONObject = [:]) throws {
         directory = try TemporaryDirectory(label)
         var storageConfig: JSONObject = ["path": .string(directory.file("storage.sqlite"))]
         for member in storage.members { storageConfig[member.key] = member.value }
+        var computeConfig: JSONObject = ["workers": 2]
+        for member in compute.members { computeConfig[member.key] = member.value }
         pluginsDirectory = try directory.writePlugins([
             PluginEntry("10-diag.conf", library: TestEnvironment.library("diag")),
             PluginEntry("20-storage.conf", library: TestEnvironment.library("storage"), config: storageConfig),
-            PluginEntry("30-compute.conf", library: TestEnvironment.library("compute"), config: ["workers": 2]),
+            PluginEntry("30-compute.conf", library: TestEnvironment.library("compute"), config: computeConfig),
             PluginEntry("40-sync.conf", library: TestEnvironment.library("sync"), config: sync),
         ])
         secretFile = directory.file("hs256.secret")

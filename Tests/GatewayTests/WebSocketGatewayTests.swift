@@ -211,6 +211,49 @@ extension WebSocketOutboundWriter {
         }
     }
 
+    /// `compute.watch` over the WebSocket: a job's end reaches the connection that watched (its
+    /// tenant's), no other, and closing the connection ends the watch.
+    @Test func jobWatchesBelongToTheConnectionAndEndWithIt() async throws {
+        let table = "gateway_jobs_\(UInt32.random(in: 0 ... .max))"
+        let setup = try ServeSetup(compute: ["jobs": ["postgresUrl": .string(TestEnvironment.postgresURL), "table": .string(table), "pollInterval": 100]])
+        try await withGateway(setup) { port, host in
+            let watch = LockedBox<String?>(nil)
+            _ = try await webSocket(port: port) { out, inbox in
+                try await out.send(#"{"id":"w","action":"compute.watch","payload":{}}"#)
+                if case .string(let id)? = try await inbox.response("w")?["data"]?["subscription"] { watch.withLock { $0 = id } }
+                let id = watch.withLock { $0 } ?? "none"
+                #expect(id != "none")
+                // The first submit connects to PostgreSQL and makes the table: no 5 s default here.
+                try await out.send(
+                    #"{"id":"s","action":"compute.submit","payload":{"task":"fibonacci","data":{"n":10}},"options":{"timeout":600000}}"#)
+                // (Nothing in here throws on a failed expectation: a throw out of this handler
+                // while the reader iterates crashes the WebSocket client.)
+                let job = try await inbox.response("s")?["data"]?["id"]
+                #expect(job != nil)
+                let event = try await inbox.wait { $0["type"] == .string("event") }
+                #expect(event?["event"] == .string("compute.job.done"))
+                #expect(event?["subscription"] == .string(id))
+                #expect(event?["data"] == .object(["id": job ?? .null, "state": "succeeded"]))
+                let other = try await webSocket(port: port) { out2, inbox2 in
+                    try await out2.send(#"{"id":"u","action":"compute.unwatch","payload":{"subscription":"\#(id)"}}"#)
+                    try await inbox2.response("u")
+                    try await out2.close(.normalClosure, reason: nil)
+                }
+                #expect(other.frames.first { $0["id"] == .string("u") }?["error"]?["code"] == .string("SUBSCRIPTION_FAILED"))
+                // A storage unwatch cannot end a job watch.
+                try await out.send(#"{"id":"x","action":"storage.unwatch","payload":{"subscription":"\#(id)"}}"#)
+                #expect(try await inbox.response("x")?["error"]?["code"] == .string("SUBSCRIPTION_FAILED"))
+                try await out.close(.normalClosure, reason: nil)
+            }
+            let id = try #require(watch.withLock { $0 })
+            #expect(try await Self.ended(id, by: "compute.unwatch", on: host), "watch \(id) outlived its connection")
+            let refused = try await HTTP(port: port).post("/v1/compute/watch", "{}")
+            #expect(refused.status == .badRequest)
+            #expect(refused.text.contains("compute.watch needs a connection"))
+        }
+        try await TestEnvironment.dropTable(table)
+    }
+
     @Test func framesOverTheLimitCloseWith1009() async throws {
         let setup = try ServeSetup()
         try await withGateway(setup, configure: { $0.maxFrameBytes = 4096 }) { port, _ in

@@ -11,7 +11,7 @@ import Synchronization
 /// with backoff when lost), and every `pollInterval` to find jobs whose `runAt` came and to
 /// release jobs whose host stopped renewing their lease. While a job runs here its lease is
 /// renewed every third of `lease`; a job whose lease was taken over meanwhile is cancelled
-/// here. Each host also hears every `compute.job.done` (NOTIFY) and emits it to its listeners.
+/// here. Each host also hears every job's end (NOTIFY) and tells its `compute.watch`es.
 final class JobRunner: Sendable {
     private struct State {
         /// Jobs running here: job id → the call id their run has in the pool.
@@ -25,7 +25,7 @@ final class JobRunner: Sendable {
     private let store: JobStore
     private let service: ComputeService
     private let configuration: JobsConfiguration
-    private let emit: @Sendable ([UInt8]) -> Void
+    private let watches: JobWatches
     private let log: @Sendable (String) -> Void
     private let state = Mutex(State())
     private let wake: AsyncStream<Void>
@@ -36,12 +36,12 @@ final class JobRunner: Sendable {
     let started = Atomic<Int>(0)
 
     init(
-        store: JobStore, service: ComputeService, emit: @escaping @Sendable ([UInt8]) -> Void, log: @escaping @Sendable (String) -> Void
+        store: JobStore, service: ComputeService, watches: JobWatches, log: @escaping @Sendable (String) -> Void
     ) {
         self.store = store
         self.service = service
         self.configuration = store.configuration
-        self.emit = emit
+        self.watches = watches
         self.log = log
         (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -182,8 +182,8 @@ final class JobRunner: Sendable {
         }
     }
 
-    /// `{id, state, tenant?}` objects, alone or in an array, from the done channel → one
-    /// `{type: "event", event: "compute.job.done", data: {id, state, tenant?}}` each.
+    /// `{id, state, tenant?}` objects, alone or in an array, from the done channel → the
+    /// watches of each job's tenant.
     private func announce(_ payload: String) {
         let ended: [JSONValue]
         switch try? JSONValue(parsing: payload) {
@@ -193,9 +193,8 @@ final class JobRunner: Sendable {
         }
         for job in ended {
             guard case .object(let object) = job, case .string(let id)? = object["id"], case .string(let state)? = object["state"] else { continue }
-            var data: JSONObject = ["id": .string(id), "state": .string(state)]
-            if case .string(let tenant)? = object["tenant"], !tenant.isEmpty { data["tenant"] = .string(tenant) }
-            emit(JSONValue.object(["type": "event", "event": "compute.job.done", "data": .object(data)]).serialized())
+            let tenant = if case .string(let tenant)? = object["tenant"] { tenant } else { "" }
+            watches.ended(id: id, state: state, tenant: tenant)
         }
     }
 

@@ -2,9 +2,10 @@ import CSOPCore
 import CSOPPluginKit
 import Glibc
 
-/// `compute.submit`, `compute.job` and `compute.jobs`: durable jobs in PostgreSQL that any host
-/// configured with the same `[config.jobs]` runs (``JobRunner``), each job seen only by the
-/// tenant that submitted it (the local owner's are the owner's).
+/// `compute.submit`, `compute.job`, `compute.jobs`, `compute.watch` and `compute.unwatch`:
+/// durable jobs in PostgreSQL that any host configured with the same `[config.jobs]` runs
+/// (``JobRunner``), each job seen and watched only by the tenant that submitted it (the local
+/// owner's are the owner's).
 ///
 /// Delivery is at least once: a job runs again when its host dies or loses the database for
 /// longer than its lease, so a task with outside effects should be idempotent; its row ends
@@ -12,6 +13,7 @@ import Glibc
 final class SharedJobs: Sendable {
     let store: JobStore
     let runner: JobRunner
+    let watches: JobWatches
     private let calls = CallTaskRegistry()
 
     static let maxDataBytes = 16 << 20
@@ -21,14 +23,14 @@ final class SharedJobs: Sendable {
         var random = SystemRandomNumberGenerator()
         let owner = "\(String(cString: Self.hostnameBytes()))-\(getpid())-\(String(random.next() as UInt32, radix: 16))"
         store = JobStore(configuration: configuration, owner: owner)
-        runner = JobRunner(
-            store: store, service: service, emit: { host?.emit(rawJSON: $0) }, log: { host?.log(.warning, $0) })
+        watches = JobWatches { host?.emit(rawJSON: $0) }
+        runner = JobRunner(store: store, service: service, watches: watches, log: { host?.log(.warning, $0) })
         runner.start()
     }
 
     /// Whether `operation` is one of the jobs' operations.
     static func handles(_ operation: ComputeService.Operation) -> Bool {
-        operation == .submit || operation == .job || operation == .jobs
+        operation == .submit || operation == .job || operation == .jobs || operation == .watch || operation == .unwatch
     }
 
     static let notConfigured = CSOPError(
@@ -38,6 +40,22 @@ final class SharedJobs: Sendable {
     func handle(_ operation: ComputeService.Operation, _ call: PluginCall) {
         let tenant = call.caller?.tenant
         let payload = call.payload
+        do throws(CSOPError) {
+            switch operation {
+            case .watch:
+                _ = try Fields(payload, path: "payload", allowed: [])
+                return call.succeed(["subscription": .string(try watches.watch(tenant: tenant))])
+            case .unwatch:
+                let id = try Fields(payload, path: "payload", allowed: ["subscription"]).requiredString("subscription", maxLength: 64)
+                guard watches.unwatch(id, tenant: tenant) else {
+                    throw CSOPError("SUBSCRIPTION_FAILED", "no job watch \(id) of yours")
+                }
+                return call.succeed(["unwatched": true, "subscription": .string(id)])
+            default: break
+            }
+        } catch {
+            return call.fail(error)
+        }
         calls.complete(call) { [store] () async throws(CSOPError) -> PluginReply in
             switch operation {
             case .submit: return .value(try await Self.submit(payload, tenant: tenant, store: store))
