@@ -44,9 +44,10 @@ final class LineServer: Sendable {
         let wake = fds[1]
         let stopping = self.stopping
         output = OutputWriter(fd: outputFD) {
-            // Nobody reads the answers any more: stop taking work.
-            stopping.set()
+            // Nobody reads the answers any more: stop taking work. The host refuses first, so
+            // a line the reader takes once it sees the flag is refused, never run.
             host.stopAccepting()
+            stopping.set()
             var byte: UInt8 = 1
             _ = write(wake, &byte, 1)
         }
@@ -58,8 +59,9 @@ final class LineServer: Sendable {
     /// Stops reading now, as if input had ended: lines already read are refused with
     /// `NOT_INITIALIZED`, in-flight work drains. Safe from any thread, and from a signal watcher.
     func stop() {
-        stopping.set()
+        // The host refuses first: a line the reader takes once it sees the flag is refused.
         host.stopAccepting()
+        stopping.set()
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
         done.withLock { done.broadcast() }

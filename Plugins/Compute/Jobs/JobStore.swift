@@ -157,7 +157,7 @@ final class JobStore: Sendable {
                 SELECT id, state, task, priority, attempts, max_attempts,
                        extract(epoch FROM run_at)::float8 * 1000, extract(epoch FROM created_at)::float8 * 1000,
                        extract(epoch FROM started_at)::float8 * 1000, extract(epoch FROM finished_at)::float8 * 1000,
-                       result, error, idempotency_key
+                       result, error, idempotency_key, lease_owner
                 FROM \(unescaped: table)
                 WHERE tenant = \(tenantKey) AND (\(id)::int8 IS NULL OR id = \(id))
                   AND (\(state)::text IS NULL OR state = \(state)) AND id > COALESCE(\(after)::int8, 0)
@@ -165,7 +165,7 @@ final class JobStore: Sendable {
                 """, logger: self.logger)
             var jobs: [JSONValue] = []
             for try await row in rows.decode(
-                (Int64, String, String, Int32, Int32, Int32, Double, Double, Double?, Double?, String?, String?, String?).self)
+                (Int64, String, String, Int32, Int32, Int32, Double, Double, Double?, Double?, String?, String?, String?, String?).self)
             {
                 var job: JSONObject = [
                     "id": .string(String(row.0)), "state": .string(row.1), "task": .string(row.2), "priority": .int(Int64(row.3)),
@@ -176,6 +176,7 @@ final class JobStore: Sendable {
                 if let result = row.10 { job["result"] = (try? JSONValue(parsing: result)) ?? .string(result) }
                 if let error = row.11 { job["error"] = (try? JSONValue(parsing: error)) ?? .string(error) }
                 if let key = row.12 { job["idempotencyKey"] = .string(key) }
+                if let runner = row.13 { job["runner"] = .string(runner) }
                 jobs.append(.object(job))
             }
             return jobs

@@ -8,7 +8,7 @@ import Foundation
 /// Keys: `postgresUrl` (or `CSOP_COMPUTE_JOBS_URL`; the same URL forms and TLS options as
 /// storage's cold tier), `table` (default `csop_jobs`), `run` (default true: this host claims
 /// and runs jobs; false: it only submits and reads them), `concurrency` (jobs this host runs at
-/// once, counting those claimed and waiting for a worker, 1…4096, default 32 × workers: claims come in batches of up to half of it; for long jobs set it near `workers`, so jobs wait where any host can take them), `lease` (ms a claimed job stays this host's
+/// once, counting those claimed and waiting for a worker, 1…4096, default 32 × workers: a host claims again once half of it is free; for long jobs set it near `workers`, so jobs wait where any host can take them), `lease` (ms a claimed job stays this host's
 /// without a heartbeat, 1000…3600000, default 30000; heartbeats come every third of it),
 /// `pollInterval` (ms between looks for jobs whose `runAt` came or whose lease expired,
 /// 50…60000, default 1000; a submit wakes runners at once through LISTEN/NOTIFY),

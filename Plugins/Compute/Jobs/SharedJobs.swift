@@ -21,7 +21,7 @@ final class SharedJobs: Sendable {
 
     init(configuration: JobsConfiguration, service: ComputeService, host: PluginHost?) {
         var random = SystemRandomNumberGenerator()
-        let owner = "\(String(cString: Self.hostnameBytes()))-\(getpid())-\(String(random.next() as UInt32, radix: 16))"
+        let owner = "\(Self.hostname())-\(getpid())-\(String(random.next() as UInt32, radix: 16))"
         store = JobStore(configuration: configuration, owner: owner)
         watches = JobWatches { host?.emit(rawJSON: $0) }
         runner = JobRunner(store: store, service: service, watches: watches, log: { host?.log(.warning, $0) })
@@ -117,9 +117,10 @@ final class SharedJobs: Sendable {
         return id
     }
 
-    private static func hostnameBytes() -> [CChar] {
+    /// This machine's name, for `lease_owner` (with the process id: `HOST-PID-RANDOM`).
+    private static func hostname() -> String {
         var name = [CChar](repeating: 0, count: 256)
-        if gethostname(&name, name.count - 1) != 0 { return Array("host".utf8CString) }
-        return name
+        guard gethostname(&name, name.count - 1) == 0 else { return "host" }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
