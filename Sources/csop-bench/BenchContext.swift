@@ -149,7 +149,7 @@ final class BenchContext: Sendable {
     }
 }
 
-struct BenchError: Error, CustomStringConvertible {
+struct BenchError: Error, Sendable, CustomStringConvertible {
     var message: String
     var description: String { message }
 }

@@ -36,11 +36,13 @@ struct BenchRow: Sendable {
     var targets: [BenchTarget]
     /// A remark, e.g. "includes the child's stdout pipe".
     var note: String?
+    /// A comparable system measured in the same run (else ``PeerFigure/table`` may name one).
+    var peer: PeerFigure?
 
     init(
         suite: String, name: String, stats: LatencyStats? = nil, throughput: Double? = nil, baseline: String? = nil,
         baselineStats: LatencyStats? = nil, baselineThroughput: Double? = nil, value: BenchValue? = nil,
-        baselineValue: BenchValue? = nil, targets: [BenchTarget] = [], note: String? = nil
+        baselineValue: BenchValue? = nil, targets: [BenchTarget] = [], note: String? = nil, peer: PeerFigure? = nil
     ) {
         self.suite = suite
         self.name = name
@@ -53,6 +55,7 @@ struct BenchRow: Sendable {
         self.baselineValue = baselineValue
         self.targets = targets
         self.note = note
+        self.peer = peer
     }
 
     /// Row over baseline: p50 ratio for latency rows (lower is better, 1.0 = as fast as the

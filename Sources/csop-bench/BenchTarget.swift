@@ -16,6 +16,8 @@ enum BenchTarget: Sendable {
     case maxValue(Double, unit: String)
     /// p50 at most this many microseconds above the baseline's p50 (an added cost).
     case maxAddedP50(microseconds: Double)
+    /// At least this many times better than the peer measured in the same run (``BenchRow/peer``).
+    case minPeerAdvantage(Double)
 
     var text: String {
         switch self {
@@ -27,6 +29,7 @@ enum BenchTarget: Sendable {
         case .minRatio(let r): "≥ \(BenchFormat.number(r))× baseline"
         case .maxValue(let amount, let unit): "≤ \(BenchFormat.number(amount)) \(unit)"
         case .maxAddedP50(let us): "≤ +\(BenchFormat.number(us)) µs p50"
+        case .minPeerAdvantage(let a): "≥ \(BenchFormat.number(a))× the same-run peer"
         }
     }
 
@@ -57,6 +60,9 @@ enum BenchTarget: Sendable {
         case .maxAddedP50(let us):
             guard let p50 = row.stats?.p50, let base = row.baselineStats?.p50 else { return nil }
             return (p50 - base <= us, "\(p50 >= base ? "+" : "")\(BenchFormat.microseconds(p50 - base)) µs")
+        case .minPeerAdvantage(let a):
+            guard let advantage = row.peer?.advantage(of: row) else { return nil }
+            return (advantage >= a, "\(BenchFormat.number(advantage))×")
         }
     }
 }

@@ -1,5 +1,6 @@
-/// A published figure for a comparable system, measured on this project's reference
-/// machine (2 cores): not re-measured by `csop bench`, so the ratio is indicative only.
+/// A comparable system's figure for a row: measured in the same run (``BenchRow/peer``), or
+/// published, measured once on this project's reference machine (2 cores) and not re-measured
+/// by `csop bench`, so its ratio is indicative only.
 struct PeerFigure: Sendable {
     var peer: String
     /// Peer latency at p50, microseconds.
@@ -33,5 +34,6 @@ struct PeerFigure: Sendable {
         "sync/cluster broadcast → subscriber in another process": PeerFigure(peer: "original CSOP via Supabase Realtime (published)", p50: 87_000),
     ]
 
-    static func forRow(_ row: BenchRow) -> PeerFigure? { table["\(row.suite)/\(row.name)"] }
+    /// The row's peer: the one measured in its run, else the published one.
+    static func forRow(_ row: BenchRow) -> PeerFigure? { row.peer ?? table["\(row.suite)/\(row.name)"] }
 }

@@ -24,13 +24,7 @@ struct WrkDriver {
     let workDirectory: String
 
     /// The `wrk` on PATH, or nil.
-    static func find() -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for directory in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(directory)/wrk") {
-            return "\(directory)/wrk"
-        }
-        return nil
-    }
+    static func find() -> String? { ChildOutput.find("wrk") }
 
     /// Posts `body` to `url` from `connections` connections on `threads` threads for `seconds`.
     func run(url: String, body: String, headers: [String: String] = [:], connections: Int = 64, threads: Int = 2, seconds: Int)
@@ -52,7 +46,7 @@ struct WrkDriver {
         defer { try? FileManager.default.removeItem(atPath: scriptPath) }
         let arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "2s", "--latency", "-s", scriptPath, url]
         let executable = executable
-        let output = try await onThread { try Self.runProcess(executable, arguments, limit: Double(seconds) + 15) }
+        let output = try await onThread { try ChildOutput.run(executable, arguments, limit: Double(seconds) + 15) }
         guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("csop-bench ") }) else {
             throw BenchError(message: "wrk printed no figures: \(output.suffix(300))")
         }
@@ -62,24 +56,6 @@ struct WrkDriver {
         return Result(
             latency: LatencyStats(p50: numbers[2], p95: numbers[3], p99: numbers[4], mean: numbers[5], count: requests),
             throughput: numbers[0] / (numbers[1] / 1e6), requests: requests, statusErrors: Int(numbers[6]), socketErrors: Int(numbers[7]))
-    }
-
-    /// Runs a child to its end (killed after `limit` seconds) and returns its stdout.
-    private static func runProcess(_ executable: String, _ arguments: [String], limit: Double) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: watchdog)
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        watchdog.cancel()
-        return String(decoding: data, as: UTF8.self)
     }
 
     private static func lua(_ text: String) -> String {
