@@ -15,6 +15,15 @@ final class ComputeService: Sendable {
     /// Receives an operation's outcome: serialized JSON data, or an error.
     typealias Reply = @Sendable (Result<[UInt8], CSOPError>) -> Void
 
+    // The fields each operation reads, made once: a set literal at the call would be built
+    // and hashed on every task.
+    static let executeFields: Set<String> = ["task", "data", "options"]
+    static let executeOptions: Set<String> = ["timeout"]
+    static let customFields: Set<String> = ["fn", "args"]
+    static let batchFields: Set<String> = ["tasks", "options"]
+    static let batchOptions: Set<String> = ["maxConcurrent", "failFast", "timeout"]
+    static let taskFields: Set<String> = ["task", "data"]
+
     static let maxSourceBytes = 1 << 20
     static let maxBatchTasks = 10_000
     static let maxRegistered = 1_000
@@ -111,9 +120,9 @@ final class ComputeService: Sendable {
     static let cancelledBeforeStart = CSOPError(.timeout, "the call timed out and was cancelled before it started", retryable: true)
 
     private func execute(_ payload: JSONValue, callID: UInt64, tenant: String?, deadline: UInt64, reply: @escaping Reply) throws(CSOPError) {
-        let fields = try Fields(payload, path: "payload", allowed: ["task", "data", "options"])
+        let fields = try Fields(payload, path: "payload", allowed: Self.executeFields)
         let name = try fields.requiredString("task", maxLength: Self.maxNameLength)
-        let options = try fields.nested("options", allowed: ["timeout"])
+        let options = try fields.nested("options", allowed: Self.executeOptions)
         let timeout = try options.number("timeout", in: 1...ComputeConfiguration.maxTimeout) ?? settings.timeout
         let work = try resolve(name, data: fields["data"], path: "payload.data", tenant: tenant)
         if case .builtin(let task) = work, task.isQuick {
@@ -148,7 +157,7 @@ final class ComputeService: Sendable {
     /// - Throws: `INVALID_TASK` for an unknown name, `INVALID_PAYLOAD` for bad data.
     private func resolve(_ name: String, data: JSONValue?, path: String, tenant: String?) throws(CSOPError) -> ComputeJob.Work {
         if name == "custom" {
-            let fields = try Fields(data, path: path, allowed: ["fn", "args"], allowNull: false)
+            let fields = try Fields(data, path: path, allowed: Self.customFields, allowNull: false)
             let source = try fields.requiredString("fn", maxLength: Self.maxSourceBytes)
             return .script(source: source, data: fields["args"])
         }
@@ -165,11 +174,11 @@ final class ComputeService: Sendable {
     static let builtinNames = ["custom", "wasm"] + BuiltinTask.names
 
     private func batch(_ payload: JSONValue, callID: UInt64, tenant: String?, deadline: UInt64, reply: @escaping Reply) throws(CSOPError) {
-        let fields = try Fields(payload, path: "payload", allowed: ["tasks", "options"])
+        let fields = try Fields(payload, path: "payload", allowed: Self.batchFields)
         guard let tasks = try fields.array("tasks", maxCount: Self.maxBatchTasks) else {
             throw .invalidPayload("payload.tasks is required (an array of {task, data})")
         }
-        let options = try fields.nested("options", allowed: ["maxConcurrent", "failFast", "timeout"])
+        let options = try fields.nested("options", allowed: Self.batchOptions)
         let maxConcurrent = try options.int("maxConcurrent", in: 1...Int64(Self.maxBatchTasks)).map(Int.init)
             ?? max(settings.workers * 2, 4)
         let failFast = try options.bool("failFast") ?? false
@@ -177,7 +186,7 @@ final class ComputeService: Sendable {
         var entries: [BatchRun.Entry] = []
         entries.reserveCapacity(tasks.count)
         for (i, task) in tasks.enumerated() {
-            let item = try Fields(task, path: "payload.tasks[\(i)]", allowed: ["task", "data"], allowNull: false)
+            let item = try Fields(task, path: "payload.tasks[\(i)]", allowed: Self.taskFields, allowNull: false)
             let name = try item.requiredString("task", maxLength: Self.maxNameLength)
             do throws(CSOPError) {
                 entries.append(.job(name: name, work: try resolve(name, data: item["data"], path: "payload.tasks[\(i)].data", tenant: tenant)))

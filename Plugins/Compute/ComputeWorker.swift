@@ -30,9 +30,11 @@ final class ComputeWorker {
         stats.alive.add(1, ordering: .relaxed)
         defer { stats.alive.subtract(1, ordering: .relaxed) }
         _ = try? prepareSandbox()
-        while let job = queue.pop() {
+        var finished = false
+        while let job = queue.pop(finished: finished) {
             process(job)
             if sandbox == nil { _ = try? prepareSandbox() }
+            finished = true
         }
         sandbox = nil
     }

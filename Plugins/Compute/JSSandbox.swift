@@ -38,7 +38,6 @@ final class JSSandbox {
     private let context: JSGlobalContextRef
     private let watch: ExecutionWatch
     private let invoke: JSObjectRef
-    private let after: JSObjectRef
     private let compilesAsAsync: JSObjectRef
     private var compiled: [String: CachedFunction] = [:]
     private var compiledBytes = 0
@@ -86,17 +85,14 @@ final class JSSandbox {
             let made = JSObjectCallAsFunction(context, factoryObject, nil, arguments.count, &arguments, &exception),
             exception == nil, let madeObject = JSValueToObject(context, made, nil),
             let invoke = Self.function(context, madeObject, JSString.invoke),
-            let after = Self.function(context, madeObject, JSString.after),
             let compilesAsAsync = Self.function(context, madeObject, JSString.compilesAsAsync)
         {
             self.invoke = invoke
-            self.after = after
             self.compilesAsAsync = compilesAsAsync
             JSValueProtect(context, invoke)
-            JSValueProtect(context, after)
             JSValueProtect(context, compilesAsAsync)
         } else {
-            let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke, after and compilesAsAsync functions"
+            let reason = exception.map { Self.describe(context, $0) } ?? "the prelude returned no invoke and compilesAsAsync functions"
             watch.uninstall(from: group)
             JSGlobalContextRelease(context)
             JSContextGroupRelease(group)
@@ -107,7 +103,6 @@ final class JSSandbox {
     deinit {
         for entry in compiled.values { JSValueUnprotect(context, entry.factory) }
         JSValueUnprotect(context, invoke)
-        JSValueUnprotect(context, after)
         JSValueUnprotect(context, compilesAsAsync)
         watch.uninstall(from: group)
         JSGlobalContextRelease(context)
@@ -160,17 +155,24 @@ final class JSSandbox {
         var arguments: [JSValueRef?] = [factory, argument, JSValueMakeNumber(context, Double(maxResultBytes))]
         let value = JSObjectCallAsFunction(context, invoke, nil, 3, &arguments, &exception)
         if watch.stopReason != nil { return .failure(.terminated) }
-        var outcome: Result<TaskOutput, Failure>
-        if let exception {
-            outcome = .failure(.thrown(Self.describe(context, exception)))
-        } else if let value {
-            outcome = output(value, maxResultBytes: maxResultBytes)
-        } else {
-            outcome = .failure(.thrown("the function ended without a value"))
+        guard exception == nil, let value else {
+            // `invoke` catches what a task throws, so this is the prelude failing (its stack
+            // exhausted): its end-of-task checks did not run, so this context is not reused.
+            isPolluted = true
+            return .failure(.thrown(exception.map { Self.describe(context, $0) } ?? "the function ended without a value"))
         }
-        collectReport(into: &outcome)
-        if watch.stopReason != nil { return .failure(.terminated) }
-        return outcome
+        return outcome(value, maxResultBytes: maxResultBytes)
+    }
+
+    /// Reads what `invoke` returned: the outcome alone, or `{outcome, report}`.
+    private func outcome(_ value: JSValueRef, maxResultBytes: Int) -> Result<TaskOutput, Failure> {
+        guard !JSValueIsString(context, value), !JSValueIsArray(context, value), let wrapper = JSValueToObject(context, value, nil),
+            let outcome = JSString.outcome.withRef({ JSObjectGetProperty(context, wrapper, $0, nil) }),
+            let report = JSString.report.withRef({ JSObjectGetProperty(context, wrapper, $0, nil) })
+        else { return output(value, maxResultBytes: maxResultBytes) }
+        var result = output(outcome, maxResultBytes: maxResultBytes)
+        readReport(report, into: &result)
+        return result
     }
 
     /// Reads what `invoke` returned: JSON text, or `[kind, message]`.
@@ -219,11 +221,9 @@ final class JSSandbox {
         return false
     }
 
-    /// Reads `after()`: console lines, and whether globals were added.
-    private func collectReport(into outcome: inout Result<TaskOutput, Failure>) {
-        guard let report = JSObjectCallAsFunction(context, after, nil, 0, nil, nil), !JSValueIsNull(context, report),
-            let json = JSValueCreateJSONString(context, report, 0, nil)
-        else { return }
+    /// Reads the report `invoke` made: console lines, and whether globals were added.
+    private func readReport(_ report: JSValueRef, into outcome: inout Result<TaskOutput, Failure>) {
+        guard let json = JSValueCreateJSONString(context, report, 0, nil) else { return }
         defer { JSStringRelease(json) }
         guard let parsed = try? JSONValue(parsing: JSString.utf8(json)) else { return }
         if parsed["polluted"]?.boolValue == true { isPolluted = true }
@@ -252,9 +252,9 @@ final class JSSandbox {
     /// broken out of.
     func compile(_ source: String) -> Result<JSObjectRef, Failure> {
         useCounter &+= 1
-        if let entry = compiled[source] {
-            compiled[source]?.lastUse = useCounter
-            return .success(entry.factory)
+        if let index = compiled.index(forKey: source) {
+            compiled.values[index].lastUse = useCounter
+            return .success(compiled.values[index].factory)
         }
         var exception: JSValueRef?
         let checked = JSString(source).withRef { body in

@@ -7,7 +7,8 @@ final class JSString: @unchecked Sendable {  // Immutable; JSStringRef is thread
     static let data = JSString("data")
     static let line = JSString("line")
     static let invoke = JSString("invoke")
-    static let after = JSString("after")
+    static let outcome = JSString("outcome")
+    static let report = JSString("report")
     static let compilesAsAsync = JSString("compilesAsAsync")
 
     /// Made from UTF-16 so any Swift string, even one with NUL characters, converts exactly.

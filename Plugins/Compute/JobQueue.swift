@@ -20,6 +20,15 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` and `pen
     /// sleeps: a request/response client sends the next task within tens of microseconds,
     /// and catching it here saves a futex wake-up on both sides.
     static let spinMilliseconds = 0.1
+    /// Workers looking for work without sleeping, and workers running a job: together at most
+    /// ``spinBudget``, so the threads that want a core never outnumber the cores. Spinners
+    /// yield between looks, but a core shared by a spinner and the thread that must act next
+    /// (the worker running a job, or the caller waiting for its answer) costs that thread a
+    /// context switch each time the spinner yields: more than the wake-up spinning saves.
+    private let spinning = Atomic<Int>(0)
+    private let running = Atomic<Int>(0)
+    /// The cores less one, left to the threads that submit jobs and wait for their answers.
+    private let spinBudget = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)) - 1)
 
     /// The most jobs that may wait at once.
     let capacity: Int
@@ -72,18 +81,32 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` and `pen
         bytes += job.inputBytes
         pending.store(count, ordering: .relaxed)
         pendingBytes.store(bytes, ordering: .relaxed)
-        let wake = waiting > 0
+        // A spinning worker takes the job without a wake-up (it takes the lock, and sees the
+        // job, after it stops counting itself as spinning); wake a sleeper only for the jobs
+        // the spinners cannot take.
+        let wake = waiting > 0 && count > spinning.load(ordering: .relaxed)
         lock.unlock()
         if wake { lock.signal() }
     }
 
     /// The oldest job, blocking while there is none; nil once closed and drained. Looks for
-    /// work for a moment (yielding the CPU) before sleeping.
-    func pop() -> ComputeJob? {
+    /// work for a moment (yielding the CPU) before sleeping, when the spin budget allows.
+    /// - Parameter finished: whether the calling worker comes back from running a job (the
+    ///   job ``pop(finished:)`` last gave it).
+    func pop(finished: Bool) -> ComputeJob? {
+        if finished { running.subtract(1, ordering: .relaxed) }
         if pending.load(ordering: .relaxed) == 0 {
-            let until = monotonicMilliseconds() + Self.spinMilliseconds
-            while pending.load(ordering: .relaxed) == 0, monotonicMilliseconds() < until { sched_yield() }
+            if spinning.add(1, ordering: .relaxed).newValue + running.load(ordering: .relaxed) <= spinBudget {
+                _ = spinWait(milliseconds: Self.spinMilliseconds) { pending.load(ordering: .relaxed) != 0 }
+            }
+            spinning.subtract(1, ordering: .relaxed)
         }
+        let job = take()
+        if job != nil { running.add(1, ordering: .relaxed) }
+        return job
+    }
+
+    private func take() -> ComputeJob? {
         lock.lock()
         defer { lock.unlock() }
         while count == 0 {

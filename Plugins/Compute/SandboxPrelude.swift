@@ -9,16 +9,18 @@
 ///   call), calls it with `data`, converts the result to JSON text (getters, `toJSON` and
 ///   proxy traps it runs are task code), and runs the promise reactions the task queued. A
 ///   returned Promise is settled first (the reactions run, then its value is converted).
-///   Returns the JSON text, or `[kind, message]`: kind `"thrown"` (what the task threw, as
-///   "Name: message (line N)"), `"rejected"` (the returned Promise's reason, the same way),
+///   The outcome is the JSON text, or `[kind, message]`: kind `"thrown"` (what the task threw,
+///   as "Name: message (line N)"), `"rejected"` (the returned Promise's reason, the same way),
 ///   `"unsettled"` (the returned Promise was still pending with no reaction left to run),
 ///   `"size"` (the text would pass `maxResultBytes`), `"depth"` (arrays and objects nested
 ///   deeper than the host can read) or `"type"` (no JSON form).
+///   Last it clears the legacy RegExp statics, which otherwise show the task's last match to
+///   the next task, and checks whether the task wrote console lines, added globals or made
+///   the global object non-extensible (then the context is replaced). It returns the outcome
+///   alone when none of that happened (one VM entry per task, the common case), else
+///   `{outcome, report: {logs, truncated, polluted}}`.
 /// - `compilesAsAsync(body)` says whether `body` is exactly one `async` function body (one that
 ///   uses `await` is not a plain function's).
-/// - `after()` reports captured output and whether the task added globals or made the global
-///   object non-extensible (then the context is replaced), and clears the legacy RegExp
-///   statics, which otherwise show the task's last match to the next task.
 enum SandboxPrelude {
     static let source = #"""
     (function (maxConsoleChars, maxResultDepth, bodyLineOffset, runPromiseReactions) {
@@ -380,7 +382,8 @@ enum SandboxPrelude {
             }
             if (outcome === undefined) outcome = convert(value, maxBytes);
             runPromiseReactions();
-            return outcome;
+            const report = after();
+            return report === null ? outcome : { outcome, report };
         };
 
         const enumerableBaseline = Object.keys(G).length;
@@ -411,7 +414,7 @@ enum SandboxPrelude {
                 return false;
             }
         };
-        return Object.freeze({ invoke: Object.freeze(invoke), after: Object.freeze(after), compilesAsAsync: Object.freeze(compilesAsAsync) });
+        return Object.freeze({ invoke: Object.freeze(invoke), compilesAsAsync: Object.freeze(compilesAsAsync) });
     })
     """#
 }

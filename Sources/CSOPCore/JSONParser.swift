@@ -176,6 +176,8 @@ public struct JSONParser: ~Copyable {
             depth -= 1
             return .object(JSONObject(members))
         }
+        // Room for a typical small object at once, not grown 1, 2, 4 by appends.
+        members.reserveCapacity(4)
         while true {
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
                 throw error(index < bytes.count ? "expected a string key" : "unexpected end of input")
@@ -211,6 +213,7 @@ public struct JSONParser: ~Copyable {
             depth -= 1
             return .array(elements)
         }
+        elements.reserveCapacity(4)
         while true {
             elements.append(try parseValue())
             skipWhitespace()

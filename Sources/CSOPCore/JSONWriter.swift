@@ -84,6 +84,31 @@ public struct JSONWriter {
         bytes.append(contentsOf: value.description.utf8)
     }
 
+    /// Writes `value` rounded to three decimals, exactly as ``writeDouble(_:)`` writes the
+    /// rounded value ("12.5", "0.012", "3.0"), with integer arithmetic instead of Double's
+    /// shortest-digits formatting: response durations are written for every request.
+    public mutating func writeThousandths(_ value: Double) {
+        let scaled = (value * 1000).rounded()
+        let rounded = scaled / 1000
+        guard rounded.isFinite, abs(rounded) < 1e12, rounded != 0 || rounded.sign == .plus else { return writeDouble(rounded) }
+        let thousandths = Int64(scaled)
+        if thousandths < 0 { bytes.append(UInt8(ascii: "-")) }
+        writeInt(abs(thousandths) / 1000)
+        var fraction = abs(thousandths) % 1000
+        bytes.append(UInt8(ascii: "."))
+        guard fraction != 0 else { return bytes.append(UInt8(ascii: "0")) }
+        var digits = 3
+        while fraction % 10 == 0 {
+            fraction /= 10
+            digits -= 1
+        }
+        var divisor: Int64 = digits == 3 ? 100 : digits == 2 ? 10 : 1
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(fraction / divisor % 10))
+            divisor /= 10
+        }
+    }
+
     public mutating func writeString(_ string: String) {
         bytes.append(UInt8(ascii: "\""))
         var string = string

@@ -43,27 +43,36 @@ struct PipeDriver {
         let latencyPointer = UnsafeSendable(latencies)
 
         let start = DispatchTime.now().uptimeNanoseconds
+        // The reader scans raw bytes (memchr, memmem): the driver shares the two cores with the
+        // child it measures, so every microsecond it spends per line is taken from the child.
         let reader = Thread {
-            var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            var pending: [UInt8] = []
+            let capacity = 1 << 20
+            let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+            defer { buffer.deallocate() }
+            var end = 0
             var received = 0
             while received < count {
-                let n = buffer.withUnsafeMutableBytes { read(readFD, $0.baseAddress!, $0.count) }
+                let n = read(readFD, buffer + end, capacity - end)
                 if n <= 0 { break }
                 let now = DispatchTime.now().uptimeNanoseconds
-                pending += buffer[0..<n]
+                end += n
                 var lineStart = 0
                 var released = 0
-                while let newline = pending[lineStart...].firstIndex(of: 0x0A) {
-                    let responseLine = pending[lineStart..<newline]
+                while lineStart < end, let found = memchr(buffer + lineStart, 0x0A, end - lineStart) {
+                    let newline = buffer.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                    let line = UnsafeBufferPointer(start: buffer + lineStart, count: newline - lineStart)
                     lineStart = newline + 1
-                    guard let index = Self.requestIndex(responseLine) else { continue }
-                    if Self.isError(responseLine) { errors += 1 }
+                    guard let index = Self.requestIndex(line) else { continue }
+                    if Self.isError(line) { errors += 1 }
                     latencyPointer.value[received] = now - sentPointer.value[index]
                     received += 1
                     released += 1
                 }
-                pending.removeFirst(lineStart)
+                if lineStart > 0 {
+                    memmove(buffer, buffer + lineStart, end - lineStart)
+                    end -= lineStart
+                }
+                if end == capacity { break }  // A line longer than 1 MiB: not a response this driver sent for.
                 if released > 0 {
                     permits.withLock {
                         available += released
@@ -98,21 +107,29 @@ struct PipeDriver {
             throughput: Double(count) / elapsed, latency: BenchContext.stats(nanoseconds: samples), errors: errors)
     }
 
-    private static func requestIndex(_ line: ArraySlice<UInt8>) -> Int? {
-        let prefix = Array("{\"id\":\"r".utf8)
-        guard line.starts(with: prefix) else { return nil }
+    private static let idPrefix = Array("{\"id\":\"r".utf8)
+    private static let errorMarker = Array("\"status\":\"error\"".utf8)
+
+    private static func requestIndex(_ line: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard line.count > idPrefix.count, memcmp(line.baseAddress!, idPrefix, idPrefix.count) == 0 else { return nil }
         var index = 0
-        var position = line.startIndex + prefix.count
-        while position < line.endIndex, line[position] >= 0x30, line[position] <= 0x39 {
+        var position = idPrefix.count
+        while position < line.count, line[position] >= 0x30, line[position] <= 0x39 {
             index = index * 10 + Int(line[position] - 0x30)
             position += 1
         }
         return index
     }
 
-    private static func isError(_ line: ArraySlice<UInt8>) -> Bool {
-        let marker = Array("\"status\":\"error\"".utf8)
-        return line.firstRange(of: marker) != nil
+    private static func isError(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        var position = 0
+        let base = line.baseAddress!
+        while line.count - position >= errorMarker.count, let quote = memchr(base + position, 0x22, line.count - position) {
+            position = base.distance(to: quote.assumingMemoryBound(to: UInt8.self))
+            if line.count - position >= errorMarker.count, memcmp(base + position, errorMarker, errorMarker.count) == 0 { return true }
+            position += 1
+        }
+        return false
     }
 }
 

@@ -21,6 +21,22 @@ import Testing
         #expect(value.jsonString == #"{"z":1,"a":2.0,"m":"s"}"#)
     }
 
+    /// Response durations: the integer formatting writes what Double's would for the value
+    /// rounded to thousandths, across magnitudes, halves, signs and both zeros.
+    @Test func thousandthsAreWrittenAsTheRoundedDouble() {
+        var values: [Double] = [0, -0.0, 0.0004, 0.0005, 0.001, 0.012, 0.1, 0.5, 1, 1.5, 2.25, 11.183, 99.9995, 1234.5678, 1e11 + 0.5, 1e12, 3e15, .infinity, .nan]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 { values.append(Double.random(in: 0..<100_000, using: &generator) / Double([1, 10, 1000, 1e6].randomElement()!)) }
+        values += values.map { -$0 }
+        for value in values {
+            var fast = JSONWriter()
+            fast.writeThousandths(value)
+            var reference = JSONWriter()
+            reference.writeDouble((value * 1000).rounded() / 1000)
+            #expect(fast.bytes == reference.bytes, "\(value)")
+        }
+    }
+
     @Test func decodesEscapesAndSurrogatePairs() throws {
         let value = try JSONValue(parsing: #""a\u00e9\ud83d\ude00\t\/""#)
         #expect(value == .string("aé😀\t/"))

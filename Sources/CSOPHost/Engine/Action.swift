@@ -10,24 +10,32 @@ public struct Action: Sendable, Hashable, CustomStringConvertible {
     /// Parses `text`.
     /// - Throws: `INVALID_ACTION` saying what is wrong with it.
     public init(_ text: String) throws(CSOPError) {
-        var utf8 = text.utf8[...]
-        guard let dot = utf8.firstIndex(of: UInt8(ascii: ".")) else {
-            throw CSOPError(.invalidAction, "action \(Self.quote(text)) must be \"domain.operation\", e.g. \"storage.save\"")
+        // One pass over the bytes: this runs for every request.
+        var contiguous = text
+        let parsed = contiguous.withUTF8 { bytes in Result { () throws(CSOPError) in try Self.dot(in: bytes, of: text) } }
+        let dot = try parsed.get()
+        let utf8 = text.utf8
+        let split = utf8.index(utf8.startIndex, offsetBy: dot)
+        domain = String(Substring(utf8[..<split]))
+        operation = String(Substring(utf8[utf8.index(after: split)...]))
+    }
+
+    /// Where the one dot of a valid action is.
+    private static func dot(in bytes: UnsafeBufferPointer<UInt8>, of text: String) throws(CSOPError) -> Int {
+        guard let dot = bytes.firstIndex(of: UInt8(ascii: ".")) else {
+            throw CSOPError(.invalidAction, "action \(quote(text)) must be \"domain.operation\", e.g. \"storage.save\"")
         }
-        let domain = utf8[utf8.startIndex..<dot]
-        utf8 = utf8[utf8.index(after: dot)...]
-        guard !utf8.contains(UInt8(ascii: ".")) else {
-            throw CSOPError(.invalidAction, "action \(Self.quote(text)) has more than one '.'; use \"domain.operation\"")
+        guard !bytes[(dot + 1)...].contains(UInt8(ascii: ".")) else {
+            throw CSOPError(.invalidAction, "action \(quote(text)) has more than one '.'; use \"domain.operation\"")
         }
-        try Self.check(domain, part: "domain", in: text)
-        try Self.check(utf8, part: "operation", in: text)
-        self.domain = String(Substring(domain))
-        self.operation = String(Substring(utf8))
+        try check(UnsafeBufferPointer(rebasing: bytes[..<dot]), part: "domain", in: text)
+        try check(UnsafeBufferPointer(rebasing: bytes[(dot + 1)...]), part: "operation", in: text)
+        return dot
     }
 
     public var description: String { "\(domain).\(operation)" }
 
-    private static func check(_ part: Substring.UTF8View, part name: String, in text: String) throws(CSOPError) {
+    private static func check(_ part: UnsafeBufferPointer<UInt8>, part name: String, in text: String) throws(CSOPError) {
         guard let first = part.first else {
             throw CSOPError(.invalidAction, "action \(quote(text)) has an empty \(name); use \"domain.operation\"")
         }

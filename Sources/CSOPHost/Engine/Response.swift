@@ -51,7 +51,7 @@ public struct Response: Sendable, CustomStringConvertible {
             writer.append(error.retryable ? ",\"retry\":true}" : ",\"retry\":false}")
         }
         writer.append(",\"duration\":")
-        writer.writeDouble((duration * 1000).rounded() / 1000)
+        writer.writeThousandths(duration)
         writer.append("}")
     }
 

@@ -8,10 +8,12 @@ import Synchronization
 public final class TimerThread: Scheduler, Sendable {
     public static let shared = TimerThread()
 
-    private final class Entry: ScheduledTimer, @unchecked Sendable {  // `cancelled` is guarded by the owner's lock.
+    private final class Entry: ScheduledTimer, @unchecked Sendable {  // `cancelled` and `work` are guarded by the owner's lock.
         let deadline: Double
         let sequence: UInt64
-        let work: @Sendable () -> Void
+        /// Dropped when the entry is cancelled or fires, so what it captured (a call's whole
+        /// request) is freed then, not when the entry leaves the heap.
+        var work: (@Sendable () -> Void)?
         weak var owner: TimerThread?
         var cancelled = false
 
@@ -60,12 +62,15 @@ public final class TimerThread: Scheduler, Sendable {
     }
 
     private func cancel(_ entry: Entry) {
-        lock.withLock {
-            guard !entry.cancelled else { return }
+        let work = lock.withLock { () -> (@Sendable () -> Void)? in
+            guard !entry.cancelled else { return nil }
             entry.cancelled = true
             state.cancelledCount += 1
             if state.cancelledCount > 256 && state.cancelledCount * 2 > state.heap.count { compact() }
+            defer { entry.work = nil }
+            return entry.work
         }
+        _ = work  // Released here, outside the lock.
     }
 
     private func startThread() {
@@ -100,9 +105,11 @@ public final class TimerThread: Scheduler, Sendable {
             }
             popFirst()
             first.cancelled = true
+            let work = first.work
+            first.work = nil
             state.sleepingUntil = nil
             lock.unlock()
-            first.work()
+            work?()
             lock.lock()
         }
     }
