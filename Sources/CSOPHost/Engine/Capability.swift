@@ -34,10 +34,17 @@ protocol Capability: AnyObject, Sendable {
 
     /// Which instance of its domain it is (1, then one more per reload that replaced it); 0 for built-ins.
     var generation: Int { get }
+
+    /// Whether its answers come from threads of this process (false for a plugin in a child
+    /// process): only then may a lone caller look for the answer before suspending
+    /// (``LoneCaller``), as a caller spinning would take a core the child needs.
+    var answersInProcess: Bool { get }
 }
 
 extension Capability {
     func operationIndex(_ operation: String) -> Int? { operations.firstIndex(of: operation) }
+
+    var answersInProcess: Bool { true }
 
     var circuit: CircuitBreaker? { nil }
 

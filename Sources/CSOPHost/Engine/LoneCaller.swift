@@ -1,4 +1,5 @@
 import CSOPCore
+import Glibc
 import Synchronization
 
 /// `await`s a dispatch, and when it is the only one the host has in flight, waits for a quick
@@ -10,11 +11,16 @@ import Synchronization
 /// alone keeps its thread awake for up to ``spinMicroseconds`` (yielding the CPU between looks),
 /// so the answer finds it running and the task goes on without suspending (``spinWait(milliseconds:busyMilliseconds:until:)``). Under load (more
 /// than one `await`ed dispatch in flight) nobody waits: the threads are busy anyway, and
-/// waiting would take them from other work. Answers given inline never wait.
+/// waiting would take them from other work. Answers given inline never wait, nor do callers
+/// of a plugin in a child process (the child needs the core; waiting tripled that round trip)
+/// or on a machine with one core.
 final class LoneCaller: Sendable {
     /// How long a lone caller looks for its answer before it suspends: a compute task's round
     /// trip on a slow machine, about a twentieth of a millisecond of one core at most.
     static let spinMicroseconds = 50.0
+    /// Waiting needs two cores: on one, the thread that must answer (a worker, or the
+    /// executor's only thread for an async plugin) would wait for the caller to give up.
+    static let mayWait = sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2
 
     private let inFlight = Atomic<Int>(0)
     /// Numbers each lone wait, so an answer that comes after its caller gave up waiting cannot
@@ -32,11 +38,12 @@ final class LoneCaller: Sendable {
         }
         let ticket = tickets.add(1, ordering: .relaxed).newValue
         return await withUnsafeContinuation { continuation in
-            router.dispatch(request) { [self] response in
+            let inProcess = router.dispatch(request) { [self] response in
                 continuation.resume(returning: response)
                 answered.store(ticket, ordering: .releasing)
             }
             // Resumed before this closure returns, the task goes on on this thread.
+            guard inProcess, Self.mayWait else { return }
             _ = spinWait(milliseconds: Self.spinMicroseconds / 1000) { answered.load(ordering: .acquiring) == ticket }
         }
     }

@@ -113,38 +113,45 @@ final class Router: Sendable {
     func stopAccepting() { accepting.store(false, ordering: .releasing) }
 
     /// Runs `request` and calls `completion` exactly once, possibly before returning.
-    func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+    /// - Returns: whether the answer comes from a thread of this process
+    ///   (``Capability/answersInProcess``); false when it was refused.
+    @discardableResult
+    func dispatch(_ request: Request, completion: @escaping @Sendable (Response) -> Void) -> Bool {
         guard let audit else { return route(request, completion: completion) }
-        route(request) { response in
+        return route(request) { response in
             audit.record(request: request, outcome: response.outcome)
             completion(response)
         }
     }
 
-    private func route(_ request: Request, completion: @escaping @Sendable (Response) -> Void) {
+    private func route(_ request: Request, completion: @escaping @Sendable (Response) -> Void) -> Bool {
         let start = scheduler.now()
         let span = tracing?.startDispatch(request)
         guard accepting.load(ordering: .acquiring) else {
             let error = CSOPError(.notInitialized, "the host is shutting down and accepts no new requests")
-            return refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
+            refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
+            return false
         }
         let resolved: (capability: any Capability, table: CapabilityTable, operation: Int)
         do throws(CSOPError) {
             resolved = try resolve(request)
         } catch {
-            return refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
+            refuse(request, error, metrics: metrics?.unrouted, span: span, start: start, completion: completion)
+            return false
         }
         let operationMetrics = metrics == nil ? nil : resolved.table.metrics[ObjectIdentifier(resolved.capability)]?[resolved.operation]
         let payload = request.payload.serialized()
         if let refusal = admit(payload.count) {
             resolved.capability.leave()
-            return refuse(request, refusal, metrics: operationMetrics, span: span, start: start, completion: completion)
+            refuse(request, refusal, metrics: operationMetrics, span: span, start: start, completion: completion)
+            return false
         }
         inFlight.add(1, ordering: .relaxed)
         let job = Job(
             request: request, capability: resolved.capability, operation: resolved.operation, payload: payload, start: start,
             metrics: operationMetrics, span: span, completion: completion)
         attempt(job, number: 0)
+        return resolved.capability.answersInProcess
     }
 
     /// Answers a request refused before it ran: counted, its span ended.

@@ -17,6 +17,9 @@ import Synchronization
 /// (subscription ids) ends with it. Timeouts cancel in the child as in-process; its events
 /// and log lines come through the socket; `begin_commit` asks the host and waits.
 final class IsolatedPlugin: LoadedPlugin, Sendable {
+    /// Its answers come from the child process.
+    var answersInProcess: Bool { false }
+
     let name: String
     let version: String
     let operations: [String]
