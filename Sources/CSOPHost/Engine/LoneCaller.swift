@@ -8,12 +8,16 @@ import Synchronization
 /// An answer that comes from another thread (a compute worker's) resumes a suspended task
 /// through the executor, which costs a thread wake-up when the executor's threads have gone
 /// to sleep: 10–20 µs on top of a 10 µs task, or not, from run to run. A caller that waits
-/// alone keeps its thread awake for up to ``spinMicroseconds`` (yielding the CPU between looks),
-/// so the answer finds it running and the task goes on without suspending (``spinWait(milliseconds:busyMilliseconds:until:)``). Under load (more
-/// than one `await`ed dispatch in flight) nobody waits: the threads are busy anyway, and
-/// waiting would take them from other work. Answers given inline never wait, nor do callers
-/// of a plugin in a child process (the child needs the core; waiting tripled that round trip)
-/// or on a machine with one core.
+/// alone keeps its thread awake for up to ``spinMicroseconds`` (``spinWait(milliseconds:busyMilliseconds:until:)``:
+/// busy at first, then yielding the CPU between looks), so the answer finds it running and the
+/// task goes on without suspending. Under load (more than one `await`ed dispatch in flight)
+/// nobody waits: the threads are busy anyway, and waiting would take them from other work.
+/// Answers given inline never wait, nor do callers of a plugin in a child process (the child
+/// needs the core; waiting tripled that round trip) or on a machine with one core.
+///
+/// A late answer (its caller gave up and suspended) may overwrite a newer caller's ticket in
+/// ``answered``; that caller then suspends too, which costs it the wake-up, never its answer:
+/// every answer also resumes its continuation.
 final class LoneCaller: Sendable {
     /// How long a lone caller looks for its answer before it suspends: a compute task's round
     /// trip on a slow machine, about a twentieth of a millisecond of one core at most.
