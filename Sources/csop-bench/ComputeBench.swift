@@ -58,7 +58,9 @@ struct ComputeBench: BenchSuite {
         let node: Result<NodePool.Figures, BenchError>
         switch NodePool.locate() {
         case .success(let pool):
-            do { node = .success(try await pool.measure(quick: context.quick)) } catch let error as BenchError { node = .failure(error) }
+            do { node = .success(try await pool.measure(quick: context.quick)) } catch {
+                node = .failure(error as? BenchError ?? BenchError(message: "node could not be run: \(error)"))
+            }
         case .failure(let error): node = .failure(error)
         }
         let nodeFigures = try? node.get()
