@@ -72,7 +72,7 @@ struct PipeDriver {
                     memmove(buffer, buffer + lineStart, end - lineStart)
                     end -= lineStart
                 }
-                if end == capacity { break }  // A line longer than 1 MiB: not a response this driver sent for.
+                if end == capacity { end = 0 }  // A line longer than 1 MiB is no response to this driver: dropped.
                 if released > 0 {
                     permits.withLock {
                         available += released
