@@ -33,7 +33,6 @@ public final class CSOPHost: Sendable {
     public let metrics: HostMetrics?
 
     private let router: Router
-    private let loneCaller = LoneCaller()
     private let reloader: PluginReloader
     private let watcher: PluginDirectoryWatcher?
     private let hub: EventHub
@@ -114,7 +113,7 @@ public final class CSOPHost: Sendable {
     /// is the only `await`ed dispatch in flight, it keeps the calling thread looking for a quick
     /// answer for up to 50 µs before the task suspends (``LoneCaller``).
     public func dispatch(_ request: Request) async -> Response {
-        await loneCaller.dispatch(request, through: router)
+        await LoneCaller.shared.dispatch(request, through: router)
     }
 
     /// Runs `action` with `payload` and `options`.

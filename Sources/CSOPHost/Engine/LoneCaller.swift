@@ -2,7 +2,7 @@ import CSOPCore
 import Glibc
 import Synchronization
 
-/// `await`s a dispatch, and when it is the only one the host has in flight, waits for a quick
+/// `await`s a dispatch, and when it is the only one the process has in flight, waits for a quick
 /// answer on the calling thread for a moment before suspending.
 ///
 /// An answer that comes from another thread (a compute worker's) resumes a suspended task
@@ -19,6 +19,10 @@ import Synchronization
 /// ``answered``; that caller then suspends too, which costs it the wake-up, never its answer:
 /// every answer also resumes its continuation.
 final class LoneCaller: Sendable {
+    /// One for the process, shared by its hosts: "alone" counts every host's `await`ed
+    /// dispatches, as the executor's threads that a wait would hold are the process's.
+    static let shared = LoneCaller()
+
     /// How long a lone caller looks for its answer before it suspends: a compute task's round
     /// trip on a slow machine, about a twentieth of a millisecond of one core at most.
     static let spinMicroseconds = 50.0
