@@ -36,7 +36,7 @@ struct ComputeConfiguration: Sendable {
         workers: Int? = nil, maxQueue: Int = 1024, maxQueueBytes: Int = 256 << 20, timeout: Double = 30_000, memoryLimitMB: Int = 512, maxConsoleBytes: Int = 65_536,
         maxResultBytes: Int = 16 << 20, maxRegisteredBytes: Int = 64 << 20
     ) {
-        self.workers = workers ?? max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        self.workers = workers ?? onlineCores
         self.maxQueue = maxQueue
         self.maxQueueBytes = maxQueueBytes
         self.timeout = timeout

@@ -28,7 +28,7 @@ final class JobQueue: @unchecked Sendable {  // All state but `pending` and `pen
     private let spinning = Atomic<Int>(0)
     private let running = Atomic<Int>(0)
     /// The cores less one, left to the threads that submit jobs and wait for their answers.
-    private let spinBudget = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)) - 1)
+    private let spinBudget = max(1, onlineCores - 1)
 
     /// The most jobs that may wait at once.
     let capacity: Int

@@ -72,7 +72,7 @@ struct ComputeBench: BenchSuite {
                 suite: name, name: "execute custom `return data.a + data.b`", stats: add, throughput: 1e6 / add.mean,
                 baseline: "same compiled function called on a bare JSC context", baselineStats: bareAdd,
                 targets: [.maxP50(microseconds: 15)], note: nodeMissing,
-                peer: nodeFigures.map { PeerFigure(peer: $0.peer, p50: $0.roundTrip.p50) }),
+                peer: nodeFigures.map { PeerFigure(peer: $0.peer, p50: $0.roundTripP50) }),
             BenchRow(
                 suite: name, name: "custom a+b, 64 in flight", throughput: inFlight,
                 baseline: "one at a time (1/mean)", baselineThroughput: 1e6 / add.mean,

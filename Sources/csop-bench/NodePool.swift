@@ -8,8 +8,8 @@ struct NodePool: Sendable {
     struct Figures: Sendable {
         /// `process.version`, e.g. "v20.20.2".
         var version: String
-        /// Custom `a+b`, one at a time, microseconds.
-        var roundTrip: LatencyStats
+        /// Custom `a+b`, one at a time: p50, microseconds.
+        var roundTripP50: Double
         /// Custom `a+b` with 64 in flight, tasks per second.
         var inFlight: Double
         /// 100 CPU-heavy tasks: the pool's p50 and one thread's, microseconds.
@@ -44,14 +44,14 @@ struct NodePool: Sendable {
         let text = try await onThread { try ChildOutput.run(node, arguments, limit: 120) }
         guard let line = text.split(separator: "\n").last, let value = try? JSONValue(parsing: Array(line.utf8)),
             let version = value["node"]?.stringValue, let roundTrip = value["roundTrip"],
-            let p50 = roundTrip["p50"]?.doubleValue, let p95 = roundTrip["p95"]?.doubleValue, let p99 = roundTrip["p99"]?.doubleValue,
+            let p50 = roundTrip["p50"]?.doubleValue,
             let inFlight = value["inFlight"]?.doubleValue,
             let heavyPool = value["heavy"]?["poolMilliseconds"]?.doubleValue, let heavyBare = value["heavy"]?["bareMilliseconds"]?.doubleValue
         else {
             throw BenchError(message: "\(node) \(script) printed no figures: \(text.suffix(300))")
         }
         return Figures(
-            version: version, roundTrip: LatencyStats(p50: p50, p95: p95, p99: p99, mean: p50, count: 0), inFlight: inFlight,
+            version: version, roundTripP50: p50, inFlight: inFlight,
             heavyPool: heavyPool * 1000, heavyBare: heavyBare * 1000)
     }
 }

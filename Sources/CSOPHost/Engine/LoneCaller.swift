@@ -1,5 +1,4 @@
 import CSOPCore
-import Glibc
 import Synchronization
 
 /// `await`s a dispatch, and when it is the only one the process has in flight, waits for a quick
@@ -28,7 +27,7 @@ final class LoneCaller: Sendable {
     static let spinMicroseconds = 50.0
     /// Waiting needs two cores: on one, the thread that must answer (a worker, or the
     /// executor's only thread for an async plugin) would wait for the caller to give up.
-    static let mayWait = sysconf(Int32(_SC_NPROCESSORS_ONLN)) >= 2
+    static let mayWait = onlineCores >= 2
 
     private let inFlight = Atomic<Int>(0)
     /// Numbers each lone wait, so an answer that comes after its caller gave up waiting cannot

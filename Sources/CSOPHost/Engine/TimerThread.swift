@@ -67,8 +67,9 @@ public final class TimerThread: Scheduler, Sendable {
             entry.cancelled = true
             state.cancelledCount += 1
             if state.cancelledCount > 256 && state.cancelledCount * 2 > state.heap.count { compact() }
-            defer { entry.work = nil }
-            return entry.work
+            let work = entry.work
+            entry.work = nil
+            return work
         }
         _ = work  // Released here, outside the lock.
     }
