@@ -82,31 +82,47 @@ import Testing
 
     /// A stop signal stops reading at once: running work drains, lines already read are
     /// refused, and the process exits by itself.
+    ///
+    /// Five 20 s sleeps fill `--max-in-flight 5`, so no noop can start before the signal, as
+    /// long as the signal comes while they all still run. A machine so loaded that the test
+    /// itself stalls for 10 s between the first sleep and the signal voids that premise: the
+    /// round is run again (three rounds at most), never judged on it.
     @Test(arguments: [SIGTERM, SIGINT, SIGQUIT])
     func aStopSignalStopsReadingAndDrains(signal: Int32) async throws {
-        let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "5"], environment: environment)
-        for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#) }
-        // Wait (without a clock) until the four sleeps run, then fill the last slot: no noop can
-        // start before the signal, however slow the machine is.
-        var running = false
-        for attempt in 0..<12_000 where !running {
-            let info = try await run.call("info\(attempt)", "host.info", timeout: 120)
-            let diag = info?["data"]?["capabilities"]?.arrayValue?.first { $0["name"] == "diag" }
-            running = diag?["running"] == 4
-            if !running { try await Task.sleep(for: .milliseconds(10)) }
+        let clock = ContinuousClock()
+        for round in 1...3 {
+            let run = try RunProcess(pluginsDirectory: plugins, arguments: ["--max-in-flight", "5"], environment: environment)
+            let sent = clock.now
+            for i in 0..<4 { try run.send(raw: #"{"id":"sleep\#(i)","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#) }
+            // Wait until the four sleeps run, then fill the last slot.
+            var running = false
+            for attempt in 0..<12_000 where !running {
+                let info = try await run.call("info\(attempt)", "host.info", timeout: 120)
+                let diag = info?["data"]?["capabilities"]?.arrayValue?.first { $0["name"] == "diag" }
+                running = diag?["running"] == 4
+                if !running { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(running, "the four sleeps never ran together")
+            try run.send(raw: #"{"id":"sleep4","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#)
+            for i in 0..<300 { try run.send(raw: #"{"id":"n\#(i)","action":"diag.noop"}"#) }
+            let stalled = clock.now - sent
+            run.kill(signal)
+            let status = await run.waitForExit(timeout: 60)
+            if stalled > .seconds(10) && round < 3 {
+                print("round \(round): \(stalled) from the first sleep to the signal; running it again")
+                continue
+            }
+            #expect(stalled <= .seconds(10), "\(stalled) from the first sleep to the signal in every round")
+            #expect(status == 0, "exit status \(String(describing: status))")
+            #expect(!run.diedOfSignal)
+            let lines = run.received
+            #expect((0..<4).allSatisfy { i in lines.contains { $0["id"]?.stringValue == "sleep\(i)" && $0["data"]?["slept"] == 20000 } }, "the running sleeps drain")
+            let noops = lines.filter { $0["id"]?.stringValue?.hasPrefix("n") == true }
+            let started = noops.filter { $0["error"]?["code"] != "NOT_INITIALIZED" }
+            #expect(started.isEmpty, "no work starts after the signal: \(started.prefix(3)); sleeps: \(lines.filter { $0["id"]?.stringValue?.hasPrefix("sleep") == true })")
+            #expect(Set(noops.compactMap { $0["id"]?.stringValue }).count == noops.count, "one answer per line")
+            return
         }
-        #expect(running, "the four sleeps never ran together")
-        try run.send(raw: #"{"id":"sleep4","action":"diag.sleep","payload":{"ms":20000},"options":{"timeout":60000}}"#)
-        for i in 0..<300 { try run.send(raw: #"{"id":"n\#(i)","action":"diag.noop"}"#) }
-        run.kill(signal)
-        let status = await run.waitForExit(timeout: 60)
-        #expect(status == 0, "exit status \(String(describing: status))")
-        #expect(!run.diedOfSignal)
-        let lines = run.received
-        #expect((0..<4).allSatisfy { i in lines.contains { $0["id"]?.stringValue == "sleep\(i)" && $0["data"]?["slept"] == 20000 } }, "the running sleeps drain")
-        let noops = lines.filter { $0["id"]?.stringValue?.hasPrefix("n") == true }
-        #expect(noops.allSatisfy { $0["error"]?["code"] == "NOT_INITIALIZED" }, "no work starts after the signal: \(noops.filter { $0["error"]?["code"] != "NOT_INITIALIZED" }.prefix(3))")
-        #expect(Set(noops.compactMap { $0["id"]?.stringValue }).count == noops.count, "one answer per line")
     }
 
     /// `csop run | head -1`: when nobody reads the answers, it stops and says so by its status.

@@ -191,14 +191,16 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
             #expect(id != nil, "submit \(i): \(answer.jsonString)")
             ids.append(try #require(id))
         }
-        // Job 0 is the one the kill is sure to hit: it runs for 10 s, and runner a, started
-        // alone, claims it in its first batch (it has the highest priority).
+        // Job 0 is the one the kill is sure to hit: it runs until 30 s after it was submitted
+        // (a wall-clock time in its data, so its second attempt ends then too), and runner a,
+        // started alone, claims it in its first batch (it has the highest priority).
+        let gateEnds = Date().timeIntervalSince1970 * 1000 + 30_000
         let gate = try #require(
             await submitter.call(
                 "s0", "compute.submit",
                 [
                     "task": "custom",
-                    "data": ["fn": "const end = Date.now() + 10000; while (Date.now() < end) {} return data * 2;", "args": 0],
+                    "data": ["fn": "while (Date.now() < data) {} return 0;", "args": .double(gateEnds)],
                     "options": ["priority": 100, "maxAttempts": 5, "timeout": 60_000],
                 ], timeout: 120)?["data"]?["id"])
         ids.append(gate)
@@ -207,15 +209,26 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         func ran(_ runner: RunProcess) async throws -> Int64 {
             try #require(await runner.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]?["completed"]?.int64Value ?? 0
         }
-        // a's first batch (32 jobs, job 0 among them) has run or is running once a has run 32:
-        // job 0 then runs on a for the next 10 s. Then b starts, both run jobs, and a is killed
-        // -9 once it has run 200.
+        func gateJob() async throws -> JSONValue? {
+            try #require(await submitter.call(uniqueName("g"), "compute.job", ["id": gate], timeout: 60))["data"]
+        }
+        // Runner a starts alone, so job 0 (the highest priority) is in its first claim: wait
+        // until the job says it runs. Then b starts, both run jobs, and a is killed -9 while it
+        // still holds job 0: once it has run 100 jobs, or 6 s into job 0, whichever comes first.
         let a = try RunProcess(pluginsDirectory: runners)
-        while try await ran(a) < 32, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        var held = try await gateJob()
+        while held?["state"] != "running", clock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+            held = try await gateJob()
+        }
+        let startedAt = try #require(held?["startedAt"]?.doubleValue, "job 0 never ran: \(held?.jsonString ?? "nil")")
         let b = try RunProcess(pluginsDirectory: runners)
-        while try await ran(a) < 200, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        func now() -> Double { Date().timeIntervalSince1970 * 1000 }
+        while try await ran(a) < 100, now() < startedAt + 6000, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let killedAt = now()
         a.kill(SIGKILL)
         #expect(await a.waitForExit() != nil)
+        #expect(killedAt < gateEnds, "the kill came \(killedAt - gateEnds) ms after job 0 could end")
 
         func succeeded() async throws -> [JSONValue] {
             var jobs: [JSONValue] = []
@@ -240,7 +253,8 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         #expect(Set(done.compactMap { $0["id"] }) == Set(ids))
         #expect(Set(done.compactMap { $0["result"]?.int64Value }) == Set((0..<count).map { Int64($0 * 2) }))
         // Job 0 (and whatever else the killed runner held) ran again: its second attempt.
-        #expect(done.first { $0["id"] == gate }?["attempts"] == 2)
+        let rerun = done.first { $0["id"] == gate }
+        #expect(rerun?["attempts"] == 2, "\(rerun?.jsonString ?? "nil")")
         #expect(await b.finish() == 0)
         #expect(await submitter.finish() == 0)
         try await TestEnvironment.dropTable(table)

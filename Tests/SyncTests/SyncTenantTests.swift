@@ -90,7 +90,8 @@ import Testing
     /// Cluster mode: two engines are two processes sharing one PostgreSQL.
     @Test func aTenantsChannelIsItsOwnInClusterMode() async throws {
         let cluster = uniqueName("tenants")
-        let config = try SyncTestEnvironment.clusterConfig(cluster: cluster)
+        // Presence that outlives a loaded machine's pauses: this test is not about expiry.
+        let config = try SyncTestEnvironment.clusterConfig(cluster: cluster, heartbeat: 1000, expiry: 30_000)
         let oneEvents = EventRecorder(), twoEvents = EventRecorder()
         let one = SyncEngine(configuration: config, emit: oneEvents.emit)
         let two = SyncEngine(configuration: config, emit: twoEvents.emit)
