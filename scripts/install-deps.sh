@@ -26,6 +26,7 @@ fi
 
 TLS_DIR="${CSOP_TEST_TLS_DIR:-/var/lib/postgresql/csop-test-tls}"
 TLS_LISTEN="localhost,127.0.0.2"
+MAX_CONNECTIONS=300
 tls_changed=0
 
 wait_for_postgres() {
@@ -100,6 +101,8 @@ ssl_cert_file = '$TLS_DIR/server.crt'
 ssl_key_file = '$TLS_DIR/server.key'
 ssl_ca_file = '$TLS_DIR/ca.crt'
 listen_addresses = '$TLS_LISTEN'
+# The full test suite runs many hosts at once, each with its own sessions.
+max_connections = $MAX_CONNECTIONS
 "
     if ! $SUDO grep -q "csop-test-tls" "$confdir/pg_hba.conf"; then
         printf '%s\n' "hostssl all all 127.0.0.0/8 scram-sha-256 # csop-test-tls: the TLS tests connect to 127.0.0.2" \
@@ -124,8 +127,8 @@ if [ "${CSOP_SKIP_POSTGRES:-0}" != "1" ]; then
         # shellcheck disable=SC2086
         $SUDO pg_ctlcluster $cluster reload >&2
     fi
-    if [ "$("${PSQL[@]}" -Atc "SHOW listen_addresses")" != "$TLS_LISTEN" ]; then
-        echo "restarting PostgreSQL to listen on $TLS_LISTEN" >&2
+    if [ "$("${PSQL[@]}" -Atc "SHOW listen_addresses")" != "$TLS_LISTEN" ] || [ "$("${PSQL[@]}" -Atc "SHOW max_connections")" != "$MAX_CONNECTIONS" ]; then
+        echo "restarting PostgreSQL to listen on $TLS_LISTEN with max_connections = $MAX_CONNECTIONS" >&2
         # shellcheck disable=SC2086
         $SUDO pg_ctlcluster $cluster restart >&2
         wait_for_postgres

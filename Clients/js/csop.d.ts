@@ -42,13 +42,20 @@ export interface SyncEvent {
     /** The app's handle: the id the first `sync.subscribe` answered, also after reconnects. */
     subscription: string;
     channel: string;
-    /** The event name; presence changes are `presence.join` and `presence.leave`. */
+    /**
+     * The event name; presence changes are `presence.join` and `presence.leave`;
+     * `sync.recovery` (`data: {recovered: false, epoch, offset}`) says messages were lost for
+     * good (the channel's history no longer held them): reload the state.
+     */
     event: string;
     data: any;
     /** The publisher's wall clock, ms since the epoch. */
     timestamp: number;
     /** The publishing plugin instance. */
     origin?: string;
+    /** On a channel with history: the message's place (1, 2, …) in the stream `epoch`. */
+    offset?: number;
+    epoch?: string;
     [field: string]: any;
 }
 
@@ -182,6 +189,9 @@ export class CSOP {
      * `sync.subscribe` takes `payload.callback` (a function, kept in the page, never sent):
      * it is called with each event of that subscription, also after reconnects. The answer's
      * `data.subscription` is the app's handle for `sync.unsubscribe`, valid across reconnects.
+     * On a channel with history the client re-subscribes after a reconnect from the last event
+     * it delivered (`since`), so nothing published meanwhile is lost or delivered twice; when
+     * the history no longer reaches back, the callback gets a `sync.recovery` event.
      * `sync.unsubscribe` with `{channel}` drops every callback of that channel.
      *
      * While disconnected, requests wait for the connection (at most their `timeout`, default

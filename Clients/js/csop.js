@@ -694,6 +694,10 @@ export class CSOP {
             ? data.prefix ?? entry.payload.prefix ?? ''
             : entry.action === 'compute.watch' ? '' : data.channel ?? entry.payload.channel ?? 'default';
         const sub = { handle, action: entry.action, serverId: data.subscription, channel, payload: { ...entry.payload }, callback: entry.callback };
+        // A channel with history: where the subscription stands, so a re-subscription resumes there.
+        if (entry.action === 'sync.subscribe' && typeof data.epoch === 'string' && typeof data.offset === 'number') {
+            sub.position = { offset: data.offset, epoch: data.epoch };
+        }
         this._subs.set(handle, sub);
         this._byServerId.set(data.subscription, handle);
         if (handle === data.subscription) return response;
@@ -719,14 +723,30 @@ export class CSOP {
 
     // Subscribes `sub` again on `ws` under the app's handle (after a reconnect, or after a
     // plugin reload ended it); a failure is an 'error' event naming the handle.
+    // A sync subscription on a channel with history resumes after the last event it delivered
+    // (`since`): the server sends what was missed first, each message once. When the history no
+    // longer reaches back, the app gets a 'sync.recovery' event ({recovered: false}) to reload.
     _renew(ws, sub, when, options = {}) {
-        return this._internal(ws, sub.action, sub.payload, options).then((response) => {
+        const payload = sub.action === 'sync.subscribe' && sub.position ? { ...sub.payload, since: { ...sub.position } } : sub.payload;
+        return this._internal(ws, sub.action, payload, options).then((response) => {
             if (!response) return response;
             if (!this._subs.has(sub.handle)) return response;
             if (sub.serverId) this._byServerId.delete(sub.serverId);
             if (response.status === 'ok' && response.data && typeof response.data.subscription === 'string') {
                 sub.serverId = response.data.subscription;
                 this._byServerId.set(sub.serverId, sub.handle);
+                const data = response.data;
+                if (sub.action === 'sync.subscribe' && data.recovered !== true) {
+                    const had = sub.position;
+                    sub.position = typeof data.epoch === 'string' && typeof data.offset === 'number' ? { offset: data.offset, epoch: data.epoch } : null;
+                    if (had) {
+                        this._deliver({
+                            type: 'event', subscription: sub.serverId, channel: sub.channel, event: 'sync.recovery',
+                            data: { recovered: false, epoch: data.epoch ?? null, offset: data.offset ?? null, reason: `what was published ${when} could not be recovered` },
+                            timestamp: Date.now(), origin: '',
+                        });
+                    }
+                }
             } else {
                 sub.serverId = null;
                 this._emit('error', {
@@ -778,6 +798,11 @@ export class CSOP {
         const handle = typeof message.subscription === 'string' ? this._byServerId.get(message.subscription) : undefined;
         const event = handle !== undefined && handle !== message.subscription ? { ...message, subscription: handle } : message;
         const sub = handle !== undefined ? this._subs.get(handle) : undefined;
+        if (sub && sub.action === 'sync.subscribe' && typeof message.offset === 'number' && typeof message.epoch === 'string') {
+            // Never the same message twice, whatever a re-subscription overlaps.
+            if (sub.position && sub.position.epoch === message.epoch && message.offset <= sub.position.offset) return;
+            sub.position = { offset: message.offset, epoch: message.epoch };
+        }
         if (sub && sub.callback) {
             try {
                 sub.callback(event);

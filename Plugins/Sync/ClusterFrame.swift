@@ -1,8 +1,13 @@
 /// The NOTIFY payloads of the cluster transport.
 ///
-/// A batch frame carries whole messages: `B<origin>\n<line>\n<line>…`. A message too large
-/// for one frame travels as chunk frames `C<origin> <seq> <part> <total>\n<bytes>`, all sent
-/// in one transaction so they arrive together and in order. Every frame stays under
+/// A channel that keeps history sends each message as an M frame
+/// `M<origin>\n<channel> <epoch> <offset> <event> <timestamp> <data>`, or, when it is too large
+/// for one NOTIFY, as an H frame `H<origin>\n<channel> <epoch> <offset>` that says the
+/// channel's history (in PostgreSQL) now reaches `offset`: receivers read it from the table.
+/// Other channels send batch frames that carry whole messages: `B<origin>\n<line>\n<line>…`.
+/// A message too large for one frame travels as chunk frames
+/// `C<origin> <seq> <part> <total>\n<bytes>`, all sent in one transaction so they arrive
+/// together and in order. Every frame stays under
 /// NOTIFY's 8,000-byte payload limit and is valid UTF-8 (chunks split between scalars).
 package enum ClusterFrame {
     /// Bytes per frame, leaving room under PostgreSQL's 8,000-byte limit.
@@ -67,6 +72,7 @@ package struct ClusterReceiver {
     /// Unfinished chunked messages kept at once, one per origin: a real sender's chunks come
     /// in one transaction, so more means someone is sending chunks that never finish.
     package static let maxPartialMessages = 64
+    private static let kinds: Set<UInt8> = [UInt8(ascii: "B"), UInt8(ascii: "C"), UInt8(ascii: "H"), UInt8(ascii: "M")]
 
     let ownOrigin: String
     let maxMessageBytes: Int
@@ -82,15 +88,52 @@ package struct ClusterReceiver {
         self.maxMessageBytes = maxMessageBytes
     }
 
-    package mutating func receive(_ payload: String) -> [SyncMessage] {
+    /// What a history frame says: `channel`'s history reaches `top` in `epoch`; an M frame
+    /// also carries that message.
+    package struct Advance: Sendable {
+        package var channel: String
+        package var epoch: String
+        package var top: Int64
+        package var message: SyncMessage?
+    }
+
+    /// Reads one frame: whole messages it completes are returned, a history frame from another
+    /// instance goes to `advanced`.
+    package mutating func receive(_ payload: String, advanced: (Advance) -> Void = { _ in }) -> [SyncMessage] {
         let bytes = Array(payload.utf8)
-        guard let kind = bytes.first, kind == UInt8(ascii: "B") || kind == UInt8(ascii: "C") else {
-            return drop("a NOTIFY payload that is not a cluster frame (it starts with neither B nor C)")
+        guard let kind = bytes.first, Self.kinds.contains(kind) else {
+            return drop("a NOTIFY payload that is not a cluster frame (it starts with none of B, C, H and M)")
         }
-        // bytes[0] is B or C, so the header line, if any, ends at 1 or later.
+        // bytes[0] is a kind letter, so the header line, if any, ends at 1 or later.
         guard let newline = bytes.firstIndex(of: 0x0A) else { return drop("a cluster frame without a header line") }
         let header = bytes[1..<newline]
         let body = bytes[(newline + 1)...]
+        if kind == UInt8(ascii: "H") || kind == UInt8(ascii: "M") {
+            let origin = String(decoding: header, as: UTF8.self)
+            if origin == ownOrigin { return [] }
+            let withMessage = kind == UInt8(ascii: "M")
+            let parts = body.split(separator: 0x20, maxSplits: withMessage ? 5 : 2, omittingEmptySubsequences: false)
+            func text(_ index: Int) -> String { String(decoding: parts[index], as: UTF8.self) }
+            guard parts.count == (withMessage ? 6 : 3), SyncScope.isValidKeptChannel(text(0)), HistoryPage.isValidEpoch(text(1)),
+                let offset = Int64(text(2)), offset > 0
+            else {
+                return drop("a history frame \(Self.from(origin)) that is not <channel> <epoch> <offset>[ <event> <timestamp> <data>]")
+            }
+            var advance = Advance(channel: text(0), epoch: text(1), top: offset)
+            if withMessage {
+                let data = Array(parts[5])
+                guard SyncNames.isValidName(text(3)), let timestamp = Int64(text(4)), data.count <= maxMessageBytes,
+                    SyncMessage.isCompactJSON(data)
+                else {
+                    return drop("a history frame \(Self.from(origin)) whose event, timestamp or compact JSON data is malformed")
+                }
+                advance.message = SyncMessage(
+                    channel: advance.channel, event: text(3), data: data, timestamp: timestamp, origin: origin, offset: offset,
+                    epoch: advance.epoch)
+            }
+            advanced(advance)
+            return []
+        }
         if kind == UInt8(ascii: "B") {
             let origin = String(decoding: header, as: UTF8.self)
             if origin == ownOrigin { return [] }

@@ -36,6 +36,7 @@ final class ClusterTransport: Sendable {
     }
 
     static let maxBatchMessages = 512
+    static let historySweepInterval: Double = 5000
     static let maxBatchBytes = 2 * 1024 * 1024
 
     private let postgres: PostgresURL
@@ -52,6 +53,9 @@ final class ClusterTransport: Sendable {
     let droppedFrames = Atomic<Int>(0)
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
+    private let history: ClusterHistory
+    /// Delivers the channels that keep history; nil when none does.
+    let follower: HistoryFollower?
 
     init(
         postgres: PostgresURL, configuration: SyncConfiguration, instanceID: String, registry: SubscriptionRegistry,
@@ -63,9 +67,17 @@ final class ClusterTransport: Sendable {
         self.registry = registry
         self.log = log
         (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        history = ClusterHistory(cluster: configuration.clusterChannel, origin: instanceID, logger: logger)
+        follower = configuration.history.isOn ? HistoryFollower(registry: registry, log: log) : nil
     }
 
     func start() {
+        // History is read over the LISTEN connection: it is otherwise idle, and its loss (and
+        // reconnect) is what decides what must be read again.
+        follower?.start { [weak self] channel, after, limit throws(CSOPError) in
+            guard let self else { throw CSOPError(.notInitialized, "the sync plugin is shutting down") }
+            return try await self.readHistory(channel: channel, after: after, limit: limit, over: .listen)
+        }
         let supervisor = Task { await self.supervise() }
         let writer = Task {
             for await _ in self.wake { await self.drain() }
@@ -211,10 +223,12 @@ final class ClusterTransport: Sendable {
     }
 
     /// Every heartbeat: extend this instance's users. Every half heartbeat: sweep anyone's
-    /// expired users. Rows live `presenceExpiry − heartbeat/2`, so a dead process's users
-    /// are gone within `presenceExpiry` of its last heartbeat.
+    /// expired users (and, every 5 s, this cluster's expired history). Rows live
+    /// `presenceExpiry − heartbeat/2`, so a dead process's users are gone within
+    /// `presenceExpiry` of its last heartbeat.
     private func heartbeatLoop() async {
         var lastRefresh = monotonicMilliseconds()
+        var lastHistorySweep = lastRefresh
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(configuration.sweepInterval))
             guard !Task.isCancelled, let connection = state.withLock({ $0.phase == .connected ? $0.command : nil }) else {
@@ -245,6 +259,11 @@ final class ClusterTransport: Sendable {
                 }
                 for (channel, userID) in expired {
                     try await publishLeave(channel: channel, userID: userID, reason: "expired")
+                }
+                // Expired history, every 5 s at most: never in the way of the presence refresh.
+                if configuration.history.isOn, now - lastHistorySweep >= Self.historySweepInterval {
+                    lastHistorySweep = now
+                    try await run(connection) { [history] in try await history.sweep(on: connection) }
                 }
             } catch {
                 log(.warning, "sync presence heartbeat failed: \(error.message)")
@@ -286,6 +305,7 @@ final class ClusterTransport: Sendable {
             return (state.tasks, state.pending, state.startWaiters, [state.listen, state.command].compactMap { $0 })
         }
         wakeContinuation.finish()
+        follower?.stop()
         for task in tasks { task.cancel() }
         for waiter in waiters { waiter.resume() }
         let stopped = CSOPError(.notInitialized, "the sync plugin is shutting down")
@@ -329,7 +349,9 @@ final class ClusterTransport: Sendable {
                     var droppedLog = DroppedFrameLog()
                     for try await notification in notifications {
                         let malformed = receiver.malformed
-                        for message in receiver.receive(notification.payload) { registry.deliver(message) }
+                        for message in receiver.receive(notification.payload, advanced: { follower?.advanced($0) }) {
+                            registry.deliver(message)
+                        }
                         if receiver.malformed > malformed { droppedFrames.add(receiver.malformed - malformed, ordering: .relaxed) }
                         if receiver.malformed > malformed,
                             let line = droppedLog.dropped(
@@ -379,6 +401,11 @@ final class ClusterTransport: Sendable {
                         heartbeat_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz NOT NULL,
                         PRIMARY KEY (cluster, channel, user_id))
                     """, logger: logger)
+                if configuration.history.isOn {
+                    for statement in ClusterHistory.schema {
+                        try await connection.queryUnlessClosed(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    }
+                }
                 return
             } catch {
                 if attempt == 3 || connection.isClosed { throw error }
@@ -397,6 +424,8 @@ final class ClusterTransport: Sendable {
         }
         for waiter in waiters { waiter.resume() }
         log(.info, "sync connected to \(postgres) (\(postgres.tlsSummary)), listening on \(configuration.clusterChannel)")
+        // Whatever was published while this instance was not listening is in the history.
+        follower?.catchUp()
         wakeContinuation.yield()
     }
 
@@ -419,12 +448,26 @@ final class ClusterTransport: Sendable {
         for item in pending { item.completion(.failure(failure)) }
     }
 
-    /// The command connection, after the first connection attempt has concluded.
-    private func commandConnection() async throws(CSOPError) -> PostgresConnection {
+    enum Connection { case listen, command }
+
+    /// A kept channel's history (its stream made if new): retained messages after `after`,
+    /// oldest first, at most `limit`; the newest `limit` when `after` is nil.
+    func readHistory(channel: String, after: Int64?, limit: Int, over which: Connection = .command) async throws(CSOPError) -> HistoryPage {
+        let connection = try await commandConnection(which)
+        var page: HistoryPage?
+        try await run(connection) { [history] in
+            page = try await history.read(channel: channel, after: after, limit: limit, on: connection)
+        }
+        guard let page else { throw CSOPError(.executionFailed, "the history of a channel could not be read; try again", retryable: true) }
+        return page
+    }
+
+    /// The command (or LISTEN) connection, after the first connection attempt has concluded.
+    private func commandConnection(_ which: Connection = .command) async throws(CSOPError) -> PostgresConnection {
         if isStarting { await awaitStarted() }
         let result = state.withLock { state -> Result<PostgresConnection, CSOPError> in
             switch state.phase {
-            case .connected: if let command = state.command { return .success(command) }
+            case .connected: if let connection = which == .command ? state.command : state.listen { return .success(connection) }
             case .stopped: return .failure(CSOPError(.notInitialized, "the sync plugin is shutting down"))
             default: break
             }
@@ -458,6 +501,19 @@ final class ClusterTransport: Sendable {
                 }
             }
             if batch.isEmpty { continue }
+            // Channels that keep history are numbered and stored; the rest go out whole in NOTIFYs.
+            var kept: [Pending] = []
+            var limits: [HistoryPolicy.Limits] = []
+            if let follower {
+                batch.removeAll { item in
+                    guard let limit = configuration.history.limits(forKept: item.message.channel) else { return false }
+                    kept.append(item)
+                    limits.append(limit)
+                    return true
+                }
+                if !kept.isEmpty { await publishKept(kept, limits: limits, on: connection, follower: follower) }
+                if batch.isEmpty { continue }
+            }
             let lines = batch.map { item in
                 let sequence = nextSequence.wrappingAdd(1, ordering: .relaxed).oldValue
                 return (sequence: sequence, bytes: item.message.line(sequence: sequence))
@@ -477,6 +533,25 @@ final class ClusterTransport: Sendable {
             } catch {
                 for item in batch { item.completion(.failure(error)) }
             }
+        }
+    }
+
+    /// Stores and numbers messages of channels that keep history; each completes once this
+    /// instance's subscriptions have it (the follower delivers in offset order).
+    private func publishKept(
+        _ kept: [Pending], limits: [HistoryPolicy.Limits], on connection: PostgresConnection, follower: HistoryFollower
+    ) async {
+        var numbered: [SyncMessage] = []
+        do throws(CSOPError) {
+            try await run(connection) { [history] in
+                numbered = try await history.publish(kept.map(\.message), limits: limits, on: connection)
+            }
+        } catch {
+            for item in kept { item.completion(.failure(error)) }
+            return
+        }
+        follower.own(numbered) {
+            for item in kept { item.completion(.success(())) }
         }
     }
 

@@ -25,12 +25,15 @@ final class SubscriptionRegistry: Sendable {
     private let state = Mutex(State())
     private let gate = DeliveryGate()
     private let emit: @Sendable ([UInt8]) -> Void
+    /// Local mode's history: numbers and keeps each message as it is delivered.
+    private let history: LocalHistory?
     /// Events delivered to subscriptions (one per matching subscription), for the metrics.
     let delivered = Atomic<Int>(0)
     let maxSubscriptions: Int
 
-    init(maxSubscriptions: Int, emit: @escaping @Sendable ([UInt8]) -> Void) {
+    init(maxSubscriptions: Int, history: LocalHistory? = nil, emit: @escaping @Sendable ([UInt8]) -> Void) {
         self.maxSubscriptions = maxSubscriptions
+        self.history = history
         self.emit = emit
     }
 
@@ -81,24 +84,40 @@ final class SubscriptionRegistry: Sendable {
     /// Subscriptions open now.
     var count: Int { state.withLock { $0.channelOfID.count } }
 
-    /// Pushes `message` to every matching subscription, inline (or, from inside an event on
-    /// the delivering thread, right after the current message).
-    func deliver(_ message: SyncMessage) {
-        gate.deliver(message) { message in
-            let subscriptions = state.withLock { $0.byChannel[message.channel] } ?? []
-            var suffix: JSONWriter?
-            for subscription in subscriptions {
-                if let events = subscription.events, !events.contains(message.event) { continue }
-                // A listener may have unsubscribed it while this message was going out.
-                if subscriptions.count > 1, !state.withLock({ $0.channelOfID[subscription.id] != nil }) { continue }
-                if suffix == nil { suffix = Self.eventSuffix(message) }
-                var writer = JSONWriter(capacity: suffix!.bytes.count + 48)
-                writer.append("{\"type\":\"event\",\"subscription\":")
-                writer.writeString(subscription.id)
-                writer.appendRaw(suffix!.bytes)
-                delivered.add(1, ordering: .relaxed)
-                emit(writer.bytes)
-            }
+    /// Whether a kept channel has a subscription.
+    func hasSubscriptions(_ channel: String) -> Bool { state.withLock { $0.byChannel[channel] != nil } }
+
+    /// Pushes `message` to every matching subscription (or only to subscription `only`),
+    /// inline (or, from inside an event on the delivering thread, right after the current
+    /// message).
+    func deliver(_ message: SyncMessage, only: String? = nil) {
+        gate.deliver((message, only), send)
+    }
+
+    /// Runs `body` while no other thread delivers; what `body` delivers goes out right after
+    /// it, in order, before anyone else's. For a subscription that must see a backlog and then
+    /// every live message, with no gap or duplicate at the seam.
+    func exclusively(_ body: () -> Void) {
+        gate.exclusively(body, send)
+    }
+
+    private func send(_ item: DeliveryGate.Item) {
+        var message = item.message
+        if item.only == nil, message.offset == nil, let history { history.record(&message) }
+        let subscriptions = state.withLock { $0.byChannel[message.channel] } ?? []
+        var suffix: JSONWriter?
+        for subscription in subscriptions {
+            if let only = item.only, subscription.id != only { continue }
+            if let events = subscription.events, !events.contains(message.event) { continue }
+            // A listener may have unsubscribed it while this message was going out.
+            if subscriptions.count > 1, !state.withLock({ $0.channelOfID[subscription.id] != nil }) { continue }
+            if suffix == nil { suffix = Self.eventSuffix(message) }
+            var writer = JSONWriter(capacity: suffix!.bytes.count + 48)
+            writer.append("{\"type\":\"event\",\"subscription\":")
+            writer.writeString(subscription.id)
+            writer.appendRaw(suffix!.bytes)
+            delivered.add(1, ordering: .relaxed)
+            emit(writer.bytes)
         }
     }
 
@@ -115,6 +134,12 @@ final class SubscriptionRegistry: Sendable {
         writer.writeInt(message.timestamp)
         writer.append(",\"origin\":")
         writer.writeString(message.origin)
+        if let offset = message.offset, let epoch = message.epoch {
+            writer.append(",\"offset\":")
+            writer.writeInt(offset)
+            writer.append(",\"epoch\":")
+            writer.writeString(epoch)
+        }
         writer.append("}")
         return writer
     }
@@ -123,30 +148,47 @@ final class SubscriptionRegistry: Sendable {
 /// Lets one thread at a time deliver messages. The delivering thread itself is never blocked:
 /// a message it delivers from inside an event is queued behind the current one.
 private final class DeliveryGate: Sendable {
+    typealias Item = (message: SyncMessage, only: String?)
     private struct State {
         var owner: pthread_t?
-        var queue: [SyncMessage] = []
+        var queue: [Item] = []
     }
     private let lock = ConditionLock()
     private nonisolated(unsafe) var state = State()  // Only touched with `lock` held.
 
-    /// Runs `send` for `message`, then for every message queued meanwhile by this thread.
-    func deliver(_ message: SyncMessage, _ send: (SyncMessage) -> Void) {
+    /// Runs `send` for `item`, then for every item queued meanwhile by this thread; from the
+    /// delivering thread itself, queues it.
+    func deliver(_ item: Item, _ send: (Item) -> Void) {
+        lock.lock()
+        if let owner = state.owner, pthread_equal(owner, pthread_self()) != 0 {
+            state.queue.append(item)
+            lock.unlock()
+            return
+        }
+        lock.unlock()
+        exclusively({ send(item) }, send)
+    }
+
+    /// Runs `body` while no other thread delivers, then sends what this thread queued meanwhile
+    /// (``deliver(_:_:)`` from inside `body` queues). Inside a delivery, runs `body` at once.
+    func exclusively(_ body: () -> Void, _ send: (Item) -> Void) {
         lock.lock()
         let me = pthread_self()
         if let owner = state.owner, pthread_equal(owner, me) != 0 {
-            state.queue.append(message)
             lock.unlock()
+            body()
             return
         }
         while state.owner != nil { lock.wait() }
         state.owner = me
-        var next: SyncMessage? = message
-        while let current = next {
+        lock.unlock()
+        body()
+        lock.lock()
+        while !state.queue.isEmpty {
+            let next = state.queue.removeFirst()
             lock.unlock()
-            send(current)
+            send(next)
             lock.lock()
-            next = state.queue.isEmpty ? nil : state.queue.removeFirst()
         }
         state.owner = nil
         lock.broadcast()

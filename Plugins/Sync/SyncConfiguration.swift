@@ -9,11 +9,11 @@ import Glibc
 /// (ms, default 5000), `presenceExpiry` (ms, default twice the heartbeat), `maxPayloadBytes`
 /// (default 1 MiB), `reconnectMaxDelay` (ms, default 5000), `maxSubscriptions` (default
 /// 10000), `clusterChannel` (the PostgreSQL channel, default `csop_sync`), `connectTimeout`
-/// (ms, default 5000).
+/// (ms, default 5000), `history` (which channels keep history, ``HistoryPolicy``).
 struct SyncConfiguration: Sendable {
     static let allowedKeys: Set<String> = [
         "postgresUrl", "heartbeatInterval", "presenceExpiry", "maxPayloadBytes", "reconnectMaxDelay",
-        "maxSubscriptions", "clusterChannel", "connectTimeout",
+        "maxSubscriptions", "clusterChannel", "connectTimeout", "history",
     ]
     static let environmentURLKey = "CSOP_SYNC_POSTGRES_URL"
     /// The largest `maxPayloadBytes` accepted: a message is one transaction of NOTIFY chunks.
@@ -32,6 +32,7 @@ struct SyncConfiguration: Sendable {
     var maxSubscriptions: Int = 10_000
     var clusterChannel: String = "csop_sync"
     var connectTimeout: Int64 = 5000
+    var history = HistoryPolicy.off
 
     init() {}
 
@@ -67,6 +68,7 @@ struct SyncConfiguration: Sendable {
             }
             clusterChannel = channel
         }
+        history = try HistoryPolicy(fields["history"], cluster: postgres != nil)
     }
 
     var isCluster: Bool { postgres != nil }

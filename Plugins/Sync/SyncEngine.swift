@@ -12,16 +12,21 @@ final class SyncEngine: Sendable {
 
     /// The sync operations, in the order the descriptor lists them.
     enum Operation: String, PluginOperation {
-        case broadcast, subscribe, unsubscribe, presence, leave, health
+        case broadcast, subscribe, unsubscribe, presence, leave, health, history
     }
 
     static let maxEventFilters = 64
+    /// `sync.history`'s `limit`: default and most.
+    static let defaultHistoryLimit = 100
+    static let maxHistoryLimit = 1000
 
     let configuration: SyncConfiguration
     /// Identifies this instance as the `origin` of its messages.
     let instanceID: String
     let registry: SubscriptionRegistry
     private let localPresence = LocalPresence()
+    /// Local mode's history, when a channel keeps one.
+    private let localHistory: LocalHistory?
     /// Broadcasts accepted (before they are sent: one that then fails counts too), for the metrics.
     let published = Atomic<Int>(0)
     let cluster: ClusterTransport?
@@ -37,7 +42,8 @@ final class SyncEngine: Sendable {
     ) {
         self.configuration = configuration
         self.instanceID = instanceID
-        let registry = SubscriptionRegistry(maxSubscriptions: configuration.maxSubscriptions, emit: emit)
+        localHistory = configuration.postgres == nil && configuration.history.isOn ? LocalHistory(policy: configuration.history) : nil
+        let registry = SubscriptionRegistry(maxSubscriptions: configuration.maxSubscriptions, history: localHistory, emit: emit)
         self.registry = registry
         if let postgres = configuration.postgres {
             cluster = ClusterTransport(
@@ -75,13 +81,14 @@ final class SyncEngine: Sendable {
         do throws(CSOPError) {
             switch operation {
             case .broadcast: try broadcast(payload, scope, commit: commit, complete: complete)
-            case .subscribe: try subscribe(payload, scope, complete: complete)
+            case .subscribe: try subscribe(payload, scope, commit: commit, complete: complete)
             case .unsubscribe: complete(.success(try unsubscribe(payload, scope)))
             case .presence: try presence(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
             case .leave: try leave(payload, scope, subject: caller?.subject, commit: commit, complete: complete)
             case .health:
                 _ = try Fields(payload, path: "payload", allowed: [])
                 complete(.success(health))
+            case .history: try history(payload, scope, complete: complete)
             }
         } catch {
             complete(.failure(error))
@@ -108,8 +115,9 @@ final class SyncEngine: Sendable {
         let channel = try SyncNames.channel(fields)
         let event = try fields.requiredString("event", nonEmpty: false)
         try SyncNames.event(event, field: "payload.event")
-        if event.hasPrefix(SyncNames.reservedEventPrefix) {
-            throw .invalidPayload("payload.event must not start with \"presence.\"; those events come from sync.presence and sync.leave")
+        if let reserved = SyncNames.reservedEventPrefixes.first(where: { event.hasPrefix($0) }) {
+            throw .invalidPayload(
+                "payload.event must not start with \"\(reserved)\"; those events come from the plugin (presence and recovery)")
         }
         let data = (fields["data"] ?? .null).serialized()
         if data.count > configuration.maxPayloadBytes {
@@ -131,8 +139,10 @@ final class SyncEngine: Sendable {
         cluster.publish(message, commit: commit) { complete($0.map { _ in result }) }
     }
 
-    private func subscribe(_ payload: JSONValue, _ scope: SyncScope, complete: @escaping Completion) throws(CSOPError) {
-        let fields = try Fields(payload, path: "payload", allowed: ["channel", "events"])
+    private func subscribe(
+        _ payload: JSONValue, _ scope: SyncScope, commit: @escaping @Sendable () -> Bool, complete: @escaping Completion
+    ) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["channel", "events", "since"])
         let channel = try SyncNames.channel(fields)
         var events: Set<String>?
         if let list = try fields.array("events", maxCount: Self.maxEventFilters) {
@@ -147,16 +157,95 @@ final class SyncEngine: Sendable {
             }
             events = names
         }
-        let id = try registry.subscribe(channel: scope.keptChannel(channel), events: events)
-        let result: JSONValue = ["subscribed": true, "channel": .string(channel), "subscription": .string(id)]
-        if let cluster, cluster.isStarting {
-            // The first LISTEN is still being set up; answer once messages can flow.
-            Task {
-                await cluster.awaitStarted()
-                complete(.success(result))
+        let since = try HistoryPosition.read(fields)
+        let kept = scope.keptChannel(channel)
+        var answer: JSONObject = ["subscribed": true, "channel": .string(channel)]
+        guard configuration.history.limits(forKept: kept) != nil else {
+            // No history to recover from: a `since` cannot be honoured, and the answer says so.
+            if since != nil { answer["recovered"] = false }
+            let id = try registry.subscribe(channel: kept, events: events)
+            answer["subscription"] = .string(id)
+            if let cluster, cluster.isStarting {
+                // The first LISTEN is still being set up; answer once messages can flow.
+                Task {
+                    await cluster.awaitStarted()
+                    complete(.success(.object(answer)))
+                }
+            } else {
+                complete(.success(.object(answer)))
             }
-        } else {
-            complete(.success(result))
+            return
+        }
+        if let follower = cluster?.follower {
+            follower.subscribe(.init(channel: kept, events: events, since: since, answer: answer, commit: commit, complete: complete))
+            return
+        }
+        guard let localHistory else { return complete(.failure(CSOPError(.notInitialized, "sync history is not set up"))) }
+        // Local mode: no delivery runs while the backlog is read and the subscription made, so
+        // the backlog ends exactly where live messages begin.
+        var failure: CSOPError?
+        registry.exclusively {
+            let page = localHistory.read(channel: kept, after: since?.offset ?? Int64.max, limit: Int.max)
+            var backlog: [SyncMessage] = []
+            if let since {
+                let recovered = since.isContinued(by: page, upTo: page.top)
+                answer["recovered"] = .bool(recovered)
+                if recovered { backlog = page.messages }
+            }
+            answer["epoch"] = .string(page.epoch)
+            answer["offset"] = .int(page.top)
+            do throws(CSOPError) {
+                let id = try registry.subscribe(channel: kept, events: events)
+                answer["subscription"] = .string(id)
+                complete(.success(.object(answer)))
+                for message in backlog { registry.deliver(message, only: id) }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { complete(.failure(failure)) }
+    }
+
+    /// `sync.history {channel, limit, since}`: the retained messages after `since` (oldest
+    /// first), or the newest `limit`; with the stream's epoch and top offset.
+    private func history(_ payload: JSONValue, _ scope: SyncScope, complete: @escaping Completion) throws(CSOPError) {
+        let fields = try Fields(payload, path: "payload", allowed: ["channel", "limit", "since"])
+        let channel = try SyncNames.channel(fields)
+        let limit = Int(try fields.int("limit", in: 1...Int64(Self.maxHistoryLimit)) ?? Int64(Self.defaultHistoryLimit))
+        let since = try HistoryPosition.read(fields)
+        let kept = scope.keptChannel(channel)
+        guard configuration.history.limits(forKept: kept) != nil else {
+            throw CSOPError(
+                .invalidPayload,
+                "channel \"\(channel)\" keeps no history; set config.history (size, or a rule in config.history.channels) to keep some")
+        }
+        func answer(_ page: HistoryPage) -> JSONValue {
+            var object: JSONObject = [
+                "channel": .string(channel), "epoch": .string(page.epoch), "offset": .int(page.top),
+                "messages": .array(page.messages.map(HistoryPage.json)),
+            ]
+            if let since { object["recovered"] = .bool(since.isContinued(by: page, upTo: page.messages.last?.offset ?? page.top)) }
+            return .object(object)
+        }
+        // A `since` from another epoch reads from the start of this one.
+        guard let cluster else {
+            guard let localHistory else { return complete(.failure(CSOPError(.notInitialized, "sync history is not set up"))) }
+            var page = localHistory.read(channel: kept, after: since?.offset, limit: limit)
+            if let since, since.epoch != page.epoch, !since.epoch.isEmpty {
+                page = localHistory.read(channel: kept, after: 0, limit: limit)
+            }
+            return complete(.success(answer(page)))
+        }
+        Task {
+            do throws(CSOPError) {
+                var page = try await cluster.readHistory(channel: kept, after: since?.offset, limit: limit)
+                if let since, since.epoch != page.epoch, !since.epoch.isEmpty {
+                    page = try await cluster.readHistory(channel: kept, after: 0, limit: limit)
+                }
+                complete(.success(answer(page)))
+            } catch {
+                complete(.failure(error))
+            }
         }
     }
 

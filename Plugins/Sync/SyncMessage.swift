@@ -9,13 +9,21 @@ package struct SyncMessage: Sendable {
     package var timestamp: Int64
     /// Instance id of the publishing plugin.
     package var origin: String
+    /// Its place in the channel's history (1, 2, …), when the channel keeps history.
+    package var offset: Int64?
+    /// The history stream the offset counts in; a new epoch means the old history is gone.
+    package var epoch: String?
 
-    package init(channel: String, event: String, data: [UInt8], timestamp: Int64, origin: String) {
+    package init(
+        channel: String, event: String, data: [UInt8], timestamp: Int64, origin: String, offset: Int64? = nil, epoch: String? = nil
+    ) {
         self.channel = channel
         self.event = event
         self.data = data
         self.timestamp = timestamp
         self.origin = origin
+        self.offset = offset
+        self.epoch = epoch
     }
 
     /// The cluster wire form of the message body:
@@ -59,7 +67,14 @@ package struct SyncMessage: Sendable {
         let channel = String(decoding: fields[1], as: UTF8.self)
         let event = String(decoding: fields[2], as: UTF8.self)
         guard SyncScope.isValidKeptChannel(channel), SyncNames.isValidName(event) else { return nil }
-        let valid = data.withUnsafeBufferPointer { buffer -> Bool in
+        guard isCompactJSON(data) else { return nil }
+        return (sequence, SyncMessage(channel: channel, event: event, data: data, timestamp: timestamp, origin: origin))
+    }
+
+    /// Whether `data` is valid JSON without white space outside strings: what an event may
+    /// carry on one line.
+    package static func isCompactJSON(_ data: [UInt8]) -> Bool {
+        data.withUnsafeBufferPointer { buffer -> Bool in
             do throws(JSONParseError) {
                 try JSONParser.validate(buffer)
                 return JSONParser.isCompact(buffer)
@@ -67,7 +82,5 @@ package struct SyncMessage: Sendable {
                 return false
             }
         }
-        guard valid else { return nil }
-        return (sequence, SyncMessage(channel: channel, event: event, data: data, timestamp: timestamp, origin: origin))
     }
 }

@@ -12,6 +12,7 @@ final class SyncMetrics: Sendable {
     private let dropped: MirroredCounter?
     private let connected: CoreMetrics.Gauge?
     private let reconnects: MirroredCounter?
+    private let recovered: MirroredCounter?
 
     init(cluster: Bool) {
         subscriptions = registry.gauge("csop_sync_subscriptions", "Subscriptions open now, all tenants.")
@@ -19,12 +20,14 @@ final class SyncMetrics: Sendable {
         delivered = registry.mirroredCounter(
             "csop_sync_messages_delivered_total", "Events delivered to subscriptions in this process (one per matching subscription).")
         guard cluster else {
-            (dropped, connected, reconnects) = (nil, nil, nil)
+            (dropped, connected, reconnects, recovered) = (nil, nil, nil, nil)
             return
         }
         dropped = registry.mirroredCounter("csop_sync_frames_dropped_total", "Cluster NOTIFY frames dropped as malformed or oversized.")
         connected = registry.gauge("csop_sync_cluster_connected", "1 while connected to PostgreSQL and listening; 0 otherwise.")
         reconnects = registry.mirroredCounter("csop_sync_cluster_reconnects_total", "Times the PostgreSQL connection was lost.")
+        recovered = registry.mirroredCounter(
+            "csop_sync_history_recovered_total", "Messages read back from the history table to fill a gap (a lost NOTIFY, a reconnect).")
     }
 
     func write(into buffer: inout [UInt8], engine: SyncEngine) {
@@ -35,6 +38,7 @@ final class SyncMetrics: Sendable {
             dropped?.update(to: cluster.droppedFrames.load(ordering: .relaxed))
             connected?.record(cluster.isConnected ? 1 : 0)
             reconnects?.update(to: cluster.reconnects.load(ordering: .relaxed))
+            recovered?.update(to: cluster.follower?.recovered.load(ordering: .relaxed) ?? 0)
         }
         registry.emit(into: &buffer)
     }

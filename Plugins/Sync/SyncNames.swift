@@ -9,8 +9,12 @@ package enum SyncNames {
     /// Serialized presence metadata.
     static let maxMetadataBytes = 4096
     static let defaultChannel = "default"
-    /// Event names starting with this are sent by the plugin itself (presence).
-    static let reservedEventPrefix = "presence."
+    /// Event names starting with one of these are sent by the plugin itself (presence, and
+    /// ``recoveryEvent``); a broadcast may not use them.
+    static let reservedEventPrefixes = ["presence.", "sync."]
+    /// Tells a subscription that messages were lost for good (history trimmed, expired or
+    /// reset): `{recovered: false, epoch, offset}`. Reload the state, then go on.
+    static let recoveryEvent = "sync.recovery"
 
     package static func isValidName(_ name: String) -> Bool {
         let utf8 = name.utf8

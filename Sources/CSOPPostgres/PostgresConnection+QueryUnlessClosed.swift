@@ -12,11 +12,28 @@ extension PostgresConnection {
     /// forever. The abandoned query stays suspended; nothing else is kept.
     @discardableResult
     public func queryUnlessClosed(_ query: PostgresQuery, logger: Logger) async throws -> PostgresRowSequence {
+        try await unlessClosed { try await self.query(query, logger: logger) }
+    }
+
+    /// Runs a prepared statement (prepared on this connection the first time, then reused:
+    /// no parsing or planning per call) and collects its rows, with
+    /// ``queryUnlessClosed(_:logger:)``'s guarantee against a connection that closes.
+    public func executeUnlessClosed<Statement: PostgresPreparedStatement>(_ statement: Statement, logger: Logger) async throws
+        -> [Statement.Row] where Statement.Row: Sendable
+    {
+        try await unlessClosed {
+            var rows: [Statement.Row] = []
+            for try await row in try await self.execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        }
+    }
+
+    private func unlessClosed<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let outcome = QueryOutcome(continuation)
+            let outcome = Outcome(continuation)
             Task {
                 do {
-                    outcome.resume(.success(try await self.query(query, logger: logger)))
+                    outcome.resume(.success(try await body()))
                 } catch {
                     outcome.resume(.failure(error))
                 }
@@ -32,14 +49,14 @@ public struct PostgresConnectionClosed: Error, CustomStringConvertible {
 }
 
 /// Resumes a query's continuation once: with its answer or with the connection's closing.
-private final class QueryOutcome: Sendable {
-    private let continuation: Mutex<CheckedContinuation<PostgresRowSequence, any Error>?>
+private final class Outcome<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T, any Error>?>
 
-    init(_ continuation: CheckedContinuation<PostgresRowSequence, any Error>) {
+    init(_ continuation: CheckedContinuation<T, any Error>) {
         self.continuation = Mutex(continuation)
     }
 
-    func resume(_ result: Result<PostgresRowSequence, any Error>) {
+    func resume(_ result: Result<T, any Error>) {
         let pending = continuation.withLock { continuation in
             defer { continuation = nil }
             return continuation

@@ -42,10 +42,17 @@ struct SyncBench: BenchSuite {
                 suite: name, name: "local broadcast → subscriber event", stats: local, baseline: "no-op dispatch → completion",
                 baselineStats: baseline, targets: [.maxP50(microseconds: 5)])
         ]
-        do {
-            rows += try await cluster(context, localStats: local)
-        } catch {
-            rows.append(BenchRow(suite: name, name: "cluster rows", note: "skipped: \(error)"))
+        // Without history (NOTIFY carries the messages), then with it (each message stored and
+        // numbered, receivers read it back): the price of messages that survive a disconnect.
+        var plain: (latency: LatencyStats, throughput: Double)?
+        for history in [false, true] {
+            do {
+                let measured = try await cluster(context, localStats: local, without: history ? plain : nil)
+                rows += measured.rows
+                if !history { plain = (measured.latency, measured.throughput) }
+            } catch {
+                rows.append(BenchRow(suite: name, name: "cluster rows\(history ? ", history on" : "")", note: "skipped: \(error)"))
+            }
         }
         return rows
     }
@@ -55,13 +62,20 @@ struct SyncBench: BenchSuite {
         return BenchContext.stats(nanoseconds: (0..<count).map { _ in body() })
     }
 
-    private func cluster(_ context: BenchContext, localStats: LatencyStats) async throws -> [BenchRow] {
+    /// - Parameter without: the rows without history, measured just before: given, this
+    ///   measures with history and compares with them.
+    private func cluster(
+        _ context: BenchContext, localStats: LatencyStats, without plain: (latency: LatencyStats, throughput: Double)?
+    ) async throws -> (rows: [BenchRow], latency: LatencyStats, throughput: Double) {
+        let history = plain != nil
         let environment = ProcessInfo.processInfo.environment
         let url = environment["CSOP_SYNC_POSTGRES_URL"] ?? environment["CSOP_TEST_POSTGRES_URL"]
             ?? "postgres://csop:csop@127.0.0.1:5432/csop_test"
         let config: JSONObject = [
             "postgresUrl": .string(url), "clusterChannel": .string("csop_bench_\(UInt32.random(in: 0 ... .max))"),
+            "history": history ? ["size": 10_000] : ["size": 0],
         ]
+        let suffix = history ? ", history on" : ""
         let child = try ChildSubscriber(
             executable: context.csopExecutable,
             pluginsDirectory: try context.makePluginsDirectory([(library: "libcsop-sync.so", config: config)]))
@@ -101,18 +115,21 @@ struct SyncBench: BenchSuite {
         let elapsed = Double((child.lastArrival ?? start) - start) / 1e9
         let throughput = Double(child.lineCount - base) / elapsed
         errors += child.errors
-        return [
+        let rows = [
             BenchRow(
-                suite: name, name: "cluster broadcast → subscriber in another process", stats: latency,
-                baseline: "local broadcast → subscriber", baselineStats: localStats,
+                suite: name, name: "cluster broadcast → subscriber in another process\(suffix)", stats: latency,
+                baseline: plain == nil ? "local broadcast → subscriber" : "cluster, no history",
+                baselineStats: plain?.latency ?? localStats,
                 targets: [.maxP50(microseconds: 2000)],
                 note: errors > 0 ? "\(errors) failed broadcasts!" : "includes the child's stdout pipe"),
             BenchRow(
-                suite: name, name: "cluster throughput into another process", throughput: throughput,
-                baseline: "local broadcasts/s (1 / local mean)", baselineThroughput: 1e6 / localStats.mean,
+                suite: name, name: "cluster throughput into another process\(suffix)", throughput: throughput,
+                baseline: plain == nil ? "local broadcasts/s (1 / local mean)" : "cluster, no history",
+                baselineThroughput: plain?.throughput ?? 1e6 / localStats.mean,
                 targets: [.minThroughput(10_000)],
                 note: complete ? nil : "only \(child.lineCount - base) of \(total) delivered!"),
         ]
+        return (rows, latency, throughput)
     }
 }
 

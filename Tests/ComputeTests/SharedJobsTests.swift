@@ -191,9 +191,15 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
             #expect(id != nil, "submit \(i): \(answer.jsonString)")
             ids.append(try #require(id))
         }
-        // Job 0 is the one the kill is sure to hit: it runs until 30 s after it was submitted
-        // (a wall-clock time in its data, so its second attempt ends then too), and runner a,
-        // started alone, claims it in its first batch (it has the highest priority).
+        let clock = ContinuousClock()
+        var deadline = clock.now + .seconds(120)
+        func ran(_ runner: RunProcess) async throws -> Int64 {
+            try #require(await runner.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]?["completed"]?.int64Value ?? 0
+        }
+        // Runner a starts alone. Job 0 is the one the kill is sure to hit: submitted once a
+        // runs, with the highest priority, so a claims it next; it runs until 30 s after it
+        // was submitted (a wall-clock time in its data, so its second attempt ends then too).
+        let a = try RunProcess(pluginsDirectory: runners)
         let gateEnds = Date().timeIntervalSince1970 * 1000 + 30_000
         let gate = try #require(
             await submitter.call(
@@ -204,18 +210,12 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
                     "options": ["priority": 100, "maxAttempts": 5, "timeout": 60_000],
                 ], timeout: 120)?["data"]?["id"])
         ids.append(gate)
-        let clock = ContinuousClock()
-        var deadline = clock.now + .seconds(120)
-        func ran(_ runner: RunProcess) async throws -> Int64 {
-            try #require(await runner.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]?["completed"]?.int64Value ?? 0
-        }
         func gateJob() async throws -> JSONValue? {
             try #require(await submitter.call(uniqueName("g"), "compute.job", ["id": gate], timeout: 60))["data"]
         }
-        // Runner a starts alone, so job 0 (the highest priority) is in its first claim: wait
-        // until the job says it runs. Then b starts, both run jobs, and a is killed -9 while it
-        // still holds job 0: once it has run 100 jobs, or 6 s into job 0, whichever comes first.
-        let a = try RunProcess(pluginsDirectory: runners)
+        // Once job 0 says it runs (on a: b has not started), b starts, both run jobs, and a is
+        // killed -9 while it still holds job 0: once it has run 100 jobs, or 6 s into job 0,
+        // whichever comes first.
         var held = try await gateJob()
         while held?["state"] != "running", clock.now < deadline {
             try await Task.sleep(for: .milliseconds(5))
@@ -228,7 +228,7 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         let killedAt = now()
         a.kill(SIGKILL)
         #expect(await a.waitForExit() != nil)
-        #expect(killedAt < gateEnds, "the kill came \(killedAt - gateEnds) ms after job 0 could end")
+        #expect(killedAt < gateEnds, "the kill came \(killedAt - gateEnds) ms after job 0 could end (it began \(startedAt - gateEnds + 30_000) ms after its submit)")
 
         func succeeded() async throws -> [JSONValue] {
             var jobs: [JSONValue] = []

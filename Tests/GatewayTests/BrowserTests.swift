@@ -16,6 +16,19 @@ import Testing
         return (report, browser)
     }
 
+    /// Waits (up to a minute) until a page has saved storage key `key`: its way of saying it
+    /// is ready for the test's next step.
+    private func waitUntilStored(_ key: String, port: Int, token: String, browser: Chromium) async throws {
+        let http = HTTP(port: port)
+        var ready = false
+        for _ in 0..<600 where !ready {
+            let reply = try await http.post("/v1/dispatch", #"{"action":"storage.get","payload":{"key":"\#(key)"}}"#, token: token)
+            ready = reply.status == .ok
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready, "the page never saved \(key):\n\(browser.log.suffix(3000))")
+    }
+
     private func serve(_ setup: ServeSetup, port: Int = 0) async throws -> ServeProcess {
         try await ServeProcess([
             "--plugins-dir", setup.pluginsDirectory, "--listen", "127.0.0.1:\(port)", "--jwt-secret-file", setup.secretFile,
@@ -104,17 +117,52 @@ import Testing
         let token = try await setup.token("carol")
         let browser = try Chromium(url: "http://127.0.0.1:\(port)/reconnect.html?token=\(token)&run=r1&broadcaster=self&report=\(collector.url)")
         // Wait until the page has subscribed (it saves this key), then restart on the same port.
-        let http = HTTP(port: port)
-        var ready = false
-        for _ in 0..<600 where !ready {
-            let reply = try await http.post("/v1/dispatch", #"{"action":"storage.get","payload":{"key":"reconnect:r1:ready"}}"#, token: token)
-            ready = reply.status == .ok
-            if !ready { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(ready, "the page never said it was ready:\n\(browser.log.suffix(3000))")
+        try await waitUntilStored("reconnect:r1:ready", port: port, token: token, browser: browser)
         try await server.stop()
         server = try await serve(setup, port: port)
         let report = try await collector.report("reconnect")
+        await browser.stop()
+        #expect(report?["ok"] == .bool(true), "failed checks:\n\(failedChecks(report))\n\(browser.log.suffix(3000))")
+        try await server.stop()
+        await collector.stop()
+    }
+
+    /// Issue 15: the client re-subscribes from the last offset it delivered. The server runs
+    /// sync in cluster mode with history; while it restarts, another process publishes on the
+    /// page's channel; the page ends with every message once, in order.
+    @Test func resubscribeFromTheLastOffsetAcrossAServerRestart() async throws {
+        let sync: JSONObject = [
+            "postgresUrl": .string(TestEnvironment.postgresURL), "clusterChannel": .string("browser_\(UInt32.random(in: 0 ... .max))"),
+            "history": ["size": 1000],
+        ]
+        let setup = try ServeSetup(label: "csop-browser", sync: sync)
+        var server = try await serve(setup)
+        let port = server.port
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("dana", actions: ["storage.*", "sync.*", "host.info"])
+        let browser = try Chromium(url: "http://127.0.0.1:\(port)/recover.html?token=\(token)&run=h1&count=20&wait=60000&report=\(collector.url)")
+        try await waitUntilStored("recover:h1:ready", port: port, token: token, browser: browser)
+        let http = HTTP(port: port)
+        func broadcast(_ i: Int) async throws {
+            let reply = try await http.post(
+                "/v1/dispatch", #"{"action":"sync.broadcast","payload":{"channel":"recover-h1","event":"n","data":\#(i)}}"#, token: token)
+            #expect(reply.status == .ok, "broadcast \(i)")
+        }
+        for i in 0..<5 { try await broadcast(i) }
+        try await server.stop()
+        // Published through another server of the cluster while the page has none: only the
+        // history can bring these to it.
+        let other = try await serve(setup)
+        let otherHTTP = HTTP(port: other.port)
+        for i in 5..<15 {
+            let reply = try await otherHTTP.post(
+                "/v1/dispatch", #"{"action":"sync.broadcast","payload":{"channel":"recover-h1","event":"n","data":\#(i)}}"#, token: token)
+            #expect(reply.status == .ok, "broadcast \(i) through the other server")
+        }
+        try await other.stop()
+        server = try await serve(setup, port: port)
+        for i in 15..<20 { try await broadcast(i) }
+        let report = try await collector.report("recover")
         await browser.stop()
         #expect(report?["ok"] == .bool(true), "failed checks:\n\(failedChecks(report))\n\(browser.log.suffix(3000))")
         try await server.stop()

@@ -50,6 +50,33 @@ import Testing
         #expect(receiver.malformed == 7)
     }
 
+    /// History frames: M carries the message and its offset, H only the offset; both name the
+    /// stream's epoch. Another instance's are passed on, this instance's own skipped, and any
+    /// malformed one dropped and counted.
+    @Test func historyFramesCarryOffsetsAndAreChecked() {
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        var advances: [ClusterReceiver.Advance] = []
+        #expect(receiver.receive("Mo1\nnews 0a1b 7 hello 5 {\"a\":\"b c\"}") { advances.append($0) }.isEmpty)
+        #expect(receiver.receive("Ho1\nnews 0a1b 8") { advances.append($0) }.isEmpty)
+        #expect(receiver.receive("Mme\nnews 0a1b 9 hello 5 1") { advances.append($0) }.isEmpty)
+        #expect(advances.map(\.top) == [7, 8])
+        #expect(advances.map(\.epoch) == ["0a1b", "0a1b"])
+        #expect(advances[0].message?.data == Array(#"{"a":"b c"}"#.utf8))
+        #expect(advances[0].message?.offset == 7 && advances[0].message?.origin == "o1")
+        #expect(advances[1].message == nil)
+        #expect(receiver.malformed == 0)
+        let bad = [
+            "Mo1\nnews 0a1b 7 hello 5", "Mo1\nnews 0a1b 0 hello 5 1", "Mo1\nnews XY 7 hello 5 1", "Mo1\nb@d 0a1b 7 hello 5 1",
+            "Mo1\nnews 0a1b 7 he@llo 5 1", "Mo1\nnews 0a1b 7 hello x 1", "Mo1\nnews 0a1b 7 hello 5 [1, 2]", "Ho1\nnews 0a1b",
+            "Ho1\nnews 0a1b -3", "Ho1\nnews 0a1b 3 4", "H", "M\n",
+        ]
+        for payload in bad {
+            #expect(receiver.receive(payload) { advances.append($0) }.isEmpty, "\(payload)")
+        }
+        #expect(advances.count == 2)
+        #expect(receiver.malformed == bad.count)
+    }
+
     /// The fuzzer's find: a payload starting with a newline trapped (`bytes[1..<0]`), so anyone
     /// allowed to NOTIFY on the channel could stop every listener. Every short or odd payload
     /// is dropped and counted instead.

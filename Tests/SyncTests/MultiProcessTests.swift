@@ -1,5 +1,6 @@
 import CSOPCore
 import CSOPTestSupport
+import Foundation
 import Testing
 
 @testable import SyncPlugin
@@ -14,12 +15,13 @@ import Testing
         try self.init(url: TestEnvironment.postgresURL)
     }
 
-    init(url: String) throws {
+    init(url: String, history: JSONValue? = nil) throws {
         directory = try TemporaryDirectory("csop-sync")
-        let config: JSONObject = [
+        var config: JSONObject = [
             "postgresUrl": .string(url), "clusterChannel": .string(cluster), "heartbeatInterval": 200,
             "presenceExpiry": 1500, "reconnectMaxDelay": 200, "maxPayloadBytes": 200_000,
         ]
+        if let history { config["history"] = history }
         plugins = try directory.writePlugins([PluginEntry("50-sync.conf", library: "libcsop-sync.so", config: config)])
     }
 
@@ -123,5 +125,82 @@ import Testing
         #expect(delivered)
         let exits = (await a.finish(), await b.finish())
         #expect(exits.0 == 0 && exits.1 == 0, "exit statuses \(String(describing: exits))")
+    }
+
+    /// The bar of issue 15: a publisher sends 10,000 messages while the subscriber's process is
+    /// killed -9 and restarted, and PostgreSQL is restarted once. The subscriber, resubscribing
+    /// with the last offset it saw, gets all 10,000 exactly once and in order, between its two
+    /// lives; what was published while its second life was reconnecting is read from the
+    /// history without being asked.
+    @Test func tenThousandMessagesArriveOnceInOrderThroughAKillAndADatabaseRestart() async throws {
+        let server = try await PrivatePostgres.make()
+        defer { server.destroy() }
+        let suite = try MultiProcessTests(url: server.url, history: ["size": 20_000, "age": 600_000])
+        let channel = uniqueName("bar")
+        let publisher = try suite.start()
+        let first = try suite.start()
+        let subscribed = try await suite.ok(first, "s", "sync.subscribe", ["channel": .string(channel)])
+        let epoch = try #require(subscribed["epoch"]?.stringValue)
+        #expect(subscribed["offset"] == 0)
+
+        /// (offset, data) of the `n` events a process printed.
+        func events(_ process: RunProcess) -> [(offset: Int64, data: Int64)] {
+            process.received.filter { $0["type"] == "event" && $0["event"] == "n" }.map {
+                ($0["offset"]?.int64Value ?? -1, $0["data"]?.int64Value ?? -1)
+            }
+        }
+        let clock = ContinuousClock()
+        /// Publishes `range` in windows of 250 in flight; every broadcast is answered ok.
+        func publish(_ range: Range<Int>) async throws {
+            for start in stride(from: range.lowerBound, to: range.upperBound, by: 250) {
+                let window = start..<min(start + 250, range.upperBound)
+                for i in window {
+                    try publisher.send([
+                        "id": .string("p\(i)"), "action": "sync.broadcast", "options": ["timeout": 60_000],
+                        "payload": ["channel": .string(channel), "event": "n", "data": .int(Int64(i))],
+                    ])
+                }
+                let deadline = clock.now + .seconds(120)
+                var answers: [JSONValue] = []
+                repeat {
+                    try await Task.sleep(for: .milliseconds(5))
+                    answers = publisher.received.filter { $0["id"]?.stringValue?.hasPrefix("p") == true }
+                } while answers.count < window.upperBound && clock.now < deadline
+                let failed = answers.filter { $0["status"] != "ok" }
+                try #require(failed.isEmpty && answers.count == window.upperBound, "broadcasts failed: \(failed.prefix(3))")
+            }
+        }
+
+        try await publish(0..<3000)
+        first.kill(SIGKILL)
+        _ = await first.waitForExit()
+        let before = events(first)
+        let last = before.last?.offset ?? 0
+        try await publish(3000..<5000)
+
+        let second = try suite.start()
+        let resumed = try await suite.ok(second, "s", "sync.subscribe", ["channel": .string(channel), "since": ["offset": .int(last), "epoch": .string(epoch)]])
+        #expect(resumed["recovered"] == true, "\(resumed)")
+        try await publish(5000..<7000)
+
+        try await server.restart()
+        var ready = false
+        for i in 0..<2000 where !ready {
+            ready = try await publisher.call("h\(i)", "sync.health", [:], timeout: 30)?["data"]?["ready"] == true
+            if !ready { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(ready, "the publisher never reconnected")
+        try await publish(7000..<10_000)
+
+        let deadline = clock.now + .seconds(120)
+        while events(second).last?.offset ?? 0 < 10_000, clock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let after = events(second)
+        let all = before + after
+        #expect(all.count == 10_000, "\(before.count) before the kill, \(after.count) after")
+        #expect(all.map(\.offset) == (1...10_000).map { Int64($0) }, "offsets in order, each once")
+        #expect(all.map(\.data) == (0..<10_000).map { Int64($0) }, "messages in publish order, each once")
+        #expect(second.received.filter { $0["event"] == "sync.recovery" }.isEmpty)
+        #expect(await second.finish() == 0)
+        #expect(await publisher.finish() == 0)
     }
 }

@@ -454,6 +454,49 @@ test('reconnect: in-flight answers NOT_CONNECTED or is resent; subscriptions com
     csop.close();
 });
 
+test('a channel with history is re-subscribed from the last offset delivered, nothing twice', async () => {
+    const { csop, sockets, ws } = await connected();
+    const got = [];
+    const p = csop.dispatch('sync.subscribe', { channel: 'feed', callback: (e) => got.push(e) });
+    await tick();
+    ws.answer(ws.request('sync.subscribe'), { subscribed: true, channel: 'feed', subscription: 'h1', epoch: 'e1', offset: 4 });
+    assert.equal((await p).data.subscription, 'h1');
+    for (const offset of [5, 6]) ws.reply({ type: 'event', subscription: 'h1', channel: 'feed', event: 'n', data: offset, offset, epoch: 'e1' });
+    ws.drop(1006);
+    await until(() => sockets.length === 2, 'a second socket');
+    const ws2 = sockets[1];
+    ws2.accept();
+    await until(() => ws2.request('sync.subscribe'), 're-subscription');
+    const resub = ws2.request('sync.subscribe');
+    assert.deepEqual(resub.payload, { channel: 'feed', since: { offset: 6, epoch: 'e1' } });
+    ws2.answer(resub, { subscribed: true, channel: 'feed', subscription: 'h2', epoch: 'e1', offset: 9, recovered: true });
+    ws2.answer(ws2.request('host.info'), { capabilities: [] });
+    await tick(); // A browser runs each WebSocket message as a task of its own.
+    // The backlog (7–9), one repeated message, then live ones: each once, in order.
+    for (const offset of [7, 8, 9, 8, 10]) ws2.reply({ type: 'event', subscription: 'h2', channel: 'feed', event: 'n', data: offset, offset, epoch: 'e1' });
+    await tick();
+    assert.deepEqual(got.map((e) => [e.subscription, e.offset]), [['h1', 5], ['h1', 6], ['h1', 7], ['h1', 8], ['h1', 9], ['h1', 10]]);
+
+    // A history that no longer reaches back: the app is told, and goes on from the new top.
+    ws2.drop(1006);
+    await until(() => sockets.length === 3, 'a third socket');
+    sockets[2].accept();
+    await until(() => sockets[2].request('sync.subscribe'), 're-subscription');
+    const again = sockets[2].request('sync.subscribe');
+    assert.deepEqual(again.payload.since, { offset: 10, epoch: 'e1' });
+    sockets[2].answer(again, { subscribed: true, channel: 'feed', subscription: 'h3', epoch: 'e2', offset: 3, recovered: false });
+    sockets[2].answer(sockets[2].request('host.info'), { capabilities: [] });
+    await tick();
+    sockets[2].reply({ type: 'event', subscription: 'h3', channel: 'feed', event: 'n', data: 4, offset: 4, epoch: 'e2' });
+    await tick();
+    const tail = got.slice(6);
+    assert.equal(tail[0].event, 'sync.recovery');
+    assert.equal(tail[0].subscription, 'h1');
+    assert.deepEqual(tail[0].data.recovered, false);
+    assert.deepEqual(tail.slice(1).map((e) => [e.epoch, e.offset]), [['e2', 4]]);
+    csop.close();
+});
+
 test('requests waiting for a connection answer NOT_CONNECTED after their timeout', async () => {
     const { csop, ws } = await connected({ reconnect: { minDelay: 10000, maxDelay: 10000 }, random: () => 0.99 });
     ws.drop(1006);
