@@ -255,7 +255,11 @@ let package = Package(
             name: "PluginKitTests", dependencies: ["CSOPCore", "CSOPPluginABI", "CSOPPluginKit", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "StorageTests", dependencies: ["CSOPCore", "CSOPHost", "CSOPPluginABI", "CSQLite", "StoragePlugin", "CSOPTestSupport"],
+            name: "StorageTests",
+            dependencies: [
+                "CSOPCore", "CSOPHost", "CSOPPluginABI", "CSQLite", "StoragePlugin", "CSOPTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ComputeTests",

@@ -1,12 +1,14 @@
 import CSOPCore
+import CSOPPostgres
 import Foundation
 
 /// The storage plugin's settings, read from the plugins.d `[config]` section and the environment.
 ///
 /// Config keys: `path`, `maxLocalSize`, `maxBytes`, `postgresUrl`, `postgresTable`,
 /// `encryptionKey`, `encryptionKeys`, `encryptionKeyId`, `synchronous`, `readConnections`,
-/// `purgeInterval`, `maxWatches`. A config value wins over its
-/// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`).
+/// `purgeInterval`, `maxWatches`, `watchPostgresUrl`. A config value wins over its
+/// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`,
+/// `CSOP_STORAGE_WATCH_POSTGRES_URL`, then `CSOP_SYNC_POSTGRES_URL` for the change feed).
 struct StorageConfiguration: Sendable {
     enum Synchronous: String, Sendable { case normal = "NORMAL", full = "FULL" }
 
@@ -32,10 +34,13 @@ struct StorageConfiguration: Sendable {
     var purgeInterval: Int64 = 1000
     /// `storage.watch` subscriptions this plugin instance keeps at most.
     var maxWatches = 10_000
+    /// Where the change feed (``ChangeFeed``) meets the other processes of this store; nil:
+    /// watches see this process's changes only.
+    var watchPostgresURL: PostgresURL?
 
     static let allowedKeys: Set<String> = [
         "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "encryptionKeys",
-        "encryptionKeyId", "synchronous", "readConnections", "purgeInterval", "maxWatches",
+        "encryptionKeyId", "synchronous", "readConnections", "purgeInterval", "maxWatches", "watchPostgresUrl",
     ]
 
     init(path: String) { self.path = path }
@@ -64,6 +69,15 @@ struct StorageConfiguration: Sendable {
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
         purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
         maxWatches = Int(try fields.int("maxWatches", in: 1...1_000_000) ?? 10_000)
+        if let url = try fields.string("watchPostgresUrl") {
+            watchPostgresURL = try PostgresURL(url, field: "config.watchPostgresUrl")
+        } else {
+            for variable in ["CSOP_STORAGE_WATCH_POSTGRES_URL", "CSOP_SYNC_POSTGRES_URL"] {
+                guard let url = Self.nonEmpty(variable, in: environment) else { continue }
+                watchPostgresURL = try PostgresURL(url, field: variable)
+                break
+            }
+        }
     }
 
     /// `encryptionKey` (or the environment's) as id `default`, the `encryptionKeys` table of id →

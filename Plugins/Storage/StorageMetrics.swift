@@ -24,6 +24,10 @@ final class StorageMetrics: Sendable {
     private let bytes: [CoreMetrics.Gauge]
     private let storedBytes: [CoreMetrics.Gauge]
     private let quota: CoreMetrics.Gauge
+    /// The change feed's: changes sent and not sent, received, malformed payloads dropped.
+    private let feedDropped: MirroredCounter
+    private let feedReceived: MirroredCounter
+    private let feedMalformed: MirroredCounter
 
     init() {
         let tiers = [[("tier", "local")], [("tier", "cold")]]
@@ -39,6 +43,12 @@ final class StorageMetrics: Sendable {
             registry.gauge("csop_storage_stored_bytes", "Bytes the values take as stored (compressed, encrypted), by tier.", $0)
         }
         quota = registry.gauge("csop_storage_quota_bytes", "maxBytes per tenant (0: no quota).")
+        feedDropped = registry.mirroredCounter(
+            "csop_storage_feed_dropped_total", "Changes committed here that the change feed could not send to other processes.")
+        feedReceived = registry.mirroredCounter(
+            "csop_storage_feed_received_total", "Changes committed by other processes of this store, received by the change feed.")
+        feedMalformed = registry.mirroredCounter(
+            "csop_storage_feed_malformed_total", "NOTIFY payloads on the change feed's channel that were not changes (dropped).")
     }
 
     func read(cold: Bool) { reads[cold ? 1 : 0].add(1) }
@@ -49,7 +59,13 @@ final class StorageMetrics: Sendable {
     }
 
     /// Sets every series and appends them; `stats` is nil when the database could not be read.
-    func write(into buffer: inout [UInt8], stats: (local: LocalStore.TierStats, cloud: LocalStore.TierStats)?, maxBytes: Int64?) {
+    func write(
+        into buffer: inout [UInt8], stats: (local: LocalStore.TierStats, cloud: LocalStore.TierStats)?, maxBytes: Int64?,
+        feed: ChangeFeed?
+    ) {
+        feedDropped.update(to: feed?.dropped.load(ordering: .relaxed) ?? 0)
+        feedReceived.update(to: feed?.received.load(ordering: .relaxed) ?? 0)
+        feedMalformed.update(to: feed?.malformed.load(ordering: .relaxed) ?? 0)
         for tier in 0..<2 {
             readSeries[tier].update(to: reads[tier].count)
             writeSeries[tier].update(to: writes[tier].count)

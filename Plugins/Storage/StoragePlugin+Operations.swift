@@ -139,7 +139,7 @@ extension StoragePlugin {
             await deleteCold(uploaded, callID: callID)
             throw error
         }
-        if watches.watchCount > 0 {
+        if watches.watchCount > 0 || watches.feed.load() != nil {
             watches.announce(writes.indices.map { WatchRegistry.Change(key: writes[$0].key, version: result.versions[$0], deleted: false) })
         }
         await deleteCold(result.obsoleteColdRefs, callID: callID)
@@ -375,13 +375,25 @@ extension StoragePlugin {
     /// tier it is always ready; with one, a `SELECT 1` on the cold tier's PostgreSQL must answer.
     func health(_ call: PluginCall) throws(CSOPError) {
         _ = try Fields(call.payload, path: "payload", allowed: [])
-        guard let cold else { return call.succeed(["ready": true, "coldTier": false]) }
+        // The change feed does not decide readiness: without it, watches still see this process.
+        var state: JSONObject = [:]
+        if let changes = watches.feed.load() {
+            state["changeFeed"] = changes.isConnected ? "connected" : "reconnecting"
+            if !changes.isConnected, let failure = changes.lastFailure { state["changeFeedDetail"] = .string(failure) }
+        }
+        let feed = state
+        let reply = { @Sendable (fields: JSONObject) -> JSONValue in
+            var object = fields
+            for member in feed.members { object[member.key] = member.value }
+            return .object(object)
+        }
+        guard let cold else { return call.succeed(reply(["ready": true, "coldTier": false])) }
         runLater(call) { () async throws(CSOPError) -> PluginReply in
             do throws(ColdStore.Failure) {
                 try await cold.ping(callID: call.id)
-                return .value(["ready": true, "coldTier": true])
+                return .value(reply(["ready": true, "coldTier": true]))
             } catch {
-                return .value(["ready": false, "coldTier": true, "detail": .string(error.error.message)])
+                return .value(reply(["ready": false, "coldTier": true, "detail": .string(error.error.message)]))
             }
         }
     }

@@ -62,7 +62,14 @@ final class StoragePlugin: CSOPPlugin {
         self.host = host
         local = try LocalStore(configuration: configuration)
         cold = try configuration.postgresURL.map { url throws(CSOPError) in try ColdStore(url: url, table: configuration.postgresTable) }
-        watches = WatchRegistry(maxWatches: configuration.maxWatches, emit: { bytes in host?.emit(rawJSON: bytes) })
+        let watches = WatchRegistry(maxWatches: configuration.maxWatches, emit: { bytes in host?.emit(rawJSON: bytes) })
+        self.watches = watches
+        if let url = configuration.watchPostgresURL {
+            let feed = ChangeFeed(
+                postgres: url, storeID: local.storeID, receive: { watches.deliver($0) }, log: { level, message in host?.log(level, message) })
+            _ = watches.feed.storeIfNil(feed)
+            feed.start()
+        }
         codec = ValueCodec(keys: configuration.encryptionKeys, currentKeyId: configuration.encryptionKeyId)
         let interval = configuration.purgeInterval
         purgeTask.withLock {
@@ -111,7 +118,7 @@ final class StoragePlugin: CSOPPlugin {
     /// connection), so a scrape costs about what `storage.stats` does.
     func writeMetrics(into buffer: inout [UInt8]) {
         let stats = try? local.stats(range: (lower: [], upper: [0xFF, 0xFF, 0xFF, 0xFF]), callID: 0)
-        metrics.write(into: &buffer, stats: stats, maxBytes: configuration.maxBytes)
+        metrics.write(into: &buffer, stats: stats, maxBytes: configuration.maxBytes, feed: watches.feed.load())
     }
 
     /// Stops the purge and the calls' tasks, then the cold tier. A purge round still running
@@ -120,6 +127,15 @@ final class StoragePlugin: CSOPPlugin {
         purgeTask.withLock { $0?.cancel() }
         calls.cancelAll()
         cold?.shutdown()
+        if let feed = watches.feed.load() {
+            // The host's destroy is synchronous: give the feed's connection a bounded time to close.
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                await feed.shutdown()
+                done.signal()
+            }
+            _ = done.wait(timeout: .now() + .seconds(3))
+        }
     }
 
     /// Runs `work` in a task that ``cancel(callID:)`` can reach, then completes `call`.

@@ -10,7 +10,7 @@ import Synchronization
 /// — the shape of sync's events, so the host and the gateway route it by `subscription` to the
 /// caller that watched. Ids are `watch_N`, apart from sync's `sub_N`.
 ///
-/// With no watch, a change costs one atomic load. Changes are announced after their commit, on
+/// With no watch and no ``ChangeFeed``, a change costs two atomic loads. Changes are announced after their commit, on
 /// the thread that committed; writes of one key commit in version order, but two writes on
 /// different threads may announce out of order: `version` orders them.
 final class WatchRegistry: Sendable {
@@ -36,6 +36,8 @@ final class WatchRegistry: Sendable {
 
     private let state = Mutex(State())
     private let count = Atomic<Int>(0)
+    /// Sends this process's changes to the other processes of the store, when set.
+    let feed = AtomicLazyReference<ChangeFeed>()
     private let emit: @Sendable ([UInt8]) -> Void
     let maxWatches: Int
 
@@ -76,8 +78,16 @@ final class WatchRegistry: Sendable {
     /// How many watches exist.
     var watchCount: Int { count.load(ordering: .acquiring) }
 
-    /// Announces `changes` (committed) to the watches that match them.
+    /// Announces `changes` (committed here) to the watches that match them, and to the other
+    /// processes of the store (``ChangeFeed``).
     func announce(_ changes: [Change]) {
+        feed.load()?.publish(changes)
+        deliver(changes)
+    }
+
+    /// Delivers `changes` to the watches that match them: this process's, or another's
+    /// received from the ``ChangeFeed``.
+    func deliver(_ changes: [Change]) {
         guard count.load(ordering: .acquiring) > 0, !changes.isEmpty else { return }
         for change in changes {
             let namespace = StorageNamespace.prefix(ofStored: change.key)
@@ -99,8 +109,9 @@ final class WatchRegistry: Sendable {
 
     /// Announces one change.
     func announce(_ change: Change) {
+        if let feed = feed.load() { feed.publish([change]) }
         guard count.load(ordering: .acquiring) > 0 else { return }
-        announce([change])
+        deliver([change])
     }
 
     private static func data(_ key: String, _ change: Change) -> JSONWriter {

@@ -5,8 +5,10 @@ import SyncPlugin
 /// payloads (separated by NUL bytes in the input, which a NOTIFY payload cannot contain), and
 /// `ClusterFrame.frames` on what came out.
 ///
-/// - garbage is an error value: a payload that is neither a batch (`B`) nor a chunk (`C`)
-///   frame, or has no header line, yields no message and counts as malformed;
+/// - garbage is an error value: a payload that is not a batch (`B`), chunk (`C`) or history
+///   (`H`, `M`) frame, or has no header line, yields no message and counts as malformed;
+/// - a history frame passes on a valid channel, a positive offset and (M) a valid event and
+///   compact JSON data, never a batch message;
 /// - every message delivered has valid channel and event names, valid JSON data, and is not
 ///   the receiver's own echo; its data is compact (no white space outside strings, so the
 ///   event stays one line);
@@ -28,10 +30,27 @@ enum ClusterFrameFuzzTarget {
         var delivered: [SyncMessage] = []
         for payload in payloads {
             let before = receiver.malformed
-            let messages = receiver.receive(payload)
+            var advances: [ClusterReceiver.Advance] = []
+            let messages = receiver.receive(payload) { advances.append($0) }
             let utf8 = Array(payload.utf8)
-            if utf8.first != UInt8(ascii: "B") && utf8.first != UInt8(ascii: "C") || !utf8.contains(0x0A) {
+            if !Array("BCHM".utf8).contains(utf8.first ?? 0) || !utf8.contains(0x0A) {
                 property(messages.isEmpty && receiver.malformed == before + 1, "garbage \(shown(utf8)) was not refused as malformed")
+            }
+            // History frames (H, M) are passed on, never delivered as batch messages.
+            if utf8.first == UInt8(ascii: "H") || utf8.first == UInt8(ascii: "M") {
+                property(messages.isEmpty, "a history frame delivered a batch message")
+            }
+            for advance in advances {
+                property(SyncNames.isValidKeptChannel(advance.channel), "passed on an invalid channel name \(shown(advance.channel))")
+                property(advance.top > 0, "passed on offset \(advance.top)")
+                if let message = advance.message {
+                    property(message.origin != ownOrigin, "the receiver passed on its own history frame")
+                    property(message.offset == advance.top && message.epoch == advance.epoch, "a history message's offset or epoch changed")
+                    property(SyncNames.isValidName(message.event), "passed on an invalid event name \(shown(message.event))")
+                    property(
+                        message.data.withUnsafeBufferPointer(JSONParser.isCompact) && JSONFuzzTarget.validate(message.data).isSuccess,
+                        "passed on data that is not compact JSON: \(shown(message.data))")
+                }
             }
             property(receiver.malformed >= before, "the malformed count went down")
             for message in messages {
@@ -96,6 +115,7 @@ enum ClusterFrameFuzzTarget {
             ("chunked-interleaved", input(frames([large]) + frames([large], origin: "b2", from: 9))),
             ("sequence-restart", input(frames([small[0]], from: 5) + frames([small[1]], from: 2))),
             ("garbage", input(["", "X", "Bo\n1 ch ev 5 {bad", "Bo\nnot a line", "Co 1 5 2\nabc", "Bo\n1 b@d ev 5 1", "Q\n"])),
+            ("history", input(["Mo1\nnews 0a1b 7 hello 5 {\"a\":\"b c\"}", "Ho1\nnews 0a1b 8", "Mself\nnews 0a1b 9 e 5 1", "Mo1\nnews 0a1b 0 e 5 1"])),
         ]
     }
 

@@ -289,15 +289,3 @@ import Testing
         #expect(received)
     }
 }
-
-enum PostgresTestConnection {
-    static let logger = Logger(label: "sync-tests", factory: { _ in SwiftLogNoOpLogHandler() })
-
-    static func open() async throws -> PostgresConnection {
-        let url = try PostgresURL(TestEnvironment.postgresURL, field: "CSOP_TEST_POSTGRES_URL")
-        let config = PostgresConnection.Configuration(
-            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database,
-            tls: .disable)
-        return try await PostgresConnection.connect(configuration: config, id: 99, logger: logger)
-    }
-}

@@ -50,6 +50,10 @@ enum StorageSQL: Int, CaseIterable {
             key TEXT NOT NULL PRIMARY KEY,
             version INTEGER NOT NULL
         ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS csop_storage_meta (
+            name TEXT NOT NULL PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS csop_storage_cold_ref ON csop_storage (cold_ref) WHERE cold_ref IS NOT NULL;
         CREATE INDEX IF NOT EXISTS csop_storage_expires ON csop_storage (expires) WHERE expires IS NOT NULL;
         CREATE TRIGGER IF NOT EXISTS csop_storage_gone_on_delete AFTER DELETE ON csop_storage BEGIN

@@ -123,6 +123,8 @@ final class LocalStore: Sendable {
     private let writerConnection: SQLiteConnection
     private let readers = Mutex(ReaderPool())
     private let earlyCancels = Mutex<[UInt64]>([])
+    /// This store's id: 16 lowercase hex digits, made with the file and kept in it.
+    let storeID: String
 
     /// Opens or creates the database and checks that it is a readable storage file.
     /// - Throws: `EXECUTION_FAILED` naming `path` for a file that is not a usable database.
@@ -132,6 +134,7 @@ final class LocalStore: Sendable {
         poolSize = configuration.readConnections
         try Self.createParentDirectory(of: path)
         let connection: SQLiteConnection
+        var id = ""
         do throws(SQLiteError) {
             connection = try SQLiteConnection(path: path, readOnly: false, create: true, busyTimeoutMilliseconds: 5000)
             // Reading the schema makes a garbage file fail here, not at the first save.
@@ -143,6 +146,11 @@ final class LocalStore: Sendable {
             try connection.execute("PRAGMA synchronous = \(configuration.synchronous.rawValue)")
             try Self.migrate(connection)
             try connection.execute(StorageSQL.schema)
+            // The store's identity, shared by every process that opens this file (the change feed's channel).
+            if try connection.scalarText("SELECT value FROM csop_storage_meta WHERE name = 'store_id'") == nil {
+                try connection.execute("INSERT OR IGNORE INTO csop_storage_meta (name, value) VALUES ('store_id', lower(hex(randomblob(8))))")
+            }
+            id = try connection.scalarText("SELECT value FROM csop_storage_meta WHERE name = 'store_id'") ?? ""
             if let check = try connection.scalarText("PRAGMA quick_check(1)"), check != "ok" {
                 throw SQLiteError(code: SQLITE_CORRUPT, message: "integrity check failed: \(check)", path: path)
             }
@@ -150,6 +158,7 @@ final class LocalStore: Sendable {
         } catch {
             throw .executionFailed("cannot open the storage database at \(path): \(error.message). Fix or remove the file, or set config.path")
         }
+        storeID = id
         writerConnection = connection
         writer = Mutex(WriterState(connection: connection))
         // Open the read pool now so a bad file fails at init.
