@@ -8,7 +8,7 @@ import Foundation
 /// `encryptionKey`, `encryptionKeys`, `encryptionKeyId`, `synchronous`, `readConnections`,
 /// `purgeInterval`, `maxWatches`, `watchPostgresUrl`. A config value wins over its
 /// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`,
-/// `CSOP_STORAGE_WATCH_POSTGRES_URL`, then `CSOP_SYNC_POSTGRES_URL` for the change feed).
+/// `CSOP_STORAGE_WATCH_POSTGRES_URL`).
 struct StorageConfiguration: Sendable {
     enum Synchronous: String, Sendable { case normal = "NORMAL", full = "FULL" }
 
@@ -69,14 +69,11 @@ struct StorageConfiguration: Sendable {
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
         purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
         maxWatches = Int(try fields.int("maxWatches", in: 1...1_000_000) ?? 10_000)
+        // Opt-in only (not sync's URL by itself): the feed costs every save a queued NOTIFY.
         if let url = try fields.string("watchPostgresUrl") {
             watchPostgresURL = try PostgresURL(url, field: "config.watchPostgresUrl")
-        } else {
-            for variable in ["CSOP_STORAGE_WATCH_POSTGRES_URL", "CSOP_SYNC_POSTGRES_URL"] {
-                guard let url = Self.nonEmpty(variable, in: environment) else { continue }
-                watchPostgresURL = try PostgresURL(url, field: variable)
-                break
-            }
+        } else if let url = Self.nonEmpty("CSOP_STORAGE_WATCH_POSTGRES_URL", in: environment) {
+            watchPostgresURL = try PostgresURL(url, field: "CSOP_STORAGE_WATCH_POSTGRES_URL")
         }
     }
 

@@ -121,9 +121,12 @@ import Testing
         } catch {
             #expect(error.message.contains("config.watchPostgresUrl"), "\(error.message)")
         }
-        let fromSync = try StorageConfiguration(config: ["path": "/tmp/x.sqlite"], environment: ["CSOP_SYNC_POSTGRES_URL": TestEnvironment.postgresURL])
-        #expect(fromSync.watchPostgresURL != nil)
-        #expect(try StorageConfiguration(config: ["path": "/tmp/x.sqlite"], environment: [:]).watchPostgresURL == nil)
+        let fromEnvironment = try StorageConfiguration(
+            config: ["path": "/tmp/x.sqlite"], environment: ["CSOP_STORAGE_WATCH_POSTGRES_URL": TestEnvironment.postgresURL])
+        #expect(fromEnvironment.watchPostgresURL != nil)
+        // Opt-in: sync's cluster URL alone does not turn it on.
+        let syncOnly = try StorageConfiguration(config: ["path": "/tmp/x.sqlite"], environment: ["CSOP_SYNC_POSTGRES_URL": TestEnvironment.postgresURL])
+        #expect(syncOnly.watchPostgresURL == nil)
     }
 
     /// The same across real processes: two `csop run` sharing one SQLite file.
