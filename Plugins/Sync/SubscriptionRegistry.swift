@@ -160,13 +160,17 @@ private final class DeliveryGate: Sendable {
     /// delivering thread itself, queues it.
     func deliver(_ item: Item, _ send: (Item) -> Void) {
         lock.lock()
-        if let owner = state.owner, pthread_equal(owner, pthread_self()) != 0 {
+        let me = pthread_self()
+        if let owner = state.owner, pthread_equal(owner, me) != 0 {
             state.queue.append(item)
             lock.unlock()
             return
         }
+        while state.owner != nil { lock.wait() }
+        state.owner = me
         lock.unlock()
-        exclusively({ send(item) }, send)
+        send(item)
+        finish(send)
     }
 
     /// Runs `body` while no other thread delivers, then sends what this thread queued meanwhile
@@ -183,6 +187,11 @@ private final class DeliveryGate: Sendable {
         state.owner = me
         lock.unlock()
         body()
+        finish(send)
+    }
+
+    /// Sends what the owner queued, then lets the next thread in.
+    private func finish(_ send: (Item) -> Void) {
         lock.lock()
         while !state.queue.isEmpty {
             let next = state.queue.removeFirst()
