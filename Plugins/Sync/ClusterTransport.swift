@@ -21,7 +21,8 @@ final class ClusterTransport: Sendable {
         var message: SyncMessage
         /// Asked right before the message is sent: false drops it (its call was answered).
         var commit: @Sendable () -> Bool
-        var completion: @Sendable (Result<Void, CSOPError>) -> Void
+        /// Gets the message as sent: with its offset and epoch on a channel with history.
+        var completion: @Sendable (Result<SyncMessage, CSOPError>) -> Void
     }
 
     private struct State {
@@ -112,7 +113,7 @@ final class ClusterTransport: Sendable {
     ///   caller was already answered `TIMEOUT`), the message is dropped, never sent.
     func publish(
         _ message: SyncMessage, commit: @escaping @Sendable () -> Bool = { true },
-        completion: @escaping @Sendable (Result<Void, CSOPError>) -> Void
+        completion: @escaping @Sendable (Result<SyncMessage, CSOPError>) -> Void
     ) {
         let failure = state.withLock { state -> CSOPError? in
             switch state.phase {
@@ -130,7 +131,7 @@ final class ClusterTransport: Sendable {
         let result = await withCheckedContinuation { continuation in
             publish(message) { continuation.resume(returning: $0) }
         }
-        try result.get()
+        _ = try result.get()
     }
 
     /// A broadcast, join or leave whose call timed out before it took effect: it never did.
@@ -528,7 +529,7 @@ final class ClusterTransport: Sendable {
                 }
                 for item in batch {
                     registry.deliver(item.message)
-                    item.completion(.success(()))
+                    item.completion(.success(item.message))
                 }
             } catch {
                 for item in batch { item.completion(.failure(error)) }
@@ -550,8 +551,9 @@ final class ClusterTransport: Sendable {
             for item in kept { item.completion(.failure(error)) }
             return
         }
-        follower.own(numbered) {
-            for item in kept { item.completion(.success(())) }
+        let sent = numbered
+        follower.own(sent) {
+            for (item, message) in zip(kept, sent) { item.completion(.success(message)) }
         }
     }
 

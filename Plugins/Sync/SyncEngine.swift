@@ -136,7 +136,16 @@ final class SyncEngine: Sendable {
             complete(.success(result))
             return
         }
-        cluster.publish(message, commit: commit) { complete($0.map { _ in result }) }
+        cluster.publish(message, commit: commit) { outcome in
+            complete(
+                outcome.map { sent in
+                    // On a channel with history: where the message is, for a later `since`.
+                    guard let offset = sent.offset, let epoch = sent.epoch, case .object(var object) = result else { return result }
+                    object["offset"] = .int(offset)
+                    object["epoch"] = .string(epoch)
+                    return .object(object)
+                })
+        }
     }
 
     private func subscribe(

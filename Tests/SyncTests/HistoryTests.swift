@@ -160,7 +160,10 @@ import Testing
         let live = try await subscribe(a, channel)
         #expect(live["offset"] == 0)
         let epoch = try #require(live["epoch"]?.stringValue)
-        await broadcast(b, channel, 0..<100)
+        await broadcast(b, channel, 0..<99)
+        // The answer says where the message is.
+        let sent = try #require(await b.perform(.broadcast, ["channel": .string(channel), "event": "n", "data": 99]).value)
+        #expect(sent["offset"] == 100 && sent["epoch"] == .string(epoch), "\(sent)")
         // While b keeps publishing, a second subscription starts from offset 40.
         async let more: Void = broadcast(b, channel, 100..<300)
         let resumed = try await subscribe(a, channel, since: (40, epoch))
