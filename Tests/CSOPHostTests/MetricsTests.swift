@@ -44,8 +44,10 @@ import Testing
         _ = await host.dispatch("not an action")
         // Two retryable failures, then success: two retries.
         #expect(await host.dispatch("diag.flaky", ["key": "k", "failures": 2], options: RequestOptions(timeout: 600_000, retry: 3)).isOK)
-        // A sleep past its timeout, tried twice: two timeouts (each cancelled in the plugin).
-        let slow = await host.dispatch("diag.sleep", ["ms": 2000], options: RequestOptions(timeout: 50, retry: 1))
+        // A sleep past its timeout, tried twice: two timeouts (each cancelled in the plugin, so
+        // the sleep's length costs nothing; it is long so that a timer late on a loaded machine
+        // still fires first).
+        let slow = await host.dispatch("diag.sleep", ["ms": 60_000], options: RequestOptions(timeout: 50, retry: 1))
         #expect(slow.error?.code == .timeout)
 
         let text = try await text(host)

@@ -193,14 +193,11 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         }
         let clock = ContinuousClock()
         var deadline = clock.now + .seconds(120)
-        func ran(_ runner: RunProcess) async throws -> Int64 {
-            try #require(await runner.call(uniqueName("st"), "compute.stats", [:], timeout: 60))["data"]?["completed"]?.int64Value ?? 0
-        }
         // Runner a starts alone. Job 0 is the one the kill is sure to hit: submitted once a
-        // runs, with the highest priority, so a claims it next; it runs until 30 s after it
+        // runs, with the highest priority, so a claims it next; it runs until 45 s after it
         // was submitted (a wall-clock time in its data, so its second attempt ends then too).
         let a = try RunProcess(pluginsDirectory: runners)
-        let gateEnds = Date().timeIntervalSince1970 * 1000 + 30_000
+        let gateEnds = Date().timeIntervalSince1970 * 1000 + 45_000
         let gate = try #require(
             await submitter.call(
                 "s0", "compute.submit",
@@ -214,8 +211,8 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
             try #require(await submitter.call(uniqueName("g"), "compute.job", ["id": gate], timeout: 60))["data"]
         }
         // Once job 0 says it runs (on a: b has not started), b starts, both run jobs, and a is
-        // killed -9 while it still holds job 0: once it has run 100 jobs, or 6 s into job 0,
-        // whichever comes first.
+        // killed -9 while it still holds job 0, 2 s into it. (By the clock, not by a count of
+        // jobs run: asking a loaded runner for its count took seconds in a full run.)
         var held = try await gateJob()
         while held?["state"] != "running", clock.now < deadline {
             try await Task.sleep(for: .milliseconds(5))
@@ -224,11 +221,11 @@ func uniqueName(_ prefix: String) -> String { "\(prefix)_\(UInt32.random(in: 0..
         let startedAt = try #require(held?["startedAt"]?.doubleValue, "job 0 never ran: \(held?.jsonString ?? "nil")")
         let b = try RunProcess(pluginsDirectory: runners)
         func now() -> Double { Date().timeIntervalSince1970 * 1000 }
-        while try await ran(a) < 100, now() < startedAt + 6000, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        while now() < startedAt + 2000, clock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         let killedAt = now()
         a.kill(SIGKILL)
         #expect(await a.waitForExit() != nil)
-        #expect(killedAt < gateEnds, "the kill came \(killedAt - gateEnds) ms after job 0 could end (it began \(startedAt - gateEnds + 30_000) ms after its submit)")
+        #expect(killedAt < gateEnds, "the kill came \(killedAt - gateEnds) ms after job 0 could end (it began \(startedAt - gateEnds + 45_000) ms after its submit)")
 
         func succeeded() async throws -> [JSONValue] {
             var jobs: [JSONValue] = []

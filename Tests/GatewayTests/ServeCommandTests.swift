@@ -122,10 +122,12 @@ import Testing
         #expect(server.stderr.contains("https://"))
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(cert))
-        let reply = try await TestClient.withClient(
-            host: "127.0.0.1", port: server.port, configuration: .init(tlsConfiguration: tls, serverName: "localhost")
-        ) { client in
-            try await client.post("/v1/diag/echo", body: ByteBuffer(string: #"{"over":"tls"}"#))
+        let reply = try await answered { answer in
+            try await TestClient.withClient(
+                host: "127.0.0.1", port: server.port, configuration: .init(tlsConfiguration: tls, serverName: "localhost")
+            ) { client in
+                answer(try await client.post("/v1/diag/echo", body: ByteBuffer(string: #"{"over":"tls"}"#)))
+            }
         }
         #expect(reply.status == .ok)
         #expect(reply.body.map { String(buffer: $0) }?.contains("tls") == true)

@@ -1,7 +1,5 @@
 import CSOPCore
 import CSOPTestSupport
-import Dispatch
-import Synchronization
 import Testing
 
 @testable import SyncPlugin
@@ -225,37 +223,31 @@ import Testing
 
     @Test func aGapTheHistoryNoLongerHoldsIsAnnounced() async throws {
         let cluster = uniqueName("hist")
-        // a's subscriber holds its first event until b has published ten messages into a
-        // history of three. The other nine are too large for a NOTIFY, so a reads them from the
-        // table, where only 8–10 are left: 2–7 are gone for good.
-        let aEvents = EventRecorder()
-        let release = DispatchSemaphore(value: 0)
-        let held = Atomic<Bool>(false)
-        let config = try SyncTestEnvironment.clusterConfig(
-            cluster: cluster, heartbeat: 1000, expiry: 30_000, extra: [("history", ["size": 3])])
-        let a = SyncEngine(configuration: config) { bytes in
-            aEvents.record(bytes)
-            if !held.exchange(true, ordering: .relaxed) { _ = release.wait(timeout: .now() + 60) }
-        }
-        let (b, _) = try clusterEngine(cluster, history: ["size": 3])
-        defer { Task { await a.shutdown(); await b.shutdown() } }
+        let (a, aEvents) = try clusterEngine(cluster, history: ["size": 3])
+        defer { Task { await a.shutdown() } }
         let channel = uniqueName("trim")
         let subscription = try await subscribe(a, channel)
-        let big = String(repeating: "x", count: 9000)
-        // The first is small: it comes in its NOTIFY, and a holds it; the rest only by the table.
-        for i in 0..<10 {
-            let sent = await b.perform(
-                .broadcast, ["channel": .string(channel), "event": "n", "data": ["i": .int(Int64(i)), "pad": .string(i == 0 ? "" : big)]])
-            #expect(sent.value != nil, "\(String(describing: sent.error))")
-        }
-        release.signal()
+        let epoch = try #require(subscription["epoch"]?.stringValue)
+        // Another instance's ten messages, of which the history still holds only 8–10, and the
+        // history frame that says the channel reaches 10: a finds 1–7 gone for good.
+        let admin = try await PostgresTestConnection.open()
+        try await admin.query(
+            "UPDATE csop_sync_streams SET top = 10 WHERE cluster = \(cluster) AND channel = \(channel)", logger: PostgresTestConnection.logger)
+        try await admin.query(
+            """
+            INSERT INTO csop_sync_history (cluster, channel, off, event, data, stamp, origin, expires_at)
+            SELECT \(cluster), \(channel), g, 'n', '{"i":' || (g - 1) || '}', 5, 'other', now() + interval '1 hour'
+            FROM generate_series(8, 10) AS g
+            """, logger: PostgresTestConnection.logger)
+        try await admin.query("SELECT pg_notify(\(cluster), \("Hother\n\(channel) \(epoch) 10"))", logger: PostgresTestConnection.logger)
+        try await admin.close()
         let notices = await aEvents.wait(for: 1) { $0["event"] == "sync.recovery" }
-        _ = await aEvents.wait(for: 4) { $0["event"] == "n" }
+        _ = await aEvents.wait(for: 3) { $0["event"] == "n" }
         #expect(notices.first?["data"]?["recovered"] == false)
         #expect(notices.first?["data"]?["offset"] == 7)
         #expect(notices.first?["subscription"] == subscription["subscription"])
         let got = aEvents.matching { $0["subscription"] == subscription["subscription"] && $0["event"] == "n" }
-        #expect(got.map { $0["offset"] } == [1, 8, 9, 10])
-        #expect(got.map { $0["data"]?["i"] } == [0, 7, 8, 9])
+        #expect(got.map { $0["offset"] } == [8, 9, 10])
+        #expect(got.map { $0["data"]?["i"] } == [7, 8, 9])
     }
 }
