@@ -194,7 +194,9 @@ final class SyncEngine: Sendable {
         // the backlog ends exactly where live messages begin.
         var failure: CSOPError?
         registry.exclusively {
-            let page = localHistory.read(channel: kept, after: since?.offset ?? Int64.max, limit: Int.max)
+            // Without `since`, only the epoch and top are needed: no messages are read.
+            let page = since.map { localHistory.read(channel: kept, after: $0.offset, limit: Int.max) }
+                ?? localHistory.read(channel: kept, after: nil, limit: 0)
             var backlog: [SyncMessage] = []
             if let since {
                 let recovered = since.isContinued(by: page, upTo: page.top)
@@ -237,20 +239,17 @@ final class SyncEngine: Sendable {
             return .object(object)
         }
         // A `since` from another epoch reads from the start of this one.
+        func fromStart(_ page: HistoryPage) -> Bool { since.map { !$0.isIn(page.epoch) } ?? false }
         guard let cluster else {
             guard let localHistory else { return complete(.failure(CSOPError(.notInitialized, "sync history is not set up"))) }
             var page = localHistory.read(channel: kept, after: since?.offset, limit: limit)
-            if let since, since.epoch != page.epoch, !since.epoch.isEmpty {
-                page = localHistory.read(channel: kept, after: 0, limit: limit)
-            }
+            if fromStart(page) { page = localHistory.read(channel: kept, after: 0, limit: limit) }
             return complete(.success(answer(page)))
         }
         Task {
             do throws(CSOPError) {
                 var page = try await cluster.readHistory(channel: kept, after: since?.offset, limit: limit)
-                if let since, since.epoch != page.epoch, !since.epoch.isEmpty {
-                    page = try await cluster.readHistory(channel: kept, after: 0, limit: limit)
-                }
+                if fromStart(page) { page = try await cluster.readHistory(channel: kept, after: 0, limit: limit) }
                 complete(.success(answer(page)))
             } catch {
                 complete(.failure(error))
