@@ -6,7 +6,8 @@ import Foundation
 ///
 /// Config keys: `path`, `maxLocalSize`, `maxBytes`, `postgresUrl`, `postgresTable`,
 /// `encryptionKey`, `encryptionKeys`, `encryptionKeyId`, `synchronous`, `readConnections`,
-/// `purgeInterval`, `maxWatches`, `watchPostgresUrl`. A config value wins over its
+/// `purgeInterval`, `maxWatches`, `watchPostgresUrl`, `maxStreamSize`, `maxUploads`,
+/// `uploadIdleTimeout`. A config value wins over its
 /// environment variable (`CSOP_STORAGE_POSTGRES_URL`, `CSOP_STORAGE_ENCRYPTION_KEY`,
 /// `CSOP_STORAGE_WATCH_POSTGRES_URL`).
 struct StorageConfiguration: Sendable {
@@ -37,10 +38,17 @@ struct StorageConfiguration: Sendable {
     /// Where the change feed (``ChangeFeed``) meets the other processes of this store; nil:
     /// watches see this process's changes only.
     var watchPostgresURL: PostgresURL?
+    /// The largest streamed value (`storage.upload`), in bytes.
+    var maxStreamSize: Int64 = 64 * 1024 * 1024 * 1024
+    /// Uploads one namespace (the owner, or a tenant) may have open at once.
+    var maxUploads = 64
+    /// Milliseconds an upload may go without an append before it is ended and its chunks deleted.
+    var uploadIdleTimeout: Int64 = 900_000
 
     static let allowedKeys: Set<String> = [
         "path", "maxLocalSize", "maxBytes", "postgresUrl", "postgresTable", "encryptionKey", "encryptionKeys",
         "encryptionKeyId", "synchronous", "readConnections", "purgeInterval", "maxWatches", "watchPostgresUrl",
+        "maxStreamSize", "maxUploads", "uploadIdleTimeout",
     ]
 
     init(path: String) { self.path = path }
@@ -69,6 +77,9 @@ struct StorageConfiguration: Sendable {
         if let count = try fields.int("readConnections", in: 1...64) { readConnections = Int(count) }
         purgeInterval = try fields.int("purgeInterval", in: 10...86_400_000) ?? purgeInterval
         maxWatches = Int(try fields.int("maxWatches", in: 1...1_000_000) ?? 10_000)
+        maxStreamSize = try fields.int("maxStreamSize", in: 0...Int64.max) ?? maxStreamSize
+        maxUploads = Int(try fields.int("maxUploads", in: 1...100_000) ?? Int64(maxUploads))
+        uploadIdleTimeout = try fields.int("uploadIdleTimeout", in: 1000...604_800_000) ?? uploadIdleTimeout
         // Opt-in only (not sync's URL by itself): the feed costs every save a queued NOTIFY.
         if let url = try fields.string("watchPostgresUrl") {
             watchPostgresURL = try PostgresURL(url, field: "config.watchPostgresUrl")
@@ -154,6 +165,10 @@ enum StorageLimits {
     static let maxKeyBytes = 1024
     /// The compact JSON of one value is at most 64 MiB.
     static let maxValueBytes: Int64 = 64 * 1024 * 1024
+    /// The most bytes one `storage.append` carries, and one `storage.read` answers.
+    static let maxChunkBytes = 4 * 1024 * 1024
+    /// What `storage.read` answers when `length` is not given.
+    static let defaultReadBytes: Int64 = 1024 * 1024
     /// `saveMany` and `getMany` take at most 10,000 items.
     static let maxBatchItems = 10_000
     /// `list` returns at most 10,000 keys per page (default 1,000).

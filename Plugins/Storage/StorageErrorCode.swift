@@ -16,4 +16,10 @@ extension ErrorCode {
     static let decryptionFailed: ErrorCode = "DECRYPTION_FAILED"
     /// Too many watches, or an unknown watch id (`storage.watch`, `storage.unwatch`).
     static let subscriptionFailed: ErrorCode = "SUBSCRIPTION_FAILED"
+    /// `storage.append`, `storage.commit` or `storage.abort` of an upload that is not open (never retried).
+    static let uploadNotFound: ErrorCode = "UPLOAD_NOT_FOUND"
+    /// `storage.get` (or `getMany`) of a streamed value: read it with `storage.read` (never retried).
+    static let streamedValue: ErrorCode = "STREAMED_VALUE"
+    /// `storage.read` of a JSON value: read it with `storage.get` (never retried).
+    static let notStreamed: ErrorCode = "NOT_STREAMED"
 }

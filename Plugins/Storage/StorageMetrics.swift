@@ -37,9 +37,11 @@ final class StorageMetrics: Sendable {
         writtenSeries = tiers.map {
             registry.mirroredCounter("csop_storage_written_bytes_total", "JSON bytes of the values saved, by the tier they went to.", $0)
         }
-        values = tiers.map { registry.gauge("csop_storage_values", "Values stored now (expired ones excluded), all tenants, by tier.", $0) }
-        bytes = tiers.map { registry.gauge("csop_storage_bytes", "JSON bytes of the values stored now, all tenants, by tier.", $0) }
-        storedBytes = tiers.map {
+        // Streamed values (read and written as the local tier's) are a third tier of their own here.
+        let stored = tiers + [[("tier", "stream")]]
+        values = stored.map { registry.gauge("csop_storage_values", "Values stored now (expired ones excluded), all tenants, by tier.", $0) }
+        bytes = stored.map { registry.gauge("csop_storage_bytes", "Bytes of the values stored now (JSON, or a stream's), all tenants, by tier.", $0) }
+        storedBytes = stored.map {
             registry.gauge("csop_storage_stored_bytes", "Bytes the values take as stored (compressed, encrypted), by tier.", $0)
         }
         quota = registry.gauge("csop_storage_quota_bytes", "maxBytes per tenant (0: no quota).")
@@ -60,7 +62,7 @@ final class StorageMetrics: Sendable {
 
     /// Sets every series and appends them; `stats` is nil when the database could not be read.
     func write(
-        into buffer: inout [UInt8], stats: (local: LocalStore.TierStats, cloud: LocalStore.TierStats)?, maxBytes: Int64?,
+        into buffer: inout [UInt8], stats: LocalStore.Stats?, maxBytes: Int64?,
         feed: ChangeFeed?
     ) {
         feedDropped.update(to: feed?.dropped.load(ordering: .relaxed) ?? 0)
@@ -72,7 +74,7 @@ final class StorageMetrics: Sendable {
             writtenSeries[tier].update(to: writtenBytes[tier].count)
         }
         if let stats {
-            for (tier, figures) in [stats.local, stats.cloud].enumerated() {
+            for (tier, figures) in [stats.local, stats.cloud, stats.stream].enumerated() {
                 values[tier].record(figures.count)
                 bytes[tier].record(figures.bytes)
                 storedBytes[tier].record(figures.storedBytes)

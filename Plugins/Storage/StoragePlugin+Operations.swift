@@ -192,6 +192,7 @@ extension StoragePlugin {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.keyFields, allowNull: false)
         let key = space.storedKey(try StorageRequest.key(fields))
         guard let row = try local.read(key, callID: call.id) else { throw Self.notFound(key) }
+        if row.tier == .stream { throw Self.streamed(key) }
         metrics.read(cold: row.tier != .local)
         if row.tier == .local {
             call.succeed(rawJSON: try codec.decode(row.bytes, flags: row.flags, keyId: row.keyId, key: key))
@@ -221,6 +222,7 @@ extension StoragePlugin {
         var row = first
         for _ in 0..<5 {
             if row.tier == .local { return try codec.decode(row.bytes, flags: row.flags, keyId: row.keyId, key: key) }
+            if row.tier == .stream { throw Self.streamed(key) }
             guard let cold else {
                 throw CSOPError(
                     .notConnected, "'\(StorageNamespace.userKey(key))' is in the cold tier, but no cold tier is configured (config.postgresUrl)")
@@ -237,6 +239,11 @@ extension StoragePlugin {
             row = next
         }
         throw CSOPError(.executionFailed, "'\(StorageNamespace.userKey(key))' kept moving between tiers while being read; retry", retryable: true)
+    }
+
+    /// - Parameter key: the stored key; the message names the user's.
+    static func streamed(_ key: String) -> CSOPError {
+        CSOPError(.streamedValue, "'\(StorageNamespace.userKey(key))' holds a streamed value; read it in slices with storage.read")
     }
 
     /// - Parameter key: the stored key; the message names the user's.
@@ -356,13 +363,14 @@ extension StoragePlugin {
     func stats(_ call: PluginCall, _ space: StorageNamespace) throws(CSOPError) {
         _ = try Fields(call.payload, path: "payload", allowed: [])
         runLater(call) { () async throws(CSOPError) -> PluginReply in
-            let (local, cloud) = try self.local.stats(range: space.range, callID: call.id)
+            let stats = try self.local.stats(range: space.range, callID: call.id)
             func tier(_ stats: LocalStore.TierStats) -> JSONValue {
                 ["count": .int(stats.count), "bytes": .int(stats.bytes), "storedBytes": .int(stats.storedBytes)]
             }
+            let all = [stats.local, stats.cloud, stats.stream]
             var result: JSONObject = [
-                "local": tier(local), "cloud": tier(cloud),
-                "total": ["count": .int(local.count + cloud.count), "bytes": .int(local.bytes + cloud.bytes)],
+                "local": tier(stats.local), "cloud": tier(stats.cloud), "stream": tier(stats.stream),
+                "total": ["count": .int(all.reduce(0) { $0 + $1.count }), "bytes": .int(all.reduce(0) { $0 + $1.bytes })],
                 "maxLocalSize": .int(self.configuration.maxLocalSize),
                 "coldTier": .bool(self.cold != nil),
             ]

@@ -4,7 +4,8 @@ import Dispatch
 import Synchronization
 
 /// The `storage` capability: JSON values by key in a hot SQLite tier, with values larger than
-/// `maxLocalSize` in a cold PostgreSQL tier when one is configured.
+/// `maxLocalSize` in a cold PostgreSQL tier when one is configured, and streamed values of any
+/// size in chunks (`StoragePlugin+Streams`).
 ///
 /// Threading: gets, deletes and saves of small local values complete inline on the calling
 /// thread (the fast path) when the database is free; a write that would wait (another write
@@ -19,6 +20,7 @@ import Synchronization
 final class StoragePlugin: CSOPPlugin {
     enum Operation: String, PluginOperation {
         case save, get, delete, list, saveMany, getMany, stats, health, sweep, rotate, watch, unwatch
+        case upload, append, commit, abort, read
     }
 
     static let name = "storage"
@@ -78,6 +80,7 @@ final class StoragePlugin: CSOPPlugin {
                     try? await Task.sleep(for: .milliseconds(interval))
                     guard let self, !Task.isCancelled else { return }
                     await self.purgeExpired()
+                    await self.purgeStreams()
                 }
             }
         }
@@ -102,6 +105,11 @@ final class StoragePlugin: CSOPPlugin {
             case .rotate: try rotate(call)
             case .watch: try watch(call, space)
             case .unwatch: try unwatch(call, space)
+            case .upload: try upload(call, space)
+            case .append: try append(call, space)
+            case .commit: try commit(call, space)
+            case .abort: try abort(call, space)
+            case .read: try read(call, space)
             }
         } catch {
             call.fail(error)

@@ -114,6 +114,9 @@ public struct Gateway: Sendable {
         // POST /v1/dispatch and /v1/{domain}/{operation} are served before the router, on the
         // event loop: see DispatchHandler.
         router.get("v1/events") { request, context in await routes.events(request, context: context) }
+        let streams = StreamRoute(services: services)
+        router.put("v1/streams/**") { request, context in await streams.put(request, context: context) }
+        router.get("v1/streams/**") { request, context in await streams.get(request, context: context) }
         return router
     }
 }

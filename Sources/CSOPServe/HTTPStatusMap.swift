@@ -11,7 +11,7 @@ public import HTTPTypes
 /// | `UNAUTHENTICATED` | 401 |
 /// | `FORBIDDEN` | 403 |
 /// | `*_NOT_FOUND` | 404 |
-/// | `CONFLICT` | 409 |
+/// | `CONFLICT`, `STREAMED_VALUE`, `NOT_STREAMED` | 409 |
 /// | `PAYLOAD_TOO_LARGE`, `QUOTA_EXCEEDED` | 413 |
 /// | `QUEUE_FULL`, `RATE_LIMITED` | 429, with `Retry-After` |
 /// | `NOT_CONNECTED`, `NOT_INITIALIZED`, `CIRCUIT_OPEN`, `PLUGIN_CRASHED` | 503 |
@@ -24,7 +24,7 @@ public enum HTTPStatusMap {
         switch raw {
         case ErrorCode.unauthenticated.rawValue: return .unauthorized
         case ErrorCode.forbidden.rawValue: return .forbidden
-        case "CONFLICT": return .conflict
+        case "CONFLICT", "STREAMED_VALUE", "NOT_STREAMED": return .conflict
         case GatewayErrorCode.payloadTooLarge.rawValue, "QUOTA_EXCEEDED": return .contentTooLarge
         case ErrorCode.queueFull.rawValue, ErrorCode.rateLimited.rawValue: return .tooManyRequests
         case "NOT_CONNECTED", ErrorCode.notInitialized.rawValue, ErrorCode.circuitOpen.rawValue, ErrorCode.pluginCrashed.rawValue:

@@ -25,7 +25,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: .hidden)
     var bareWebsocketServer = false
 
-    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), ComputeBench(), SyncBench(), GatewayBench(), JobsBench()]
+    static let suites: [any BenchSuite] = [HostBench(), StorageBench(), StreamBench(), ComputeBench(), SyncBench(), GatewayBench(), JobsBench()]
 
     func run() async throws {
         if bareWebsocketServer { return try await BareServers.serveWebSocketEchoUntilStdinCloses() }

@@ -123,13 +123,18 @@ struct HTTP {
     }
 
     func request(_ method: HTTPRequest.Method, _ path: String, headers: HTTPFields = [:], body: String? = nil, token: String? = nil) async throws -> Reply {
+        try await request(method, path, headers: headers, bytes: body.map { Array($0.utf8) }, token: token)
+    }
+
+    func request(_ method: HTTPRequest.Method, _ path: String, headers: HTTPFields = [:], bytes: [UInt8]?, token: String? = nil) async throws -> Reply {
+        let body = bytes
         var fields = headers
         if let token { fields[.authorization] = "Bearer \(token)" }
         let headers = fields
         return try await answered { answer in
             try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
                 let response = try await client.execute(
-                    TestClient.Request(path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }))
+                    TestClient.Request(path, method: method, headers: headers, body: body.map { ByteBuffer(bytes: $0) }))
                 return answer(
                     Reply(status: response.status, headers: response.headers, body: response.body.map { Array($0.readableBytesView) } ?? []))
             }

@@ -11,6 +11,16 @@
 /// each delete, whichever statement deletes), so a key saved again continues from there:
 /// versions never repeat for a key, and an `ifVersion` taken before a delete can never match
 /// a key made after it (ABA).
+///
+/// A streamed value (tier 2, ``LocalStore/Tier/stream``) keeps its bytes in
+/// `csop_storage_chunks`, one row per append (`stream` is the index row's `cold_ref`, `offset`
+/// the chunk's first byte). An upload in progress is a row of `csop_storage_uploads` (the
+/// stored key, its options, when it was last appended to); its chunks become the key's value
+/// when the commit deletes that row and writes the index row, in one transaction. A stream no
+/// index row or upload needs any more (replaced, deleted, expired, aborted, idle too long) is
+/// named in `csop_storage_dead_streams` in the same transaction that dropped it; the background
+/// purge deletes its chunks in bounded batches. So every chunk belongs to an upload, a key, or
+/// a dead stream, whatever crashes when.
 enum StorageSQL: Int, CaseIterable {
     case read
     case fastSaveLocal
@@ -32,6 +42,20 @@ enum StorageSQL: Int, CaseIterable {
     case rotationCandidates
     case notUnderKey
     case replaceEncrypted
+    case uploadBegin
+    case uploadCount
+    case uploadTouch
+    case uploadEnd
+    case uploadsIdle
+    case chunkWrite
+    case chunkLayout
+    case chunkStart
+    case chunkRange
+    case streamDead
+    case deadChunksDelete
+    case deadStreamsDone
+    case beginRead
+    case streamWork
 
     static let schema = """
         CREATE TABLE IF NOT EXISTS csop_storage (
@@ -59,6 +83,30 @@ enum StorageSQL: Int, CaseIterable {
         CREATE TRIGGER IF NOT EXISTS csop_storage_gone_on_delete AFTER DELETE ON csop_storage BEGIN
             INSERT INTO csop_storage_gone (key, version) VALUES (old.key, old.version)
             ON CONFLICT (key) DO UPDATE SET version = max(version, excluded.version);
+        END;
+        CREATE TABLE IF NOT EXISTS csop_storage_uploads (
+            stream TEXT NOT NULL PRIMARY KEY,
+            key TEXT NOT NULL,
+            ttl INTEGER,
+            if_version INTEGER,
+            touched INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS csop_storage_chunks (
+            stream TEXT NOT NULL,
+            offset INTEGER NOT NULL,
+            length INTEGER NOT NULL,
+            bytes BLOB NOT NULL
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS csop_storage_chunks_at ON csop_storage_chunks (stream, offset);
+        CREATE TABLE IF NOT EXISTS csop_storage_dead_streams (
+            stream TEXT NOT NULL PRIMARY KEY
+        ) WITHOUT ROWID;
+        CREATE TRIGGER IF NOT EXISTS csop_storage_stream_on_delete AFTER DELETE ON csop_storage WHEN old.tier = 2 BEGIN
+            INSERT OR IGNORE INTO csop_storage_dead_streams (stream) VALUES (old.cold_ref);
+        END;
+        CREATE TRIGGER IF NOT EXISTS csop_storage_stream_on_replace AFTER UPDATE OF cold_ref ON csop_storage
+        WHEN old.tier = 2 AND new.cold_ref IS NOT old.cold_ref BEGIN
+            INSERT OR IGNORE INTO csop_storage_dead_streams (stream) VALUES (old.cold_ref);
         END;
         """
 
@@ -137,6 +185,34 @@ enum StorageSQL: Int, CaseIterable {
             UPDATE csop_storage SET value = ?1, stored = ?2, cold_ref = ?3, key_id = ?4
             WHERE key = ?5 AND version = ?6 AND cold_ref IS ?7
             """
+        // Streamed values (see the type's notes).
+        case .uploadBegin: "INSERT INTO csop_storage_uploads (stream, key, ttl, if_version, touched) VALUES (?1, ?2, ?3, ?4, ?5)"
+        case .uploadCount: "SELECT count(*) FROM csop_storage_uploads WHERE key >= ?1 AND key < ?2"
+        case .uploadTouch: "UPDATE csop_storage_uploads SET touched = ?2 WHERE stream = ?1 RETURNING key"
+        case .uploadEnd: "DELETE FROM csop_storage_uploads WHERE stream = ?1 RETURNING key, ttl, if_version"
+        case .uploadsIdle: "DELETE FROM csop_storage_uploads WHERE touched < ?1 RETURNING stream"
+        case .chunkWrite:
+            """
+            INSERT INTO csop_storage_chunks (stream, offset, length, bytes) VALUES (?1, ?2, ?3, ?4)
+            ON CONFLICT (stream, offset) DO UPDATE SET length = excluded.length, bytes = excluded.bytes
+            """
+        case .chunkLayout: "SELECT offset, length FROM csop_storage_chunks WHERE stream = ?1 ORDER BY offset"
+        case .chunkStart: "SELECT max(offset) FROM csop_storage_chunks WHERE stream = ?1 AND offset <= ?2"
+        case .chunkRange: "SELECT offset, bytes FROM csop_storage_chunks WHERE stream = ?1 AND offset >= ?2 AND offset < ?3 ORDER BY offset"
+        case .streamDead: "INSERT OR IGNORE INTO csop_storage_dead_streams (stream) VALUES (?1)"
+        case .deadChunksDelete:
+            """
+            DELETE FROM csop_storage_chunks WHERE rowid IN (
+                SELECT c.rowid FROM csop_storage_dead_streams d JOIN csop_storage_chunks c ON c.stream = d.stream LIMIT ?1)
+            """
+        case .deadStreamsDone:
+            """
+            DELETE FROM csop_storage_dead_streams
+            WHERE NOT EXISTS (SELECT 1 FROM csop_storage_chunks c WHERE c.stream = csop_storage_dead_streams.stream)
+            """
+        case .beginRead: "BEGIN"
+        case .streamWork:
+            "SELECT EXISTS (SELECT 1 FROM csop_storage_dead_streams) OR EXISTS (SELECT 1 FROM csop_storage_uploads WHERE touched < ?1)"
         }
     }
 }

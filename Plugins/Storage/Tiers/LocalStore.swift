@@ -46,7 +46,8 @@ final class LocalStore: Sendable {
     /// How long a read waits for another connection's lock (rare in WAL mode: recovery).
     static let readBusyWaitMilliseconds = 5000
 
-    enum Tier: Int64, Sendable { case local = 0, cloud = 1 }
+    /// Where a key's value is: in its index row, in the cold tier, or in chunks (a streamed value).
+    enum Tier: Int64, Sendable { case local = 0, cloud = 1, stream = 2 }
 
     /// One key's row as a reader sees it.
     struct Row: Sendable {
@@ -99,7 +100,7 @@ final class LocalStore: Sendable {
         var storedBytes: Int64 = 0
     }
 
-    private struct WriterState {
+    struct WriterState {
         let connection: SQLiteConnection
         /// Sum of `size` over the keys of each namespace (by its ``StorageNamespace/prefix``),
         /// tracked only with a quota, for the namespaces written since another connection last
@@ -247,20 +248,31 @@ final class LocalStore: Sendable {
         }
     }
 
+    /// Key counts and bytes of each tier.
+    struct Stats: Sendable {
+        var local = TierStats()
+        var cloud = TierStats()
+        var stream = TierStats()
+    }
+
     /// Key counts and bytes per tier, of the stored keys in `range` (one namespace).
-    func stats(range: (lower: [UInt8], upper: [UInt8]), callID: UInt64) throws(CSOPError) -> (local: TierStats, cloud: TierStats) {
+    func stats(range: (lower: [UInt8], upper: [UInt8]), callID: UInt64) throws(CSOPError) -> Stats {
         try withReader(callID: callID) { connection throws(SQLiteError) in
             let statement = try connection.statement(.stats)
             statement.bindTextBytes(1, range.lower)
             statement.bindTextBytes(2, range.upper)
             statement.bind(3, WallClock.milliseconds())
             defer { statement.reset() }
-            var local = TierStats(), cloud = TierStats()
+            var result = Stats()
             while try statement.step() {
                 let stats = TierStats(count: statement.int64(1), bytes: statement.int64(2), storedBytes: statement.int64(3))
-                if statement.int64(0) == Tier.cloud.rawValue { cloud = stats } else { local = stats }
+                switch Tier(rawValue: statement.int64(0)) {
+                case .cloud: result.cloud = stats
+                case .stream: result.stream = stats
+                default: result.local = stats
+                }
             }
-            return (local, cloud)
+            return result
         }
     }
 
@@ -313,71 +325,74 @@ final class LocalStore: Sendable {
     /// tenant's quota only, the owner's against the owner's.
     /// - Throws: `CONFLICT` when an `ifVersion` does not match, `QUOTA_EXCEEDED` past `maxBytes`.
     func write(_ writes: [Write], callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) -> WriteAttempt<WriteResult> {
-        try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
-            var deltas: [[UInt8]: Int64] = [:]
-            var totals: [[UInt8]: Int64] = [:]
-            if maxBytes != nil {
-                // Counted before this transaction's own rows change them.
-                for item in writes {
-                    let namespace = StorageNamespace.prefix(ofStored: item.key)
-                    if totals[namespace] == nil {
-                        totals[namespace] = try Self.sqlite { () throws(SQLiteError) in try self.total(of: namespace, &state) }
-                    }
-                }
-            }
-            var versions: [Int64] = []
-            versions.reserveCapacity(writes.count)
-            var obsolete: [String] = []
-            let connection = state.connection
+        try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in try writeRows(writes, &state) }
+    }
+
+    /// ``write(_:callID:waiting:commit:)``'s work, inside a transaction.
+    func writeRows(_ writes: [Write], _ state: inout WriterState) throws(CSOPError) -> WriteResult {
+        var deltas: [[UInt8]: Int64] = [:]
+        var totals: [[UInt8]: Int64] = [:]
+        if maxBytes != nil {
+            // Counted before this transaction's own rows change them.
             for item in writes {
-                let (current, upsert) = try Self.sqlite { () throws(SQLiteError) in
-                    (try connection.statement(.readForWrite), try connection.statement(.upsert))
+                let namespace = StorageNamespace.prefix(ofStored: item.key)
+                if totals[namespace] == nil {
+                    totals[namespace] = try Self.sqlite { () throws(SQLiteError) in try self.total(of: namespace, &state) }
                 }
-                current.bind(1, item.key)
-                let existing = try Self.sqlite { () throws(SQLiteError) in try current.step() }
-                let oldTier = existing ? Tier(rawValue: current.int64(0)) : nil
-                let oldVersion = existing ? current.int64(1) : 0
-                let oldSize = existing ? current.int64(2) : 0
-                let oldRef = existing && !current.isNull(3) ? current.text(3) : nil
-                // An expired row (not purged yet) is a key that does not exist.
-                let visible = existing && (current.isNull(4) || current.int64(4) > WallClock.milliseconds())
-                current.reset()
-                if let expected = item.ifVersion, expected != (visible ? oldVersion : 0) {
-                    let now = visible ? "is at version \(oldVersion)" : "does not exist"
-                    throw CSOPError(.conflict, "'\(StorageNamespace.userKey(item.key))' \(now), not ifVersion \(expected); read it again and retry")
-                }
-                // A key made again continues from the version it was deleted (or expired) at.
-                let baseVersion = existing ? oldVersion : try Self.sqlite { () throws(SQLiteError) in try Self.goneVersion(item.key, connection) }
-                deltas[StorageNamespace.prefix(ofStored: item.key), default: 0] += item.size - oldSize
-                upsert.bind(1, item.key)
-                upsert.bind(2, item.tier.rawValue)
-                upsert.bind(3, baseVersion + 1)
-                upsert.bind(4, item.size)
-                upsert.bind(5, item.storedSize)
-                upsert.bind(6, item.flags)
-                if item.tier == .local { upsert.bind(blob: item.bytes, index: 7) } else { upsert.bindNull(7) }
-                if let ref = item.coldRef { upsert.bind(8, ref) } else { upsert.bindNull(8) }
-                if let expires = item.expires { upsert.bind(9, expires) } else { upsert.bindNull(9) }
-                if let keyId = item.keyId { upsert.bind(10, keyId) } else { upsert.bindNull(10) }
-                defer { upsert.reset() }
-                _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
-                if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
-                versions.append(baseVersion + 1)
             }
-            if let maxBytes {
-                for (namespace, delta) in deltas {
-                    let total = totals[namespace] ?? 0
-                    if delta > 0, total + delta > maxBytes {
-                        let whose = namespace.isEmpty ? "storage" : "this tenant's storage"
-                        throw CSOPError(
-                            .quotaExceeded,
-                            "saving would bring \(whose) to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
-                    }
-                }
-                for (namespace, delta) in deltas { state.totalBytes[namespace] = (totals[namespace] ?? 0) + delta }
-            }
-            return WriteResult(versions: versions, obsoleteColdRefs: obsolete)
         }
+        var versions: [Int64] = []
+        versions.reserveCapacity(writes.count)
+        var obsolete: [String] = []
+        let connection = state.connection
+        for item in writes {
+            let (current, upsert) = try Self.sqlite { () throws(SQLiteError) in
+                (try connection.statement(.readForWrite), try connection.statement(.upsert))
+            }
+            current.bind(1, item.key)
+            let existing = try Self.sqlite { () throws(SQLiteError) in try current.step() }
+            let oldTier = existing ? Tier(rawValue: current.int64(0)) : nil
+            let oldVersion = existing ? current.int64(1) : 0
+            let oldSize = existing ? current.int64(2) : 0
+            let oldRef = existing && !current.isNull(3) ? current.text(3) : nil
+            // An expired row (not purged yet) is a key that does not exist.
+            let visible = existing && (current.isNull(4) || current.int64(4) > WallClock.milliseconds())
+            current.reset()
+            if let expected = item.ifVersion, expected != (visible ? oldVersion : 0) {
+                let now = visible ? "is at version \(oldVersion)" : "does not exist"
+                throw CSOPError(.conflict, "'\(StorageNamespace.userKey(item.key))' \(now), not ifVersion \(expected); read it again and retry")
+            }
+            // A key made again continues from the version it was deleted (or expired) at.
+            let baseVersion = existing ? oldVersion : try Self.sqlite { () throws(SQLiteError) in try Self.goneVersion(item.key, connection) }
+            deltas[StorageNamespace.prefix(ofStored: item.key), default: 0] += item.size - oldSize
+            upsert.bind(1, item.key)
+            upsert.bind(2, item.tier.rawValue)
+            upsert.bind(3, baseVersion + 1)
+            upsert.bind(4, item.size)
+            upsert.bind(5, item.storedSize)
+            upsert.bind(6, item.flags)
+            if item.tier == .local { upsert.bind(blob: item.bytes, index: 7) } else { upsert.bindNull(7) }
+            if let ref = item.coldRef { upsert.bind(8, ref) } else { upsert.bindNull(8) }
+            if let expires = item.expires { upsert.bind(9, expires) } else { upsert.bindNull(9) }
+            if let keyId = item.keyId { upsert.bind(10, keyId) } else { upsert.bindNull(10) }
+            defer { upsert.reset() }
+            _ = try Self.sqlite { () throws(SQLiteError) in try upsert.step() }
+            if oldTier == .cloud, let oldRef, oldRef != item.coldRef { obsolete.append(oldRef) }
+            versions.append(baseVersion + 1)
+        }
+        if let maxBytes {
+            for (namespace, delta) in deltas {
+                let total = totals[namespace] ?? 0
+                if delta > 0, total + delta > maxBytes {
+                    let whose = namespace.isEmpty ? "storage" : "this tenant's storage"
+                    throw CSOPError(
+                        .quotaExceeded,
+                        "saving would bring \(whose) to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
+                }
+            }
+            for (namespace, delta) in deltas { state.totalBytes[namespace] = (totals[namespace] ?? 0) + delta }
+        }
+        return WriteResult(versions: versions, obsoleteColdRefs: obsolete)
     }
 
     /// What a delete did.
@@ -540,7 +555,7 @@ final class LocalStore: Sendable {
         }
     }
 
-    private func withReader<T>(callID: UInt64, _ body: (SQLiteConnection) throws(SQLiteError) -> T) throws(CSOPError) -> T {
+    func withReader<T>(callID: UInt64, _ body: (SQLiteConnection) throws(SQLiteError) -> T) throws(CSOPError) -> T {
         let pooled = readers.withLock { pool -> SQLiteConnection? in
             guard let connection = pool.idle.popLast() else { return nil }
             pool.busy[ObjectIdentifier(connection)] = connection
@@ -571,7 +586,7 @@ final class LocalStore: Sendable {
     /// Runs `body` inside BEGIN IMMEDIATE … COMMIT; any error rolls back. Right before the
     /// commit, `commit()` must say the write is still wanted; if not, it is rolled back and
     /// answered `TIMEOUT` (the host already told the caller it did not happen).
-    private func transaction<T: Sendable>(
+    func transaction<T: Sendable>(
         callID: UInt64, waiting: Waiting, commit: () -> Bool, _ body: (inout WriterState) throws(CSOPError) -> T
     ) throws(CSOPError) -> WriteAttempt<T> {
         func run(_ state: inout WriterState) throws(CSOPError) -> WriteAttempt<T> {
@@ -637,13 +652,13 @@ final class LocalStore: Sendable {
         return total
     }
 
-    private static func run(_ connection: SQLiteConnection, _ query: StorageSQL) throws(SQLiteError) {
+    static func run(_ connection: SQLiteConnection, _ query: StorageSQL) throws(SQLiteError) {
         let statement = try connection.statement(query)
         defer { statement.reset() }
         _ = try statement.step()
     }
 
-    private static func sqlite<T>(_ body: () throws(SQLiteError) -> T) throws(CSOPError) -> T {
+    static func sqlite<T>(_ body: () throws(SQLiteError) -> T) throws(CSOPError) -> T {
         do { return try body() } catch { throw map(error, writing: true) }
     }
 
