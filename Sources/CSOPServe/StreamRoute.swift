@@ -21,6 +21,9 @@ import NIOCore
 ///   `Content-Length` bytes: a client never gets two versions mixed.
 struct StreamRoute: Sendable {
     static let prefix = "/v1/streams/"
+    /// Milliseconds each step (an append, a slice, the commit) may take: a step may wait for
+    /// the database behind other writers, and a timed-out step fails the whole transfer.
+    static let stepTimeout = 60_000.0
 
     let services: GatewayServices
 
@@ -42,7 +45,7 @@ struct StreamRoute: Sendable {
         }
         let body = request.body.map { Array(buffer: $0) }
         do {
-            let saved = try await services.host.saveStream(key, from: body, ttl: ttl, ifVersion: ifVersion, caller: caller)
+            let saved = try await services.host.saveStream(key, from: body, ttl: ttl, ifVersion: ifVersion, caller: caller, timeout: Self.stepTimeout)
             let duration = Double(WallClock.nanoseconds() - start) / 1e6
             return HTTPRoutes.reply(CSOPResponse(id: CSOPRequest.generateID(), outcome: .success(RawJSON(saved)), duration: duration))
         } catch let error as CSOPError {
@@ -62,7 +65,7 @@ struct StreamRoute: Sendable {
         } catch {
             return HTTPRoutes.failure(error)
         }
-        var slices = services.host.readStream(key, caller: caller).makeAsyncIterator()
+        var slices = services.host.readStream(key, caller: caller, timeout: Self.stepTimeout).makeAsyncIterator()
         let first: [UInt8]?
         do throws(CSOPError) {
             first = try await slices.next()

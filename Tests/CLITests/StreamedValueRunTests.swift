@@ -17,18 +17,19 @@ import Testing
         let plugins = try directory.writePlugins([
             PluginEntry("10-storage.conf", library: "libcsop-storage.so", config: ["path": .string(directory.file("storage.sqlite"))])
         ])
-        let child = try LineChild(arguments: ["run", "--plugins-dir", plugins], environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
-        defer { child.stop() }
-
-        // Warm up every path once (1 MiB), so the measure starts from a process that has run them.
-        try save(child, key: "warm", count: 1, seed: 1000)
-        _ = try read(child, key: "warm", count: 1, seed: 1000)
-        let before = try child.resetPeakMemory()
-
-        try save(child, key: "big", count: Self.pieces, seed: 0)
-        let mismatched = try read(child, key: "big", count: Self.pieces, seed: 0)
+        // The exchange blocks on pipes: on a thread of its own, not the concurrency pool's.
+        let (growth, mismatched) = try await OwnThread.run { [self] in
+            let child = try LineChild(arguments: ["run", "--plugins-dir", plugins], environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
+            defer { child.stop() }
+            // Warm up every path once (1 MiB), so the measure starts from a process that has run them.
+            try save(child, key: "warm", count: 1, seed: 1000)
+            _ = try read(child, key: "warm", count: 1, seed: 1000)
+            let before = try child.resetPeakMemory()
+            try save(child, key: "big", count: Self.pieces, seed: 0)
+            let mismatched = try read(child, key: "big", count: Self.pieces, seed: 0)
+            return (try child.memory("VmHWM") - before, mismatched)
+        }
         #expect(mismatched.isEmpty, "pieces read back different: \(mismatched)")
-        let growth = try child.memory("VmHWM") - before
         #expect(growth <= Self.maxGrowth, "csop run's peak RSS grew by \(growth >> 20) MiB for a \(Self.pieces) MiB value")
     }
 

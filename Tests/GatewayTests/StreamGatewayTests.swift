@@ -41,6 +41,9 @@ import Testing
         }
     }
 
+    /// Each step's timeout: generous, as the whole suite may be running on two cores.
+    static let step = 60_000.0
+
     static func collect(_ stream: StoredValueStream) async throws(CSOPError) -> [UInt8] {
         var result: [UInt8] = []
         for try await slice in stream { result += slice }
@@ -52,31 +55,31 @@ import Testing
         let host = await setup.host()
         // Pieces that do not line up with the 1 MiB appends.
         let value = Self.bytes(5 * CSOPHost.streamChunkBytes + 12_345, seed: 1)
-        let saved = try await host.saveStream("movie", from: Pieces(bytes: value, size: 700_001), ttl: 3_600_000)
+        let saved = try await host.saveStream("movie", from: Pieces(bytes: value, size: 700_001), ttl: 3_600_000, timeout: Self.step)
         #expect(saved == ["key": "movie", "location": "stream", "size": .int(Int64(value.count)), "version": 1])
-        #expect(try await Self.collect(host.readStream("movie")) == value)
+        #expect(try await Self.collect(host.readStream("movie", timeout: Self.step)) == value)
 
         // A source that fails halfway saves nothing: the key keeps its value, the upload is aborted.
         let broken = Pieces(bytes: Self.bytes(3 * CSOPHost.streamChunkBytes, seed: 2), size: 1 << 20, failure: CSOPError(.cancelled, "the source broke"))
-        await #expect(throws: CSOPError.self) { _ = try await host.saveStream("movie", from: broken) }
-        #expect(try await Self.collect(host.readStream("movie")) == value)
+        await #expect(throws: CSOPError.self) { _ = try await host.saveStream("movie", from: broken, timeout: Self.step) }
+        #expect(try await Self.collect(host.readStream("movie", timeout: Self.step)) == value)
         // ifVersion is checked at the commit.
-        await #expect(throws: CSOPError.self) { _ = try await host.saveStream("movie", from: Pieces(bytes: [1], size: 1), ifVersion: 7) }
+        await #expect(throws: CSOPError.self) { _ = try await host.saveStream("movie", from: Pieces(bytes: [1], size: 1), ifVersion: 7, timeout: Self.step) }
 
         // A value that changes while it is read fails the read instead of mixing two versions.
-        var slices = host.readStream("movie").makeAsyncIterator()
+        var slices = host.readStream("movie", timeout: Self.step).makeAsyncIterator()
         #expect(try await slices.next()?.count == CSOPHost.streamChunkBytes)
         #expect(slices.size == Int64(value.count) && slices.version == 1)
-        _ = try await host.saveStream("movie", from: Pieces(bytes: [9, 9, 9], size: 3))
+        _ = try await host.saveStream("movie", from: Pieces(bytes: [9, 9, 9], size: 3), timeout: Self.step)
         do {
             _ = try await slices.next()
             Issue.record("a read across a change went on")
         } catch {
             #expect(error.code.rawValue == "CONFLICT", "\(error)")
         }
-        #expect(try await Self.collect(host.readStream("movie")) == [9, 9, 9])
+        #expect(try await Self.collect(host.readStream("movie", timeout: Self.step)) == [9, 9, 9])
         do {
-            _ = try await Self.collect(host.readStream("missing"))
+            _ = try await Self.collect(host.readStream("missing", timeout: Self.step))
             Issue.record("a missing key read as a value")
         } catch {
             #expect(error.code.rawValue == "KEY_NOT_FOUND", "\(error)")
