@@ -7,11 +7,12 @@ extension CSOPHost {
     public static let streamChunkBytes = 1 << 20
 
     /// Saves the bytes `chunks` yields as the streamed value of `key` (storage's
-    /// `storage.upload`, `storage.append`…, `storage.commit`), holding at most about two chunks
-    /// of ``streamChunkBytes`` in memory whatever the value's size. The value replaces the
-    /// key's only when every byte is stored (the commit is atomic); if anything fails — the
-    /// sequence throws, an append fails, the task is cancelled — the upload is aborted and
-    /// the key is left as it was.
+    /// `storage.upload`, `storage.append`…, `storage.commit`). Two appends of
+    /// ``streamChunkBytes`` run at a time (one is encoded while the other is stored), so
+    /// memory stays at a few chunks whatever the value's size. The value replaces the key's
+    /// only when every byte is stored (the commit is atomic); if anything fails — the sequence
+    /// throws, an append fails, the task is cancelled — the upload is aborted and the key is
+    /// left as it was.
     ///
     /// - Parameters:
     ///   - ttl: milliseconds the key lives after the commit; nil for ever.
@@ -35,24 +36,40 @@ extension CSOPHost {
         var offset: Int64 = 0
         var pending: [UInt8] = []
         pending.reserveCapacity(Self.streamChunkBytes)
-        func append(_ bytes: ArraySlice<UInt8>) async throws(CSOPError) {
-            let payload: JSONValue = ["upload": .string(upload), "offset": .int(offset), "data": .string(Data(bytes).base64EncodedString())]
-            _ = try await dispatch("storage.append", payload, options: step, caller: caller).value()
+        // The append running while the next piece is gathered and sent.
+        var running: Task<Result<Void, CSOPError>, Never>?
+        func append(_ bytes: [UInt8]) async throws(CSOPError) {
+            let at = offset
             offset += Int64(bytes.count)
+            let previous = running
+            running = Task {
+                let payload: JSONValue = ["upload": .string(upload), "offset": .int(at), "data": .string(Data(bytes).base64EncodedString())]
+                do throws(CSOPError) {
+                    _ = try await self.dispatch("storage.append", payload, options: step, caller: caller).value()
+                    return .success(())
+                } catch {
+                    return .failure(error)
+                }
+            }
+            try await previous?.value.get()
         }
         do {
             for try await chunk in chunks {
                 try Task.checkCancellation()
                 pending.append(contentsOf: chunk)
                 while pending.count >= Self.streamChunkBytes {
-                    try await append(pending[..<Self.streamChunkBytes])
+                    try await append(Array(pending[..<Self.streamChunkBytes]))
                     pending.removeFirst(Self.streamChunkBytes)
                 }
             }
-            if !pending.isEmpty { try await append(pending[...]) }
+            if !pending.isEmpty { try await append(pending) }
+            try await running?.value.get()
+            running = nil
             try Task.checkCancellation()
             return try await dispatch("storage.commit", ["upload": .string(upload), "size": .int(offset)], options: step, caller: caller).value()
         } catch {
+            // The append still running must end before the abort, or it could find no upload.
+            _ = await running?.value
             _ = await dispatch("storage.abort", ["upload": .string(upload)], options: step, caller: caller)
             throw error
         }
@@ -68,7 +85,9 @@ extension CSOPHost {
 }
 
 /// A streamed value's bytes, slice by slice (``CSOPHost/readStream(_:caller:timeout:)``).
-/// Each iteration reads from the start.
+/// Each iteration reads from the start, one slice ahead of the one it yields (so reading the
+/// next overlaps with using this one); an iteration given up early leaves that one read to
+/// finish on its own.
 public struct StoredValueStream: AsyncSequence, Sendable {
     public typealias Element = [UInt8]
     public typealias Failure = CSOPError
@@ -80,11 +99,21 @@ public struct StoredValueStream: AsyncSequence, Sendable {
 
     public func makeAsyncIterator() -> Iterator { Iterator(stream: self) }
 
-    /// Reads the next slice when asked; `size` and `version` are known after the first.
+    /// One `storage.read` answer.
+    struct Slice: Sendable {
+        var bytes: [UInt8]
+        var size: Int64
+        var version: Int64
+        var done: Bool
+    }
+
+    /// Reads slices as they are asked for; `size` and `version` are known after the first.
     public struct Iterator: AsyncIteratorProtocol, Sendable {
         let stream: StoredValueStream
         var offset: Int64 = 0
         var done = false
+        /// The read of the slice at `offset`, started when the one before was yielded.
+        var ahead: Task<Result<Slice, CSOPError>, Never>?
         /// The value's size and version, from the first slice on.
         public private(set) var size: Int64?
         public private(set) var version: Int64?
@@ -94,23 +123,40 @@ public struct StoredValueStream: AsyncSequence, Sendable {
         /// The next slice, or nil after the last; a value of 0 bytes yields nothing.
         public mutating func next(isolation actor: isolated (any Actor)?) async throws(CSOPError) -> [UInt8]? {
             while !done {
-                var payload: JSONObject = ["key": .string(stream.key), "offset": .int(offset), "length": .int(Int64(CSOPHost.streamChunkBytes))]
-                if let version { payload["version"] = .int(version) }
-                let answer = try await stream.host.dispatch("storage.read", .object(payload), options: stream.options, caller: stream.caller).value()
-                guard case .string(let text)? = answer["data"], let data = Data(base64Encoded: text), case .int(let size)? = answer["size"],
-                    case .int(let version)? = answer["version"], case .bool(let last)? = answer["done"]
-                else {
-                    throw CSOPError(.pluginFault, "storage.read answered no {data, size, version, done}")
+                let slice: Slice
+                if let ahead {
+                    self.ahead = nil
+                    slice = try await ahead.value.get()
+                } else {
+                    slice = try await Self.read(stream, offset: offset, version: version)
                 }
-                (self.size, self.version, done) = (size, version, last)
-                offset += Int64(data.count)
-                if !data.isEmpty { return [UInt8](data) }
+                (size, version, done) = (slice.size, slice.version, slice.done)
+                offset += Int64(slice.bytes.count)
+                if !done {
+                    let (stream, offset, version) = (stream, offset, slice.version)
+                    ahead = Task {
+                        do throws(CSOPError) { return .success(try await Self.read(stream, offset: offset, version: version)) } catch { return .failure(error) }
+                    }
+                }
+                if !slice.bytes.isEmpty { return slice.bytes }
             }
             return nil
         }
 
         public mutating func next() async throws(CSOPError) -> [UInt8]? {
             try await next(isolation: nil)
+        }
+
+        static func read(_ stream: StoredValueStream, offset: Int64, version: Int64?) async throws(CSOPError) -> Slice {
+            var payload: JSONObject = ["key": .string(stream.key), "offset": .int(offset), "length": .int(Int64(CSOPHost.streamChunkBytes))]
+            if let version { payload["version"] = .int(version) }
+            let answer = try await stream.host.dispatch("storage.read", .object(payload), options: stream.options, caller: stream.caller).value()
+            guard case .string(let text)? = answer["data"], let data = Data(base64Encoded: text), case .int(let size)? = answer["size"],
+                case .int(let version)? = answer["version"], case .bool(let done)? = answer["done"]
+            else {
+                throw CSOPError(.pluginFault, "storage.read answered no {data, size, version, done}")
+            }
+            return Slice(bytes: [UInt8](data), size: size, version: version, done: done)
         }
     }
 }
