@@ -200,6 +200,21 @@ export class CSOP {
     dispatch<T = any>(action: string, payload?: Record<string, any>, options?: DispatchOptions): Promise<Response<T>>;
 
     /**
+     * Saves `body` as the streamed value of `key` over HTTP (`PUT /v1/streams/{key}`): any
+     * size, replacing the key's value only once all of it has arrived. Never rejects.
+     */
+    putStream(
+        key: string, body: Blob | ArrayBuffer | ArrayBufferView | string | ReadableStream<Uint8Array>,
+        options?: { ttl?: number; ifVersion?: number },
+    ): Promise<Response<{ key: string; location: 'stream'; size: number; version: number }>>;
+
+    /**
+     * Reads the streamed value of `key` over HTTP (`GET /v1/streams/{key}`) as a stream of
+     * bytes, never whole in memory. Never rejects.
+     */
+    getStream(key: string): Promise<Response<{ size: number; version: number; body: ReadableStream<Uint8Array>; response: globalThis.Response }>>;
+
+    /**
      * Registers a capability living in the page under the domain `name`; it takes precedence
      * over a server domain of the same name. Throws TypeError for a name that is not an
      * identifier or a capability that is not an object.

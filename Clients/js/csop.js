@@ -254,6 +254,80 @@ export class CSOP {
         return promise;
     }
 
+    /**
+     * Saves `body` (a Blob, ArrayBuffer, typed array or string; a ReadableStream where the
+     * browser can stream a request body) as the streamed value of `key`, over HTTP
+     * (`PUT /v1/streams/{key}`): any size, saved in chunks on the server, replacing the key's
+     * value only once all of it has arrived. Resolves with the commit's response
+     * (`data: {key, location: "stream", size, version}`) or an error response; never rejects.
+     * options: {ttl, ifVersion}.
+     */
+    async putStream(key, body, options = {}) {
+        const started = now();
+        const id = this._nextId();
+        const query = new URLSearchParams();
+        if (options.ttl != null) query.set('ttl', String(options.ttl));
+        if (options.ifVersion != null) query.set('ifVersion', String(options.ifVersion));
+        const init = { method: 'PUT', body };
+        if (typeof ReadableStream === 'function' && body instanceof ReadableStream) init.duplex = 'half';
+        return this._streamRequest(id, key, query, init, started, async (reply) => ({ ...(await reply.json()), id }));
+    }
+
+    /**
+     * Reads the streamed value of `key` over HTTP (`GET /v1/streams/{key}`) without holding it
+     * whole: resolves `{status: 'ok', data: {size, version, body}}` with `body` a ReadableStream
+     * of its bytes (also `data.response`, the fetch Response: `.blob()`, `.arrayBuffer()`), or
+     * an error response; never rejects. If the value changes while it is sent, the body ends
+     * with an error rather than mixing two versions.
+     */
+    async getStream(key) {
+        const started = now();
+        const id = this._nextId();
+        return this._streamRequest(id, key, new URLSearchParams(), { method: 'GET' }, started, async (reply) => ({
+            id, status: 'ok', duration: now() - started,
+            data: {
+                size: Number(reply.headers.get('content-length')),
+                version: Number(JSON.parse(reply.headers.get('etag') ?? '0')),
+                body: reply.body, response: reply,
+            },
+        }));
+    }
+
+    async _streamRequest(id, key, query, init, started, ok) {
+        if (typeof key !== 'string' || key === '') return errorResponse(id, 'INVALID_PAYLOAD', 'key must be a non-empty string', false, now() - started);
+        let base;
+        try {
+            const socket = this._socketURL ?? (this._urlOption != null
+                ? resolveSocketURL(this._urlOption, globalThis.location?.href ?? import.meta.url)
+                : defaultSocketURL(import.meta.url));
+            base = new URL(socket);
+            base.protocol = base.protocol === 'wss:' ? 'https:' : 'http:';
+        } catch {
+            return errorResponse(id, 'NOT_CONNECTED', 'no server URL: pass {url} (this module was not loaded over http or https)', true, now() - started);
+        }
+        let token = this._token;
+        try {
+            if (typeof token === 'function') token = await token();
+        } catch (error) {
+            return errorResponse(id, 'UNAUTHENTICATED', `the token function failed: ${error?.message ?? error}`, false, now() - started);
+        }
+        const search = query.toString();
+        const url = new URL(`/v1/streams/${encodeURIComponent(key)}${search ? `?${search}` : ''}`, base);
+        init.headers = token ? { authorization: `Bearer ${token}` } : {};
+        let reply;
+        try {
+            reply = await fetch(url, init);
+        } catch (error) {
+            return errorResponse(id, 'NOT_CONNECTED', `the request to ${url.origin} failed: ${error?.message ?? error}`, true, now() - started);
+        }
+        if (!reply.ok) {
+            const answer = await reply.json().catch(() => null);
+            const error = answer?.error ?? { code: 'EXECUTION_FAILED', message: `the server answered ${reply.status}`, retry: false };
+            return { id, status: 'error', error, duration: now() - started };
+        }
+        return ok(reply);
+    }
+
     /** Sends one request; resolves with its response, never rejects. */
     async dispatch(action, payload = {}, options = {}) {
         const started = now();

@@ -37,7 +37,7 @@ extension StoragePlugin {
             try await self.onWriter { () throws(CSOPError) in
                 try self.local.beginUpload(
                     stream: stream, key: stored, ttl: options.ttl, ifVersion: options.ifVersion, range: space.range,
-                    maxUploads: self.configuration.maxUploads, callID: call.id)
+                    maxUploads: self.configuration.maxUploads, callID: call.id, commit: { call.beginCommit() })
             }
             return .value(["upload": .string(stream), "key": .string(key), "maxChunk": .int(Int64(StorageLimits.maxChunkBytes))])
         }
@@ -104,7 +104,7 @@ extension StoragePlugin {
         let fields = try Fields(call.payload, path: "payload", allowed: Self.abortFields, allowNull: false)
         let stream = try Self.uploadID(fields)
         runLater(call) { () async throws(CSOPError) -> PluginReply in
-            try await self.onWriter { () throws(CSOPError) in try self.local.abortUpload(stream: stream, namespace: space.prefix, callID: call.id) }
+            try await self.onWriter { () throws(CSOPError) in try self.local.abortUpload(stream: stream, namespace: space.prefix, callID: call.id, commit: { call.beginCommit() }) }
             return .value(["aborted": true])
         }
     }
@@ -124,7 +124,7 @@ extension StoragePlugin {
             guard let slice = try self.local.readStream(key: key, offset: offset, length: length, version: version, callID: call.id) else {
                 throw Self.notFound(key)
             }
-            self.metrics.read(cold: false)
+            if offset == 0 { self.metrics.read(cold: false) }  // A value read, not each slice.
             let data = Data(slice.bytes).base64EncodedString()
             let userKey = StorageNamespace.userKey(key)
             var writer = JSONWriter(capacity: data.utf8.count + userKey.utf8.count + 128)

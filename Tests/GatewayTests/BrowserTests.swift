@@ -53,6 +53,20 @@ import Testing
         await collector.stop()
     }
 
+    /// Streamed values from the browser (#15): putStream of a Blob, getStream read through its
+    /// ReadableStream, over the gateway's PUT and GET /v1/streams/{key}.
+    @Test func streamPage() async throws {
+        let setup = try ServeSetup(label: "csop-browser")
+        let server = try await serve(setup)
+        let collector = try await ReportCollector.start()
+        let token = try await setup.token("erin", actions: ["storage.*"], tenant: "browser")
+        let (report, browser) = try await run(setup, server: server, collector: collector, page: "stream", path: "stream.html?token=\(token)&run=s1")
+        await browser.stop()
+        #expect(report?["ok"] == .bool(true), "failed checks:\n\(failedChecks(report))\n\(browser.log.suffix(3000))")
+        try await server.stop()
+        await collector.stop()
+    }
+
     /// The status page at / (#13): charts fed by /metrics while the test page sends requests,
     /// the plugins listed, a token asked for when none is given, no console errors. A
     /// screenshot is saved as a test artifact (.build/test-artifacts/status-page.png).

@@ -614,6 +614,39 @@ test('ids are unique across many requests', () => {
     assert.equal(seen.size, 10000);
 });
 
+test('putStream and getStream: the HTTP URL, token, options and answers', async () => {
+    const calls = [];
+    const saved = globalThis.fetch;
+    globalThis.fetch = async (url, init) => {
+        calls.push({ url: String(url), init });
+        if (init.method === 'PUT') return new Response(JSON.stringify({ id: 'srv', status: 'ok', data: { size: 3 } }), { status: 200 });
+        if (String(url).includes('missing')) {
+            return new Response(JSON.stringify({ status: 'error', error: { code: 'KEY_NOT_FOUND', message: 'no', retry: false } }), { status: 404 });
+        }
+        return new Response(new Uint8Array([1, 2, 3]), { status: 200, headers: { 'content-length': '3', etag: '"4"' } });
+    };
+    try {
+        const csop = new CSOP({ url: 'wss://example.test/v1/ws', token: async () => 'tok', WebSocket: makeFake().FakeWebSocket });
+        const put = await csop.putStream('a/b c', 'xyz', { ttl: 5, ifVersion: 2 });
+        assert.equal(put.status, 'ok');
+        assert.equal(calls[0].url, 'https://example.test/v1/streams/a%2Fb%20c?ttl=5&ifVersion=2');
+        assert.equal(calls[0].init.headers.authorization, 'Bearer tok');
+        const got = await csop.getStream('k');
+        assert.equal(got.status, 'ok');
+        assert.deepEqual([got.data.size, got.data.version], [3, 4]);
+        assert.deepEqual([...new Uint8Array(await got.data.response.arrayBuffer())], [1, 2, 3]);
+        assert.equal(calls[1].url, 'https://example.test/v1/streams/k');
+        const missing = await csop.getStream('missing');
+        assert.deepEqual([missing.status, missing.error.code], ['error', 'KEY_NOT_FOUND']);
+        assert.equal((await csop.putStream('', 'x')).error.code, 'INVALID_PAYLOAD');
+        globalThis.fetch = async () => { throw new TypeError('connection refused'); };
+        const down = await csop.getStream('k');
+        assert.deepEqual([down.error.code, down.error.retry], ['NOT_CONNECTED', true]);
+    } finally {
+        globalThis.fetch = saved;
+    }
+});
+
 let failed = 0;
 for (const { name, fn } of tests) {
     try {

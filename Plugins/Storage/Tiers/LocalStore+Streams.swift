@@ -22,11 +22,12 @@ extension LocalStore {
     }
 
     /// Starts an upload of stored key `key` as stream `stream`, unless its namespace (`range`)
-    /// has `maxUploads` open already.
+    /// has `maxUploads` open already; `commit` is asked right before the commit.
     func beginUpload(
-        stream: String, key: String, ttl: Int64?, ifVersion: Int64?, range: (lower: [UInt8], upper: [UInt8]), maxUploads: Int, callID: UInt64
+        stream: String, key: String, ttl: Int64?, ifVersion: Int64?, range: (lower: [UInt8], upper: [UInt8]), maxUploads: Int, callID: UInt64,
+        commit: () -> Bool
     ) throws(CSOPError) {
-        let opened = try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: { true }) {
+        let opened = try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: commit) {
             state throws(CSOPError) -> Bool in
             try Self.sqlite { () throws(SQLiteError) -> Bool in
                 let count = try state.connection.statement(.uploadCount)
@@ -127,9 +128,10 @@ extension LocalStore {
         }.waited()
     }
 
-    /// Ends upload `stream` of `namespace` without saving; its chunks are deleted in the background.
-    func abortUpload(stream: String, namespace: [UInt8], callID: UInt64) throws(CSOPError) {
-        _ = try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: { true }) { state throws(CSOPError) in
+    /// Ends upload `stream` of `namespace` without saving; its chunks are deleted in the
+    /// background. `commit` is asked right before the commit.
+    func abortUpload(stream: String, namespace: [UInt8], callID: UInt64, commit: () -> Bool) throws(CSOPError) {
+        _ = try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: commit) { state throws(CSOPError) in
             let owner = try Self.sqlite { () throws(SQLiteError) -> String? in
                 let end = try state.connection.statement(.uploadEnd)
                 defer { end.reset() }
