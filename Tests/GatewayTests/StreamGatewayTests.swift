@@ -54,13 +54,13 @@ import Testing
         let setup = try ServeSetup()
         let host = await setup.host()
         // Pieces that do not line up with the 1 MiB appends.
-        let value = Self.bytes(5 * CSOPHost.streamChunkBytes + 12_345, seed: 1)
+        let value = Self.bytes(2 * CSOPHost.streamChunkBytes + 12_345, seed: 1)
         let saved = try await host.saveStream("movie", from: Pieces(bytes: value, size: 700_001), ttl: 3_600_000, timeout: Self.step)
         #expect(saved == ["key": "movie", "location": "stream", "size": .int(Int64(value.count)), "version": 1])
         #expect(try await Self.collect(host.readStream("movie", timeout: Self.step)) == value)
 
         // A source that fails halfway saves nothing: the key keeps its value, the upload is aborted.
-        let broken = Pieces(bytes: Self.bytes(3 * CSOPHost.streamChunkBytes, seed: 2), size: 1 << 20, failure: CSOPError(.cancelled, "the source broke"))
+        let broken = Pieces(bytes: Self.bytes(2 * CSOPHost.streamChunkBytes, seed: 2), size: 1 << 20, failure: CSOPError(.cancelled, "the source broke"))
         await #expect(throws: CSOPError.self) { _ = try await host.saveStream("movie", from: broken, timeout: Self.step) }
         #expect(try await Self.collect(host.readStream("movie", timeout: Self.step)) == value)
         // ifVersion is checked at the commit.
@@ -90,6 +90,17 @@ import Testing
         await host.shutdown()
     }
 
+    /// Runs one exchange; a failure names it (and how long it took) before it ends the test.
+    func step<T>(_ label: String, _ body: () async throws -> T) async throws -> T {
+        let start = ContinuousClock.now
+        do {
+            return try await body()
+        } catch {
+            Issue.record("\(label) failed after \(ContinuousClock.now - start): \(error)")
+            throw error
+        }
+    }
+
     @Test func putAndGetStreamABodyOfAnySizeWithTheTokensTenantAndActions() async throws {
         let setup = try ServeSetup()
         let writer = try await setup.token("alice", actions: ["storage.*"], tenant: "acme")
@@ -97,12 +108,12 @@ import Testing
         let other = try await setup.token("bob", actions: ["storage.*"], tenant: "globex")
         try await withGateway(setup, configure: { $0.secretFile = setup.secretFile }) { port, _ in
             let http = HTTP(port: port)
-            let value = Self.bytes(3 * CSOPHost.streamChunkBytes + 77, seed: 3)
-            let put = try await http.request(.put, "/v1/streams/photos%2Fcat%20one.jpg?ttl=60000", bytes: value, token: writer)
+            let value = Self.bytes(2 * CSOPHost.streamChunkBytes + 77, seed: 3)
+            let put = try await step("PUT") { try await http.request(.put, "/v1/streams/photos%2Fcat%20one.jpg?ttl=60000", bytes: value, token: writer) }
             #expect(put.status == .ok, "\(put.text)")
             #expect(put.data == ["key": "photos/cat one.jpg", "location": "stream", "size": .int(Int64(value.count)), "version": 1])
 
-            let get = try await http.get("/v1/streams/photos%2Fcat%20one.jpg", token: reader)
+            let get = try await step("GET") { try await http.get("/v1/streams/photos%2Fcat%20one.jpg", token: reader) }
             #expect(get.status == .ok)
             #expect(get.headers[.contentType] == "application/octet-stream")
             #expect(get.headers[.contentLength] == String(value.count))
@@ -110,8 +121,8 @@ import Testing
             #expect(get.body == value)
 
             // Another tenant sees nothing; a token without the upload actions cannot write.
-            #expect(try await http.get("/v1/streams/photos%2Fcat%20one.jpg", token: other).status == .notFound)
-            let refused = try await http.request(.put, "/v1/streams/x", bytes: [1, 2, 3], token: reader)
+            #expect(try await step("GET by another tenant") { try await http.get("/v1/streams/photos%2Fcat%20one.jpg", token: other) }.status == .notFound)
+            let refused = try await step("PUT refused") { try await http.request(.put, "/v1/streams/x", bytes: [1, 2, 3], token: reader) }
             #expect(refused.status == .forbidden && refused.code == "FORBIDDEN", "\(refused.text)")
             #expect(try await http.get("/v1/streams/x", token: writer).status == .notFound)
             #expect(try await http.get("/v1/streams/x").status == .unauthorized)
@@ -125,7 +136,7 @@ import Testing
                 (.get, "/v1/streams/k?offset=1", .badRequest, "INVALID_PAYLOAD"),
             ]
             for (method, path, status, code) in cases {
-                let reply = try await http.request(method, path, bytes: method == .put ? [1] : nil, token: writer)
+                let reply = try await step("\(method) \(path)") { try await http.request(method, path, bytes: method == .put ? [1] : nil, token: writer) }
                 #expect(reply.status == status && reply.code == code, "\(method) \(path): \(reply.status) \(reply.text)")
             }
             // A JSON value is not a stream, and the other way round.

@@ -73,28 +73,30 @@ import Testing
         #expect(try chunksInFile() == 0)
     }
 
-    @Test func aValueLargerThanAJSONValueMaySaveInChunksAndReadsBackExactly() async throws {
+    /// (A value past the 64 MiB of a JSON value goes through `csop run` in StreamedValueRunTests:
+    /// here, in the test process, the bytes stay small enough not to hog its few threads.)
+    @Test func aValueSavesInChunksOfAnySizeInAnyOrderAndReadsBackExactly() async throws {
         let storage = try open()
-        let chunk = StorageLimits.maxChunkBytes
-        let count = Int(StorageLimits.maxValueBytes) / chunk + 2  // 72 MiB: past the JSON limit
+        let sizes = [1 << 20, 300_001, 1000, 65_536]
+        let offsets = sizes.indices.map { sizes[..<$0].reduce(0, +) }
+        let chunks = sizes.indices.map { Self.bytes(sizes[$0], seed: $0) }
         let id = try await upload(storage, "video")
         // Out of order, one repeated: the commit only asks that they cover the value once.
-        for index in Array((0..<count).reversed()) + [3] {
+        for index in Array(sizes.indices.reversed()) + [1] {
             let appended = await storage.call(
-                "append", ["upload": .string(id), "offset": .int(Int64(index * chunk)), "data": Self.base64(Self.bytes(chunk, seed: index))])
-            #expect(appended["length"] == .int(Int64(chunk)), "\(appended.error?.description ?? "")")
+                "append", ["upload": .string(id), "offset": .int(Int64(offsets[index])), "data": Self.base64(chunks[index])])
+            #expect(appended["length"] == .int(Int64(sizes[index])), "\(appended.error?.description ?? "")")
         }
-        let total = Int64(count * chunk)
+        let total = Int64(sizes.reduce(0, +))
         let committed = await storage.call("commit", ["upload": .string(id), "size": .int(total)])
         #expect(committed.value == ["key": "video", "location": "stream", "size": .int(total), "version": 1], "\(committed.error?.description ?? "")")
 
         // Slices that do not line up with the chunks, and a last one that is short.
-        let (read, version) = try await readAll(storage, "video", length: 3_000_001)
+        let (read, version) = try await readAll(storage, "video", length: 700_001)
         #expect(version == 1)
-        #expect(read.count == count * chunk)
-        for index in 0..<count where !Self.same(read[(index * chunk)..<((index + 1) * chunk)], Self.bytes(chunk, seed: index)) {
-            Issue.record("chunk \(index) read back different bytes")
-        }
+        var value: [UInt8] = []
+        for chunk in chunks { value += chunk }
+        #expect(Self.same(read[...], value), "the value read back different bytes")
         let tail = await storage.call("read", ["key": "video", "offset": .int(total - 10), "length": 100])
         #expect(tail["length"] == 10 && tail["done"] == true && tail["size"] == .int(total))
         let end = await storage.call("read", ["key": "video", "offset": .int(total)])
@@ -104,7 +106,7 @@ import Testing
         #expect(stats["stream"]?["count"] == 1 && stats["stream"]?["bytes"] == .int(total) && stats["total"]?["bytes"] == .int(total))
         #expect(await storage.call("list", [:])["keys"] == ["video"])
         // The repeated append replaced its chunk: one row per offset.
-        #expect(try chunksInFile() == count)
+        #expect(try chunksInFile() == sizes.count)
     }
 
     @Test func anEmptyValueAndTheTwoKindsOfValueAreToldApart() async throws {
