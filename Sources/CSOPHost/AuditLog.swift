@@ -57,7 +57,7 @@ public final class AuditLog: Sendable {
     }
 
     deinit {
-        state.withLock { close($0.descriptor) }
+        state.withLock { _ = close($0.descriptor) }
     }
 
     /// Lines that could not be written.

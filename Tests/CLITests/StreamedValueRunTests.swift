@@ -7,10 +7,13 @@ import Testing
 /// one request line at a time, while the process's resident memory stays bounded: a value held
 /// whole anywhere would add at least its size.
 @Suite struct StreamedValueRunTests {
-    /// 96 MiB: past the JSON limit and past the memory bound, in 1 MiB pieces.
-    static let pieces = 96
+    /// 72 MiB, past the JSON limit, in 1 MiB pieces; the bound is half of it: a value held
+    /// whole (as base64 text, then as bytes) would pass it. (The bar, 64 MiB for 1 GiB,
+    /// is measured by `csop bench --only streams` in a release build: this debug-build test,
+    /// beside the whole suite, stays short.)
+    static let pieces = 72
     static let piece = 1 << 20
-    static let maxGrowth = 64 << 20
+    static let maxGrowth = 36 << 20
 
     @Test func aValuePastTheJSONLimitGoesThroughCsopRunWithBoundedMemory() async throws {
         let directory = try TemporaryDirectory("csop-stream")
