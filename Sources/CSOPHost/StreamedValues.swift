@@ -29,7 +29,7 @@ extension CSOPHost {
         if let ttl { options["ttl"] = .int(ttl) }
         if let ifVersion { options["ifVersion"] = .int(ifVersion) }
         let step = RequestOptions(timeout: timeout)
-        let opened = try await dispatch("storage.upload", ["key": .string(key), "options": .object(options)], options: step, caller: caller).value()
+        let opened = try await dispatch("storage.upload", ["key": .string(key), "options": .object(options)], options: step, caller: caller).outcome.get().value
         guard case .string(let upload)? = opened["upload"] else {
             throw CSOPError(.pluginFault, "storage.upload answered no upload id")
         }
@@ -45,7 +45,7 @@ extension CSOPHost {
             running = Task {
                 let payload: JSONValue = ["upload": .string(upload), "offset": .int(at), "data": .string(Data(bytes).base64EncodedString())]
                 do throws(CSOPError) {
-                    _ = try await self.dispatch("storage.append", payload, options: step, caller: caller).value()
+                    _ = try await self.dispatch("storage.append", payload, options: step, caller: caller).outcome.get()
                     return .success(())
                 } catch {
                     return .failure(error)
@@ -56,17 +56,24 @@ extension CSOPHost {
         do {
             for try await chunk in chunks {
                 try Task.checkCancellation()
-                pending.append(contentsOf: chunk)
-                while pending.count >= Self.streamChunkBytes {
-                    try await append(Array(pending[..<Self.streamChunkBytes]))
-                    pending.removeFirst(Self.streamChunkBytes)
+                // Fill `pending` up to one append at a time: each byte is copied once, whatever
+                // the size of the pieces.
+                var start = chunk.startIndex
+                while start < chunk.endIndex {
+                    let end = start + min(Self.streamChunkBytes - pending.count, chunk.endIndex - start)
+                    pending.append(contentsOf: chunk[start..<end])
+                    start = end
+                    if pending.count == Self.streamChunkBytes {
+                        try await append(pending)
+                        pending.removeAll(keepingCapacity: true)
+                    }
                 }
             }
             if !pending.isEmpty { try await append(pending) }
             try await running?.value.get()
             running = nil
             try Task.checkCancellation()
-            return try await dispatch("storage.commit", ["upload": .string(upload), "size": .int(offset)], options: step, caller: caller).value()
+            return try await dispatch("storage.commit", ["upload": .string(upload), "size": .int(offset)], options: step, caller: caller).outcome.get().value
         } catch {
             // The append still running must end before the abort, or it could find no upload.
             _ = await running?.value
@@ -150,23 +157,13 @@ public struct StoredValueStream: AsyncSequence, Sendable {
         static func read(_ stream: StoredValueStream, offset: Int64, version: Int64?) async throws(CSOPError) -> Slice {
             var payload: JSONObject = ["key": .string(stream.key), "offset": .int(offset), "length": .int(Int64(CSOPHost.streamChunkBytes))]
             if let version { payload["version"] = .int(version) }
-            let answer = try await stream.host.dispatch("storage.read", .object(payload), options: stream.options, caller: stream.caller).value()
+            let answer = try await stream.host.dispatch("storage.read", .object(payload), options: stream.options, caller: stream.caller).outcome.get().value
             guard case .string(let text)? = answer["data"], let data = Data(base64Encoded: text), case .int(let size)? = answer["size"],
                 case .int(let version)? = answer["version"], case .bool(let done)? = answer["done"]
             else {
                 throw CSOPError(.pluginFault, "storage.read answered no {data, size, version, done}")
             }
             return Slice(bytes: [UInt8](data), size: size, version: version, done: done)
-        }
-    }
-}
-
-extension Response {
-    /// The answer's data, or its error thrown.
-    func value() throws(CSOPError) -> JSONValue {
-        switch outcome {
-        case .success(let raw): return raw.value
-        case .failure(let error): throw error
         }
     }
 }

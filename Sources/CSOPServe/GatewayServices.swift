@@ -81,6 +81,12 @@ final class GatewayServices: Sendable {
         caller.map { "sub:\($0.tenant)/\($0.subject)" } ?? "addr:\(peer)"
     }
 
+    /// The 429 answer (with `Retry-After`) when `caller`, or without auth the address `peer`,
+    /// is over the rate limit; nil when the request may go on (it then counts against it).
+    func rateRefusal(_ caller: Caller?, peer: String) -> HTTPAnswer? {
+        rateLimiter.take(Self.rateKey(caller, peer: peer)).map(HTTPAnswer.rateLimited)
+    }
+
     static func rateLimited(_ wait: Double) -> CSOPError {
         CSOPError(
             ErrorCode.rateLimited,

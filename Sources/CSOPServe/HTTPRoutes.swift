@@ -124,9 +124,7 @@ struct HTTPRoutes: Sendable {
                 return Self.failure(.invalidPayload("unknown query parameter \"\(key)\"; /v1/events takes channel, events and token"))
             }
         }
-        if let wait = services.rateLimiter.take(GatewayServices.rateKey(caller, peer: context.peer)) {
-            return Self.rateLimited(wait)
-        }
+        if let refusal = services.rateRefusal(caller, peer: context.peer) { return Self.reply(refusal) }
         return await EventStream(services: services, caller: caller).start(payload: payload)
     }
 
@@ -138,10 +136,6 @@ struct HTTPRoutes: Sendable {
 
     static func failure(_ error: CSOPError, id: String? = nil) -> HTTPReply {
         reply(.failure(error, id: id))
-    }
-
-    static func rateLimited(_ wait: Double) -> HTTPReply {
-        reply(.rateLimited(wait))
     }
 
     static func json(_ status: HTTPResponse.Status, _ bytes: [UInt8]) -> HTTPReply {

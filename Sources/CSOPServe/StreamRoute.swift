@@ -43,6 +43,7 @@ struct StreamRoute: Sendable {
         } catch {
             return HTTPRoutes.failure(error)
         }
+        if let refusal = services.rateRefusal(caller, peer: context.peer) { return HTTPRoutes.reply(refusal) }
         let body = request.body.map { Array(buffer: $0) }
         do {
             let saved = try await services.host.saveStream(key, from: body, ttl: ttl, ifVersion: ifVersion, caller: caller, timeout: Self.stepTimeout)
@@ -65,6 +66,7 @@ struct StreamRoute: Sendable {
         } catch {
             return HTTPRoutes.failure(error)
         }
+        if let refusal = services.rateRefusal(caller, peer: context.peer) { return HTTPRoutes.reply(refusal) }
         var slices = services.host.readStream(key, caller: caller, timeout: Self.stepTimeout).makeAsyncIterator()
         let first: [UInt8]?
         do throws(CSOPError) {
@@ -86,12 +88,9 @@ struct StreamRoute: Sendable {
             })
     }
 
-    /// The request's key and caller, once its token and the rate limit let it in.
+    /// The request's key and caller, once its token lets it in.
     private func admit(_ request: HTTPRequestValue, context: GatewayContext) async throws(CSOPError) -> (String, Caller?) {
         let caller = try await services.authenticate(request)
-        if let wait = services.rateLimiter.take(GatewayServices.rateKey(caller, peer: context.peer)) {
-            throw GatewayServices.rateLimited(wait)
-        }
         let raw = request.uri.path.dropFirst(Self.prefix.count)
         guard !raw.isEmpty, let key = String(raw).removingPercentEncoding, !key.isEmpty else {
             throw .invalidPayload("the path must be \(Self.prefix){key}, with the key percent-encoded (UTF-8)")

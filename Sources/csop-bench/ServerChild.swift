@@ -64,11 +64,7 @@ final class ServerChild: @unchecked Sendable {  // Mutable state is guarded by `
 
     /// The child's resident memory in bytes (VmRSS), or nil once it is gone.
     func residentBytes() -> Double? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-            let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")
-        else { return nil }
-        return kilobytes * 1024
+        ResidentMemory.field("VmRSS", of: String(pid)).map(Double.init)
     }
 
     var isRunning: Bool { process.isRunning }

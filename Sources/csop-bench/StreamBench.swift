@@ -79,26 +79,6 @@ private struct Pieces: AsyncSequence, Sendable {
     }
 }
 
-/// This process's resident memory, from /proc/self/status.
-enum ResidentMemory {
-    /// Resets the peak (VmHWM) to the current RSS and returns that, in bytes.
-    static func resetPeak() -> Int {
-        try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
-        return field("VmRSS")
-    }
-
-    /// The peak RSS since the last reset, in bytes.
-    static func peak() -> Int { field("VmHWM") }
-
-    private static func field(_ name: String) -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix(name + ":") {
-            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
-        }
-        return 0
-    }
-}
-
 /// The baseline: 1 MiB blobs in a table, one transaction each, then read back in order.
 private final class RawChunks {
     private let db: OpaquePointer

@@ -126,13 +126,16 @@ struct HTTP {
         try await request(method, path, headers: headers, bytes: body.map { Array($0.utf8) }, token: token)
     }
 
-    func request(_ method: HTTPRequest.Method, _ path: String, headers: HTTPFields = [:], bytes: [UInt8]?, token: String? = nil) async throws -> Reply {
-        let body = bytes
+    /// - Parameter readTimeout: how long the client waits for the server's next bytes.
+    func request(
+        _ method: HTTPRequest.Method, _ path: String, headers: HTTPFields = [:], bytes body: [UInt8]?, token: String? = nil,
+        readTimeout: Duration = .seconds(15)
+    ) async throws -> Reply {
         var fields = headers
         if let token { fields[.authorization] = "Bearer \(token)" }
         let headers = fields
         return try await answered { answer in
-            try await TestClient.withClient(host: "127.0.0.1", port: port) { client in
+            try await TestClient.withClient(host: "127.0.0.1", port: port, configuration: .init(timeout: readTimeout)) { client in
                 let response = try await client.execute(
                     TestClient.Request(path, method: method, headers: headers, body: body.map { ByteBuffer(bytes: $0) }))
                 return answer(

@@ -109,11 +109,18 @@ import Testing
         try await withGateway(setup, configure: { $0.secretFile = setup.secretFile }) { port, _ in
             let http = HTTP(port: port)
             let value = Self.bytes(2 * CSOPHost.streamChunkBytes + 77, seed: 3)
-            let put = try await step("PUT") { try await http.request(.put, "/v1/streams/photos%2Fcat%20one.jpg?ttl=60000", bytes: value, token: writer) }
+            // A transfer takes several steps through the plugin, each a few hops on the
+            // concurrency pool, which the suite's own tests can starve for seconds at its start:
+            // the client waits as long as the server's steps may take.
+            let put = try await step("PUT") {
+                try await http.request(.put, "/v1/streams/photos%2Fcat%20one.jpg?ttl=60000", bytes: value, token: writer, readTimeout: .seconds(120))
+            }
             #expect(put.status == .ok, "\(put.text)")
             #expect(put.data == ["key": "photos/cat one.jpg", "location": "stream", "size": .int(Int64(value.count)), "version": 1])
 
-            let get = try await step("GET") { try await http.get("/v1/streams/photos%2Fcat%20one.jpg", token: reader) }
+            let get = try await step("GET") {
+                try await http.request(.get, "/v1/streams/photos%2Fcat%20one.jpg", bytes: nil, token: reader, readTimeout: .seconds(120))
+            }
             #expect(get.status == .ok)
             #expect(get.headers[.contentType] == "application/octet-stream")
             #expect(get.headers[.contentLength] == String(value.count))

@@ -92,16 +92,7 @@ extension LocalStore {
     ) throws(CSOPError) -> (upload: Upload, size: Int64, result: WriteResult) {
         try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: commit) { state throws(CSOPError) in
             let connection = state.connection
-            let upload = try Self.sqlite { () throws(SQLiteError) -> Upload? in
-                let end = try connection.statement(.uploadEnd)
-                defer { end.reset() }
-                end.bind(1, stream)
-                guard try end.step() else { return nil }
-                let upload = Upload(key: end.text(0), ttl: end.isNull(1) ? nil : end.int64(1), ifVersion: end.isNull(2) ? nil : end.int64(2))
-                _ = try end.step()
-                return upload
-            }
-            guard let upload, StorageNamespace.prefix(ofStored: upload.key) == namespace else { throw Self.uploadNotFound }
+            let upload = try Self.endUpload(stream, of: namespace, connection)
             // The chunks in offset order must each start where the one before ends.
             let (size, stray) = try Self.sqlite { () throws(SQLiteError) -> (Int64, Int64?) in
                 let layout = try connection.statement(.chunkLayout)
@@ -132,16 +123,7 @@ extension LocalStore {
     /// background. `commit` is asked right before the commit.
     func abortUpload(stream: String, namespace: [UInt8], callID: UInt64, commit: () -> Bool) throws(CSOPError) {
         _ = try transaction(callID: callID, waiting: .upTo(milliseconds: Self.readBusyWaitMilliseconds), commit: commit) { state throws(CSOPError) in
-            let owner = try Self.sqlite { () throws(SQLiteError) -> String? in
-                let end = try state.connection.statement(.uploadEnd)
-                defer { end.reset() }
-                end.bind(1, stream)
-                guard try end.step() else { return nil }
-                let key = end.text(0)
-                _ = try end.step()
-                return key
-            }
-            guard let owner, StorageNamespace.prefix(ofStored: owner) == namespace else { throw Self.uploadNotFound }
+            _ = try Self.endUpload(stream, of: namespace, state.connection)
             try Self.sqlite { () throws(SQLiteError) in try Self.markDead(stream, state.connection) }
         }.waited()
     }
@@ -239,6 +221,23 @@ extension LocalStore {
             _ = try statement.step()
             return statement.int64(0) != 0
         }
+    }
+
+    /// Deletes the row of upload `stream` if it belongs to `namespace` (inside the caller's
+    /// transaction, which rolls it back if anything after fails) and returns what it held.
+    /// - Throws: `UPLOAD_NOT_FOUND` when there is no such upload in `namespace`.
+    private static func endUpload(_ stream: String, of namespace: [UInt8], _ connection: SQLiteConnection) throws(CSOPError) -> Upload {
+        let upload = try sqlite { () throws(SQLiteError) -> Upload? in
+            let end = try connection.statement(.uploadEnd)
+            defer { end.reset() }
+            end.bind(1, stream)
+            guard try end.step() else { return nil }
+            let upload = Upload(key: end.text(0), ttl: end.isNull(1) ? nil : end.int64(1), ifVersion: end.isNull(2) ? nil : end.int64(2))
+            _ = try end.step()
+            return upload
+        }
+        guard let upload, StorageNamespace.prefix(ofStored: upload.key) == namespace else { throw uploadNotFound }
+        return upload
     }
 
     private static func markDead(_ stream: String, _ connection: SQLiteConnection) throws(SQLiteError) {
