@@ -12,22 +12,12 @@ public enum CCompiler {
     /// Compiles `Tests/Fixtures/CPlugins/<source>` into `output` as a shared library.
     /// - Parameter defines: `-D` flags without the `-D`, e.g. `["WRONG_ABI"]`.
     public static func buildPlugin(_ source: String, defines: [String] = [], output: String) async throws {
-        try await OwnThread.run { try buildBlocking(source, defines: defines, output: output) }
-    }
-
-    private static func buildBlocking(_ source: String, defines: [String], output: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments =
+        let result = try await ChildProcess.run(
+            "/usr/bin/env",
             ["cc", "-Wall", "-Werror", "-shared", "-fPIC", "-I", "\(packageRoot)/Sources/CSOPPluginABI/include"]
-            + defines.map { "-D\($0)" } + ["\(packageRoot)/Tests/Fixtures/CPlugins/\(source)", "-o", output]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw CompileError(message: "cc failed for \(source): \(text)")
+                + defines.map { "-D\($0)" } + ["\(packageRoot)/Tests/Fixtures/CPlugins/\(source)", "-o", output], timeout: 300)
+        guard result.status == 0, !result.timedOut else {
+            throw CompileError(message: "cc failed for \(source) (status \(result.status)): \(result.stderr)")
         }
     }
 

@@ -12,6 +12,8 @@ public enum ChildProcess {
         public var stderr: String
         /// Whether the timeout killed it.
         public var timedOut: Bool
+        /// Whether a signal ended it (`status` is then the signal's number).
+        public var diedOfSignal: Bool
         public var stdoutLines: [String] { stdout.split(separator: "\n").map(String.init) }
     }
 
@@ -32,56 +34,61 @@ public enum ChildProcess {
         _ executable: String, _ arguments: [String], environment: [String: String?], directory: String?,
         input: [UInt8], timeout: Double
     ) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let stdin = Pipe()
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let timer = DispatchSource.makeTimerSource(queue: .global())
-        let killed = TimedOut()
-        timer.schedule(deadline: .now() + timeout)
-        timer.setEventHandler {
-            killed.set()
-            process.terminate()
-            kill(process.processIdentifier, SIGKILL)
+        let process = try SpawnedProcess(
+            executable, arguments, environment: environment, directory: directory, stdin: .pipe, stdout: .pipe, stderr: .pipe)
+        Thread {
+            if !input.isEmpty { process.write(input) }
+            process.closeInput()
+        }.start()
+        var timedOut = false
+        let deadline = Date().addingTimeInterval(timeout)
+        let captured = collect([process.output!, process.errors!], until: deadline) {
+            timedOut = true
+            process.kill(SIGKILL)
         }
-        timer.resume()
-        let reader = DispatchGroup()
-        let err = Captured()
-        DispatchQueue.global().async(group: reader) { err.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
-        DispatchQueue.global().async {
-            if !input.isEmpty { try? stdin.fileHandleForWriting.write(contentsOf: input) }
-            try? stdin.fileHandleForWriting.close()
+        // It may run on with its output closed.
+        while process.isRunning && Date() < deadline { usleep(2_000) }
+        if process.isRunning {
+            timedOut = true
+            process.kill(SIGKILL)
         }
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        reader.wait()
-        timer.cancel()
+        process.waitBlocking()
         return Result(
-            status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-            stderr: String(decoding: err.data, as: UTF8.self), timedOut: killed.value)
+            status: process.terminationStatus ?? -1, stdout: String(decoding: captured[0], as: UTF8.self),
+            stderr: String(decoding: captured[1], as: UTF8.self), timedOut: timedOut, diedOfSignal: process.diedOfSignal)
     }
 
-    private final class Captured: @unchecked Sendable {  // Written once by the reader, read after the group finished.
-        private let lock = NSLock()
-        private var bytes = Data()
-        func set(_ data: Data) { lock.withLock { bytes = data } }
-        var data: Data { lock.withLock { bytes } }
-    }
-
-    private final class TimedOut: @unchecked Sendable {  // Set once from the timer queue, read after the reader group finished.
-        private let lock = NSLock()
-        private var flag = false
-        func set() { lock.withLock { flag = true } }
-        var value: Bool { lock.withLock { flag } }
+    /// Reads every descriptor to its end, then closes it. At `deadline` it calls `expire` (which
+    /// kills the child) and reads on for 5 s at most: a grandchild may hold a pipe open.
+    private static func collect(_ fds: [Int32], until deadline: Date, expire: () -> Void) -> [[UInt8]] {
+        var captured = [[UInt8]](repeating: [], count: fds.count)
+        var open = Set(fds.indices)
+        var cutoff = deadline
+        var expired = false
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while !open.isEmpty {
+            let remaining = cutoff.timeIntervalSinceNow
+            if remaining <= 0 {
+                if expired { break }
+                expired = true
+                expire()
+                cutoff = Date().addingTimeInterval(5)
+                continue
+            }
+            var pollers = open.sorted().map { pollfd(fd: fds[$0], events: Int16(POLLIN), revents: 0) }
+            let ready = poll(&pollers, nfds_t(pollers.count), Int32(min(remaining, 1) * 1000) + 1)
+            guard ready > 0 else { continue }
+            for poller in pollers where poller.revents != 0 {
+                let index = fds.firstIndex(of: poller.fd)!
+                let n = buffer.withUnsafeMutableBytes { read(poller.fd, $0.baseAddress!, $0.count) }
+                if n > 0 {
+                    captured[index] += buffer[0..<n]
+                } else if n == 0 || errno != EINTR {
+                    open.remove(index)
+                }
+            }
+        }
+        for fd in fds { close(fd) }
+        return captured
     }
 }

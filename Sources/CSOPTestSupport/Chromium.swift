@@ -4,7 +4,7 @@ import Synchronization
 /// Headless Chromium (Debian's `chromium`) showing one page, for the browser client's tests.
 /// A test that needs it fails, never skips, when it is missing: scripts/test.sh installs it.
 public final class Chromium: Sendable {
-    private let process: Process
+    private let process: SpawnedProcess
     private let profile: TemporaryDirectory
     private let output: LockedBox<[UInt8]>
 
@@ -23,22 +23,17 @@ public final class Chromium: Sendable {
             throw ServeProcessError(message: "Chromium is not installed: apt-get install chromium (scripts/test.sh does), or set CSOP_CHROMIUM")
         }
         profile = try TemporaryDirectory("csop-chromium")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-            "--disable-extensions", "--disable-background-networking", "--user-data-dir=\(profile.path)",
-            "--enable-logging=stderr", "--v=0", url,
-        ]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let process = try SpawnedProcess(
+            executable,
+            [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+                "--disable-extensions", "--disable-background-networking", "--user-data-dir=\(profile.path)",
+                "--enable-logging=stderr", "--v=0", url,
+            ], stdin: .null, stdout: .pipe, stderr: .toStdout)
         self.process = process
         let output = LockedBox<[UInt8]>([])
         self.output = output
-        let fd = pipe.fileHandleForReading.fileDescriptor
+        let fd = process.output!
         Thread {
             var buffer = [UInt8](repeating: 0, count: 8192)
             while true {
@@ -46,6 +41,7 @@ public final class Chromium: Sendable {
                 if n <= 0 { break }
                 output.withLock { if $0.count < 4 << 20 { $0 += buffer[0..<n] } }
             }
+            close(fd)
         }.start()
     }
 
@@ -80,18 +76,6 @@ public final class Chromium: Sendable {
     /// Ends the browser and its child processes.
     public func stop() async {
         let process = self.process
-        _ = try? await OwnThread.run {
-            if process.isRunning { kill(process.processIdentifier, SIGTERM) }
-            let deadline = Date().addingTimeInterval(5)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-        }
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        _ = try? await OwnThread.run { process.stopBlocking(signal: SIGTERM, grace: 5) }
     }
 }

@@ -4,8 +4,7 @@ import Synchronization
 
 /// A `csop run` child process: send request lines, read response and event lines.
 public final class RunProcess: Sendable {
-    private let process: Process
-    private let input: FileHandle
+    private let process: SpawnedProcess
     private final class Shared: Sendable {
         let lines = Mutex<[JSONValue]>([])
         let rawLines = Mutex<[String]>([])
@@ -13,30 +12,21 @@ public final class RunProcess: Sendable {
     }
     private let shared = Shared()
 
-    /// Starts `csop run --plugins-dir pluginsDirectory` (plus `arguments`).
+    /// Starts `csop run --plugins-dir pluginsDirectory` (plus `arguments`). Its stderr is the
+    /// test process's; it inherits no other descriptor, so it ends when the test process does
+    /// (its stdin reaches its end).
     /// - Parameter closeOutputAfter: close our end of its stdout after this many lines, as
     ///   `csop run | head -N` does.
     public init(
         pluginsDirectory: String, arguments: [String] = [], environment: [String: String] = [:], closeOutputAfter: Int? = nil
     ) throws {
-        // Writing to a child that exited must be an error here, not the end of the test run.
-        signal(SIGPIPE, SIG_IGN)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestEnvironment.csopExecutable)
-        process.arguments = ["run", "--plugins-dir", pluginsDirectory] + arguments
-        var env = ProcessInfo.processInfo.environment
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let stdin = Pipe()
-        let stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = FileHandle.standardError
-        try process.run()
+        let process = try SpawnedProcess(
+            TestEnvironment.csopExecutable, ["run", "--plugins-dir", pluginsDirectory] + arguments,
+            environment: environment.mapValues { Optional($0) }, stdin: .pipe, stdout: .pipe, stderr: .inherit)
         self.process = process
-        self.input = stdin.fileHandleForWriting
-        let fd = stdout.fileHandleForReading.fileDescriptor
+        let fd = process.output!
         let thread = Thread { [shared] in
+            defer { close(fd) }
             var pending: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             while true {
@@ -52,10 +42,7 @@ public final class RunProcess: Sendable {
                     shared.lines.withLock { $0.append(value) }
                 }
                 pending.removeFirst(start)
-                if let closeOutputAfter, shared.lines.withLock({ $0.count }) >= closeOutputAfter {
-                    close(fd)
-                    break
-                }
+                if let closeOutputAfter, shared.lines.withLock({ $0.count }) >= closeOutputAfter { break }
             }
             shared.finished.store(true, ordering: .releasing)
         }
@@ -63,24 +50,24 @@ public final class RunProcess: Sendable {
     }
 
     /// Whether a signal ended the process (after it exited).
-    public var diedOfSignal: Bool { !process.isRunning && process.terminationReason == .uncaughtSignal }
+    public var diedOfSignal: Bool { process.diedOfSignal }
 
     /// Writes lines on a background thread until `count` were written or a write fails (the
     /// process closed its stdin or exited). - Returns: the number written.
     public func flood(_ line: String, count: Int) async -> Int {
-        let input = self.input
+        let process = self.process
         return await withCheckedContinuation { continuation in
             Thread {
-                let bytes = Data((line + "\n").utf8)
+                let bytes = Array((line + "\n").utf8)
                 var written = 0
-                while written < count, (try? input.write(contentsOf: bytes)) != nil { written += 1 }
+                while written < count, process.write(bytes) { written += 1 }
                 continuation.resume(returning: written)
             }.start()
         }
     }
 
     /// The process id.
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
 
     /// Writes one request line.
     public func send(_ request: JSONValue) throws {
@@ -89,7 +76,9 @@ public final class RunProcess: Sendable {
 
     /// Writes `line` and a newline, as is.
     public func send(raw line: String) throws {
-        try input.write(contentsOf: Data((line + "\n").utf8))
+        guard process.write(Array((line + "\n").utf8)) else {
+            throw SpawnError(message: "csop run closed its input (it exited?)")
+        }
     }
 
     /// Every line received so far (parsed; unparsable lines appear as `.string`).
@@ -121,25 +110,20 @@ public final class RunProcess: Sendable {
 
     /// Closes stdin (EOF) and waits for the exit status.
     public func finish(timeout: Double = 30) async -> Int32? {
-        try? input.close()
+        process.closeInput()
         return await waitForExit(timeout: timeout)
     }
 
     /// Sends `signal` (e.g. SIGKILL).
     public func kill(_ signal: Int32 = 9) {
-        Foundation.kill(process.processIdentifier, signal)
+        process.kill(signal)
     }
 
     /// Waits for the process to exit; nil on timeout.
     public func waitForExit(timeout: Double = 30) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
-        guard !process.isRunning else { return nil }
+        guard await process.waitForExit(timeout: timeout) != nil else { return nil }
         while !shared.finished.load(ordering: .acquiring) && Date() < deadline { try? await Task.sleep(for: .milliseconds(2)) }
         return process.terminationStatus
-    }
-
-    deinit {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
     }
 }

@@ -6,26 +6,20 @@ import Synchronization
 public final class ServeProcess: Sendable {
     /// The port it listens on.
     public let port: Int
-    private let process: Process
+    private let process: SpawnedProcess
     private let stderrLines: LockedBox<[String]>
 
     /// Starts it with `arguments` (add `--listen 127.0.0.1:0` for a free port) and waits until
-    /// it says it listens.
+    /// it says it listens. Its stdout and stderr both come to us (see `stderr`); it holds no
+    /// descriptor of the test process.
     /// - Throws: when it exits first or does not listen within `timeout` seconds, with its stderr.
     public init(_ arguments: [String], timeout: Double = 60) async throws {
-        signal(SIGPIPE, SIG_IGN)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "\(TestEnvironment.buildDirectory)/csop-serve")
-        process.arguments = ["serve"] + arguments
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.standardError
-        let stderr = Pipe()
-        process.standardError = stderr
-        try process.run()
+        let process = try SpawnedProcess(
+            "\(TestEnvironment.buildDirectory)/csop-serve", ["serve"] + arguments, stdin: .null, stdout: .pipe, stderr: .toStdout)
         self.process = process
         let lines = LockedBox<[String]>([])
         self.stderrLines = lines
-        let fd = stderr.fileHandleForReading.fileDescriptor
+        let fd = process.output!
         let (port, rest): (Int?, LineSplitter) = try await OwnThread.run {
             var found: Int?
             var splitter = LineSplitter()
@@ -47,14 +41,15 @@ public final class ServeProcess: Sendable {
             return (found, splitter)
         }
         guard let port else {
-            process.terminate()
-            process.waitUntilExit()
+            process.stopBlocking()
+            close(fd)
             throw ServeProcessError(message: "csop serve did not start listening:\n" + lines.withLock { $0.joined(separator: "\n") })
         }
         self.port = port
         Thread {
             var splitter = rest
             while let new = splitter.read(fd) { lines.withLock { $0.append(contentsOf: new) } }
+            close(fd)
         }.start()
     }
 
@@ -68,21 +63,7 @@ public final class ServeProcess: Sendable {
     @discardableResult
     public func stop(signal: Int32 = 15, timeout: Double = 30) async throws -> (status: Int32, killed: Bool) {
         let process = self.process
-        return try await OwnThread.run {
-            if process.isRunning { kill(process.processIdentifier, signal) }
-            let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline { usleep(10_000) }
-            let killed = process.isRunning
-            if killed {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
-            return (process.terminationStatus, killed)
-        }
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        return try await OwnThread.run { process.stopBlocking(signal: signal, grace: timeout) }
     }
 }
 

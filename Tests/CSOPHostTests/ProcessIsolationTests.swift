@@ -114,18 +114,10 @@ import Testing
         let library = try await compile("broken.c", ["CRASHES", "NAME=\"crashy\""], as: "libcrashy.so")
         for isolated in [false, true] {
             try writeEntry("10-crashy.conf", library: library, isolated: isolated)
-            let result = try await OwnThread.run { () -> (Int32, Bool, String) in
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: TestEnvironment.csopExecutable)
-                process.arguments = ["dispatch", "crashy.status", "--plugins-dir", directory.file("plugins.d")]
-                let output = Pipe()
-                process.standardOutput = output
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                return (process.terminationStatus, process.terminationReason == .uncaughtSignal, text)
-            }
+            let run = try await ChildProcess.run(
+                TestEnvironment.csopExecutable, ["dispatch", "crashy.status", "--plugins-dir", directory.file("plugins.d")],
+                environment: ["SWIFT_BACKTRACE": "enable=no"])
+            let result = (run.status, run.diedOfSignal, run.stdout)
             if isolated {
                 #expect(!result.1 && result.0 == 1, "\(result)")
                 #expect(result.2.contains("PLUGIN_CRASHED"), "\(result)")

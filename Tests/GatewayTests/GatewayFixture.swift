@@ -65,6 +65,10 @@ func withGateway<T: Sendable>(
     let host = await setup.host()
     var configuration = GatewayConfiguration()
     configuration.listen = "127.0.0.1:0"
+    // At the suite's start its tasks wait for the two pool threads for seconds between opening
+    // a connection and writing the request; the 10 s default would cut them off as slow
+    // clients ("I/O on closed channel"). The tests of that timeout set it themselves.
+    configuration.headerTimeout = 120
     configure(&configuration)
     let gateway = try await Gateway(host: host, configuration: configuration)
     let (ports, continuation) = AsyncStream<Int>.makeStream()

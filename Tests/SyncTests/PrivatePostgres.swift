@@ -66,37 +66,15 @@ final class PrivatePostgres: Sendable {
         try Self.run("/usr/sbin/runuser", ["-u", "postgres", "--", "\(Self.binaries)/pg_ctl", "-D", "\(directory)/data"] + arguments)
     }
 
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-
-    /// glibc ≥ 2.34 has it, but the Swift Glibc module does not export it.
-    private static let addCloseFrom: AddCloseFrom? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: AddCloseFrom.self)
-    }()
-
     struct CommandFailed: Error, CustomStringConvertible {
         var description: String
     }
 
-    /// Runs a command and waits for it. Not Foundation's Process: it can miss the exit of
-    /// `runuser` when the child leaves a daemon behind, and it leaks open descriptors into it.
+    /// Runs a command and waits for it, every standard descriptor on /dev/null: the server
+    /// outlives the command and must hold nothing of the test process.
     private static func run(_ executable: String, _ arguments: [String]) throws {
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        // The server outlives the command: it must not inherit, say, a csop child's stdin pipe.
-        guard let closeFrom = Self.addCloseFrom else { throw CommandFailed(description: "glibc lacks posix_spawn_file_actions_addclosefrom_np") }
-        _ = closeFrom(&actions, 3)
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-        guard spawned == 0 else { throw CommandFailed(description: "cannot start \(executable): error \(spawned)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let process = try SpawnedProcess(executable, arguments, stdin: .null, stdout: .null, stderr: .null)
+        let status = process.waitBlocking()
         guard status == 0 else {
             throw CommandFailed(description: "\(executable) \(arguments.joined(separator: " ")) exited with status \(status)")
         }
