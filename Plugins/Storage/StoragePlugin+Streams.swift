@@ -5,7 +5,8 @@ import Foundation
 /// Streamed values: bytes of any size up to `maxStreamSize`, saved in chunks
 /// (`storage.upload`, `storage.append`…, `storage.commit`) and read in slices (`storage.read`),
 /// so neither the plugin nor its caller ever holds the whole value. They live in the hot
-/// tier's SQLite file (``LocalStore``), count against `maxBytes` like JSON values, and take
+/// tier's SQLite file (``LocalStore``), count against `maxBytes` like JSON values (open
+/// uploads count too, from their first append), and take
 /// `ttl` and `ifVersion`; a key holds either a JSON value or a streamed one, and a save of
 /// either kind replaces the other.
 extension StoragePlugin {

@@ -200,13 +200,14 @@ import Testing
         let again = try await upload(storage, "doc")
         #expect(await storage.call("commit", ["upload": .string(again)])["version"] == 4)
 
-        // The quota: an append past it by itself, or a commit that would pass it.
+        // The quota: an append past it by itself; a save while an open upload holds the room
+        // (openUploadsCountAgainstTheQuotaWithTheValues has more).
         let big = try await upload(storage, "big")
         #expect(await storage.call("append", ["upload": .string(big), "offset": 990, "data": Self.base64(Array(repeating: 1, count: 20))]).code == "QUOTA_EXCEEDED")
         #expect(await storage.call("append", ["upload": .string(big), "offset": 0, "data": Self.base64(Array(repeating: 1, count: 995))]).isOK)
-        #expect(await storage.call("save", ["key": "pad", "data": "0123456789"]).isOK)
-        let over = await storage.call("commit", ["upload": .string(big)])
+        let over = await storage.call("save", ["key": "pad", "data": "0123456789"])
         #expect(over.code == "QUOTA_EXCEEDED" && over.error?.message.contains("past config.maxBytes 1000") == true, "\(over.error?.message ?? "")")
+        #expect(await storage.call("commit", ["upload": .string(big)])["size"] == 995)
 
         // ttl counts from the commit; an expired stream is gone for every read.
         let short = try await upload(storage, "short", options: ["ttl": 1])
@@ -215,6 +216,54 @@ import Testing
         try await StorageExpiryTests.pass(2)
         #expect(await storage.call("read", ["key": "short"]).code == "KEY_NOT_FOUND")
         #expect(await storage.call("list", ["prefix": "short"])["keys"] == [])
+    }
+
+    /// Open uploads count against `maxBytes` with the values, per namespace: uploads that are
+    /// never committed cannot hold more than the quota either.
+    @Test func openUploadsCountAgainstTheQuotaWithTheValues() async throws {
+        let storage = try open(["maxBytes": 1000])
+        let bytes = Self.base64(Array(repeating: 1, count: 600))
+        let first = try await upload(storage, "a")
+        let second = try await upload(storage, "b")
+        #expect(await storage.call("append", ["upload": .string(first), "offset": 0, "data": bytes]).isOK)
+        let refused = await storage.call("append", ["upload": .string(second), "offset": 0, "data": bytes])
+        #expect(
+            refused.code == "QUOTA_EXCEEDED" && refused.error?.message.contains("0 bytes of values and 600 bytes of open uploads") == true,
+            "\(refused.error?.message ?? "accepted")")
+        // The same chunk again adds nothing; a save counts the open uploads too.
+        #expect(await storage.call("append", ["upload": .string(first), "offset": 0, "data": bytes]).isOK)
+        let save = await storage.call("save", ["key": "pad", "data": .string(String(repeating: "x", count: 500))])
+        #expect(save.code == "QUOTA_EXCEEDED" && save.error?.message.contains("open uploads 600") == true, "\(save.error?.message ?? "accepted")")
+        // Another tenant's quota is its own.
+        let tenant = Caller(subject: "alice", tenant: "tenant-a", actions: .all)
+        let theirs = try await upload(storage, "b", caller: tenant)
+        #expect(await storage.call("append", ["upload": .string(theirs), "offset": 0, "data": bytes], caller: tenant).isOK)
+        // Aborting frees the room; a committed value counts as a value, once.
+        #expect(await storage.call("abort", ["upload": .string(first)]).isOK)
+        #expect(await storage.call("append", ["upload": .string(second), "offset": 0, "data": bytes]).isOK)
+        #expect(await storage.call("commit", ["upload": .string(second)])["size"] == 600)
+        let third = try await upload(storage, "c")
+        let past = await storage.call("append", ["upload": .string(third), "offset": 0, "data": Self.base64(Array(repeating: 2, count: 401))])
+        #expect(past.code == "QUOTA_EXCEEDED" && past.error?.message.contains("600 bytes of values and 0 bytes of open uploads") == true, "\(past.error?.message ?? "accepted")")
+        #expect(await storage.call("append", ["upload": .string(third), "offset": 0, "data": Self.base64(Array(repeating: 2, count: 400))]).isOK)
+    }
+
+    /// A file whose uploads table predates the count of bytes gets it, counting what its open
+    /// uploads hold already.
+    @Test func uploadsOpenInAFileFromBeforeTheirCountStillCount() async throws {
+        let bytes = Self.base64(Array(repeating: 1, count: 600))
+        do {
+            let storage = try open()
+            let id = try await upload(storage, "a")
+            #expect(await storage.call("append", ["upload": .string(id), "offset": 0, "data": bytes]).isOK)
+            storage.close()
+            let file = try SQLiteConnection(path: directory.databasePath, readOnly: false, create: false, busyTimeoutMilliseconds: 5000)
+            try file.execute("ALTER TABLE csop_storage_uploads DROP COLUMN bytes")
+        }
+        let storage = try open(["maxBytes": 1000])
+        let other = try await upload(storage, "b")
+        let refused = await storage.call("append", ["upload": .string(other), "offset": 0, "data": bytes])
+        #expect(refused.code == "QUOTA_EXCEEDED" && refused.error?.message.contains("600 bytes of open uploads") == true, "\(refused.error?.message ?? "accepted")")
     }
 
     @Test func chunksNoKeyNeedsAreDeletedInTheBackground() async throws {

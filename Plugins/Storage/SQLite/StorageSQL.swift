@@ -45,9 +45,11 @@ enum StorageSQL: Int, CaseIterable {
     case uploadBegin
     case uploadCount
     case uploadTouch
+    case uploadBytes
     case uploadEnd
     case uploadsIdle
     case chunkWrite
+    case chunkLength
     case chunkLayout
     case chunkStart
     case chunkRange
@@ -89,8 +91,10 @@ enum StorageSQL: Int, CaseIterable {
             key TEXT NOT NULL,
             ttl INTEGER,
             if_version INTEGER,
-            touched INTEGER NOT NULL
+            touched INTEGER NOT NULL,
+            bytes INTEGER NOT NULL DEFAULT 0
         ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS csop_storage_uploads_key ON csop_storage_uploads (key);
         CREATE TABLE IF NOT EXISTS csop_storage_chunks (
             stream TEXT NOT NULL,
             offset INTEGER NOT NULL,
@@ -110,9 +114,12 @@ enum StorageSQL: Int, CaseIterable {
         END;
         """
 
-    /// Columns added to `csop_storage` since its first version, with their type: a file made
-    /// before gets them (``LocalStore``) before ``schema`` runs.
-    static let addedColumns: [(name: String, type: String)] = [("expires", "INTEGER"), ("key_id", "TEXT")]
+    /// Columns added to a table since its first version, with their type: a file made before
+    /// gets them (``LocalStore``) before ``schema`` runs.
+    static let addedColumns: [(table: String, name: String, type: String)] = [
+        ("csop_storage", "expires", "INTEGER"), ("csop_storage", "key_id", "TEXT"),
+        ("csop_storage_uploads", "bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ]
 
     var sql: String {
         switch self {
@@ -188,7 +195,9 @@ enum StorageSQL: Int, CaseIterable {
         // Streamed values (see the type's notes).
         case .uploadBegin: "INSERT INTO csop_storage_uploads (stream, key, ttl, if_version, touched) VALUES (?1, ?2, ?3, ?4, ?5)"
         case .uploadCount: "SELECT count(*) FROM csop_storage_uploads WHERE key >= ?1 AND key < ?2"
-        case .uploadTouch: "UPDATE csop_storage_uploads SET touched = ?2 WHERE stream = ?1 RETURNING key"
+        // Touches the upload and adds an append's change in size (?3) to what it holds.
+        case .uploadTouch: "UPDATE csop_storage_uploads SET touched = ?2, bytes = bytes + ?3 WHERE stream = ?1 RETURNING key"
+        case .uploadBytes: "SELECT total(bytes) FROM csop_storage_uploads WHERE key >= ?1 AND key < ?2"
         case .uploadEnd: "DELETE FROM csop_storage_uploads WHERE stream = ?1 RETURNING key, ttl, if_version"
         case .uploadsIdle: "DELETE FROM csop_storage_uploads WHERE touched < ?1 RETURNING stream"
         case .chunkWrite:
@@ -196,6 +205,7 @@ enum StorageSQL: Int, CaseIterable {
             INSERT INTO csop_storage_chunks (stream, offset, length, bytes) VALUES (?1, ?2, ?3, ?4)
             ON CONFLICT (stream, offset) DO UPDATE SET length = excluded.length, bytes = excluded.bytes
             """
+        case .chunkLength: "SELECT length FROM csop_storage_chunks WHERE stream = ?1 AND offset = ?2"
         case .chunkLayout: "SELECT offset, length FROM csop_storage_chunks WHERE stream = ?1 ORDER BY offset"
         case .chunkStart: "SELECT max(offset) FROM csop_storage_chunks WHERE stream = ?1 AND offset <= ?2"
         case .chunkRange: "SELECT offset, bytes FROM csop_storage_chunks WHERE stream = ?1 AND offset >= ?2 AND offset < ?3 ORDER BY offset"

@@ -56,22 +56,44 @@ extension LocalStore {
 
     /// Writes `bytes` at `offset` of upload `stream` (replacing a chunk at the same offset: a
     /// repeated append is harmless) if the upload exists in `namespace`; `commit` is asked
-    /// right before the commit.
+    /// right before the commit. With `maxBytes`, what the namespace's values and open uploads
+    /// hold together stays within it: uploads never committed cannot fill the disk either.
     func appendChunk(stream: String, namespace: [UInt8], offset: Int64, bytes: [UInt8], callID: UInt64, waiting: Waiting, commit: () -> Bool) throws(CSOPError) {
         _ = try transaction(callID: callID, waiting: waiting, commit: commit) { state throws(CSOPError) in
+            let connection = state.connection
+            let growth = try Self.sqlite { () throws(SQLiteError) -> Int64 in
+                let replaced = try connection.statement(.chunkLength)
+                defer { replaced.reset() }
+                replaced.bind(1, stream)
+                replaced.bind(2, offset)
+                return Int64(bytes.count) - (try replaced.step() ? replaced.int64(0) : 0)
+            }
             let owner = try Self.sqlite { () throws(SQLiteError) -> String? in
-                let touch = try state.connection.statement(.uploadTouch)
+                let touch = try connection.statement(.uploadTouch)
                 defer { touch.reset() }
                 touch.bind(1, stream)
                 touch.bind(2, WallClock.milliseconds())
+                touch.bind(3, growth)
                 guard try touch.step() else { return nil }
                 let key = touch.text(0)
                 _ = try touch.step()
                 return key
             }
             guard let owner, StorageNamespace.prefix(ofStored: owner) == namespace else { throw Self.uploadNotFound }
+            if let maxBytes, growth > 0 {
+                // This upload's row counts the append already; the transaction undoes it if refused.
+                let (values, uploads) = try Self.sqlite { () throws(SQLiteError) -> (Int64, Int64) in
+                    (try total(of: namespace, &state), try Self.uploadBytes(of: namespace, connection))
+                }
+                if values + uploads > maxBytes {
+                    let whose = namespace.isEmpty ? "storage" : "this tenant's storage"
+                    throw CSOPError(
+                        .quotaExceeded,
+                        "\(whose) holds \(values) bytes of values and \(uploads - growth) bytes of open uploads; this append's \(growth) more would pass config.maxBytes \(maxBytes); commit or abort uploads (storage.abort), delete keys, or raise maxBytes")
+                }
+            }
             try Self.sqlite { () throws(SQLiteError) in
-                let write = try state.connection.statement(.chunkWrite)
+                let write = try connection.statement(.chunkWrite)
                 defer { write.reset() }
                 write.bind(1, stream)
                 write.bind(2, offset)

@@ -118,7 +118,7 @@ final class LocalStore: Sendable {
     }
 
     let path: String
-    private let maxBytes: Int64?
+    let maxBytes: Int64?
     private let poolSize: Int
     private let writer: Mutex<WriterState>
     private let writerConnection: SQLiteConnection
@@ -172,12 +172,12 @@ final class LocalStore: Sendable {
     /// in one transaction (looking again inside it), so two processes opening the file at once
     /// do not both add them. A file that needs nothing takes no write lock.
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
-        func missing() throws(SQLiteError) -> [(name: String, type: String)] {
-            let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'csop_storage'")
-            guard table == "1" else { return [] }
-            var result: [(name: String, type: String)] = []
+        func missing() throws(SQLiteError) -> [(table: String, name: String, type: String)] {
+            var result: [(table: String, name: String, type: String)] = []
             for column in StorageSQL.addedColumns {
-                let count = try connection.scalarText("SELECT count(*) FROM pragma_table_info('csop_storage') WHERE name = '\(column.name)'")
+                let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '\(column.table)'")
+                guard table == "1" else { continue }
+                let count = try connection.scalarText("SELECT count(*) FROM pragma_table_info('\(column.table)') WHERE name = '\(column.name)'")
                 if count == "0" { result.append(column) }
             }
             return result
@@ -185,7 +185,14 @@ final class LocalStore: Sendable {
         guard !(try missing()).isEmpty else { return }
         try connection.execute("BEGIN IMMEDIATE")
         do throws(SQLiteError) {
-            for column in try missing() { try connection.execute("ALTER TABLE csop_storage ADD COLUMN \(column.name) \(column.type)") }
+            for column in try missing() {
+                try connection.execute("ALTER TABLE \(column.table) ADD COLUMN \(column.name) \(column.type)")
+                if column.table == "csop_storage_uploads" && column.name == "bytes" {
+                    // Uploads open in a file of the version before count what they hold already.
+                    try connection.execute(
+                        "UPDATE csop_storage_uploads SET bytes = (SELECT total(length) FROM csop_storage_chunks WHERE csop_storage_chunks.stream = csop_storage_uploads.stream)")
+                }
+            }
             try connection.execute("COMMIT")
         } catch {
             try? connection.execute("ROLLBACK")
@@ -332,12 +339,15 @@ final class LocalStore: Sendable {
     func writeRows(_ writes: [Write], _ state: inout WriterState) throws(CSOPError) -> WriteResult {
         var deltas: [[UInt8]: Int64] = [:]
         var totals: [[UInt8]: Int64] = [:]
+        // What the namespace's open uploads hold: it counts against maxBytes too.
+        var uploads: [[UInt8]: Int64] = [:]
         if maxBytes != nil {
             // Counted before this transaction's own rows change them.
             for item in writes {
                 let namespace = StorageNamespace.prefix(ofStored: item.key)
                 if totals[namespace] == nil {
                     totals[namespace] = try Self.sqlite { () throws(SQLiteError) in try self.total(of: namespace, &state) }
+                    uploads[namespace] = try Self.sqlite { () throws(SQLiteError) in try Self.uploadBytes(of: namespace, state.connection) }
                 }
             }
         }
@@ -383,11 +393,13 @@ final class LocalStore: Sendable {
         if let maxBytes {
             for (namespace, delta) in deltas {
                 let total = totals[namespace] ?? 0
-                if delta > 0, total + delta > maxBytes {
+                let open = uploads[namespace] ?? 0
+                if delta > 0, total + open + delta > maxBytes {
                     let whose = namespace.isEmpty ? "storage" : "this tenant's storage"
+                    let held = open > 0 ? " (and its open uploads \(open) more)" : ""
                     throw CSOPError(
                         .quotaExceeded,
-                        "saving would bring \(whose) to \(total + delta) bytes, past config.maxBytes \(maxBytes); delete keys or raise maxBytes")
+                        "saving would bring \(whose) to \(total + delta) bytes\(held), past config.maxBytes \(maxBytes); delete keys\(open > 0 ? ", commit or abort uploads" : "") or raise maxBytes")
                 }
             }
             for (namespace, delta) in deltas { state.totalBytes[namespace] = (totals[namespace] ?? 0) + delta }
@@ -637,10 +649,9 @@ final class LocalStore: Sendable {
     }
 
     /// The bytes the namespace with stored-key `prefix` holds, counted when not known.
-    private func total(of prefix: [UInt8], _ state: inout WriterState) throws(SQLiteError) -> Int64 {
+    func total(of prefix: [UInt8], _ state: inout WriterState) throws(SQLiteError) -> Int64 {
         if let known = state.totalBytes[prefix] { return known }
-        let range: (lower: [UInt8], upper: [UInt8]) =
-            prefix.isEmpty ? StorageNamespace.owner.range : (prefix, Array(prefix.dropLast()) + [0x01])
+        let range = Self.range(ofPrefix: prefix)
         let statement = try state.connection.statement(.totalSize)
         defer { statement.reset() }
         statement.bindTextBytes(1, range.lower)
@@ -650,6 +661,22 @@ final class LocalStore: Sendable {
         if state.totalBytes.count >= Self.maxTrackedNamespaces { state.totalBytes = [:] }
         state.totalBytes[prefix] = total
         return total
+    }
+
+    /// The bytes the open uploads of the namespace with stored-key `prefix` hold.
+    static func uploadBytes(of prefix: [UInt8], _ connection: SQLiteConnection) throws(SQLiteError) -> Int64 {
+        let statement = try connection.statement(.uploadBytes)
+        defer { statement.reset() }
+        let range = range(ofPrefix: prefix)
+        statement.bindTextBytes(1, range.lower)
+        statement.bindTextBytes(2, range.upper)
+        _ = try statement.step()
+        return statement.int64(0)
+    }
+
+    /// The stored keys of the namespace whose prefix is `prefix` (empty: the owner's).
+    static func range(ofPrefix prefix: [UInt8]) -> (lower: [UInt8], upper: [UInt8]) {
+        prefix.isEmpty ? StorageNamespace.owner.range : (prefix, Array(prefix.dropLast()) + [0x01])
     }
 
     static func run(_ connection: SQLiteConnection, _ query: StorageSQL) throws(SQLiteError) {
