@@ -17,7 +17,8 @@ public final class SpawnedProcess: Sendable {
         case inherit
         /// `/dev/null`.
         case null
-        /// A pipe whose other end this object holds (`input`, `output` or `errors`).
+        /// A pipe whose other end this object holds (stdin: see `write` and `closeInput`;
+        /// stdout and stderr: `output` and `errors`).
         case pipe
         /// For stderr only: the same as the child's stdout (`2>&1`).
         case toStdout
@@ -25,13 +26,12 @@ public final class SpawnedProcess: Sendable {
 
     /// The child's process id.
     public let pid: Int32
-    /// The write end of its stdin, when that is `.pipe` (closed by `closeInput()`).
-    public var input: Int32? { inputEnd.withLock { $0 } }
     /// The read end of its stdout, when that is `.pipe`; the reader closes it.
     public let output: Int32?
     /// The read end of its stderr, when that is `.pipe`; the reader closes it.
     public let errors: Int32?
 
+    /// The write end of its stdin, when that is `.pipe`, until `closeInput()`.
     private let inputEnd: Mutex<Int32?>
     /// The wait status, once reaped.
     private let status = Mutex<Int32?>(nil)

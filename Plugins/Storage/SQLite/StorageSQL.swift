@@ -114,12 +114,25 @@ enum StorageSQL: Int, CaseIterable {
         END;
         """
 
-    /// Columns added to a table since its first version, with their type: a file made before
-    /// gets them (``LocalStore``) before ``schema`` runs.
-    static let addedColumns: [(table: String, name: String, type: String)] = [
-        ("csop_storage", "expires", "INTEGER"), ("csop_storage", "key_id", "TEXT"),
-        ("csop_storage_uploads", "bytes", "INTEGER NOT NULL DEFAULT 0"),
+    /// Columns added to a table since its first version, with their type and what fills them
+    /// in the rows already there: a file made before gets them (``LocalStore``) before
+    /// ``schema`` runs.
+    static let addedColumns: [AddedColumn] = [
+        AddedColumn(table: "csop_storage", name: "expires", type: "INTEGER"),
+        AddedColumn(table: "csop_storage", name: "key_id", type: "TEXT"),
+        // Uploads open in a file from before count what they hold already.
+        AddedColumn(
+            table: "csop_storage_uploads", name: "bytes", type: "INTEGER NOT NULL DEFAULT 0",
+            fill: "UPDATE csop_storage_uploads SET bytes = (SELECT total(length) FROM csop_storage_chunks WHERE csop_storage_chunks.stream = csop_storage_uploads.stream)"),
     ]
+
+    struct AddedColumn {
+        var table: String
+        var name: String
+        var type: String
+        /// Run once the column is added; nil when its default fits the rows already there.
+        var fill: String? = nil
+    }
 
     var sql: String {
         switch self {

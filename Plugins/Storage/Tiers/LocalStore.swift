@@ -172,8 +172,8 @@ final class LocalStore: Sendable {
     /// in one transaction (looking again inside it), so two processes opening the file at once
     /// do not both add them. A file that needs nothing takes no write lock.
     private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
-        func missing() throws(SQLiteError) -> [(table: String, name: String, type: String)] {
-            var result: [(table: String, name: String, type: String)] = []
+        func missing() throws(SQLiteError) -> [StorageSQL.AddedColumn] {
+            var result: [StorageSQL.AddedColumn] = []
             for column in StorageSQL.addedColumns {
                 let table = try connection.scalarText("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '\(column.table)'")
                 guard table == "1" else { continue }
@@ -187,11 +187,7 @@ final class LocalStore: Sendable {
         do throws(SQLiteError) {
             for column in try missing() {
                 try connection.execute("ALTER TABLE \(column.table) ADD COLUMN \(column.name) \(column.type)")
-                if column.table == "csop_storage_uploads" && column.name == "bytes" {
-                    // Uploads open in a file of the version before count what they hold already.
-                    try connection.execute(
-                        "UPDATE csop_storage_uploads SET bytes = (SELECT total(length) FROM csop_storage_chunks WHERE csop_storage_chunks.stream = csop_storage_uploads.stream)")
-                }
+                if let fill = column.fill { try connection.execute(fill) }
             }
             try connection.execute("COMMIT")
         } catch {
