@@ -167,7 +167,7 @@ final class LineServer: Sendable {
         pending.add(1, ordering: .relaxed)
         pendingBytes.add(size, ordering: .relaxed)
         host.dispatch(json: line, line: lineNumber) { [self] response in
-            output.writeLine(response.serialized())
+            output.writeLine(response)
             pendingBytes.subtract(size, ordering: .sequentiallyConsistent)
             let left = pending.subtract(1, ordering: .sequentiallyConsistent).newValue
             if left == 0 || readerWaiting.load(ordering: .sequentiallyConsistent) {
@@ -179,7 +179,7 @@ final class LineServer: Sendable {
     private func respondToOversizedLine() {
         let error = CSOPError(
             .invalidPayload, "line \(lineNumber) is longer than \(maxLineBytes) bytes; split the work into smaller requests")
-        output.writeLine(Response(id: Request.generateID(), outcome: .failure(error), duration: 0).serialized())
+        output.writeLine(Response(id: Request.generateID(), outcome: .failure(error), duration: 0))
     }
 }
 

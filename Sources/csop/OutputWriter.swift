@@ -1,4 +1,6 @@
 import CSOPCLISupport
+import CSOPCore
+import CSOPHost
 import Glibc
 import Synchronization
 
@@ -29,9 +31,23 @@ final class OutputWriter: Sendable {
 
     /// Writes `line` followed by a newline.
     func writeLine(_ line: [UInt8]) {
+        append { $0.append(contentsOf: line) }
+    }
+
+    /// Writes `response` as one line, serialized straight into the buffer (no array of its own).
+    func writeLine(_ response: Response) {
+        append { buffer in
+            var writer = JSONWriter(capacity: 0)
+            swap(&writer.bytes, &buffer)
+            response.write(to: &writer)
+            swap(&writer.bytes, &buffer)
+        }
+    }
+
+    private func append(_ line: (inout [UInt8]) -> Void) {
         let closedNow = state.withLock { state in
             guard !state.closed else { return false }
-            state.buffer.append(contentsOf: line)
+            line(&state.buffer)
             state.buffer.append(0x0A)
             return !state.batching || state.buffer.count > 1 << 16 ? flush(&state) : false
         }

@@ -14,7 +14,9 @@ public final class TimerThread: Scheduler, Sendable {
         /// Dropped when the entry is cancelled or fires, so what it captured (a call's whole
         /// request) is freed then, not when the entry leaves the heap.
         var work: (@Sendable () -> Void)?
-        weak var owner: TimerThread?
+        /// Strong, not weak: a started timer thread lives as long as the process (its thread
+        /// holds it), and a weak reference would allocate a side table for every timer.
+        let owner: TimerThread
         var cancelled = false
 
         init(deadline: Double, sequence: UInt64, work: @escaping @Sendable () -> Void, owner: TimerThread) {
@@ -24,7 +26,7 @@ public final class TimerThread: Scheduler, Sendable {
             self.owner = owner
         }
 
-        func cancel() { owner?.cancel(self) }
+        func cancel() { owner.cancel(self) }
 
         func precedes(_ other: Entry) -> Bool {
             deadline < other.deadline || (deadline == other.deadline && sequence < other.sequence)
