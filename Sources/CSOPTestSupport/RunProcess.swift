@@ -87,8 +87,9 @@ public final class RunProcess: Sendable {
     /// Every line received so far, as text.
     public var receivedText: [String] { shared.rawLines.withLock { $0 } }
 
-    /// Waits until a line satisfies `predicate`, up to `timeout` seconds.
-    public func waitFor(timeout: Double = 10, _ predicate: (JSONValue) -> Bool) async -> JSONValue? {
+    /// Waits until a line satisfies `predicate`, up to `timeout` seconds (a minute by default:
+    /// a loaded machine can be that slow, and a line that is due returns at once).
+    public func waitFor(timeout: Double = 60, _ predicate: (JSONValue) -> Bool) async -> JSONValue? {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let match = shared.lines.withLock({ $0 }).first(where: predicate) { return match }
@@ -98,12 +99,12 @@ public final class RunProcess: Sendable {
     }
 
     /// Waits for the response with `id`.
-    public func response(_ id: String, timeout: Double = 10) async -> JSONValue? {
+    public func response(_ id: String, timeout: Double = 60) async -> JSONValue? {
         await waitFor(timeout: timeout) { $0["id"]?.stringValue == id && $0["status"] != nil }
     }
 
     /// Sends a request with `id` and waits for its response.
-    public func call(_ id: String, _ action: String, _ payload: JSONValue = [:], timeout: Double = 10) async throws -> JSONValue? {
+    public func call(_ id: String, _ action: String, _ payload: JSONValue = [:], timeout: Double = 60) async throws -> JSONValue? {
         try send(["id": .string(id), "action": .string(action), "payload": payload])
         return await response(id, timeout: timeout)
     }

@@ -13,9 +13,14 @@ public final class ServeProcess: Sendable {
     /// it says it listens. Its stdout and stderr both come to us (see `stderr`); it holds no
     /// descriptor of the test process.
     /// - Throws: when it exits first or does not listen within `timeout` seconds, with its stderr.
+    ///
+    /// Unless `arguments` set it, `--header-timeout` is 120 s: on a loaded machine a test's
+    /// task can wait seconds for a pool thread between connecting and writing its request,
+    /// and the 10 s default would close it as a slow client.
     public init(_ arguments: [String], timeout: Double = 60) async throws {
+        let patient = arguments.contains("--header-timeout") ? [] : ["--header-timeout", "120"]
         let process = try SpawnedProcess(
-            "\(TestEnvironment.buildDirectory)/csop-serve", ["serve"] + arguments, stdin: .null, stdout: .pipe, stderr: .toStdout)
+            "\(TestEnvironment.buildDirectory)/csop-serve", ["serve"] + arguments + patient, stdin: .null, stdout: .pipe, stderr: .toStdout)
         self.process = process
         let lines = LockedBox<[String]>([])
         self.stderrLines = lines

@@ -3,6 +3,7 @@ import CSOPCLISupport
 import CSOPHost
 import Dispatch
 import Glibc
+import Synchronization
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,6 +37,11 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Watched from the start: a stop signal while the plugins load ends the run cleanly
+        // (no line is read), never by the signal's default action.
+        let stop = PendingStop()
+        let signals = SignalWatcher(SignalWatcher.stopSignals) { stop.request() }
+        defer { signals.cancel() }
         let metrics = metricsListen == nil ? nil : HostMetrics()
         let host = try await global.makeHost(serving: true) { configuration in
             configuration.maxInFlightBytes = maxInFlightBytes
@@ -54,8 +60,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         defer { listener?.stop() }
         let server = LineServer(host: host, maxInFlight: maxInFlight, maxLineBytes: maxLineBytes)
-        let signals = SignalWatcher(SignalWatcher.stopSignals) { server.stop() }
-        defer { signals.cancel() }
+        stop.attach { server.stop() }
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
             startThread {
                 server.serve()
@@ -77,6 +82,29 @@ extension RunCommand {
     static func shown(_ address: String, port: Int) -> String {
         let host = (try? MetricsListener.split(address).0) ?? "127.0.0.1"
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// A stop asked for by a signal, kept until the server it stops exists.
+private final class PendingStop: Sendable {
+    private let state = Mutex<(requested: Bool, stop: (@Sendable () -> Void)?)>((false, nil))
+
+    /// Stops the attached server, or the one attached later.
+    func request() {
+        let stop = state.withLock { state in
+            state.requested = true
+            return state.stop
+        }
+        stop?()
+    }
+
+    /// From now on a request calls `stop`; one made already calls it at once.
+    func attach(_ stop: @escaping @Sendable () -> Void) {
+        let requested = state.withLock { state in
+            state.stop = stop
+            return state.requested
+        }
+        if requested { stop() }
     }
 }
 

@@ -86,11 +86,13 @@ import Testing
         let directory = try TemporaryDirectory("csop-run")
         let plugins = try directory.writePlugins([PluginEntry("00-diag.conf", library: "libcsop-diag.so")])
         let run = try RunProcess(pluginsDirectory: plugins, environment: ["CSOP_PLUGIN_PATH": TestEnvironment.buildDirectory])
-        try run.send(raw: #"{"id":"slow","action":"diag.sleep","payload":{"ms":400}}"#)
-        try await Task.sleep(for: .milliseconds(100))
+        // Lines are read in order: once the echo is answered, the sleep runs (for 3 s, so
+        // still when the signal comes, however loaded the machine).
+        try run.send(raw: #"{"id":"slow","action":"diag.sleep","payload":{"ms":3000}}"#)
+        #expect(try await run.call("ready", "diag.echo", timeout: 60)?["status"] == "ok")
         run.kill(SIGTERM)
         #expect(await run.waitForExit() == 0)
-        #expect(run.received.first?["data"] == ["slept": 400])
+        #expect(await run.response("slow", timeout: 0)?["data"] == ["slept": 3000])
     }
 
     @Test func dispatchExitsNonZeroOnAnErrorResponse() async throws {
