@@ -157,7 +157,7 @@ public final class SpawnedProcess: Sendable {
     /// `terminationStatus`); nil while it runs.
     public var terminationStatus: Int32? {
         guard let status = reap(blocking: false) else { return nil }
-        return Self.signal(of: status) ?? ((status >> 8) & 0xff)
+        return Self.code(of: status)
     }
 
     /// Whether a signal ended it (false while it runs).
@@ -177,7 +177,7 @@ public final class SpawnedProcess: Sendable {
         let killed = isRunning
         if killed { kill(SIGKILL) }
         let status = waitBlocking()
-        return (Self.signal(of: status) ?? ((status >> 8) & 0xff), killed)
+        return (Self.code(of: status), killed)
     }
 
     deinit {
@@ -211,6 +211,9 @@ public final class SpawnedProcess: Sendable {
             usleep(2_000)
         }
     }
+
+    /// The exit code, or the signal's number for a child a signal ended.
+    private static func code(of status: Int32) -> Int32 { signal(of: status) ?? ((status >> 8) & 0xff) }
 
     private static func signal(of status: Int32) -> Int32? {
         let signal = status & 0x7f
