@@ -106,10 +106,12 @@ let package = Package(
             exclude: ["Export"],
             swiftSettings: swiftSettings
         ),
+        // Rewrites wasm modules so a compiler's code checks its time (no dependencies, so csop-fuzz can fuzz it).
+        .target(name: "CSOPWasmRewrite", swiftSettings: swiftSettings),
         .target(
             name: "ComputePlugin",
             dependencies: [
-                "CSOPCore", "CSOPPluginKit", "CJavaScriptCore", "CSOPPostgres",
+                "CSOPCore", "CSOPPluginKit", "CJavaScriptCore", "CSOPPostgres", "CSOPWasmRewrite",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "WasmKit", package: "WasmKit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -212,7 +214,7 @@ let package = Package(
         .executableTarget(
             name: "csop-fuzz",
             dependencies: [
-                "CSOPCore", "CSOPHost", "CSOPPostgres", "SyncPlugin", "CSOPHTTPHead", "CLibFuzzer",
+                "CSOPCore", "CSOPHost", "CSOPPostgres", "SyncPlugin", "CSOPHTTPHead", "CSOPWasmRewrite", "CLibFuzzer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -263,7 +265,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ComputeTests",
-            dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPTestSupport"],
+            dependencies: ["CSOPCore", "CSOPHost", "ComputePlugin", "CSOPWasmRewrite", "CSOPTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "SyncTests",

@@ -25,6 +25,10 @@ struct ComputeConfiguration: Sendable {
     var maxRegisteredBytes: Int
     /// Durable jobs shared through PostgreSQL (`[config.jobs]`); nil: `compute.submit` is off.
     var jobs: JobsConfiguration?
+    /// The fuel a wasm call without its own `fuel` first runs on in WasmKit's interpreter,
+    /// before it starts again on JavaScriptCore's compiler (``ComputeWorker``). Not a config
+    /// key; tests set 0 to run every such call compiled.
+    var wasmInterpreterSlice: UInt64 = 100_000
 
     static let keys: Set<String> = [
         "workers", "maxQueue", "maxQueueBytes", "timeout", "memoryLimitMB", "maxConsoleBytes", "maxResultBytes", "maxRegisteredBytes",

@@ -1,4 +1,5 @@
 import CSOPCore
+import Dispatch
 import Glibc
 
 /// One worker thread with its own JavaScriptCore sandbox. Takes jobs from the shared queue
@@ -13,8 +14,12 @@ final class ComputeWorker {
     private var sandbox: JSSandbox?
     /// What the current sandbox's VM held when it was made; nil without a VM meter.
     private var freshHeapBytes: UInt64?
-    /// Made at the first wasm task.
+    /// Made at the first wasm task that sets `fuel`: WasmKit's interpreter, which counts it exactly.
     private lazy var wasm = WasmRunner()
+    /// Made at the first other wasm task: JavaScriptCore's compiler, or why it cannot run here
+    /// (then the interpreter runs every task).
+    private lazy var jit = Result { () throws(CSOPError) in try WasmJIT() }
+    private var reportedInterpreter = false
 
     init(index: Int, queue: JobQueue, stats: PoolStatistics, settings: ComputeConfiguration, log: @escaping @Sendable (String) -> Void) {
         self.index = index
@@ -153,24 +158,65 @@ final class ComputeWorker {
         }
     }
 
+    /// The most bytes of `input` or `inputBase64` a wasm call may carry and still get a slice
+    /// in the interpreter first.
+    static let maxSlicedInput = 64 << 10
+
     private func runWasm(_ job: ComputeJob, _ call: WasmCall) -> Result<TaskOutput, CSOPError> {
         let milliseconds = job.millisecondsLeft
-        let timeBudget = WasmRunner.budget(milliseconds: milliseconds)
-        let budget = min(timeBudget, call.fuel ?? .max)
+        // The time counts from here, for the interpreter's slice and the compiled run together.
+        let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(min(milliseconds * 1e6, 0x1p62))
         let cap = settings.memoryLimitMB << 20
-        switch wasm.run(call, budget: budget, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes) {
+        // Measured on the interpreter's first use (about 20 ms), so only where it runs.
+        var timeBudget: UInt64 = .max
+        let outcome: Result<JSONValue, WasmRunner.Failure>
+        if call.fuel == nil, case .success(let jit) = jit {
+            // A call first gets a slice of fuel in the interpreter: a small one ends there, for
+            // about what the interpreter costs (instantiating a module in JavaScriptCore costs
+            // more: its memory's address space is reserved, then collected); a longer one
+            // starts again, compiled. Starting again is safe: a call's instance is its own and
+            // it has no imports, so the abandoned run left nothing behind. A call with a large
+            // input is taken for a long one: copying the input twice would cost more than the slice saves.
+            var sliced: Result<JSONValue, WasmRunner.Failure>?
+            if settings.wasmInterpreterSlice > 0, call.inputTextBytes <= Self.maxSlicedInput {
+                timeBudget = WasmRunner.budget(milliseconds: milliseconds)
+                let slice = min(settings.wasmInterpreterSlice, timeBudget)
+                sliced = wasm.run(call, budget: slice, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+                if case .failure(.outOfFuel)? = sliced, slice < timeBudget { sliced = nil }
+            }
+            if let sliced {
+                outcome = sliced
+            } else {
+                outcome = jit.run(call, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            }
+        } else {
+            if case .failure(let error) = jit, call.fuel == nil, !reportedInterpreter {
+                reportedInterpreter = true
+                log("compute worker \(index): wasm tasks run in WasmKit's interpreter: \(error.message)")
+            }
+            timeBudget = WasmRunner.budget(milliseconds: milliseconds)
+            outcome = wasm.run(call, budget: min(timeBudget, call.fuel ?? .max), memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+        }
+        let limit =
+            milliseconds < job.timeoutMilliseconds
+            ? "the \(Self.format(milliseconds.rounded())) ms its call had left" : "its timeout of \(Self.format(job.timeoutMilliseconds)) ms"
+        switch outcome {
         case .success(let value):
             let output = TaskOutput(value)
             return output.resultJSON.count <= settings.maxResultBytes ? .success(output) : .failure(resultTooLarge(job))
         case .failure(.invalid(let error)):
             return .failure(error)
+        case .failure(.stopped(.cancelled)):
+            stats.cancelled.add(1, ordering: .relaxed)
+            return .failure(job.cancellationError)
+        case .failure(.stopped(.timeout)):
+            stats.timedOut.add(1, ordering: .relaxed)
+            return .failure(
+                CSOPError(.timeout, "wasm task \(job.taskName) ran longer than \(limit) and was stopped; raise options.timeout or make it faster", retryable: true))
         case .failure(.outOfFuel(let budget)) where budget < timeBudget:
             return .failure(.executionFailed("wasm task \(job.taskName) used up the fuel it was given (data.fuel: \(budget)); give it more fuel or make it do less"))
         case .failure(.outOfFuel(let budget)):
             stats.timedOut.add(1, ordering: .relaxed)
-            let limit =
-                milliseconds < job.timeoutMilliseconds
-                ? "the \(Self.format(milliseconds.rounded())) ms its call had left" : "its timeout of \(Self.format(job.timeoutMilliseconds)) ms"
             return .failure(
                 CSOPError(
                     .timeout,

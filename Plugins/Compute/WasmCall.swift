@@ -53,6 +53,11 @@ struct WasmCall: Sendable {
     /// Where the call's data is in the request, for messages.
     let path: String
 
+    /// Whether the module was registered (parsed once, and kept compiled by ``WasmJIT``).
+    var isRegistered: Bool {
+        if case .registered = source { true } else { false }
+    }
+
     static let callKeys: Set<String> = ["export", "args", "input", "inputBase64", "output", "fuel"]
 
     /// `data` of `{task: "wasm"}`: the call's keys and `module`, the binary in base64.
@@ -102,28 +107,40 @@ struct WasmCall: Sendable {
         case .registered(let registered): module = registered
         case .base64(let base64): module = try WasmModule(base64: base64, path: "\(path).module")
         }
-        let functions = module.exportedFunctions
+        try check(functions: module.exportedFunctions, exportsMemory: module.exportsMemory)
+        return Resolved(module: module, input: try decodedInput())
+    }
+
+    /// Checks that a module exporting `functions` (in export order) and, when `exportsMemory`,
+    /// its memory as "memory" has what the call needs.
+    /// - Throws: `INVALID_PAYLOAD` naming the field and what to fix.
+    func check(functions: [String], exportsMemory: Bool) throws(CSOPError) {
         guard functions.contains(export) else {
             let shown = functions.prefix(10).map { "\"\($0)\"" }.joined(separator: ", ")
             let more = functions.count > 10 ? " and \(functions.count - 10) more" : ""
             throw .invalidPayload("\(path).export: the module exports no function \"\(export)\"; it exports \(functions.isEmpty ? "none" : shown + more)")
         }
-        if input != nil || output != nil, !module.exportsMemory {
+        if input != nil || output != nil, !exportsMemory {
             throw .invalidPayload("\(path): the module must export its memory as \"memory\" to take input or give output")
         }
         if input != nil, !functions.contains("alloc") {
             throw .invalidPayload("\(path).input: the module must export alloc(length: i32) -> i32 for its input to be copied in")
         }
+    }
+
+    /// The input's bytes, decoded; nil without input.
+    /// - Throws: `INVALID_PAYLOAD` for `inputBase64` that is not base64.
+    func decodedInput() throws(CSOPError) -> [UInt8]? {
         switch input {
         case nil:
-            return Resolved(module: module, input: nil)
+            return nil
         case .text(let text):
-            return Resolved(module: module, input: Array(text.utf8))
+            return Array(text.utf8)
         case .base64(let text):
             guard let data = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else {
                 throw .invalidPayload("\(path).inputBase64 must be base64")
             }
-            return Resolved(module: module, input: [UInt8](data))
+            return [UInt8](data)
         }
     }
 
@@ -159,6 +176,14 @@ struct WasmCall: Sendable {
         return values
     }
 
+    /// The bytes of `input` or `inputBase64` as sent.
+    var inputTextBytes: Int {
+        switch input {
+        case nil: 0
+        case .text(let text), .base64(let text): text.utf8.count
+        }
+    }
+
     /// About how many bytes of request the call carries, for the queue's budget: base64 as its text.
     var inputBytes: Int {
         let module: Int =
@@ -166,12 +191,7 @@ struct WasmCall: Sendable {
             case .base64(let text): text.utf8.count
             case .registered(let module): module.byteCount
             }
-        let input: Int =
-            switch self.input {
-            case nil: 0
-            case .text(let text), .base64(let text): text.utf8.count
-            }
-        return module + input + args.reduce(0) { $0 + $1.approximateJSONBytes }
+        return module + inputTextBytes + args.reduce(0) { $0 + $1.approximateJSONBytes }
     }
 
     private static func isNumber(_ type: ValueType) -> Bool {

@@ -1,5 +1,6 @@
 import CSOPCore
 import Foundation
+import Synchronization
 @_spi(Fuzzing) import WasmKit  // Store.resourceLimiter (the only way to cap a memory's growth) and Module.dropStartFunction (validation runs none of the module's code)
 
 /// A WebAssembly module a task may run: decoded, parsed and validated once, importing nothing.
@@ -11,8 +12,15 @@ struct WasmModule: Sendable {
     static let maxBytes = 8 << 20
 
     let module: Module
+    /// The binary, which ``WasmJIT`` rewrites and compiles.
+    let bytes: [UInt8]
+    /// Tells this module from every other one parsed in the process (``WasmJIT`` keeps compiled
+    /// registered modules by it).
+    let id: UInt64
     /// The binary's size: what the module counts against the registry's and the queue's bytes.
-    let byteCount: Int
+    var byteCount: Int { bytes.count }
+
+    private static let ids = Atomic<UInt64>(0)
 
     /// Decodes and checks `base64`, the value at `path`.
     /// - Throws: `INVALID_PAYLOAD` for text that is not base64, a binary past ``maxBytes``, a
@@ -53,7 +61,8 @@ struct WasmModule: Sendable {
                 "\(path) imports \(first.module).\(first.name)\(more); a wasm task is given no imports (no host functions, WASI, memory, table or global): export what it needs instead"
             )
         }
-        byteCount = bytes.count
+        self.bytes = bytes
+        id = Self.ids.add(1, ordering: .relaxed).newValue
     }
 
     /// Instantiates the module once in a throwaway store and translates every function, so a

@@ -22,6 +22,8 @@ final class WasmRunner {
         /// The output (pointer, length) does not lie in memory, or is not what `output` says.
         case badOutput(String)
         case tooLarge
+        /// ``WasmJIT`` stopped the call: its time ran out, or its call was cancelled.
+        case stopped(WasmJIT.Stop)
     }
 
     private let engine = Engine(configuration: EngineConfiguration(fuelMetering: true))
@@ -79,10 +81,11 @@ final class WasmRunner {
                 arguments.insert(contentsOf: [.i32(pointer), .i32(UInt32(input.count))], at: 0)
             }
             let results = try function.invoke(arguments)
-            guard let output = call.output else {
-                return .success(results.count == 1 ? WasmCall.json(results[0]) : results.isEmpty ? .null : .array(results.map(WasmCall.json)))
+            guard let output = call.output else { return .success(Self.answer(results)) }
+            let memory = instance.exports[memory: "memory"]
+            return Self.readOutput(results, as: output, memoryByteCount: memory?.byteCount, maxResultBytes: maxResultBytes) { offset, count in
+                memory!.withUnsafeBufferPointer(offset: UInt(offset), count: count) { Array($0) }
             }
-            return readOutput(results, as: output, from: instance, maxResultBytes: maxResultBytes)
         } catch let error as CSOPError {
             return .failure(.invalid(error))
         } catch let trap as Trap {
@@ -115,7 +118,16 @@ final class WasmRunner {
         return pointer
     }
 
-    private func readOutput(_ results: [Value], as output: WasmCall.Output, from instance: Instance, maxResultBytes: Int) -> Result<JSONValue, Failure> {
+    /// The answer of a call without `output`: one result as itself, none as null, several as an array.
+    static func answer(_ results: [Value]) -> JSONValue {
+        results.count == 1 ? WasmCall.json(results[0]) : results.isEmpty ? .null : .array(results.map(WasmCall.json))
+    }
+
+    /// The output `results` point at, `(pointer, length)` or one packed i64, read from a memory
+    /// of `memoryByteCount` bytes (nil: the module exports none) by `read(offset, count)`.
+    static func readOutput(
+        _ results: [Value], as output: WasmCall.Output, memoryByteCount: Int?, maxResultBytes: Int, read: (Int, Int) -> [UInt8]
+    ) -> Result<JSONValue, Failure> {
         let pointer: UInt32
         let length: UInt32
         switch (results.first, results.dropFirst().first) {
@@ -126,14 +138,13 @@ final class WasmRunner {
         default:
             return .failure(.badOutput("it returned \(results.count) values, not (pointer, length)"))
         }
-        guard let memory = instance.exports[memory: "memory"] else { return .failure(.badOutput("it exports no memory")) }
-        guard UInt64(pointer) + UInt64(length) <= UInt64(memory.byteCount) else {
-            return .failure(.badOutput("its output [\(pointer), \(UInt64(pointer) + UInt64(length))) lies outside its memory of \(memory.byteCount) bytes"))
+        guard let byteCount = memoryByteCount else { return .failure(.badOutput("it exports no memory")) }
+        guard UInt64(pointer) + UInt64(length) <= UInt64(byteCount) else {
+            return .failure(.badOutput("its output [\(pointer), \(UInt64(pointer) + UInt64(length))) lies outside its memory of \(byteCount) bytes"))
         }
         // base64 grows by a third, a string by its escapes; JSON is checked after parsing.
         guard Int(length) <= maxResultBytes else { return .failure(.tooLarge) }
-        let bytes: [UInt8] =
-            length == 0 ? [] : memory.withUnsafeBufferPointer(offset: UInt(pointer), count: Int(length)) { Array($0) }
+        let bytes = length == 0 ? [] : read(Int(pointer), Int(length))
         switch output {
         case .base64:
             guard (Int(length) + 2) / 3 * 4 <= maxResultBytes else { return .failure(.tooLarge) }

@@ -11,7 +11,7 @@ struct FuzzTarget: Sendable {
 
     static let all: [FuzzTarget] = [
         JSONFuzzTarget.target, RequestFuzzTarget.target, PluginConfigFuzzTarget.target,
-        ClusterFrameFuzzTarget.target, PostgresURLFuzzTarget.target, HTTPHeadFuzzTarget.target,
+        ClusterFrameFuzzTarget.target, PostgresURLFuzzTarget.target, HTTPHeadFuzzTarget.target, WasmRewriteFuzzTarget.target,
     ]
 
     static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

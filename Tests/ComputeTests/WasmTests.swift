@@ -1,5 +1,6 @@
 import CSOPCore
 import CSOPTestSupport
+import CSOPWasmRewrite
 import Dispatch
 import Foundation
 import Testing
@@ -9,21 +10,30 @@ import Testing
 /// WebAssembly tasks through the real service and WasmKit, with the modules in
 /// `Tests/Fixtures/Wasm` (each `.wasm` built from the `.wat` beside it by wabt's `wat2wasm`).
 @Suite struct WasmTests {
-    let h = ComputeHarness(ComputeConfiguration(workers: 2, memoryLimitMB: 16))
+    /// Calls without `fuel` run compiled from the start, so every test below but the fuel ones
+    /// exercises JavaScriptCore's engine; `tiered` runs them as the plugin does by default.
+    let h = ComputeHarness(
+        {
+            var settings = ComputeConfiguration(workers: 2, memoryLimitMB: 16)
+            settings.wasmInterpreterSlice = 0
+            return settings
+        }())
 
     static func module(_ name: String) throws -> JSONValue {
         let data = try Data(contentsOf: URL(fileURLWithPath: "\(CCompiler.packageRoot)/Tests/Fixtures/Wasm/\(name).wasm"))
         return .string(data.base64EncodedString())
     }
 
-    /// `execute {task: "wasm", data: {module, export, …}}`.
-    func wasm(_ module: String, _ export: String, _ data: JSONObject = [:], timeout: Double? = nil) async throws -> Result<JSONValue, CSOPError> {
+    /// `execute {task: "wasm", data: {module, export, …}}` on `harness` (default `h`).
+    func wasm(
+        _ module: String, _ export: String, _ data: JSONObject = [:], timeout: Double? = nil, on harness: ComputeHarness? = nil
+    ) async throws -> Result<JSONValue, CSOPError> {
         var data = data
         data["module"] = try Self.module(module)
         data["export"] = .string(export)
         var payload: JSONObject = ["task": "wasm", "data": .object(data)]
         if let timeout { payload["options"] = ["timeout": .double(timeout)] }
-        return await h.call("execute", .object(payload)).map { $0["result"] ?? "<no result>" }
+        return await (harness ?? h).call("execute", .object(payload)).map { $0["result"] ?? "<no result>" }
     }
 
     @Test func numbersInAndOut() async throws {
@@ -199,5 +209,93 @@ import Testing
         #expect(WasmRunner.fuelPerMillisecond > 100)
         #expect(WasmRunner.budget(milliseconds: 10) > WasmRunner.budget(milliseconds: 1))
         #expect(WasmRunner.budget(milliseconds: 1e300) == UInt64(Int64.max))
+    }
+
+    /// What `export(args)` of `module` answers in JavaScriptCore (no fuel) and in WasmKit's
+    /// interpreter (a fuel budget picks it).
+    func bothEngines(_ module: String, _ export: String, _ args: [JSONValue]) async throws -> (jit: JSONValue, interpreter: JSONValue) {
+        let jit = try await wasm(module, export, ["args": .array(args)]).get()
+        let interpreter = try await wasm(module, export, ["args": .array(args), "fuel": .int(1 << 40)]).get()
+        return (jit, interpreter)
+    }
+
+    @Test func theCompilerAndTheInterpreterAgreeOnControlFlow() async throws {
+        func nested(_ n: Int64, _ limit: Int64) -> Int64 {
+            var sum: Int64 = 0
+            for i in 0..<n {
+                for j in 0..<n {
+                    sum += i * j
+                    if sum > limit { return sum }
+                }
+            }
+            return sum
+        }
+        var calls: Int32 = 0
+        for n in (1...Int32(100_000)).reversed() { calls = calls &+ n }
+        let cases: [(String, [JSONValue], JSONValue)] = [
+            ("started", [], 7),
+            ("nested", [50, 1_000_000_000], .int(nested(50, 1_000_000_000))),
+            ("nested", [50, 5000], .int(nested(50, 5000))),
+            ("table", [10], 30_403),
+            ("carry", [3, 5], 96),
+            ("power", [1000], 1024),
+            ("power", [1], 2),
+            ("fold", [0, 10], 56),
+            ("fold", [1, 4], -9),
+            ("fold", [2, 10], 3_628_800),
+            ("fold", [3, 5], 120),
+            ("fib", [20], 6765),
+            ("calls", [100_000], .int(Int64(calls))),
+        ]
+        for (export, args, expected) in cases {
+            let (jit, interpreter) = try await bothEngines("loops", export, args)
+            #expect(jit == expected, "\(export)\(args): the compiler answered \(jit)")
+            #expect(interpreter == expected, "\(export)\(args): the interpreter answered \(interpreter)")
+        }
+        let (jit, interpreter) = try await bothEngines("heavy", "heavy", [1_000_000])
+        #expect(jit == interpreter)
+    }
+
+    @Test func byDefaultASmallCallEndsInTheInterpreterAndALongOneRunsCompiled() async throws {
+        let tiered = ComputeHarness(ComputeConfiguration(workers: 1, memoryLimitMB: 16))
+        func run(_ module: String, _ export: String, _ data: JSONObject, timeout: Double? = nil) async throws -> Result<JSONValue, CSOPError> {
+            try await wasm(module, export, data, timeout: timeout, on: tiered)
+        }
+        #expect(try await run("arith", "add", ["args": [2, 3]]).get() == 5)
+        #expect(try await run("bytes", "upper", ["input": "tiers", "output": "string"]).get() == "TIERS")
+        #expect(try await run("heavy", "heavy", ["args": [3_000_000]]).get() == (try await wasm("heavy", "heavy", ["args": [3_000_000]]).get()))
+        let trap = try #require(try await run("traps", "divzero", ["args": [0]]).error)
+        #expect(trap.message.contains("trapped: integer divide by zero"), "\(trap.message)")
+        let endless = try #require(try await run("traps", "spin", [:], timeout: 300).error)
+        #expect(endless.code == .timeout, "\(endless)")
+        #expect(endless.message.contains("timeout of 300 ms"), "\(endless.message)")
+    }
+
+    @Test func aCancelledCallStopsItsRunningLoop() async throws {
+        let payload: JSONValue = ["task": "wasm", "data": ["module": try Self.module("traps"), "export": "spin"], "options": ["timeout": 600_000]]
+        let spinner = h.start("execute", payload)
+        // Cancelled once it runs: the pool's busy count says a worker took it.
+        while try await h.stats()["busy"] == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        h.service.cancel(callID: spinner.id)
+        let error = try #require(await spinner.outcome.value.error)
+        #expect(error.code == .timeout, "\(error)")
+        #expect(try await h.stats()["cancelled"] == 1)
+        #expect(try await wasm("arith", "add", ["args": [2, 2]]).get() == 4)
+    }
+
+    @Test func theRewriterRefusesWhatCouldEscapeItsChecks() throws {
+        // A shared memory (threads) and a module that is not one.
+        let shared: [UInt8] = [0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00, 0x05, 0x04, 0x01, 0x03, 0x01, 0x01]
+        #expect(throws: WasmInstrumenter.Failure.unsupported("shared memory (threads)")) {
+            try WasmInstrumenter.instrument(shared, maxMemoryPages: 16, maxTableElements: 16)
+        }
+        #expect(throws: WasmInstrumenter.Failure.self) {
+            try WasmInstrumenter.instrument([0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00, 0x0A, 0x05], maxMemoryPages: 16, maxTableElements: 16)
+        }
+        // Memories get a maximum no larger than the cap, and say when they start over it.
+        let memory: [UInt8] = [0x00, 0x61, 0x73, 0x6D, 0x01, 0x00, 0x00, 0x00, 0x05, 0x03, 0x01, 0x00, 0x20]
+        let capped = try WasmInstrumenter.instrument(memory, maxMemoryPages: 16, maxTableElements: 16)
+        #expect(capped.initialPagesOverCap == 32)
+        #expect(try WasmInstrumenter.instrument(memory, maxMemoryPages: 64, maxTableElements: 16).initialPagesOverCap == nil)
     }
 }

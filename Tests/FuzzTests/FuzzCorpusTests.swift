@@ -5,7 +5,7 @@ import Testing
 /// The fuzz targets' property checks (csop-fuzz, built without libFuzzer) over the committed
 /// inputs of Tests/Fuzz: every seed and every crasher fixed since (regressions/) must pass.
 @Suite struct FuzzCorpusTests {
-    static let targets = ["json", "request", "pluginsd", "cluster", "pgurl", "httphead"]
+    static let targets = ["json", "request", "pluginsd", "cluster", "pgurl", "httphead", "wasm"]
     static let fuzzDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz").path
 
