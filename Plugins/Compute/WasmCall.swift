@@ -53,11 +53,6 @@ struct WasmCall: Sendable {
     /// Where the call's data is in the request, for messages.
     let path: String
 
-    /// Whether the module was registered (parsed once, and kept compiled by ``WasmJIT``).
-    var isRegistered: Bool {
-        if case .registered = source { true } else { false }
-    }
-
     static let callKeys: Set<String> = ["export", "args", "input", "inputBase64", "output", "fuel"]
 
     /// `data` of `{task: "wasm"}`: the call's keys and `module`, the binary in base64.
