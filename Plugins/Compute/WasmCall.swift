@@ -53,6 +53,11 @@ struct WasmCall: Sendable {
     /// Where the call's data is in the request, for messages.
     let path: String
 
+    /// The type `alloc` must have for input to be copied in.
+    static let allocType = FunctionType(parameters: [.i32], results: [.i32])
+    /// The answer when it does not, or `memory` is not exported.
+    static let badAlloc = CSOPError.invalidPayload("the module's alloc must be alloc(length: i32) -> i32, and its memory exported as \"memory\"")
+
     static let callKeys: Set<String> = ["export", "args", "input", "inputBase64", "output", "fuel"]
 
     /// `data` of `{task: "wasm"}`: the call's keys and `module`, the binary in base64.

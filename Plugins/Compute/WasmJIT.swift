@@ -183,9 +183,7 @@ final class WasmJIT {
         else { return .failure(failure(exception)) }
         var values: [JSValueRef?] = []
         if let input {
-            guard module.exports["alloc"] == FunctionType(parameters: [.i32], results: [.i32]) else {
-                return .failure(.invalid(.invalidPayload("the module's alloc must be alloc(length: i32) -> i32, and its memory exported as \"memory\"")))
-            }
+            guard module.exports["alloc"] == WasmCall.allocType else { return .failure(.invalid(WasmCall.badAlloc)) }
             switch copyIn(input, exports: exports) {
             case .success(let pointer):
                 values += [JSValueMakeNumber(context, Double(Int32(bitPattern: pointer))), JSValueMakeNumber(context, Double(input.count))]
@@ -272,7 +270,7 @@ final class WasmJIT {
     /// Copies `input` to what the module's `alloc` hands out. - Returns: the pointer.
     private func copyIn(_ input: [UInt8], exports: JSObjectRef) -> Result<UInt32, WasmRunner.Failure> {
         guard let alloc = property(exports, "alloc") else {
-            return .failure(.invalid(.invalidPayload("the module's alloc must be alloc(length: i32) -> i32, and its memory exported as \"memory\"")))
+            return .failure(.invalid(WasmCall.badAlloc))
         }
         var exception: JSValueRef?
         var arguments: [JSValueRef?] = [JSValueMakeNumber(context, Double(input.count))]

@@ -100,10 +100,10 @@ final class WasmRunner {
 
     /// Copies `input` to what the module's `alloc` hands out.
     private func copyIn(_ input: [UInt8], instance: Instance) throws -> UInt32 {
-        guard let alloc = instance.exports[function: "alloc"], alloc.type == FunctionType(parameters: [.i32], results: [.i32]),
+        guard let alloc = instance.exports[function: "alloc"], alloc.type == WasmCall.allocType,
             let memory = instance.exports[memory: "memory"]
         else {
-            throw CSOPError.invalidPayload("the module's alloc must be alloc(length: i32) -> i32, and its memory exported as \"memory\"")
+            throw WasmCall.badAlloc
         }
         guard case .i32(let pointer)? = try alloc.invoke([.i32(UInt32(input.count))]).first else {
             throw CSOPError.executionFailed("alloc returned no pointer")

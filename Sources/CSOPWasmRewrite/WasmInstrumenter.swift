@@ -180,8 +180,6 @@ private struct Rewriter {
     var sections: [UInt8: Range<Int>] = [:]
     /// The type section's entries.
     var types: [WasmInstrumenter.FunctionType] = []
-    /// Their parameter counts.
-    var typeParameters: [Int] = []
     /// Each defined function's type index.
     var functionTypes: [UInt32] = []
     var globalCount: UInt32 = 0
@@ -280,7 +278,6 @@ private struct Rewriter {
             for _ in 0..<(try r.u32()) { results.append(try r.valueType()) }
             types.append(WasmInstrumenter.FunctionType(parameters: parameters, results: results))
         }
-        typeParameters = types.map(\.parameters.count)
     }
 
     mutating func readFunctions() throws(Failure) {
@@ -370,7 +367,7 @@ private struct Rewriter {
                 try r.skipValueType()
                 _ = try r.byte()  // mutability
                 out += input[start..<r.at]
-                var code = CodeRewriter(input: input, reader: r, typeParameters: typeParameters)
+                var code = CodeRewriter(input: input, reader: r, types: types)
                 try code.constantExpression(into: &out)
                 r = code.reader
             }
@@ -416,7 +413,7 @@ private struct Rewriter {
             guard flags <= 7 else { throw .malformed("element segment flags \(flags)") }
             if flags == 2 || flags == 6 { appendU32(&out, try r.u32()) }  // table index
             if flags & 0x01 == 0 {  // active: an offset expression
-                var code = CodeRewriter(input: input, reader: r, typeParameters: typeParameters)
+                var code = CodeRewriter(input: input, reader: r, types: types)
                 try code.constantExpression(into: &out)
                 r = code.reader
             }
@@ -431,7 +428,7 @@ private struct Rewriter {
                 if flags & 0x04 == 0 {
                     appendU32(&out, try shifted(try r.u32()))  // a function index
                 } else {
-                    var code = CodeRewriter(input: input, reader: r, typeParameters: typeParameters)
+                    var code = CodeRewriter(input: input, reader: r, types: types)
                     try code.constantExpression(into: &out)
                     r = code.reader
                 }
@@ -453,7 +450,7 @@ private struct Rewriter {
             var body: [UInt8] = []
             var locals = WasmReader(input, at: r.at, end: end)
             let groups = try locals.u32()
-            var declared = typeParameters[Int(functionTypes[function])]
+            var declared = types[Int(functionTypes[function])].parameters.count
             guard groups < UInt32.max else { throw .malformed("too many local groups") }
             appendU32(&body, groups + 1)
             let groupsStart = locals.at
@@ -463,7 +460,7 @@ private struct Rewriter {
             }
             body += input[groupsStart..<locals.at]
             body += [0x01, 0x7F]  // the loop counter: one i32
-            var code = CodeRewriter(input: input, reader: locals, typeParameters: typeParameters)
+            var code = CodeRewriter(input: input, reader: locals, types: types)
             guard let counter = UInt32(exactly: declared) else { throw .malformed("a function declares more than 2^32 locals") }
             code.counterLocal = counter
             code.counterGlobal = counterGlobal
@@ -483,16 +480,16 @@ private struct CodeRewriter {
 
     let input: [UInt8]
     var reader: WasmReader
-    let typeParameters: [Int]
+    let types: [WasmInstrumenter.FunctionType]
     var counterLocal: UInt32 = 0
     var counterGlobal: UInt32 = 0
     /// Labels added outside each open block, innermost last: 3 for a wrapped loop, else 0.
     private var added: [Int] = []
 
-    init(input: [UInt8], reader: WasmReader, typeParameters: [Int]) {
+    init(input: [UInt8], reader: WasmReader, types: [WasmInstrumenter.FunctionType]) {
         self.input = input
         self.reader = reader
-        self.typeParameters = typeParameters
+        self.types = types
     }
 
     /// A constant expression (a global's initializer, a segment's offset or element): through its `end`.
@@ -561,8 +558,8 @@ private struct CodeRewriter {
                 let type = try reader.blockType()
                 let blockType = input[typeStart..<reader.at]
                 let parameters = try type.map { index throws(Failure) -> Int in
-                    guard Int(index) < typeParameters.count else { throw .malformed("block type \(index) does not exist") }
-                    return typeParameters[Int(index)]
+                    guard Int(index) < types.count else { throw .malformed("block type \(index) does not exist") }
+                    return types[Int(index)].parameters.count
                 } ?? 0
                 guard instrument else {
                     out += input[start..<reader.at]
