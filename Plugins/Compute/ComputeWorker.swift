@@ -167,36 +167,67 @@ final class ComputeWorker {
         // The time counts from here, for the interpreter's slice and the compiled run together.
         let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(min(milliseconds * 1e6, 0x1p62))
         let cap = settings.memoryLimitMB << 20
-        // Measured on the interpreter's first use (about 20 ms), so only where it runs.
-        var timeBudget: UInt64 = .max
-        let outcome: Result<JSONValue, WasmRunner.Failure>
-        if call.fuel == nil, case .success(let jit) = jit {
-            // A call first gets a slice of fuel in the interpreter: a small one ends there, for
-            // about what the interpreter costs (instantiating a module in JavaScriptCore costs
-            // more: its memory's address space is reserved, then collected); a longer one
-            // starts again, compiled. Starting again is safe: a call's instance is its own and
-            // it has no imports, so the abandoned run left nothing behind. A call with a large
-            // input is taken for a long one: copying the input twice would cost more than the slice saves.
-            var sliced: Result<JSONValue, WasmRunner.Failure>?
-            if settings.wasmInterpreterSlice > 0, call.inputTextBytes <= Self.maxSlicedInput {
-                timeBudget = WasmRunner.budget(milliseconds: milliseconds)
-                let slice = min(settings.wasmInterpreterSlice, timeBudget)
-                sliced = wasm.run(call, budget: slice, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
-                if case .failure(.outOfFuel)? = sliced, slice < timeBudget { sliced = nil }
-            }
-            if let sliced {
-                outcome = sliced
-            } else {
-                outcome = jit.run(call, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
-            }
-        } else {
-            if case .failure(let error) = jit, call.fuel == nil, !reportedInterpreter {
+        // A call with fuel, or without the compiler, runs in the interpreter alone, on the fuel
+        // its time buys (measured on the interpreter's first use, about 20 ms) or less.
+        guard let compiler = compiler(for: call) else {
+            let budget = WasmRunner.budget(milliseconds: milliseconds)
+            let (_, outcome) = interpret(call, budget: min(budget, call.fuel ?? .max))
+            return answer(job, outcome, millisecondsLeft: milliseconds, timeBudget: budget)
+        }
+        // A call with a large input is taken for a long one: copying the input twice would cost
+        // more than the interpreter's slice saves.
+        guard settings.wasmInterpreterSlice > 0, call.inputTextBytes <= Self.maxSlicedInput else {
+            let outcome = compiler.run(call, resolved: nil, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            return answer(job, outcome, millisecondsLeft: milliseconds, timeBudget: .max)
+        }
+        // Any other call first gets a slice of fuel in the interpreter: a small one ends there,
+        // for about what the interpreter costs (instantiating a module in JavaScriptCore costs
+        // more: its memory's address space is reserved, then collected); a longer one starts
+        // again, compiled, its module already parsed and its input decoded. Starting again is
+        // safe: a call's instance is its own and it has no imports, so the abandoned run left
+        // nothing behind.
+        let budget = WasmRunner.budget(milliseconds: milliseconds)
+        let slice = min(settings.wasmInterpreterSlice, budget)
+        let (resolved, sliced) = interpret(call, budget: slice)
+        if case .failure(.outOfFuel) = sliced, slice < budget {
+            let outcome = compiler.run(call, resolved: resolved, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            return answer(job, outcome, millisecondsLeft: milliseconds, timeBudget: budget)
+        }
+        return answer(job, sliced, millisecondsLeft: milliseconds, timeBudget: budget)
+    }
+
+    /// The compiler, unless `call` sets `fuel` (which only the interpreter counts) or the
+    /// compiler cannot run here (said once in the log).
+    private func compiler(for call: WasmCall) -> WasmJIT? {
+        guard call.fuel == nil else { return nil }
+        switch jit {
+        case .success(let compiler):
+            return compiler
+        case .failure(let error):
+            if !reportedInterpreter {
                 reportedInterpreter = true
                 log("compute worker \(index): wasm tasks run in WasmKit's interpreter: \(error.message)")
             }
-            timeBudget = WasmRunner.budget(milliseconds: milliseconds)
-            outcome = wasm.run(call, budget: min(timeBudget, call.fuel ?? .max), memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            return nil
         }
+    }
+
+    /// `call` in the interpreter with `budget` fuel, and its module and input as resolved for it
+    /// (nil when they could not be).
+    private func interpret(_ call: WasmCall, budget: UInt64) -> (WasmCall.Resolved?, Result<JSONValue, WasmFailure>) {
+        let resolved: WasmCall.Resolved
+        do throws(CSOPError) { resolved = try call.resolve() } catch { return (nil, .failure(.invalid(error))) }
+        return (resolved, wasm.run(call, resolved, budget: budget, memoryLimitBytes: settings.memoryLimitMB << 20, maxResultBytes: settings.maxResultBytes))
+    }
+
+    /// The task's answer for a wasm call's `outcome`.
+    /// - Parameters:
+    ///   - millisecondsLeft: the call's time when it started.
+    ///   - timeBudget: the fuel that time buys in the interpreter (`.max` when it did not run),
+    ///     so an out-of-fuel stop below it is the caller's own `fuel` running out.
+    private func answer(_ job: ComputeJob, _ outcome: Result<JSONValue, WasmFailure>, millisecondsLeft milliseconds: Double, timeBudget: UInt64)
+        -> Result<TaskOutput, CSOPError>
+    {
         let limit =
             milliseconds < job.timeoutMilliseconds
             ? "the \(Self.format(milliseconds.rounded())) ms its call had left" : "its timeout of \(Self.format(job.timeoutMilliseconds)) ms"

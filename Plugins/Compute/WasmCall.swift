@@ -137,10 +137,8 @@ struct WasmCall: Sendable {
         case .text(let text):
             return Array(text.utf8)
         case .base64(let text):
-            guard let data = Data(base64Encoded: text, options: .ignoreUnknownCharacters) else {
-                throw .invalidPayload("\(path).inputBase64 must be base64")
-            }
-            return [UInt8](data)
+            guard let bytes = Base64Bytes.decode(text) else { throw .invalidPayload("\(path).inputBase64 must be base64") }
+            return bytes
         }
     }
 

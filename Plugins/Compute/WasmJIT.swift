@@ -152,18 +152,22 @@ final class WasmJIT {
 
     /// Runs `call` until `deadline` (`DispatchTime` uptime nanoseconds) or `job`'s cancellation.
     /// - Parameters:
+    ///   - resolved: the call's module and input, when they were already parsed and decoded
+    ///     (for the interpreter's slice), so they are not again.
     ///   - memoryLimitBytes: the most any memory of the module may hold.
     ///   - maxResultBytes: the most bytes an output may have.
-    func run(_ call: WasmCall, job: ComputeJob, deadline: UInt64, memoryLimitBytes: Int, maxResultBytes: Int) -> Result<JSONValue, WasmRunner.Failure> {
+    func run(
+        _ call: WasmCall, resolved: WasmCall.Resolved?, job: ComputeJob, deadline: UInt64, memoryLimitBytes: Int, maxResultBytes: Int
+    ) -> Result<JSONValue, WasmFailure> {
         let module: Compiled
-        switch compiled(call, memoryLimitBytes: memoryLimitBytes) {
+        switch compiled(call, parsed: resolved?.module, memoryLimitBytes: memoryLimitBytes) {
         case .success(let made): module = made
         case .failure(let failure): return .failure(failure)
         }
         let input: [UInt8]?
         do throws(CSOPError) {
             try call.check(functions: module.exportNames, exportsMemory: module.exportsMemory)
-            input = try call.decodedInput()
+            if let resolved { input = resolved.input } else { input = try call.decodedInput() }
         } catch {
             return .failure(.invalid(error))
         }
@@ -206,9 +210,9 @@ final class WasmJIT {
         }
     }
 
-    /// The call's module, compiled: from the cache, or parsed (ad hoc), checked, rewritten and
-    /// compiled, then kept.
-    private func compiled(_ call: WasmCall, memoryLimitBytes: Int) -> Result<Compiled, WasmRunner.Failure> {
+    /// The call's module, compiled: from the cache, or parsed (ad hoc, unless `parsed` is it),
+    /// checked, rewritten and compiled, then kept.
+    private func compiled(_ call: WasmCall, parsed: WasmModule?, memoryLimitBytes: Int) -> Result<Compiled, WasmFailure> {
         useCounter &+= 1
         let key: Key
         switch call.source {
@@ -220,10 +224,12 @@ final class WasmJIT {
             return .success(compiled.values[index])
         }
         let module: WasmModule
-        switch call.source {
-        case .registered(let registered):
+        switch (call.source, parsed) {
+        case (_, let parsed?):
+            module = parsed
+        case (.registered(let registered), nil):
             module = registered
-        case .base64(let text):
+        case (.base64(let text), nil):
             do throws(CSOPError) { module = try WasmModule(base64: text, path: "\(call.path).module") } catch { return .failure(.invalid(error)) }
         }
         let made = compile(module, memoryLimitBytes: memoryLimitBytes)
@@ -242,7 +248,7 @@ final class WasmJIT {
     }
 
     /// `module` rewritten (``WasmInstrumenter``) and compiled.
-    private func compile(_ module: WasmModule, memoryLimitBytes: Int) -> Result<Compiled, WasmRunner.Failure> {
+    private func compile(_ module: WasmModule, memoryLimitBytes: Int) -> Result<Compiled, WasmFailure> {
         let instrumented: WasmInstrumenter.Output
         do throws(WasmInstrumenter.Failure) {
             instrumented = try WasmInstrumenter.instrument(
@@ -268,7 +274,7 @@ final class WasmJIT {
     }
 
     /// Copies `input` to what the module's `alloc` hands out. - Returns: the pointer.
-    private func copyIn(_ input: [UInt8], exports: JSObjectRef) -> Result<UInt32, WasmRunner.Failure> {
+    private func copyIn(_ input: [UInt8], exports: JSObjectRef) -> Result<UInt32, WasmFailure> {
         guard let alloc = property(exports, "alloc") else {
             return .failure(.invalid(WasmCall.badAlloc))
         }
@@ -342,7 +348,7 @@ final class WasmJIT {
     }
 
     /// The call's results as values of `types`: none, one, or an array of several.
-    private func results(_ value: JSValueRef, _ types: [ValueType]) -> Result<[Value], WasmRunner.Failure> {
+    private func results(_ value: JSValueRef, _ types: [ValueType]) -> Result<[Value], WasmFailure> {
         var items: [JSValueRef] = []
         if types.count == 1 {
             items = [value]
@@ -376,7 +382,7 @@ final class WasmJIT {
     }
 
     /// What a thrown exception means: the stop ``check()`` asked for, or a trap with its kind.
-    private func failure(_ exception: JSValueRef?) -> WasmRunner.Failure {
+    private func failure(_ exception: JSValueRef?) -> WasmFailure {
         if let stop { return .stopped(stop) }
         return .trap(Self.trapKind(describe(exception)), refusedMemory: nil)
     }

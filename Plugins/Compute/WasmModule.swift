@@ -28,10 +28,10 @@ struct WasmModule: Sendable {
     ///   a task is given no host functions, memory, table or global.
     init(base64: String, path: String) throws(CSOPError) {
         try Self.checkSize(base64: base64, path: path)
-        guard let data = Data(base64Encoded: base64, options: .ignoreUnknownCharacters), !data.isEmpty else {
+        guard let bytes = Base64Bytes.decode(base64), !bytes.isEmpty else {
             throw .invalidPayload("\(path) must be a WebAssembly binary in base64 (for example `base64 -w0 module.wasm`)")
         }
-        try self.init(bytes: [UInt8](data), path: path)
+        try self.init(bytes: bytes, path: path)
     }
 
     /// Refuses base64 text that cannot hold a module of at most ``maxBytes``: a check cheap

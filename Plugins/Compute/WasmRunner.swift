@@ -10,22 +10,6 @@ import Foundation
 /// (``fuelPerMillisecond``). A call past it stops with an out-of-fuel trap, answered as
 /// `TIMEOUT`. Thread-confined: one per worker.
 final class WasmRunner {
-    /// What can go wrong in a call, beside bad arguments (`invalid`). ``ComputeWorker`` words them.
-    enum Failure: Error {
-        case invalid(CSOPError)
-        /// The fuel budget ran out.
-        case outOfFuel(budget: UInt64)
-        /// A trap, with its kind, and the memory size refused before it, if one was.
-        case trap(String, refusedMemory: Int?)
-        /// The module asks for more initial memory than the cap.
-        case initialMemory(Int)
-        /// The output (pointer, length) does not lie in memory, or is not what `output` says.
-        case badOutput(String)
-        case tooLarge
-        /// ``WasmJIT`` stopped the call: its time ran out, or its call was cancelled.
-        case stopped(WasmJIT.Stop)
-    }
-
     private let engine = Engine(configuration: EngineConfiguration(fuelMetering: true))
 
     /// Fuel this machine's interpreter burns per millisecond: the best of three runs of a
@@ -56,15 +40,15 @@ final class WasmRunner {
         return fuel >= 0x1p63 ? UInt64(Int64.max) : UInt64(max(fuel, 1))
     }
 
-    /// Runs `call` with at most `budget` fuel, each memory capped at `memoryLimitBytes`.
+    /// Runs `call`, its module and input `resolved` (``WasmCall/resolve()``), with at most
+    /// `budget` fuel, each memory capped at `memoryLimitBytes`.
     /// - Returns: the answer's result; an output of more than `maxResultBytes` is `tooLarge`.
-    func run(_ call: WasmCall, budget: UInt64, memoryLimitBytes: Int, maxResultBytes: Int) -> Result<JSONValue, Failure> {
+    func run(_ call: WasmCall, _ resolved: WasmCall.Resolved, budget: UInt64, memoryLimitBytes: Int, maxResultBytes: Int) -> Result<JSONValue, WasmFailure> {
         let store = Store(engine: engine)
         let cap = WasmMemoryCap(maxBytes: memoryLimitBytes)
         store.resourceLimiter = cap
         store.fuel = Fuel(remaining: budget)
         do {
-            let resolved = try call.resolve()
             let instance: Instance
             do {
                 instance = try resolved.module.module.instantiate(store: store)
@@ -127,7 +111,7 @@ final class WasmRunner {
     /// of `memoryByteCount` bytes (nil: the module exports none) by `read(offset, count)`.
     static func readOutput(
         _ results: [Value], as output: WasmCall.Output, memoryByteCount: Int?, maxResultBytes: Int, read: (Int, Int) -> [UInt8]
-    ) -> Result<JSONValue, Failure> {
+    ) -> Result<JSONValue, WasmFailure> {
         let pointer: UInt32
         let length: UInt32
         switch (results.first, results.dropFirst().first) {
