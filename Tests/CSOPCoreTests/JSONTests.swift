@@ -161,6 +161,40 @@ import Testing
             }
         }
     }
+
+    /// The writer's eight-byte scan against a byte-by-byte escaper, on strings dense with
+    /// characters that need escaping, in runs and alone, at every alignment.
+    @Test func writerEscapesAsAByteByByteWriterDoes() {
+        let alphabet: [Character] = ["a", "b", "\"", "\\", "\n", "\u{01}", "\u{1F}", "\t", "é", "😀", "\u{7F}", " "]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<3000 {
+            let length = Int.random(in: 0...80, using: &generator)
+            let plainRun = Int.random(in: 0...20, using: &generator)
+            let text = String((0..<length).map { _ in Bool.random(using: &generator) ? Character("x") : alphabet.randomElement(using: &generator)! })
+            let padded = String(repeating: "p", count: plainRun) + text
+            #expect(JSONValue.string(padded).serialized() == Self.escaped(padded), "\(Array(padded.utf8))")
+        }
+    }
+
+    private static func escaped(_ text: String) -> [UInt8] {
+        var out: [UInt8] = [0x22]
+        for byte in text.utf8 {
+            switch byte {
+            case 0x22: out += Array(#"\""#.utf8)
+            case 0x5C: out += Array(#"\\"#.utf8)
+            case 0x0A: out += Array(#"\n"#.utf8)
+            case 0x0D: out += Array(#"\r"#.utf8)
+            case 0x09: out += Array(#"\t"#.utf8)
+            case 0x08: out += Array(#"\b"#.utf8)
+            case 0x0C: out += Array(#"\f"#.utf8)
+            case ..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += Array(#"\u00"#.utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            default: out.append(byte)
+            }
+        }
+        return out + [0x22]
+    }
 }
 
 /// Lone UTF-16 surrogates are refused, never replaced: replacing them with U+FFFD made three
