@@ -117,8 +117,14 @@ final class LineServer: Sendable {
                 if start < end && !discarding { handle(Array(buffer[start..<end])) }
                 break readLoop
             }
+            // A client that keeps a window of requests in flight sends the next ones as answers
+            // come back: answers written a quarter of the chunk at a time let it do so while the
+            // rest is worked on, where one write at the end would leave it idle until then. A
+            // long chunk (a file piped in) is still written in a few large writes.
+            let lines = buffer.withUnsafeBytes { Self.newlines(in: UnsafeRawBufferPointer(rebasing: $0[end..<(end + count)])) }
             end += count
-            output.beginBatch()
+            writeLines = max(Self.minimumWriteLines, lines / 4)
+            output.beginBatch(writingEvery: writeLines)
             while let newline = buffer[scanned..<end].firstIndex(of: 0x0A) {
                 if discarding {
                     discarding = false
@@ -142,6 +148,22 @@ final class LineServer: Sendable {
     }
 
     private nonisolated(unsafe) var lineNumber = 0  // Only the reading thread touches it.
+    /// Answers written at once while the current chunk is worked on.
+    private nonisolated(unsafe) var writeLines = Int.max  // Only the reading thread touches it.
+
+    /// The fewest answers written at once while a chunk is worked on.
+    static let minimumWriteLines = 16
+
+    private static func newlines(in bytes: UnsafeRawBufferPointer) -> Int {
+        guard var position = bytes.baseAddress else { return 0 }
+        let end = position + bytes.count
+        var count = 0
+        while position < end, let found = memchr(position, 0x0A, end - position) {
+            count += 1
+            position = UnsafeRawPointer(found) + 1
+        }
+        return count
+    }
 
     private func handle(_ line: [UInt8]) {
         lineNumber += 1
@@ -162,7 +184,7 @@ final class LineServer: Sendable {
                 while mustWait() { done.wait() }
                 readerWaiting.store(false, ordering: .relaxed)
             }
-            output.beginBatch()
+            output.beginBatch(writingEvery: writeLines)
         }
         pending.add(1, ordering: .relaxed)
         pendingBytes.add(size, ordering: .relaxed)

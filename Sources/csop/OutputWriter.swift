@@ -5,15 +5,20 @@ import Glibc
 import Synchronization
 
 /// Serializes whole lines onto a file descriptor from any thread. While the reader is
-/// working through a chunk of input (``beginBatch()``/``endBatch()``) lines are buffered and
-/// written together, so a burst of requests costs a few write(2) calls, not one each.
+/// working through a chunk of input (``beginBatch(writingEvery:)`` to ``endBatch()``) lines
+/// are buffered and written a few at a time, so a burst of requests costs a few write(2)
+/// calls, not one each.
 ///
 /// When a write fails (the reader went away: EPIPE), the writer is closed for good: later
 /// lines are dropped and `onClosed` runs once, so the caller can stop taking input.
 final class OutputWriter: Sendable {
     private struct State {
         var buffer: [UInt8] = []
+        /// Lines in `buffer`.
+        var lines = 0
         var batching = false
+        /// Lines a batch holds at most before they are written.
+        var batchLines = Int.max
         var closed = false
     }
 
@@ -49,12 +54,19 @@ final class OutputWriter: Sendable {
             guard !state.closed else { return false }
             line(&state.buffer)
             state.buffer.append(0x0A)
-            return !state.batching || state.buffer.count > 1 << 16 ? flush(&state) : false
+            state.lines += 1
+            return !state.batching || state.lines >= state.batchLines || state.buffer.count > 1 << 16 ? flush(&state) : false
         }
         if closedNow { onClosed() }
     }
 
-    func beginBatch() { state.withLock { $0.batching = true } }
+    /// Buffers lines until ``endBatch()``, writing them every `lines` lines meanwhile.
+    func beginBatch(writingEvery lines: Int) {
+        state.withLock { state in
+            state.batching = true
+            state.batchLines = max(1, lines)
+        }
+    }
 
     func endBatch() {
         let closedNow = state.withLock { state in
@@ -68,6 +80,7 @@ final class OutputWriter: Sendable {
     private func flush(_ state: inout State) -> Bool {
         guard !state.buffer.isEmpty, !state.closed else { return false }
         let written = writeAll(fd, state.buffer)
+        state.lines = 0
         state.buffer.removeAll(keepingCapacity: state.buffer.count < 1 << 20)
         if !written {
             state.closed = true
