@@ -1,3 +1,4 @@
+import CSOPCore
 import Foundation
 import Synchronization
 
@@ -47,7 +48,7 @@ public final class SpawnedProcess: Sendable {
     ) throws {
         // Writing to a child that exited must be an error here, not the end of the test run.
         _ = Glibc.signal(SIGPIPE, SIG_IGN)
-        guard let closeFrom = Self.addCloseFrom else { throw SpawnError(message: "glibc lacks posix_spawn_file_actions_addclosefrom_np") }
+        guard let closeFrom = SpawnFileActions.addCloseFrom else { throw SpawnError(message: "glibc lacks posix_spawn_file_actions_addclosefrom_np") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -84,7 +85,7 @@ public final class SpawnedProcess: Sendable {
         }
         _ = closeFrom(&actions, 3)
         if let directory {
-            guard let addChdir = Self.addChdir else {
+            guard let addChdir = SpawnFileActions.addChdir else {
                 for case let fd? in ours { close(fd) }
                 throw SpawnError(message: "glibc lacks posix_spawn_file_actions_addchdir_np")
             }
@@ -219,21 +220,6 @@ public final class SpawnedProcess: Sendable {
         let signal = status & 0x7f
         return signal != 0 && signal != 0x7f ? signal : nil
     }
-
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, UnsafePointer<CChar>) -> Int32
-
-    /// glibc ≥ 2.34 has it; the Swift Glibc module does not export it.
-    private static let addCloseFrom: AddCloseFrom? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: AddCloseFrom.self)
-    }()
-
-    /// glibc ≥ 2.29 has it; the Swift Glibc module does not export it.
-    private static let addChdir: AddChdir? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addchdir_np") else { return nil }
-        return unsafeBitCast(symbol, to: AddChdir.self)
-    }()
 }
 
 /// Why a child process could not be started.

@@ -474,14 +474,6 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
 
     // MARK: - Processes
 
-    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-
-    /// glibc ≥ 2.34 has it; the Swift Glibc module does not export it.
-    private static let addCloseFrom: AddCloseFrom? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-        return unsafeBitCast(symbol, to: AddCloseFrom.self)
-    }()
-
     /// Starts `csop plugin-host --fd 3` with one end of a socket pair as its descriptor 3,
     /// and sends it the start frame.
     private static func spawn(
@@ -504,7 +496,7 @@ final class IsolatedPlugin: LoadedPlugin, Sendable {
         // The child's stdout is the host's stderr: a plugin that prints must not write into
         // `csop run`'s answers.
         posix_spawn_file_actions_adddup2(&actions, 2, 1)
-        _ = addCloseFrom?(&actions, 4)
+        _ = SpawnFileActions.addCloseFrom?(&actions, 4)
         let arguments = [launch.executable, "plugin-host", "--fd", "3"]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
