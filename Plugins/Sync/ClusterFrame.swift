@@ -13,8 +13,14 @@ package enum ClusterFrame {
     /// Bytes per frame, leaving room under PostgreSQL's 8,000-byte limit.
     package static let budget = 7900
 
-    /// Packs message lines into frames, in order.
+    /// The most bytes an origin may have. Instances name themselves with 16 hex digits; a frame
+    /// that claims a longer origin is no instance's, and an origin that long would leave a
+    /// frame no room for its messages.
+    package static let maxOriginBytes = 64
+
+    /// Packs message lines into frames, in order. `origin` has at most ``maxOriginBytes``.
     package static func frames(origin: String, lines: [(sequence: UInt64, bytes: [UInt8])]) -> [String] {
+        precondition(origin.utf8.count <= maxOriginBytes, "a cluster origin of \(origin.utf8.count) bytes, more than \(maxOriginBytes)")
         var frames: [String] = []
         let header = Array("B\(origin)\n".utf8)
         var current: [UInt8] = []
@@ -108,6 +114,10 @@ package struct ClusterReceiver {
         guard let newline = bytes.firstIndex(of: 0x0A) else { return drop("a cluster frame without a header line") }
         let header = bytes[1..<newline]
         let body = bytes[(newline + 1)...]
+        // A chunk's header also holds its sequence, part and total: three numbers of at most 20 digits.
+        guard header.count <= ClusterFrame.maxOriginBytes + (kind == UInt8(ascii: "C") ? 63 : 0) else {
+            return drop("a cluster frame whose header is longer than an origin of \(ClusterFrame.maxOriginBytes) bytes allows")
+        }
         if kind == UInt8(ascii: "H") || kind == UInt8(ascii: "M") {
             let origin = String(decoding: header, as: UTF8.self)
             if origin == ownOrigin { return [] }
@@ -154,6 +164,9 @@ package struct ClusterReceiver {
             return drop("a chunk frame whose header is not C<origin> <seq> <part> <total>")
         }
         let origin = parts[0]
+        guard origin.utf8.count <= ClusterFrame.maxOriginBytes else {
+            return drop("a chunk frame whose origin is longer than \(ClusterFrame.maxOriginBytes) bytes")
+        }
         if origin == ownOrigin { return [] }
         if part == 0 {
             if partial[origin] == nil, partial.count >= Self.maxPartialMessages, let evicted = partial.first {

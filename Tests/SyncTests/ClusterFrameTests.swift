@@ -50,6 +50,21 @@ import Testing
         #expect(receiver.malformed == 7)
     }
 
+    /// An origin over 64 bytes is no instance's (they use 16 hex digits), and one that long
+    /// would leave a frame no room for its messages: every kind of frame claiming one is dropped.
+    @Test func framesFromAnOriginTooLongForAFrameAreDropped() {
+        let long = String(repeating: "o", count: ClusterFrame.maxOriginBytes + 1)
+        let fits = String(repeating: "o", count: ClusterFrame.maxOriginBytes)
+        var receiver = ClusterReceiver(ownOrigin: "me", maxMessageBytes: 1 << 20)
+        let line = String(decoding: message(0, data: 1).line(sequence: 1), as: UTF8.self)
+        for payload in ["B\(long)\n\(line)", "C\(long) 1 0 1\n\(line)", "M\(long)\nnews 0a1b 7 hello 5 1", "H\(long)\nnews 0a1b 8"] {
+            #expect(receiver.receive(payload).isEmpty)
+        }
+        #expect(receiver.malformed == 4)
+        #expect(receiver.receive("B\(fits)\n\(line)").count == 1)
+        #expect(receiver.malformed == 4)
+    }
+
     /// History frames: M carries the message and its offset, H only the offset; both name the
     /// stream's epoch. Another instance's are passed on, this instance's own skipped, and any
     /// malformed one dropped and counted.
