@@ -76,7 +76,7 @@ final class ComputeWorker {
             result = runWasm(job, call)
         case .prepare(let registration):
             result = Result { () throws(CSOPError) in
-                try registration.prepare(memoryLimitBytes: settings.memoryLimitMB << 20)
+                try registration.prepare(memoryLimitBytes: memoryLimitBytes)
                 return TaskOutput(.null)
             }
         }
@@ -158,6 +158,9 @@ final class ComputeWorker {
         }
     }
 
+    /// `memoryLimitMB` in bytes: the cap on a wasm module's memories.
+    private var memoryLimitBytes: Int { settings.memoryLimitMB << 20 }
+
     /// The most bytes of `input` or `inputBase64` a wasm call may carry and still get a slice
     /// in the interpreter first.
     static let maxSlicedInput = 64 << 10
@@ -166,7 +169,6 @@ final class ComputeWorker {
         let milliseconds = job.millisecondsLeft
         // The time counts from here, for the interpreter's slice and the compiled run together.
         let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(min(milliseconds * 1e6, 0x1p62))
-        let cap = settings.memoryLimitMB << 20
         // A call with fuel, or without the compiler, runs in the interpreter alone, on the fuel
         // its time buys (measured on the interpreter's first use, about 20 ms) or less.
         guard let compiler = compiler(for: call) else {
@@ -177,7 +179,7 @@ final class ComputeWorker {
         // A call with a large input is taken for a long one: copying the input twice would cost
         // more than the interpreter's slice saves.
         guard settings.wasmInterpreterSlice > 0, call.inputTextBytes <= Self.maxSlicedInput else {
-            let outcome = compiler.run(call, resolved: nil, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            let outcome = compiler.run(call, resolved: nil, job: job, deadline: deadline, memoryLimitBytes: memoryLimitBytes, maxResultBytes: settings.maxResultBytes)
             return answer(job, outcome, millisecondsLeft: milliseconds, timeBudget: .max)
         }
         // Any other call first gets a slice of fuel in the interpreter: a small one ends there,
@@ -190,7 +192,7 @@ final class ComputeWorker {
         let slice = min(settings.wasmInterpreterSlice, budget)
         let (resolved, sliced) = interpret(call, budget: slice)
         if case .failure(.outOfFuel) = sliced, slice < budget {
-            let outcome = compiler.run(call, resolved: resolved, job: job, deadline: deadline, memoryLimitBytes: cap, maxResultBytes: settings.maxResultBytes)
+            let outcome = compiler.run(call, resolved: resolved, job: job, deadline: deadline, memoryLimitBytes: memoryLimitBytes, maxResultBytes: settings.maxResultBytes)
             return answer(job, outcome, millisecondsLeft: milliseconds, timeBudget: budget)
         }
         return answer(job, sliced, millisecondsLeft: milliseconds, timeBudget: budget)
@@ -217,7 +219,7 @@ final class ComputeWorker {
     private func interpret(_ call: WasmCall, budget: UInt64) -> (WasmCall.Resolved?, Result<JSONValue, WasmFailure>) {
         let resolved: WasmCall.Resolved
         do throws(CSOPError) { resolved = try call.resolve() } catch { return (nil, .failure(.invalid(error))) }
-        return (resolved, wasm.run(call, resolved, budget: budget, memoryLimitBytes: settings.memoryLimitMB << 20, maxResultBytes: settings.maxResultBytes))
+        return (resolved, wasm.run(call, resolved, budget: budget, memoryLimitBytes: memoryLimitBytes, maxResultBytes: settings.maxResultBytes))
     }
 
     /// The task's answer for a wasm call's `outcome`.
